@@ -1,0 +1,1 @@
+"""Data: ACDC-layout h5 files, folds and splits, augmentation, scribbles, phantoms."""
