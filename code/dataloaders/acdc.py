@@ -1,0 +1,170 @@
+"""Folds, model-selection splits and in-memory datasets over the ACDC h5 layout.
+
+Folds: fold k (1..5) tests on the k-th fifth of the sorted patient IDs and trains on the rest;
+for ACDC's 100 patients fold k tests patients 20(k-1)+1..20k. Model selection never looks at the
+test fold unless asked to: a fixed, seeded ~10% of the training patients is held out as the
+validation split (``select_on_test=True`` reproduces the peers' protocol of selecting on the test
+fold, for comparison only).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+from tqdm import tqdm
+
+from dataloaders import io
+from dataloaders.augment import augment
+
+FOLDS = tuple(f"fold{k}" for k in range(1, 6))
+SPLIT_SEED = 2022
+
+
+@dataclass(frozen=True)
+class Split:
+    """Case names (``patientXXX_frameYY``) of each part of one fold."""
+
+    train: list[str]
+    val: list[str]
+    test: list[str]
+
+
+def fold_split(cases: list[str], fold: str, val_fraction: float = 0.1,
+               select_on_test: bool = False, split_seed: int = SPLIT_SEED) -> Split:
+    """Split ``cases`` into train / validation / test patients of ``fold``.
+
+    Both frames of a patient always fall in the same part. The validation patients are drawn
+    with ``split_seed`` (fixed, independent of the training seed) from the training patients;
+    with ``select_on_test`` the validation split is the test fold itself.
+    """
+    if fold not in FOLDS:
+        raise ValueError(f"--fold must be one of {', '.join(FOLDS)}, got {fold!r}")
+    patients = sorted({io.patient_of(c) for c in cases})
+    if len(patients) < 5:
+        raise ValueError(f"need at least 5 patients for 5 folds, found {len(patients)}")
+    k, n = int(fold[4:]), len(patients)
+    test_p = set(patients[(k - 1) * n // 5: k * n // 5])
+    train_p = [p for p in patients if p not in test_p]
+    if select_on_test:
+        val_p = set(test_p)
+    else:
+        n_val = max(1, round(val_fraction * len(train_p)))
+        rng = np.random.default_rng(split_seed)
+        val_p = set(rng.choice(train_p, n_val, replace=False).tolist())
+        train_p = [p for p in train_p if p not in val_p]
+    pick = lambda ps: [c for c in cases if io.patient_of(c) in ps]  # noqa: E731
+    return Split(pick(set(train_p)), pick(val_p), pick(test_p))
+
+
+def scribble_target(root: str, name: str, arrays: dict) -> np.ndarray:
+    if "scribble" not in arrays:
+        raise KeyError(f"{name}: no 'scribble' in the data (needed by --sup_type scribble)")
+    return arrays["scribble"]
+
+
+def label_target(root: str, name: str, arrays: dict) -> np.ndarray:
+    if "label" not in arrays:
+        raise KeyError(f"{name}: no 'label' in the data (needed by --sup_type label)")
+    return arrays["label"]
+
+
+def random_walker_target(root: str, name: str, arrays: dict) -> np.ndarray:
+    from dataloaders.random_walker import RandomWalkerCache
+    cache = RandomWalkerCache(os.path.join(root, "random_walker_cache"))
+    return cache.get(name, arrays["image"], scribble_target(root, name, arrays))
+
+
+# Supervision types: how the training target of a slice is obtained (unlabeled pixels = 4).
+SUPERVISION = {
+    "scribble": scribble_target,
+    "label": label_target,
+    "random_walker": random_walker_target,
+}
+# Value a rotation brings in from outside the slice, per supervision type.
+FILL = {"scribble": io.UNLABELED, "label": 0, "random_walker": io.UNLABELED}
+
+
+class SliceDataset(Dataset):
+    """Training slices of ``cases``, read once from ``ACDC_training_slices`` and then served
+    from memory (a fold of ACDC is ~150 MB), augmented reproducibly.
+
+    Items are indexed by ``(slice_index, seed)`` pairs (see :class:`TrainBatchSampler`) and are
+    dicts with ``image`` (1, h, w) float32 in [0, 1] and ``target`` (h, w) int64 in {0..3, 4}.
+    """
+
+    def __init__(self, root: str, cases: list[str], sup_type: str, patch_size, augment_data=True,
+                 progress: bool = True):
+        if sup_type not in SUPERVISION:
+            raise ValueError(f"--sup_type must be one of {sorted(SUPERVISION)}, got {sup_type!r}")
+        self.patch_size = tuple(patch_size)
+        self.fill = FILL[sup_type]
+        self.augment = augment_data
+        names = []
+        for case in cases:
+            n = len(io.read_h5(io.volume_path(root, case), keys=("image",))["image"])
+            names += [f"{case}_slice_{z}" for z in range(n)]
+        self.names, self.images, self.targets = names, [], []
+        for name in tqdm(names, desc="loading slices", disable=not progress, leave=False):
+            arrays = io.read_h5(os.path.join(root, io.SLICE_DIR, name + ".h5"))
+            self.images.append(arrays["image"].astype(np.float32))
+            self.targets.append(SUPERVISION[sup_type](root, name, arrays).astype(np.int64))
+        if not names:
+            raise ValueError(f"{root}: no training slices for the chosen split")
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, item) -> dict:
+        index, seed = item
+        rng = np.random.default_rng(seed)
+        image, (target,) = augment(self.images[index], [self.targets[index]], [self.fill],
+                                   self.patch_size, rng, train=self.augment)
+        return {"image": torch.from_numpy(image.copy())[None], "target": torch.from_numpy(target.copy())}
+
+
+class TrainBatchSampler(Sampler):
+    """Endless batches of ``(slice_index, augmentation_seed)``, a pure function of
+    ``(seed, iteration)``: resuming at iteration i replays exactly the batches a run would
+    have drawn, whatever the number of loader workers.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, start_iteration: int = 0):
+        self.n, self.batch_size, self.seed, self.start = n, batch_size, seed, start_iteration
+
+    def batch(self, iteration: int) -> list[tuple[int, int]]:
+        per_epoch = max(1, self.n // self.batch_size)
+        epoch, pos = divmod(iteration, per_epoch)
+        order = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        if self.n < self.batch_size:
+            order = np.resize(order, self.batch_size)
+        idx = order[pos * self.batch_size:(pos + 1) * self.batch_size]
+        return [(int(i), int(np.random.SeedSequence([self.seed, iteration, j]).generate_state(1)[0]))
+                for j, i in enumerate(idx)]
+
+    def __iter__(self):
+        it = self.start
+        while True:
+            yield self.batch(it)
+            it += 1
+
+    def __len__(self) -> int:
+        return 2**62
+
+
+class VolumeSet:
+    """Whole volumes of ``cases`` for validation and testing, read once and kept in memory."""
+
+    def __init__(self, root: str, cases: list[str]):
+        self.cases = [io.read_case(root, c) for c in cases]
+        for c in self.cases:
+            if c.label is None:
+                raise KeyError(f"{io.volume_path(root, c.name)}: no 'label' to evaluate against")
+
+    def __iter__(self):
+        return iter(self.cases)
+
+    def __len__(self) -> int:
+        return len(self.cases)

@@ -1,0 +1,77 @@
+"""Slice-wise inference on whole volumes and their scoring against the dense labels."""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import metrics
+from dataloaders.io import CLASS_NAMES, Case
+
+
+def autocast(device: torch.device, amp: str):
+    """The autocast context for ``amp`` in {"off", "bf16", "fp16"} on ``device``."""
+    if amp == "off":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def predict_volume(model: torch.nn.Module, image: np.ndarray, patch_size, device: torch.device,
+                   amp: str = "off", batch_size: int = 16, channels_last: bool = False) -> np.ndarray:
+    """Segment a volume slice by slice.
+
+    Each (H, W) slice is resized (bilinear) to ``patch_size``, segmented, and the (h, w) argmax
+    brought back to (H, W) with nearest neighbour.
+
+    Args:
+        model: (B, 1, h, w) -> (B, C, h, w) logits, in eval mode.
+        image: (Z, H, W) float32 in [0, 1].
+    Returns:
+        (Z, H, W) uint8 class map.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[:, None]
+    out = []
+    for chunk in x.split(batch_size):
+        chunk = F.interpolate(chunk.to(device), size=tuple(patch_size), mode="bilinear",
+                              align_corners=False)
+        if channels_last:
+            chunk = chunk.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp):
+            logits = model(chunk)
+        pred = logits.float().argmax(1, keepdim=True).float()
+        out.append(F.interpolate(pred, size=image.shape[1:], mode="nearest")[:, 0].to(torch.uint8).cpu())
+    return torch.cat(out).numpy()
+
+
+def score_cases(predictions: dict[str, np.ndarray], cases: list[Case]) -> dict[str, dict]:
+    """Per-volume :func:`metrics.volume_metrics` of each case: {case: {class: {metric: value}}}.
+
+    Distances are in mm when a case has a spacing, else in voxels. A case without a prediction
+    raises KeyError naming it.
+    """
+    missing = [c.name for c in cases if c.name not in predictions]
+    if missing:
+        raise KeyError(f"no prediction for case {missing[0]}" + (f" (and {len(missing) - 1} more)"
+                                                                 if len(missing) > 1 else ""))
+    return {c.name: metrics.volume_metrics(predictions[c.name], c.label, c.spacing) for c in cases}
+
+
+def table_rows(scores: dict[str, dict]) -> list[dict]:
+    """Flatten :func:`score_cases` into rows {"case", "class", "dice", "hd95", "asd"} for a CSV."""
+    return [{"case": case, "class": name, **per_class[c]}
+            for case, per_class in scores.items() for c, name in enumerate(CLASS_NAMES, start=1)]
+
+
+def evaluate(model, cases: list[Case], patch_size, device, amp="off", channels_last=False):
+    """Predict and score ``cases``: (per-volume scores, summary as :func:`metrics.summarize`)."""
+    was_training = model.training
+    model.eval()
+    preds = {c.name: predict_volume(model, c.image, patch_size, device, amp, channels_last=channels_last)
+             for c in cases}
+    model.train(was_training)
+    scores = score_cases(preds, cases)
+    return scores, metrics.summarize(list(scores.values()))

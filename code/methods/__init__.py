@@ -1,0 +1,18 @@
+"""The method registry: every method trainable by ``python code/train.py --method NAME``."""
+from __future__ import annotations
+
+from methods.base import Method
+from methods.maskmixadv import MaskMixAdv
+from methods.supervised import PCE, Fully
+
+METHODS: dict[str, type[Method]] = {m.name: m for m in (
+    Fully,
+    PCE,
+    MaskMixAdv,
+)}
+
+
+def get_method(name: str) -> type[Method]:
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+    return METHODS[name]

@@ -1,0 +1,75 @@
+"""The interface every method implements, so that one engine trains them all.
+
+A method is an ``nn.Module`` that owns its networks (everything in its ``state_dict`` is saved
+and restored) and its training step. The engine calls, in order: ``Method(cfg)``,
+``prepare(train_set, log)``, ``configure_optimizers()``, then ``training_step(batch, state)``
+once per iteration, and ``segmenter()`` for validation and testing.
+
+Adding a method: subclass :class:`Method` in a new module of this package, set ``name`` (and
+``network`` / ``sup_type`` if they differ), implement :meth:`loss` (or :meth:`training_step`
+when the step is more than one backward pass), and add one line to ``methods.METHODS``.
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torch import nn
+
+from networks import build_network
+
+
+def sigmoid_rampup(progress: float, length: float) -> float:
+    """exp(-5 (1 - t)^2) with t = progress / length clipped to [0, 1] (Laine & Aila 2017):
+    a weight that rises smoothly from ~0.007 to 1 over the first ``length`` of the run."""
+    if length <= 0:
+        return 1.0
+    t = min(max(progress / length, 0.0), 1.0)
+    return float(torch.exp(torch.tensor(-5.0 * (1.0 - t) ** 2)))
+
+
+class Method(nn.Module):
+    """Base method: one segmentation network trained by SGD on :meth:`loss`.
+
+    Batches are dicts: ``image`` (B, 1, H, W) float in [0, 1], ``target`` (B, H, W) int64 with
+    classes 0..3 and 4 = unlabeled (the supervision named by ``--sup_type``).
+    """
+
+    name = ""
+    network = "unet"
+    sup_type = "scribble"
+
+    @classmethod
+    def add_args(cls, parser: argparse.ArgumentParser) -> None:
+        """Add this method's own flags (weights, options); the shared ones live in config.py."""
+
+    def __init__(self, cfg: argparse.Namespace):
+        super().__init__()
+        self.cfg = cfg
+        self.net = build_network(self.network, 1, cfg.num_classes)
+
+    def prepare(self, train_set, log) -> None:
+        """Hook run once before training (e.g. to load a shape prior); default: nothing."""
+
+    def segmenter(self) -> nn.Module:
+        """The network used at inference: (B, 1, H, W) -> (B, C, H, W) logits."""
+        return self.net
+
+    def sgd(self, params) -> torch.optim.Optimizer:
+        """The shared segmenter optimiser (SGD with the configured lr, momentum, weight decay)."""
+        c = self.cfg
+        return torch.optim.SGD(params, lr=c.base_lr, momentum=c.momentum, weight_decay=c.weight_decay)
+
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"seg": self.sgd(self.net.parameters())}
+
+    def loss(self, batch: dict, state) -> tuple[torch.Tensor, dict]:
+        """(total loss, dict of named 0-dim terms to log) for one batch; runs under autocast."""
+        raise NotImplementedError
+
+    def training_step(self, batch: dict, state) -> dict:
+        """One optimisation step; returns the terms to log."""
+        with state.autocast():
+            total, logs = self.loss(batch, state)
+        state.optimize(total, "seg")
+        return {"loss": total.detach(), **{k: v.detach() for k, v in logs.items()}}

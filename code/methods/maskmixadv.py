@@ -1,0 +1,147 @@
+"""MaskMixAdv: complementary block masking (MaskMix), a siamese UNet with a reconstruction
+decoder, mixed pseudo labels and a shape-aware adversarial prior (PatchGAN on probabilities).
+
+Per iteration, with x the images and M a per-sample block mask:
+
+- views x*M and x*(1-M) (or the encoder features, ``--mask_level feature``) are segmented into
+  p1, p2 and reconstructed into r1, r2;
+- pCE of both views on the scribbles (weight ``--w_ce``);
+- pseudo label y = argmax(M*p1 + (1-M)*p2): each view labels the pixels it saw; Dice of p1 and
+  p2 against y (weight ``--w_pseudo``);
+- MSE of r1 on the pixels view 1 hid (1-M) and of r2 on those view 2 hid (M) (``--w_rec``);
+- adversarial: the discriminator D scores p1, p2 (softmax probabilities, so its gradient reaches
+  the segmenter) against one-hot dense masks from an unpaired source; the segmenter minimises
+  BCE(D(p), real) with weight ``--w_adv`` ramped up over ``--adv_rampup`` of the run, D minimises
+  BCE(D(real), real) + BCE(D(p), fake) with Adam.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from dataloaders.shape_prior import ShapePrior, check_not_training_labels
+from losses.segmentation import dice_loss, partial_ce
+from methods.base import Method, sigmoid_rampup
+from networks import PatchDiscriminator
+
+
+def block_masks(batch: int, size, grid: int = 32, ratio: float = 0.5, device=None,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random block masks M, one per sample.
+
+    A ``grid`` x ``grid`` board of cells, exactly ``round(ratio * grid**2)`` of them on, upsampled
+    (nearest neighbour) to ``size`` = (H, W). Returns (batch, 1, H, W) float in {0, 1}; the
+    complementary view is ``1 - M``.
+    """
+    if not 0 < ratio < 1:
+        raise ValueError(f"--mask_ratio must lie in (0, 1), got {ratio}")
+    n_on = round(ratio * grid * grid)
+    scores = torch.rand(batch, grid * grid, device=device, generator=generator)
+    cells = (scores.argsort(1) < n_on).float().view(batch, 1, grid, grid)
+    return F.interpolate(cells, size=tuple(size), mode="nearest")
+
+
+def mixed_pseudo_label(p1: torch.Tensor, p2: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """argmax over classes of M*p1 + (1-M)*p2: (B, C, H, W) x2, (B, 1, H, W) -> (B, H, W) int64."""
+    return (mask * p1 + (1 - mask) * p2).argmax(1)
+
+
+def hidden_mse(rec: torch.Tensor, image: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the hidden pixels: (B, 1, H, W) each, ``hidden`` in {0, 1}."""
+    return ((rec.float() - image.float()) ** 2 * hidden).sum() / hidden.sum().clamp_min(1)
+
+
+def phantom_prior_masks(patch_size, seed: int, n_patients: int = 10) -> list:
+    """Dense masks of freshly generated phantom patients (not those of the data set)."""
+    from dataloaders.phantoms import generate_patient
+
+    return [s for p in range(n_patients)
+            for case in generate_patient(p, seed, size=max(patch_size))
+            for s in case.label]
+
+
+class MaskMixAdv(Method):
+    """MaskMixAdv (see the module docstring). Network ``maskmixadv`` (or ``maskmixadv_shared``
+    with ``--shared_decoder``) plus a :class:`~networks.PatchDiscriminator`."""
+
+    name = "maskmixadv"
+    network = "maskmixadv"
+
+    @classmethod
+    def add_args(cls, p):
+        p.add_argument("--w_ce", type=float, default=10.0, help="weight of the scribble pCE")
+        p.add_argument("--w_pseudo", type=float, default=0.5, help="weight of the pseudo-label Dice")
+        p.add_argument("--w_rec", type=float, default=10.0, help="weight of the reconstruction MSE")
+        p.add_argument("--w_adv", type=float, default=0.1, help="final weight of the adversarial loss")
+        p.add_argument("--adv_rampup", type=float, default=0.25,
+                       help="fraction of the run over which the adversarial weight ramps up")
+        p.add_argument("--mask_grid", type=int, default=32, help="cells per side of the block mask")
+        p.add_argument("--mask_ratio", type=float, default=0.5, help="fraction of cells on")
+        p.add_argument("--mask_level", default="image", choices=["image", "feature", "both"])
+        p.add_argument("--shared_decoder", action="store_true",
+                       help="one segmentation decoder for both views (the authors' release)")
+        p.add_argument("--shape_prior", default=None,
+                       help="unpaired dense masks (h5 with 'label', or NIfTI) for the discriminator; "
+                            "default: freshly generated phantom masks")
+        p.add_argument("--disc_lr", type=float, default=1e-4, help="Adam learning rate of D")
+        p.add_argument("--disc_ndf", type=int, default=64, help="base width of D")
+
+    def __init__(self, cfg):
+        if getattr(cfg, "shared_decoder", False):
+            self.network = "maskmixadv_shared"
+        super().__init__(cfg)
+        self.disc = PatchDiscriminator(cfg.num_classes, cfg.disc_ndf)
+        self.prior = None
+
+    def prepare(self, train_set, log):
+        if self.cfg.shape_prior:
+            check_not_training_labels(self.cfg.shape_prior, self.cfg.root_path)
+            self.prior = ShapePrior.from_source(self.cfg.shape_prior, self.cfg.patch_size, self.cfg.num_classes)
+            log.info("shape prior: %d slices from %s", len(self.prior), self.cfg.shape_prior)
+        else:
+            self.prior = ShapePrior(phantom_prior_masks(self.cfg.patch_size, self.cfg.seed + 1),
+                                    self.cfg.patch_size, self.cfg.num_classes)
+            log.info("shape prior: no --shape_prior given, using %d slices of freshly generated "
+                     "phantom masks", len(self.prior))
+
+    def configure_optimizers(self):
+        params = [p for n, p in self.named_parameters() if not n.startswith("disc.")]
+        return {"seg": self.sgd(params),
+                "disc": torch.optim.Adam(self.disc.parameters(), lr=self.cfg.disc_lr, betas=(0.9, 0.99))}
+
+    def losses(self, batch, state):
+        """The segmenter's loss terms and the two views' probabilities (B, C, H, W)."""
+        c = self.cfg
+        image, target = batch["image"], batch["target"]
+        mask = block_masks(image.shape[0], image.shape[-2:], c.mask_grid, c.mask_ratio, image.device)
+        seg1, seg2, rec1, rec2 = self.net.forward_views(image, mask, c.mask_level)
+        p1, p2 = seg1.float().softmax(1), seg2.float().softmax(1)
+        pseudo = mixed_pseudo_label(p1.detach(), p2.detach(), mask)
+        d_pred = self.disc(torch.cat([p1, p2])).float()
+        terms = {
+            "ce": 0.5 * (partial_ce(seg1, target) + partial_ce(seg2, target)),
+            "pseudo": 0.5 * (dice_loss(p1, pseudo, None) + dice_loss(p2, pseudo, None)),
+            "rec": 0.5 * (hidden_mse(rec1, image, 1 - mask) + hidden_mse(rec2, image, mask)),
+            "adv": F.binary_cross_entropy_with_logits(d_pred, torch.ones_like(d_pred)),
+        }
+        return terms, torch.cat([p1, p2])
+
+    def training_step(self, batch, state):
+        c = self.cfg
+        w_adv = c.w_adv * sigmoid_rampup(state.progress, c.adv_rampup)
+        self.disc.requires_grad_(False)
+        with state.autocast():
+            terms, probs = self.losses(batch, state)
+            total = c.w_ce * terms["ce"] + c.w_pseudo * terms["pseudo"] + c.w_rec * terms["rec"] \
+                + w_adv * terms["adv"]
+        state.optimize(total, "seg")
+
+        self.disc.requires_grad_(True)
+        real = self.prior.sample(probs.shape[0], probs.device, [c.seed, state.iteration])
+        with state.autocast():
+            d_real, d_fake = self.disc(torch.cat([real, probs.detach()])).float().chunk(2)
+            d_loss = F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real)) + \
+                F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
+        state.optimize(d_loss, "disc")
+        return {"loss": total.detach(), **{k: v.detach() for k, v in terms.items()},
+                "w_adv": torch.tensor(w_adv), "disc": d_loss.detach()}

@@ -1,0 +1,25 @@
+"""Networks by name, so that scripts and checkpoints can name the network they use."""
+from __future__ import annotations
+
+from torch import nn
+
+from networks.maskmixadv import MaskMixAdvNet, PatchDiscriminator
+from networks.unet import DualDecoderUNet, UNet
+
+NETWORKS = {
+    "unet": UNet,
+    "unet_dual": DualDecoderUNet,
+    "maskmixadv": MaskMixAdvNet,
+    "maskmixadv_shared": lambda in_ch=1, num_classes=4: MaskMixAdvNet(in_ch, num_classes, True),
+}
+
+
+def build_network(name: str, in_ch: int = 1, num_classes: int = 4) -> nn.Module:
+    """A segmentation network by registry name; raises ValueError listing the known names."""
+    if name not in NETWORKS:
+        raise ValueError(f"unknown network {name!r}; choose from {sorted(NETWORKS)}")
+    return NETWORKS[name](in_ch=in_ch, num_classes=num_classes)
+
+
+__all__ = ["NETWORKS", "build_network", "UNet", "DualDecoderUNet", "MaskMixAdvNet",
+           "PatchDiscriminator"]

@@ -1,0 +1,108 @@
+"""The UNet of the scribble-supervised cardiac segmentation literature (WSL4MIS, MaskMixAdv).
+
+Encoder: five stages of two 3x3 conv + BatchNorm + LeakyReLU (channels 16-32-64-128-256, dropout
+0.05/0.1/0.2/0.3/0.5), 2x2 max-pooling between stages. Decoder: transposed-conv upsampling, skip
+concatenation, two conv blocks, a 1x1 head. Input height and width must be multiples of 16.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+CHANNELS = (16, 32, 64, 128, 256)
+DROPOUT = (0.05, 0.1, 0.2, 0.3, 0.5)
+
+
+class ConvBlock(nn.Sequential):
+    """(B, in_ch, H, W) -> (B, out_ch, H, W): conv-BN-LeakyReLU, dropout, conv-BN-LeakyReLU."""
+
+    def __init__(self, in_ch: int, out_ch: int, dropout: float = 0.0):
+        super().__init__(
+            nn.Conv2d(in_ch, out_ch, 3, padding=1), nn.BatchNorm2d(out_ch), nn.LeakyReLU(),
+            nn.Dropout(dropout),
+            nn.Conv2d(out_ch, out_ch, 3, padding=1), nn.BatchNorm2d(out_ch), nn.LeakyReLU(),
+        )
+
+
+class Encoder(nn.Module):
+    """(B, in_ch, H, W) -> list of 5 feature maps, stage s of shape (B, CHANNELS[s], H/2^s, W/2^s)."""
+
+    def __init__(self, in_ch: int = 1, channels=CHANNELS, dropout=DROPOUT):
+        super().__init__()
+        self.stages = nn.ModuleList()
+        prev = in_ch
+        for ch, p in zip(channels, dropout):
+            self.stages.append(ConvBlock(prev, ch, p))
+            prev = ch
+        self.pool = nn.MaxPool2d(2)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if x.shape[-1] % 16 or x.shape[-2] % 16:
+            raise ValueError(f"UNet input H, W must be multiples of 16, got {tuple(x.shape[-2:])}")
+        feats = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x if i == 0 else self.pool(x))
+            feats.append(x)
+        return feats
+
+
+class Up(nn.Module):
+    """Transposed-conv x2 of the deeper map, concatenated with the skip, then a conv block."""
+
+    def __init__(self, deep_ch: int, skip_ch: int, out_ch: int):
+        super().__init__()
+        self.up = nn.ConvTranspose2d(deep_ch, skip_ch, 2, stride=2)
+        self.conv = ConvBlock(2 * skip_ch, out_ch)
+
+    def forward(self, deep: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return self.conv(torch.cat([skip, self.up(deep)], dim=1))
+
+
+class Decoder(nn.Module):
+    """Encoder features (see :class:`Encoder`) -> (B, out_ch, H, W) raw scores (logits)."""
+
+    def __init__(self, out_ch: int, channels=CHANNELS):
+        super().__init__()
+        self.ups = nn.ModuleList(
+            Up(channels[i + 1], channels[i], channels[i]) for i in reversed(range(len(channels) - 1))
+        )
+        self.head = nn.Conv2d(channels[0], out_ch, 1)
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        x = feats[-1]
+        for up, skip in zip(self.ups, reversed(feats[:-1])):
+            x = up(x, skip)
+        return self.head(x)
+
+
+class UNet(nn.Module):
+    """(B, in_ch, H, W) in [0, 1] -> (B, num_classes, H, W) logits."""
+
+    def __init__(self, in_ch: int = 1, num_classes: int = 4):
+        super().__init__()
+        self.encoder = Encoder(in_ch)
+        self.decoder = Decoder(num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
+
+
+class DualDecoderUNet(nn.Module):
+    """One encoder, two segmentation decoders; the second sees features perturbed by dropout
+    (DMPLS, Luo et al. 2022). (B, in_ch, H, W) -> two (B, num_classes, H, W) logits in training,
+    their mean in eval mode via :meth:`forward`.
+    """
+
+    def __init__(self, in_ch: int = 1, num_classes: int = 4, feature_dropout: float = 0.5):
+        super().__init__()
+        self.encoder = Encoder(in_ch)
+        self.decoder = Decoder(num_classes)
+        self.aux_decoder = Decoder(num_classes)
+        self.feature_dropout = nn.Dropout2d(feature_dropout)
+
+    def forward_both(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feats = self.encoder(x)
+        return self.decoder(feats), self.aux_decoder([self.feature_dropout(f) for f in feats])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))

@@ -1,0 +1,130 @@
+"""Score a fold's test volumes: Dice, HD95 and ASD per volume and per class.
+
+Two sources of predictions:
+
+- a trained checkpoint: ``--exp NAME --sup_type scribble [--checkpoint best|last|PATH]`` (the run
+  in ``model/<exp>_<fold>/<sup_type>``), predicted slice by slice at the training patch size;
+- ``--pred_dir DIR``: label volumes ``<case>.nii.gz`` or ``<case>.h5`` (key ``label``), in the
+  same (Z, H, W) order as the h5 ``label``.
+
+Writes the summary JSON (``--out_json``), a per-volume, per-class CSV beside it, optionally the
+predictions as NIfTI with spacing (``--save_nii``), and prints a table.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+
+import numpy as np
+import SimpleITK as sitk
+
+import metrics
+from dataloaders import io
+from dataloaders.acdc import FOLDS, VolumeSet, fold_split
+from inference import predict_volume, score_cases, table_rows
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--root_path", default="data/ACDC_phantom", help="data root in the ACDC h5 layout")
+    p.add_argument("--fold", default="fold1", choices=FOLDS)
+    p.add_argument("--out_json", required=True, help="summary JSON; the CSV is written beside it")
+    p.add_argument("--pred_dir", help="score the label volumes in this folder")
+    p.add_argument("--exp", help="experiment name of a trained run")
+    p.add_argument("--sup_type", default="scribble")
+    p.add_argument("--model_dir", help="default: model/<exp>_<fold>/<sup_type>")
+    p.add_argument("--checkpoint", default="best", help="best | last | a checkpoint path")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--save_nii", help="write the predictions as <case>.nii.gz here")
+    args = p.parse_args(argv)
+    if bool(args.pred_dir) == bool(args.exp or args.model_dir):
+        p.error("give either --pred_dir or a trained run (--exp / --model_dir)")
+    return args, p
+
+
+def read_prediction(pred_dir: str, case: str) -> np.ndarray:
+    for ext in (".nii.gz", ".nii", ".h5"):
+        path = os.path.join(pred_dir, case + ext)
+        if os.path.exists(path):
+            if ext == ".h5":
+                arrays = io.read_h5(path, keys=("label",))
+                if "label" not in arrays:
+                    raise KeyError(f"{path}: no 'label' dataset")
+                return arrays["label"]
+            return sitk.GetArrayFromImage(sitk.ReadImage(path))
+    raise FileNotFoundError(f"--pred_dir {pred_dir}: no prediction for case {case} "
+                            f"({case}.nii.gz or {case}.h5)")
+
+
+def predict_checkpoint(args, cases) -> dict[str, np.ndarray]:
+    from engine import load_method, resolve_device
+
+    model_dir = args.model_dir or os.path.join("model", f"{args.exp}_{args.fold}", args.sup_type)
+    path = args.checkpoint if args.checkpoint not in ("best", "last") else \
+        os.path.join(model_dir, f"{args.checkpoint}.pth")
+    device = resolve_device(args.device)
+    method, cfg = load_method(path, device)
+    model = method.segmenter()
+    return {c.name: predict_volume(model, c.image, cfg.patch_size, device, cfg.amp) for c in cases}
+
+
+def save_nii(out_dir: str, case: io.Case, pred: np.ndarray) -> None:
+    os.makedirs(out_dir, exist_ok=True)
+    img = sitk.GetImageFromArray(pred.astype(np.uint8))
+    if case.spacing is not None:
+        img.SetSpacing(tuple(float(s) for s in reversed(case.spacing)))  # ITK wants (x, y, z)
+    sitk.WriteImage(img, os.path.join(out_dir, f"{case.name}.nii.gz"))
+
+
+def write_results(out_json: str, scores: dict, units: str) -> dict:
+    summary = metrics.summarize(list(scores.values()))
+    summary.update(n_volumes=len(scores), units=units)
+    os.makedirs(os.path.dirname(os.path.abspath(out_json)), exist_ok=True)
+    with open(out_json, "w") as f:
+        json.dump(summary, f, indent=2)
+    with open(os.path.splitext(out_json)[0] + ".csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["case", "class", *metrics.METRICS])
+        w.writeheader()
+        w.writerows(table_rows(scores))
+    return summary
+
+
+def format_table(summary: dict) -> str:
+    names = [*io.CLASS_NAMES, "mean"]
+    lines = [f"{'':8s}" + "".join(f"{n:>9s}" for n in names)]
+    for m in metrics.METRICS:
+        lines.append(f"{m:8s}" + "".join(f"{summary[m][n]:9.4f}" for n in names))
+    lines.append(f"{summary['n_volumes']} volumes; distances in {summary['units']}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    args, parser = parse_args(argv)
+    try:
+        split = fold_split(io.list_cases(args.root_path), args.fold)
+        cases = list(VolumeSet(args.root_path, split.test))
+        if args.pred_dir:
+            preds = {c.name: read_prediction(args.pred_dir, c.name) for c in cases}
+        else:
+            preds = predict_checkpoint(args, cases)
+        for c in cases:
+            if preds[c.name].shape != c.label.shape:
+                raise ValueError(f"prediction for {c.name} has shape {preds[c.name].shape}, "
+                                 f"the label {c.label.shape}")
+        scores = score_cases(preds, cases)
+    except (ValueError, FileNotFoundError, KeyError, OSError) as e:
+        parser.exit(2, f"error: {e}\n")
+    if args.save_nii:
+        for c in cases:
+            save_nii(args.save_nii, c, preds[c.name])
+    units = {metrics.units_of(c.spacing) for c in cases}
+    summary = write_results(args.out_json, scores, units.pop() if len(units) == 1 else "mixed")
+    print(format_table(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
