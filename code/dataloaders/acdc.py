@@ -59,29 +59,38 @@ def fold_split(cases: list[str], fold: str, val_fraction: float = 0.1,
     return Split(pick(set(train_p)), pick(val_p), pick(test_p))
 
 
-def scribble_target(root: str, name: str, arrays: dict) -> np.ndarray:
-    if "scribble" not in arrays:
-        raise KeyError(f"{name}: no 'scribble' in the data (needed by --sup_type scribble)")
-    return arrays["scribble"]
+def _key(sup_type: str, slices: list[dict], key: str) -> list[np.ndarray]:
+    for s in slices:
+        if key not in s:
+            raise KeyError(f"{s['name']}: no {key!r} in the data (needed by --sup_type {sup_type})")
+    return [s[key] for s in slices]
 
 
-def label_target(root: str, name: str, arrays: dict) -> np.ndarray:
-    if "label" not in arrays:
-        raise KeyError(f"{name}: no 'label' in the data (needed by --sup_type label)")
-    return arrays["label"]
+def scribble_targets(root: str, slices: list[dict], progress: bool) -> list[np.ndarray]:
+    return _key("scribble", slices, "scribble")
 
 
-def random_walker_target(root: str, name: str, arrays: dict) -> np.ndarray:
+def label_targets(root: str, slices: list[dict], progress: bool) -> list[np.ndarray]:
+    return _key("label", slices, "label")
+
+
+def random_walker_targets(root: str, slices: list[dict], progress: bool) -> list[np.ndarray]:
+    """Random-walker labels grown from the scribbles, cached in ``<root>/random_walker_cache``."""
     from dataloaders.random_walker import RandomWalkerCache
+
     cache = RandomWalkerCache(os.path.join(root, "random_walker_cache"))
-    return cache.get(name, arrays["image"], scribble_target(root, name, arrays))
+    items = list(zip([s["name"] for s in slices], [s["image"] for s in slices],
+                     _key("random_walker", slices, "scribble")))
+    cache.build(items, progress=progress, workers=min(4, os.cpu_count() or 1))
+    return [cache.get(*it) for it in items]
 
 
-# Supervision types: how the training target of a slice is obtained (unlabeled pixels = 4).
+# Supervision types: (root, slices as dicts of arrays with their "name", progress) -> the
+# training target of each slice, (H, W) with 4 = unlabeled. New kinds (e.g. points) go here.
 SUPERVISION = {
-    "scribble": scribble_target,
-    "label": label_target,
-    "random_walker": random_walker_target,
+    "scribble": scribble_targets,
+    "label": label_targets,
+    "random_walker": random_walker_targets,
 }
 # Value a rotation brings in from outside the slice, per supervision type.
 FILL = {"scribble": io.UNLABELED, "label": 0, "random_walker": io.UNLABELED}
@@ -92,7 +101,8 @@ class SliceDataset(Dataset):
     from memory (a fold of ACDC is ~150 MB), augmented reproducibly.
 
     Items are indexed by ``(slice_index, seed)`` pairs (see :class:`TrainBatchSampler`) and are
-    dicts with ``image`` (1, h, w) float32 in [0, 1] and ``target`` (h, w) int64 in {0..3, 4}.
+    dicts with ``image`` (1, h, w) float32 in [0, 1], ``target`` (h, w) int64 in {0..3, 4} and
+    ``index``, the slice's position in ``names`` (for methods that keep per-slice memories).
     """
 
     def __init__(self, root: str, cases: list[str], sup_type: str, patch_size, augment_data=True,
@@ -106,13 +116,13 @@ class SliceDataset(Dataset):
         for case in cases:
             n = len(io.read_h5(io.volume_path(root, case), keys=("image",))["image"])
             names += [f"{case}_slice_{z}" for z in range(n)]
-        self.names, self.images, self.targets = names, [], []
-        for name in tqdm(names, desc="loading slices", disable=not progress, leave=False):
-            arrays = io.read_h5(os.path.join(root, io.SLICE_DIR, name + ".h5"))
-            self.images.append(arrays["image"].astype(np.float32))
-            self.targets.append(SUPERVISION[sup_type](root, name, arrays).astype(np.int64))
         if not names:
             raise ValueError(f"{root}: no training slices for the chosen split")
+        slices = [{"name": n, **io.read_h5(os.path.join(root, io.SLICE_DIR, n + ".h5"))}
+                  for n in tqdm(names, desc="loading slices", disable=not progress, leave=False)]
+        self.names = names
+        self.images = [s["image"].astype(np.float32) for s in slices]
+        self.targets = [t.astype(np.int64) for t in SUPERVISION[sup_type](root, slices, progress)]
 
     def __len__(self) -> int:
         return len(self.names)
@@ -122,7 +132,8 @@ class SliceDataset(Dataset):
         rng = np.random.default_rng(seed)
         image, (target,) = augment(self.images[index], [self.targets[index]], [self.fill],
                                    self.patch_size, rng, train=self.augment)
-        return {"image": torch.from_numpy(image.copy())[None], "target": torch.from_numpy(target.copy())}
+        return {"image": torch.from_numpy(image.copy())[None], "target": torch.from_numpy(target.copy()),
+                "index": index}
 
 
 class TrainBatchSampler(Sampler):

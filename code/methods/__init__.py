@@ -3,11 +3,18 @@ from __future__ import annotations
 
 from methods.base import Method
 from methods.maskmixadv import MaskMixAdv
-from methods.supervised import PCE, Fully
+from methods.regularized import PCEIVM, PCETV, PCEEntMin, PCEGatedCRF, PCEMumfordShah
+from methods.supervised import PCE, Fully, PCERandomWalker
 
 METHODS: dict[str, type[Method]] = {m.name: m for m in (
     Fully,
     PCE,
+    PCETV,
+    PCEEntMin,
+    PCEGatedCRF,
+    PCEIVM,
+    PCERandomWalker,
+    PCEMumfordShah,
     MaskMixAdv,
 )}
 

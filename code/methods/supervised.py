@@ -1,4 +1,5 @@
-"""The two reference points: partial CE on scribbles and full supervision on dense labels."""
+"""The reference points: partial CE on scribbles (or on random-walker labels grown from them)
+and full supervision on dense labels."""
 from __future__ import annotations
 
 from losses.segmentation import ce_dice_loss, partial_ce
@@ -13,6 +14,14 @@ class PCE(Method):
     def loss(self, batch, state):
         ce = partial_ce(self.net(batch["image"]), batch["target"])
         return ce, {"pce": ce}
+
+
+class PCERandomWalker(PCE):
+    """pCE on dense random-walker labels grown from the scribbles (Grady 2006), computed once
+    and cached on disk (``--sup_type random_walker``)."""
+
+    name = "pce_rw"
+    sup_type = "random_walker"
 
 
 class Fully(Method):
