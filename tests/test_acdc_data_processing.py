@@ -1,0 +1,146 @@
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import acdc_data_processing as adp
+from dataloaders.io import SLICE_DIR, UNLABELED, list_cases, read_case, read_h5, slice_path, write_h5
+from dataloaders.phantoms import write_phantoms
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory):
+    """Two tiny phantom patients as h5 (the truth) and as a raw ACDC NIfTI tree."""
+    d = tmp_path_factory.mktemp("acdc")
+    write_phantoms(str(d / "truth"), 2, seed=11, size=48, raw=str(d / "raw"))
+    return d
+
+
+def run(*args):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "code", "acdc_data_processing.py"), *args],
+                          capture_output=True, text=True, cwd=ROOT)
+
+
+def test_find_raw_cases_skips_4d_and_cfg(phantom, tmp_path):
+    raw = tmp_path / "raw"
+    shutil.copytree(phantom / "raw", raw)
+    (raw / "patient001" / "patient001_4d.nii.gz").write_bytes(b"x")
+    cases = adp.find_raw_cases(str(raw))
+    assert len(cases) == 4 and all(c.startswith("patient00") for c in cases)
+    img, gt = cases["patient001_frame01"]
+    assert img.endswith("patient001_frame01.nii.gz") and gt.endswith("patient001_frame01_gt.nii.gz")
+
+
+def test_raw_round_trip(phantom, tmp_path):
+    out = tmp_path / "out"
+    assert adp.main(["--raw", str(phantom / "raw"), "--out", str(out), "--seed", "3"]) == 0
+    truth = str(phantom / "truth")
+    assert list_cases(str(out)) == list_cases(truth)
+    for c in list_cases(truth):
+        a, b = read_case(truth, c), read_case(str(out), c)
+        assert b.image.dtype == np.float32 and b.label.dtype == np.uint8 and b.scribble.dtype == np.uint16
+        assert np.array_equal(a.label, b.label)
+        # the phantom's image is normalise(raw), exactly what the processing computes
+        assert np.array_equal(a.image, b.image) and b.image.min() == 0 and b.image.max() == 1
+        assert b.spacing == a.spacing  # phantom spacings are float32-exact, as NIfTI stores them
+        sc = b.scribble < UNLABELED
+        assert sc.any() and np.array_equal(b.scribble[sc], b.label[sc])
+        for z in range(b.image.shape[0]):
+            s = read_h5(slice_path(str(out), c, z))
+            assert np.array_equal(s["scribble"], b.scribble[z]) and np.array_equal(s["image"], b.image[z])
+    # generated scribbles are reproducible
+    out2 = tmp_path / "out2"
+    assert adp.main(["--raw", str(phantom / "raw"), "--out", str(out2), "--seed", "3"]) == 0
+    c = list_cases(truth)[0]
+    assert np.array_equal(read_case(str(out), c).scribble, read_case(str(out2), c).scribble)
+
+
+def test_raw_with_scribble_folder(phantom, tmp_path):
+    import SimpleITK as sitk
+    scr = tmp_path / "scr"
+    scr.mkdir()
+    truth = str(phantom / "truth")
+    for c in list_cases(truth):
+        scribble = sitk.GetImageFromArray(read_case(truth, c).scribble)
+        sitk.WriteImage(scribble, str(scr / f"{c}_scribble.nii.gz"))
+    out = tmp_path / "out"
+    assert adp.main(["--raw", str(phantom / "raw"), "--out", str(out), "--scribbles", str(scr)]) == 0
+    for c in list_cases(truth):
+        assert np.array_equal(read_case(str(out), c).scribble, read_case(truth, c).scribble)
+
+
+def test_corrupt_case_reported_others_written(phantom, tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    shutil.copytree(phantom / "raw", raw)
+    bad = raw / "patient002" / "patient002_frame01.nii.gz"
+    good = read_case(str(phantom / "truth"), "patient002_frame01")
+    # a good file from an earlier run must survive the failing case
+    write_h5(str(out / "ACDC_training_volumes" / "patient002_frame01.h5"), {"image": good.image})
+    bad.write_bytes(bad.read_bytes()[:40])  # truncated gzip
+    gt_only = raw / "patient001" / "patient001_frame01_gt.nii.gz"
+    os.remove(raw / "patient001" / "patient001_frame01.nii.gz")
+    r = run("--raw", str(raw), "--out", str(out))
+    assert r.returncode == 1
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2
+    assert any(str(bad) in e for e in errors) and any(str(gt_only) in e for e in errors)
+    written = list_cases(str(out))
+    assert len(written) == 3 and "patient001_frame01" not in written
+    assert np.array_equal(read_case(str(out), "patient002_frame01").image, good.image)
+
+
+def test_shape_mismatch_reported(phantom, tmp_path):
+    import SimpleITK as sitk
+    raw = tmp_path / "raw"
+    shutil.copytree(phantom / "raw", raw)
+    gt = raw / "patient001" / "patient001_frame01_gt.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((2, 5, 5), np.uint8)), str(gt))
+    r = run("--raw", str(raw), "--out", str(tmp_path / "out"))
+    assert r.returncode == 1 and str(gt) in r.stderr and "shape" in r.stderr
+
+
+def test_volumes_to_slices(phantom, tmp_path):
+    vols = phantom / "truth" / "ACDC_training_volumes"
+    out = tmp_path / "out"
+    assert adp.main(["--volumes", str(vols), "--out", str(out)]) == 0
+    truth = str(phantom / "truth")
+    n = 0
+    for c in list_cases(truth):
+        v = read_case(truth, c)
+        for z in range(v.image.shape[0]):
+            s = read_h5(slice_path(str(out), c, z))
+            for k in ("image", "label", "scribble"):
+                assert s[k].dtype == getattr(v, k).dtype and np.array_equal(s[k], getattr(v, k)[z])
+            n += 1
+    assert len(os.listdir(out / SLICE_DIR)) == n
+
+
+def test_volumes_missing_key_and_garbage(phantom, tmp_path):
+    vols = tmp_path / "vols"
+    shutil.copytree(phantom / "truth" / "ACDC_training_volumes", vols)
+    c = read_case(str(phantom / "truth"), "patient001_frame01")
+    write_h5(str(vols / "patient001_frame01.h5"), {"image": c.image, "label": c.label})
+    (vols / "patient002_frame01.h5").write_bytes(b"not an h5 file")
+    r = run("--volumes", str(vols), "--out", str(tmp_path / "out"))
+    assert r.returncode == 1
+    assert "patient001_frame01.h5: missing key(s) scribble" in r.stderr
+    assert "patient002_frame01.h5" in r.stderr
+    written = {f.split("_slice_")[0] for f in os.listdir(tmp_path / "out" / SLICE_DIR)}
+    assert len(written) == 2 and not written & {"patient001_frame01", "patient002_frame01"}
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["--out", "o"], "--raw"),
+    (["--raw", "nowhere", "--out", "o"], "--raw"),
+    (["--volumes", "nowhere", "--out", "o"], "--volumes"),
+    (["--raw", ".", "--out", "o", "--scribbles", "nowhere"], "--scribbles"),
+])
+def test_bad_flags(tmp_path, args, flag):
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "code", "acdc_data_processing.py"), *args],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2 and flag in r.stderr.strip().splitlines()[-1]
