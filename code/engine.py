@@ -183,18 +183,20 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
             s.load_state_dict(ckpt["schedulers"][k])
         state.scaler.load_state_dict(ckpt["scaler"])
         state.iteration, best = ckpt["iteration"], ckpt["best"]
-        set_rng_state(ckpt["rng"])
-        log.info("resumed from %s at iteration %d", last_path, state.iteration)
 
     loader = DataLoader(train_set, batch_sampler=TrainBatchSampler(len(train_set), cfg.batch_size, cfg.seed,
                                                                    state.iteration),
                         num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
                         persistent_workers=cfg.num_workers > 0)
+    batches = iter(loader)
+    if cfg.resume:
+        # Restored only now: creating the loader's iterator draws from the global RNG.
+        set_rng_state(ckpt["rng"])
+        log.info("resumed from %s at iteration %d", last_path, state.iteration)
     writer = SummaryWriter(os.path.join(cfg.out_dir, "tb"))
     log.info("training %s on %s (amp %s) for %d iterations from %d", cfg.method, device, cfg.amp,
              cfg.max_iterations, state.iteration)
     bar = tqdm(total=cfg.max_iterations, initial=state.iteration, disable=not cfg.progress, desc=cfg.method)
-    batches = iter(loader)
     start = time.time()
     method.train()
     while state.iteration < cfg.max_iterations:

@@ -5,3 +5,25 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CODE = os.path.join(ROOT, "code")
 if CODE not in sys.path:
     sys.path.insert(0, CODE)
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def phantom_root(tmp_path_factory):
+    """A tiny phantom data set (5 patients, 64x64) in the ACDC h5 layout, made once per run."""
+    from dataloaders.phantoms import write_phantoms
+
+    root = tmp_path_factory.mktemp("phantoms")
+    write_phantoms(str(root), patients=5, seed=0, size=64)
+    return str(root)
+
+
+def tiny_cfg(method_cls, root, out_dir, *extra):
+    """A config for fast CPU runs on ``phantom_root``: 32x32 patches, batch 2, no workers."""
+    from config import build_parser, finalize
+
+    args = ["--root_path", root, "--out_dir", str(out_dir), "--patch_size", "32", "32",
+            "--batch_size", "2", "--num_workers", "0", "--device", "cpu", "--no_progress",
+            "--max_iterations", "4", "--val_interval", "2", *extra]
+    return finalize(build_parser(method_cls).parse_args(args), method_cls)

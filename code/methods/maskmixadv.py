@@ -51,13 +51,17 @@ def hidden_mse(rec: torch.Tensor, image: torch.Tensor, hidden: torch.Tensor) -> 
     return ((rec.float() - image.float()) ** 2 * hidden).sum() / hidden.sum().clamp_min(1)
 
 
-def phantom_prior_masks(patch_size, seed: int, n_patients: int = 10) -> list:
-    """Dense masks of freshly generated phantom patients (not those of the data set)."""
-    from dataloaders.phantoms import generate_patient
+PRIOR_PATIENT_OFFSET = 100_000
+
+
+def phantom_prior_masks(seed: int, n_patients: int = 10) -> list:
+    """(H, W) dense masks of freshly generated phantom patients. Their indices start at
+    ``PRIOR_PATIENT_OFFSET``, far beyond any generated data set, so they are never the
+    training patients whatever seed made the data."""
+    from dataloaders.phantoms import render_patient
 
     return [s for p in range(n_patients)
-            for case in generate_patient(p, seed, size=max(patch_size))
-            for s in case.label]
+            for case in render_patient(PRIOR_PATIENT_OFFSET + p, seed)[0] for s in case.label]
 
 
 class MaskMixAdv(Method):
@@ -99,7 +103,7 @@ class MaskMixAdv(Method):
             self.prior = ShapePrior.from_source(self.cfg.shape_prior, self.cfg.patch_size, self.cfg.num_classes)
             log.info("shape prior: %d slices from %s", len(self.prior), self.cfg.shape_prior)
         else:
-            self.prior = ShapePrior(phantom_prior_masks(self.cfg.patch_size, self.cfg.seed + 1),
+            self.prior = ShapePrior(phantom_prior_masks(self.cfg.seed),
                                     self.cfg.patch_size, self.cfg.num_classes)
             log.info("shape prior: no --shape_prior given, using %d slices of freshly generated "
                      "phantom masks", len(self.prior))

@@ -1,0 +1,105 @@
+import numpy as np
+import pytest
+
+from dataloaders import io
+from dataloaders.acdc import SliceDataset, TrainBatchSampler, VolumeSet, fold_split
+from dataloaders.augment import augment
+
+ACDC_CASES = [f"patient{p:03d}_frame{f:02d}" for p in range(1, 101) for f in (1, 12)]
+
+
+def patients(cases):
+    return sorted({io.patient_of(c) for c in cases})
+
+
+@pytest.mark.parametrize("k", range(1, 6))
+def test_acdc_folds_test_patients_20k(k):
+    split = fold_split(ACDC_CASES, f"fold{k}")
+    assert patients(split.test) == [f"patient{p:03d}" for p in range(20 * (k - 1) + 1, 20 * k + 1)]
+    assert len(split.test) == 40
+    # About 10% of the 80 training patients are held out for model selection, disjoint from test.
+    assert len(patients(split.val)) == 8 and len(patients(split.train)) == 72
+    assert not set(split.val) & set(split.test) and not set(split.val) & set(split.train)
+
+
+def test_validation_split_is_fixed_and_independent_of_training_seed():
+    assert fold_split(ACDC_CASES, "fold2").val == fold_split(ACDC_CASES, "fold2").val
+
+
+def test_select_on_test_reproduces_the_peers_protocol():
+    split = fold_split(ACDC_CASES, "fold1", select_on_test=True)
+    assert split.val == split.test and len(patients(split.train)) == 80
+
+
+def test_fold_errors():
+    with pytest.raises(ValueError, match="--fold"):
+        fold_split(ACDC_CASES, "fold6")
+    with pytest.raises(ValueError, match="at least 5 patients"):
+        fold_split(ACDC_CASES[:6], "fold1")
+    with pytest.raises(ValueError, match="patientXXX_frameYY"):
+        fold_split(["case1"], "fold1")
+
+
+def test_sampler_is_a_pure_function_of_seed_and_iteration():
+    a = TrainBatchSampler(10, 4, seed=1)
+    resumed = iter(TrainBatchSampler(10, 4, seed=1, start_iteration=5))
+    batches = [a.batch(i) for i in range(8)]
+    assert next(resumed) == batches[5]
+    # Within an epoch (2 batches of 4 from 10 slices) no slice repeats.
+    idx = [i for b in batches[:2] for i, _ in b]
+    assert len(set(idx)) == 8
+    assert TrainBatchSampler(10, 4, seed=2).batch(0) != batches[0]
+
+
+def test_sampler_fills_batches_larger_than_the_data():
+    assert len(TrainBatchSampler(3, 5, seed=0).batch(0)) == 5
+
+
+def test_augment_keeps_masks_aligned_and_pads_scribbles_with_unlabeled():
+    rng = np.random.default_rng(0)
+    image = np.zeros((40, 40), np.float32)
+    image[10:30, 12:28] = 1
+    label = (image > 0).astype(np.uint8)
+    scribble = np.full((40, 40), 4, np.uint16)
+    scribble[20, 15:25] = 1
+    seen_pad = False
+    for _ in range(30):
+        img, (lab, scr) = augment(image, [label, scribble], [0, 4], (32, 32), rng)
+        assert img.shape == lab.shape == scr.shape == (32, 32)
+        assert lab.dtype == np.uint8 and scr.dtype == np.uint16
+        assert set(np.unique(scr)) <= {1, 4} and set(np.unique(lab)) <= {0, 1}
+        assert np.all(lab[scr == 1] == 1)
+        assert abs(float(img[lab == 1].mean()) - 1) < 0.2
+        seen_pad |= bool((scr == 4).all(axis=0).any())
+    assert seen_pad
+
+
+def test_slice_dataset_reads_the_split_and_serves_from_memory(phantom_root, monkeypatch):
+    split = fold_split(io.list_cases(phantom_root), "fold1")
+    ds = SliceDataset(phantom_root, split.train, "scribble", (32, 32), progress=False)
+    n_slices = sum(len(io.read_case(phantom_root, c).image) for c in split.train)
+    assert len(ds) == n_slices
+    monkeypatch.setattr(io, "read_h5", lambda *a, **k: pytest.fail("read from disk after loading"))
+    item = ds[(0, 123)]
+    assert item["image"].shape == (1, 32, 32) and item["target"].shape == (32, 32)
+    assert set(item["target"].unique().tolist()) <= {0, 1, 2, 3, 4}
+    assert (item["target"] == 4).float().mean() > 0.5
+    assert np.array_equal(ds[(0, 123)]["image"], item["image"])
+
+
+def test_dense_supervision_and_bad_sup_type(phantom_root):
+    split = fold_split(io.list_cases(phantom_root), "fold1")
+    ds = SliceDataset(phantom_root, split.train[:1], "label", (32, 32), progress=False)
+    assert 4 not in ds.targets[0]
+    with pytest.raises(ValueError, match="--sup_type"):
+        SliceDataset(phantom_root, split.train, "points", (32, 32))
+
+
+def test_volume_set_has_labels_and_spacing(phantom_root):
+    vols = list(VolumeSet(phantom_root, fold_split(io.list_cases(phantom_root), "fold1").test))
+    assert len(vols) == 2 and all(v.label.shape == v.image.shape and v.spacing for v in vols)
+
+
+def test_missing_root_is_named():
+    with pytest.raises(FileNotFoundError, match="nowhere/ACDC_training_volumes"):
+        io.list_cases("nowhere")

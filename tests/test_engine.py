@@ -1,0 +1,78 @@
+import json
+import os
+
+import pytest
+import torch
+
+import engine
+from conftest import tiny_cfg
+from methods import get_method
+
+
+class Interrupt(Exception):
+    pass
+
+
+def run(method_name, root, out_dir, *extra, crash_after_first_save=False, monkeypatch=None):
+    method_cls = get_method(method_name)
+    cfg = tiny_cfg(method_cls, root, out_dir, *extra)
+    if crash_after_first_save:
+        real = engine.save_checkpoint
+
+        def save_then_crash(path, *args):
+            real(path, *args)
+            if path.endswith("last.pth"):
+                raise Interrupt
+        monkeypatch.setattr(engine, "save_checkpoint", save_then_crash)
+    engine.train(cfg, method_cls)
+    return torch.load(os.path.join(out_dir, "last.pth"), weights_only=False)
+
+
+@pytest.mark.parametrize("method", ["pce", "maskmixadv"])
+def test_resume_continues_exactly(method, tmp_path, phantom_root, monkeypatch):
+    extra = ("--disc_ndf", "8") if method == "maskmixadv" else ()
+    straight = run(method, phantom_root, tmp_path / "a", *extra)
+    with pytest.raises(Interrupt):
+        run(method, phantom_root, tmp_path / "b", *extra, crash_after_first_save=True,
+            monkeypatch=monkeypatch)
+    monkeypatch.undo()
+    assert torch.load(tmp_path / "b" / "last.pth", weights_only=False)["iteration"] == 2
+    resumed = run(method, phantom_root, tmp_path / "b", *extra, "--resume")
+    assert resumed["iteration"] == straight["iteration"] == 4
+    for k, v in straight["model"].items():
+        assert torch.equal(v, resumed["model"][k]), k
+
+
+def test_run_writes_its_files_and_never_overwrites_a_run(tmp_path, phantom_root):
+    run("pce", phantom_root, tmp_path)
+    for f in ("config.json", "log.txt", "best.pth", "last.pth", "best.json"):
+        assert (tmp_path / f).exists(), f
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["method"] == "pce" and config["base_lr"] == 0.01
+    assert "val dice" in (tmp_path / "log.txt").read_text()
+    assert any((tmp_path / "tb").iterdir())
+    before = (tmp_path / "last.pth").read_bytes()
+    with pytest.raises(FileExistsError, match="--resume"):
+        run("pce", phantom_root, tmp_path)
+    assert (tmp_path / "last.pth").read_bytes() == before
+
+
+def test_resume_without_a_run_is_an_error(tmp_path, phantom_root):
+    with pytest.raises(FileNotFoundError, match="--resume"):
+        run("pce", phantom_root, tmp_path, "--resume")
+
+
+def test_load_method_restores_the_segmenter(tmp_path, phantom_root):
+    ckpt = run("pce", phantom_root, tmp_path)
+    method, cfg = engine.load_method(str(tmp_path / "last.pth"), torch.device("cpu"))
+    assert cfg.method == "pce" and not method.training
+    assert torch.equal(method.state_dict()["net.decoder.head.weight"], ckpt["model"]["net.decoder.head.weight"])
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        engine.load_method(str(tmp_path / "nope.pth"), torch.device("cpu"))
+
+
+def test_cuda_request_without_cuda_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match="--device cuda"):
+        engine.resolve_device("cuda")

@@ -1,0 +1,42 @@
+import math
+
+import pytest
+import torch
+
+from losses.segmentation import ce_dice_loss, dice_loss, partial_ce
+
+
+def test_partial_ce_uses_only_labeled_pixels():
+    # Two pixels: one labeled class 0 with p = (e/(e+1), 1/(e+1)); one unlabeled (4).
+    logits = torch.tensor([[1.0, 0.0], [0.0, 5.0]]).T.reshape(1, 2, 1, 2)
+    target = torch.tensor([[[0, 4]]])
+    assert partial_ce(logits, target).item() == pytest.approx(math.log(1 + math.exp(-1)))
+
+
+def test_partial_ce_without_labels_is_zero_and_differentiable():
+    logits = torch.randn(1, 4, 2, 2, requires_grad=True)
+    loss = partial_ce(logits, torch.full((1, 2, 2), 4))
+    loss.backward()
+    assert loss.item() == 0 and logits.grad is not None
+
+
+def test_dice_loss_hand_values():
+    target = torch.tensor([[[0, 1]]])
+    perfect = torch.tensor([[[[1.0, 0.0]], [[0.0, 1.0]]]])
+    assert dice_loss(perfect, target, None).item() == pytest.approx(0, abs=1e-5)
+    # Uniform 0.5 everywhere: per class 2*0.5 / (0.5 + 1) = 2/3 -> loss 1/3.
+    half = torch.full((1, 2, 1, 2), 0.5)
+    assert dice_loss(half, target, None).item() == pytest.approx(1 / 3, abs=1e-4)
+
+
+def test_dice_loss_ignores_unlabeled_pixels():
+    target = torch.tensor([[[0, 4]]])
+    probs = torch.tensor([[[[1.0, 0.0]], [[0.0, 1.0]]]])
+    # Only pixel 0 counts: class 0 perfect, class 1 absent in both -> (eps/eps) = 1.
+    assert dice_loss(probs, target).item() == pytest.approx(0, abs=1e-5)
+
+
+def test_ce_dice_is_the_even_mix():
+    logits, target = torch.randn(2, 4, 8, 8), torch.randint(0, 4, (2, 8, 8))
+    expected = 0.5 * partial_ce(logits, target) + 0.5 * dice_loss(logits.softmax(1), target)
+    assert ce_dice_loss(logits, target).item() == pytest.approx(expected.item(), rel=1e-6)

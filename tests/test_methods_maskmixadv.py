@@ -1,0 +1,101 @@
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_cfg
+from dataloaders.shape_prior import ShapePrior
+from engine import TrainState
+from methods.maskmixadv import MaskMixAdv, block_masks, hidden_mse, mixed_pseudo_label
+
+
+def test_block_masks_are_binary_blocks_with_half_the_cells_on():
+    m = block_masks(3, (64, 64), grid=32, ratio=0.5)
+    assert m.shape == (3, 1, 64, 64) and set(m.unique().tolist()) == {0.0, 1.0}
+    cells = m[:, 0, ::2, ::2]
+    assert torch.equal(cells.repeat_interleave(2, 1).repeat_interleave(2, 2), m[:, 0])
+    assert (cells.sum((1, 2)) == 512).all()
+    assert not torch.equal(m[0], m[1])
+
+
+def test_views_are_complementary():
+    m = block_masks(2, (32, 32))
+    x = torch.rand(2, 1, 32, 32)
+    assert torch.equal(x * m + x * (1 - m), x)
+    assert ((m * (1 - m)) == 0).all()
+
+
+def test_mask_ratio_is_checked():
+    with pytest.raises(ValueError, match="--mask_ratio"):
+        block_masks(1, (32, 32), ratio=1.0)
+
+
+def test_pseudo_label_takes_each_pixel_from_the_view_that_saw_it():
+    p1 = torch.zeros(1, 4, 2, 2)
+    p1[:, 1] = 1  # view 1 says RV everywhere
+    p2 = torch.zeros(1, 4, 2, 2)
+    p2[:, 3] = 1  # view 2 says LV everywhere
+    mask = torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]]])
+    assert mixed_pseudo_label(p1, p2, mask).tolist() == [[[1, 3], [3, 1]]]
+
+
+def test_hidden_mse_counts_only_hidden_pixels():
+    image = torch.zeros(1, 1, 1, 2)
+    rec = torch.tensor([[[[3.0, 1.0]]]])
+    assert hidden_mse(rec, image, torch.tensor([[[[0.0, 1.0]]]])).item() == 1.0
+
+
+def make_method(tmp_path, phantom_root, *extra):
+    cfg = tiny_cfg(MaskMixAdv, phantom_root, tmp_path, "--disc_ndf", "8", *extra)
+    torch.manual_seed(0)
+    method = MaskMixAdv(cfg)
+    labels = np.zeros((32, 32), np.int64)
+    labels[8:24, 8:24], labels[12:20, 12:20] = 2, 3
+    method.prior = ShapePrior([labels], (32, 32))
+    return cfg, method
+
+
+def batch(n=2):
+    g = torch.Generator().manual_seed(1)
+    return {"image": torch.rand(n, 1, 32, 32, generator=g),
+            "target": torch.randint(0, 5, (n, 32, 32), generator=g), "index": torch.arange(n)}
+
+
+def test_adversarial_gradient_reaches_the_segmenter(tmp_path, phantom_root):
+    # The authors' release feeds argmax maps to D, so no gradient flows back; ours must.
+    _, method = make_method(tmp_path, phantom_root)
+    terms, _ = method.losses(batch(), None)
+    method.zero_grad()
+    terms["adv"].backward()
+    grads = [p.grad for n, p in method.net.named_parameters() if "seg_decoders" in n or "encoder" in n]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_adversarial_weight_changes_the_segmenter_update(tmp_path, phantom_root):
+    updates = []
+    for w_adv in ("0", "100"):
+        cfg, method = make_method(tmp_path, phantom_root, "--w_adv", w_adv, "--adv_rampup", "0")
+        state = TrainState(cfg, torch.device("cpu"), method.configure_optimizers())
+        before = method.net.seg_decoders[0].head.weight.detach().clone()
+        torch.manual_seed(5)
+        method.training_step(batch(), state)
+        updates.append(method.net.seg_decoders[0].head.weight.detach() - before)
+    assert not torch.allclose(updates[0], updates[1])
+
+
+def test_discriminator_is_not_updated_by_the_segmenter_loss(tmp_path, phantom_root):
+    cfg, method = make_method(tmp_path, phantom_root)
+    opts = method.configure_optimizers()
+    seg_params = {id(p) for g in opts["seg"].param_groups for p in g["params"]}
+    assert not seg_params & {id(p) for p in method.disc.parameters()}
+    assert seg_params == {id(p) for p in method.net.parameters()}
+
+
+def test_a_few_steps_lower_the_loss(tmp_path, phantom_root):
+    cfg, method = make_method(tmp_path, phantom_root, "--w_adv", "0")
+    state = TrainState(cfg, torch.device("cpu"), method.configure_optimizers())
+    b = batch(4)
+    losses = []
+    for _ in range(8):
+        losses.append(float(method.training_step(b, state)["loss"]))
+        state.iteration += 1
+    assert losses[-1] < losses[0]

@@ -1,0 +1,65 @@
+import pytest
+import torch
+
+from networks import NETWORKS, MaskMixAdvNet, PatchDiscriminator, build_network
+
+
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_every_network_maps_image_to_class_logits(name):
+    net = build_network(name).eval()
+    assert net(torch.rand(2, 1, 32, 48)).shape == (2, 4, 32, 48)
+
+
+def test_unknown_network_names_the_choices():
+    with pytest.raises(ValueError, match="unknown network 'vnet'.*unet"):
+        build_network("vnet")
+
+
+def test_unet_rejects_sizes_that_are_not_multiples_of_16():
+    with pytest.raises(ValueError, match="multiples of 16"):
+        build_network("unet")(torch.rand(1, 1, 40, 32))
+
+
+def test_unet_channels_and_dropout_follow_the_field():
+    net = build_network("unet")
+    widths = [s[0].out_channels for s in net.encoder.stages]
+    drops = [s[3].p for s in net.encoder.stages]
+    assert widths == [16, 32, 64, 128, 256]
+    assert drops == [0.05, 0.1, 0.2, 0.3, 0.5]
+
+
+@pytest.mark.parametrize("level", ["image", "feature", "both"])
+@pytest.mark.parametrize("shared", [False, True])
+def test_siamese_views_shapes(level, shared):
+    net = MaskMixAdvNet(shared_decoder=shared)
+    assert len(net.seg_decoders) == (1 if shared else 2)
+    x, m = torch.rand(3, 1, 32, 32), (torch.rand(3, 1, 32, 32) > 0.5).float()
+    seg1, seg2, rec1, rec2 = net.forward_views(x, m, level)
+    assert seg1.shape == seg2.shape == (3, 4, 32, 32)
+    assert rec1.shape == rec2.shape == (3, 1, 32, 32)
+
+
+def test_siamese_image_level_view_ignores_hidden_pixels():
+    # View 1 sees x*M only: changing pixels where M = 0 must not change its prediction.
+    torch.manual_seed(0)
+    net = MaskMixAdvNet().eval()
+    m = torch.zeros(1, 1, 32, 32)
+    m[..., :16] = 1
+    x = torch.rand(1, 1, 32, 32)
+    y = x.clone()
+    y[..., 16:] = torch.rand(1, 1, 32, 16)
+    assert torch.equal(net.forward_views(x, m)[0], net.forward_views(y, m)[0])
+    assert not torch.equal(net.forward_views(x, m)[1], net.forward_views(y, m)[1])
+
+
+def test_siamese_forward_averages_the_two_decoders():
+    net = MaskMixAdvNet().eval()
+    x = torch.rand(2, 1, 32, 32)
+    feats = net.encoder(x)
+    mean = torch.stack([d(feats).softmax(1) for d in net.seg_decoders]).mean(0)
+    torch.testing.assert_close(net(x).softmax(1), mean, atol=1e-5, rtol=1e-4)
+
+
+def test_discriminator_scores_patches():
+    d = PatchDiscriminator(ndf=8)
+    assert d(torch.rand(2, 4, 128, 96)).shape == (2, 1, 4, 3)

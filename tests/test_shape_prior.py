@@ -1,0 +1,42 @@
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from dataloaders import io
+from dataloaders.shape_prior import ShapePrior, check_not_training_labels
+
+
+def test_prior_from_h5_and_nifti_is_one_hot_at_patch_size(tmp_path):
+    label = np.zeros((3, 40, 40), np.uint8)
+    label[1, 10:30, 10:30] = 3
+    label[1, 15:25, 15:25] = 1
+    io.write_h5(str(tmp_path / "a" / "x.h5"), {"label": label})
+    sitk.WriteImage(sitk.GetImageFromArray(label.astype(np.int16)), str(tmp_path / "a" / "y.nii.gz"))
+    prior = ShapePrior.from_source(str(tmp_path / "a"), (32, 32))
+    assert len(prior) == 2  # empty slices dropped, one heart slice per file
+    masks = prior.sample(5, torch.device("cpu"), seed=[0, 7])
+    assert masks.shape == (5, 4, 32, 32)
+    assert torch.equal(masks.sum(1), torch.ones(5, 32, 32))
+    assert torch.equal(masks, prior.sample(5, torch.device("cpu"), seed=[0, 7]))
+
+
+def test_prior_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="--shape_prior .*no such"):
+        ShapePrior.from_source(str(tmp_path / "missing"), (32, 32))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no .h5"):
+        ShapePrior.from_source(str(tmp_path / "empty"), (32, 32))
+    with pytest.raises(ValueError, match="no slice with a heart"):
+        ShapePrior([np.zeros((8, 8))], (16, 16))
+    with pytest.raises(ValueError, match="0..3, found 7"):
+        ShapePrior([np.full((8, 8), 7)], (16, 16))
+    (tmp_path / "bad.nii.gz").write_bytes(b"not a nifti")
+    with pytest.raises(OSError, match="bad.nii.gz"):
+        ShapePrior.from_source(str(tmp_path / "bad.nii.gz"), (16, 16))
+
+
+def test_training_labels_are_refused_as_prior(tmp_path):
+    with pytest.raises(ValueError, match="must not be the shape prior"):
+        check_not_training_labels(str(tmp_path / "ACDC_training_volumes"), str(tmp_path))
+    check_not_training_labels(str(tmp_path / "other"), str(tmp_path / "data"))
