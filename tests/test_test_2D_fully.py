@@ -1,0 +1,69 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+import test_2D_fully
+from dataloaders import io
+from dataloaders.acdc import fold_split
+
+
+def fold1_test_cases(root):
+    return fold_split(io.list_cases(root), "fold1").test
+
+
+def score(root, pred_dir, out):
+    return test_2D_fully.main(["--root_path", root, "--fold", "fold1", "--pred_dir", str(pred_dir),
+                               "--out_json", str(out)])
+
+
+def test_perfect_predictions_score_perfectly(phantom_root, tmp_path, capsys):
+    cases = fold1_test_cases(phantom_root)
+    for i, c in enumerate(cases):
+        label = io.read_case(phantom_root, c).label
+        if i % 2:  # one prediction as NIfTI, the other as h5
+            sitk.WriteImage(sitk.GetImageFromArray(label), str(tmp_path / f"{c}.nii.gz"))
+        else:
+            io.write_h5(str(tmp_path / f"{c}.h5"), {"label": label})
+    summary = score(phantom_root, tmp_path, tmp_path / "out" / "r.json")
+    assert summary["dice"] == {"RV": 1.0, "MYO": 1.0, "LV": 1.0, "mean": 1.0}
+    assert summary["hd95"]["mean"] == 0 and summary["n_volumes"] == len(cases)
+    assert summary["units"] == "mm"
+    assert json.loads((tmp_path / "out" / "r.json").read_text()) == summary
+    rows = list(csv.DictReader(open(tmp_path / "out" / "r.csv")))
+    assert len(rows) == 3 * len(cases) and {r["class"] for r in rows} == {"RV", "MYO", "LV"}
+    assert "MYO" in capsys.readouterr().out
+
+
+def test_a_missed_class_is_penalised_not_skipped(phantom_root, tmp_path):
+    cases = fold1_test_cases(phantom_root)
+    for c in cases:
+        label = io.read_case(phantom_root, c).label.copy()
+        label[label == 1] = 0  # RV never predicted
+        io.write_h5(str(tmp_path / f"{c}.h5"), {"label": label})
+    summary = score(phantom_root, tmp_path, tmp_path / "r.json")
+    assert summary["dice"]["RV"] == 0 and summary["hd95"]["RV"] > 100
+    assert summary["dice"]["LV"] == 1
+
+
+def test_missing_prediction_names_the_case(phantom_root, tmp_path, capsys):
+    first = fold1_test_cases(phantom_root)[0]
+    with pytest.raises(SystemExit):
+        score(phantom_root, tmp_path, tmp_path / "r.json")
+    assert f"no prediction for case {first}" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_wrong_shape_is_an_error(phantom_root, tmp_path, capsys):
+    for c in fold1_test_cases(phantom_root):
+        io.write_h5(str(tmp_path / f"{c}.h5"), {"label": np.zeros((2, 8, 8), np.uint8)})
+    with pytest.raises(SystemExit):
+        score(phantom_root, tmp_path, tmp_path / "r.json")
+    assert "has shape (2, 8, 8)" in capsys.readouterr().err
+
+
+def test_needs_exactly_one_source(phantom_root, tmp_path):
+    with pytest.raises(SystemExit):
+        test_2D_fully.main(["--root_path", phantom_root, "--out_json", str(tmp_path / "r.json")])
