@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 from methods.base import Method
+from methods.dmpls import DMPLS
 from methods.maskmixadv import MaskMixAdv
 from methods.regularized import PCEIVM, PCETV, PCEEntMin, PCEGatedCRF, PCEMumfordShah
+from methods.scribble2label import Scribble2Label
 from methods.supervised import PCE, Fully, PCERandomWalker
+from methods.ustm import USTM
 
 METHODS: dict[str, type[Method]] = {m.name: m for m in (
     Fully,
@@ -16,6 +19,9 @@ METHODS: dict[str, type[Method]] = {m.name: m for m in (
     PCERandomWalker,
     PCEMumfordShah,
     MaskMixAdv,
+    DMPLS,
+    Scribble2Label,
+    USTM,
 )}
 
 

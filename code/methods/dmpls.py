@@ -1,0 +1,57 @@
+"""DMPLS: dual-branch network with dynamically mixed pseudo-label supervision (Luo et al.,
+"Scribble-supervised medical image segmentation via dual-branch network and dynamically mixed
+pseudo labels supervision", MICCAI 2022; the WSL4MIS baseline).
+
+One encoder, a main decoder and an auxiliary decoder that sees dropout-perturbed features
+(network ``unet_dual``). Per iteration, with p1, p2 the two branches' softmax (B, C, H, W):
+
+- pCE of each branch on the scribbles, averaged: 0.5 (pCE(p1) + pCE(p2)) (the authors' release);
+- pseudo label y = argmax(beta p1 + (1 - beta) p2), detached, beta ~ U(0, 1) drawn once per
+  iteration, so that the mixture moves between the two branches;
+- loss = pCE + ``w_pseudo`` * 0.5 (Dice(p1, y) + Dice(p2, y)).
+
+Inference uses the main decoder only (``DualDecoderUNet.forward``).
+"""
+from __future__ import annotations
+
+import torch
+
+from losses.segmentation import dice_loss, partial_ce
+from methods.base import Method
+
+
+def mixed_pseudo_label(p1: torch.Tensor, p2: torch.Tensor, beta: float) -> torch.Tensor:
+    """argmax over classes of beta*p1 + (1-beta)*p2, cut from the graph.
+
+    Args:
+        p1, p2: (B, C, H, W) class probabilities of the two branches.
+        beta: mixing weight in [0, 1].
+    Returns:
+        (B, H, W) int64 class indices (no gradient flows to them).
+    """
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"beta must lie in [0, 1], got {beta}")
+    return (beta * p1.detach() + (1.0 - beta) * p2.detach()).argmax(1)
+
+
+class DMPLS(Method):
+    """DMPLS (see the module docstring)."""
+
+    name = "dmpls"
+    network = "unet_dual"
+
+    @classmethod
+    def add_args(cls, p):
+        p.add_argument("--w_pseudo", type=float, default=0.5,
+                       help="weight of the mixed pseudo-label Dice (default 0.5, as the paper)")
+
+    def loss(self, batch, state):
+        target = batch["target"]
+        logits1, logits2 = self.net.forward_both(batch["image"])
+        p1, p2 = logits1.float().softmax(1), logits2.float().softmax(1)
+        # One beta per iteration (the global torch RNG: seeded and restored by the engine).
+        beta = float(torch.rand(()))
+        pseudo = mixed_pseudo_label(p1, p2, beta)
+        ce = 0.5 * (partial_ce(logits1, target) + partial_ce(logits2, target))
+        dice = 0.5 * (dice_loss(p1, pseudo, None) + dice_loss(p2, pseudo, None))
+        return ce + self.cfg.w_pseudo * dice, {"pce": ce, "pseudo": dice}

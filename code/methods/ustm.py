@@ -1,0 +1,131 @@
+"""USTM: uncertainty-aware self-ensembling and transformation-consistent mean teacher (Liu et al.,
+"Weakly supervised segmentation of COVID19 infection with scribble annotation on CT images",
+Pattern Recognition 122, 2022; the WSL4MIS baseline).
+
+A student UNet trained with pCE on the scribbles, and a teacher whose weights are an exponential
+moving average of the student's (Tarvainen & Valpola 2017). Per iteration, with x (B, 1, H, W):
+
+- a random rot90/flip T is drawn; the teacher segments T(x) + noise (Gaussian, sigma 0.1,
+  clipped to +-0.2) ``--mc_passes`` times with dropout active (MC dropout); the mean softmax,
+  brought back with T^-1, is the target q (B, C, H, W) and its entropy the uncertainty u (B, H, W);
+- consistency = mean over the pixels with u < tau of the per-class squared difference between
+  the student's softmax p and q, where tau rises from 0.75 ln C to ln C over the run as in
+  UA-MT (Yu et al. 2019; ln C is the largest possible entropy, ln 2 in UA-MT's binary task);
+- loss = pCE(p) + ``w_cons`` * sigmoid_rampup(progress, ``cons_rampup``) * consistency;
+- after the optimiser step, teacher <- d teacher + (1 - d) student with
+  d = min(1 - 1/(iteration + 1), ``ema_decay``) (the true average while it is the better one).
+
+The teacher's batch-norm statistics come from its own forward passes (it runs in training mode,
+as in UA-MT); it is a non-trainable submodule, so checkpoints hold it and no optimiser sees it.
+Inference uses the student. Deviation from the WSL4MIS script, to keep the cost down: the target
+is the mean of the MC passes instead of one more noisy teacher pass.
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import nn
+
+from losses.segmentation import partial_ce
+from methods.base import Method, sigmoid_rampup
+
+
+def rot_flip(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    """T(x): rotate the last two axes by k quarter turns, then mirror the last axis if ``flip``.
+    (..., H, W) -> (..., H, W), or (..., W, H) for odd k."""
+    x = torch.rot90(x, k, dims=(-2, -1))
+    return x.flip(-1) if flip else x
+
+
+def unrot_flip(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    """T^-1 of :func:`rot_flip` with the same (k, flip): ``unrot_flip(rot_flip(x)) == x``."""
+    if flip:
+        x = x.flip(-1)
+    return torch.rot90(x, -k, dims=(-2, -1))
+
+
+def random_rot_flip() -> tuple[int, bool]:
+    """(k in 0..3, flip) drawn from the global torch RNG (seeded and restored by the engine)."""
+    k, flip = torch.randint(0, 4, (2,)).tolist()
+    return k, bool(flip % 2)
+
+
+@torch.no_grad()
+def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
+    """teacher_param <- decay * teacher_param + (1 - decay) * student_param, for every parameter
+    (buffers are left alone). ``decay`` in [0, 1]."""
+    if not 0.0 <= decay <= 1.0:
+        raise ValueError(f"EMA decay must lie in [0, 1], got {decay}")
+    for t, s in zip(teacher.parameters(), student.parameters()):
+        t.mul_(decay).add_(s.detach(), alpha=1.0 - decay)
+
+
+def entropy(probs: torch.Tensor) -> torch.Tensor:
+    """Per-pixel entropy -sum_c p log p: (B, C, H, W) probabilities -> (B, H, W) in [0, ln C]."""
+    return -(probs * torch.log(probs + 1e-6)).sum(1)
+
+
+def masked_mse(p: torch.Tensor, q: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the pixels where ``mask`` (B, H, W) bool and over the C classes of (p - q)^2,
+    p, q (B, C, H, W); 0 (keeping the graph) when the mask is empty."""
+    dist = ((p.float() - q.float()) ** 2).sum(1)
+    w = mask.float()
+    return (dist * w).sum() / (p.shape[1] * w.sum()).clamp_min(1.0)
+
+
+class USTM(Method):
+    """USTM (see the module docstring). Network ``unet`` for student and teacher."""
+
+    name = "ustm"
+
+    @classmethod
+    def add_args(cls, p):
+        p.add_argument("--w_cons", type=float, default=0.1,
+                       help="final weight of the consistency loss (default 0.1)")
+        p.add_argument("--cons_rampup", type=float, default=1.0,
+                       help="fraction of the run over which the consistency weight ramps up "
+                            "(sigmoid ramp; default 1.0, as WSL4MIS)")
+        p.add_argument("--ema_decay", type=float, default=0.99,
+                       help="EMA decay of the teacher weights (default 0.99)")
+        p.add_argument("--mc_passes", type=int, default=4,
+                       help="stochastic teacher passes for the target and its uncertainty "
+                            "(default 4; WSL4MIS uses 8)")
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        if cfg.mc_passes < 1:
+            raise ValueError(f"--mc_passes must be >= 1, got {cfg.mc_passes}")
+        if not 0.0 <= cfg.ema_decay <= 1.0:
+            raise ValueError(f"--ema_decay must lie in [0, 1], got {cfg.ema_decay}")
+        self.teacher = copy.deepcopy(self.net).requires_grad_(False)
+
+    @torch.no_grad()
+    def teacher_target(self, image: torch.Tensor) -> torch.Tensor:
+        """Mean teacher softmax over ``mc_passes`` noisy passes of T(image), mapped back by T^-1:
+        (B, 1, H, W) -> (B, C, H, W) float32."""
+        k, flip = random_rot_flip()
+        x = rot_flip(image, k, flip).repeat(self.cfg.mc_passes, 1, 1, 1)
+        x = x + (torch.randn_like(x) * 0.1).clamp(-0.2, 0.2)
+        probs = self.teacher(x).float().softmax(1)
+        probs = probs.reshape(self.cfg.mc_passes, image.shape[0], *probs.shape[1:]).mean(0)
+        return unrot_flip(probs, k, flip)
+
+    def loss(self, batch, state):
+        c = self.cfg
+        image = batch["image"]
+        logits = self.net(image)
+        ce = partial_ce(logits, batch["target"])
+        target = self.teacher_target(image)
+        tau = (0.75 + 0.25 * sigmoid_rampup(state.progress, 1.0)) * math.log(target.shape[1])
+        certain = entropy(target) < tau
+        cons = masked_mse(logits.float().softmax(1), target, certain)
+        w = c.w_cons * sigmoid_rampup(state.progress, c.cons_rampup)
+        return ce + w * cons, {"pce": ce, "cons": cons, "w_cons": torch.tensor(w),
+                               "certain": certain.float().mean()}
+
+    def training_step(self, batch, state):
+        logs = super().training_step(batch, state)
+        ema_update(self.teacher, self.net, min(1.0 - 1.0 / (state.iteration + 1), self.cfg.ema_decay))
+        return logs

@@ -1,0 +1,281 @@
+import copy
+import io
+import logging
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import config
+import engine
+from methods import METHODS
+from methods.dmpls import DMPLS, mixed_pseudo_label
+from methods.scribble2label import Scribble2Label, confident_pseudo_labels, update_memory
+from methods.ustm import USTM, ema_update, entropy, masked_mse, rot_flip, unrot_flip
+
+LOG = logging.getLogger("test_methods_baselines")
+SIZE = 32
+
+
+def make_cfg(method_cls, *args):
+    cfg = config.build_parser(method_cls).parse_args(
+        ["--patch_size", str(SIZE), str(SIZE), "--max_iterations", "100", "--device", "cpu", *args])
+    return config.finalize(cfg, method_cls)
+
+
+def fake_train_set(n=5, seed=0):
+    """A train_set-like object: slices of varied size, scribbles with 4 = unlabeled."""
+    rng = np.random.default_rng(seed)
+    images, targets = [], []
+    for i in range(n):
+        h, w = 40 + 4 * i, 36
+        images.append(rng.random((h, w), dtype=np.float32))
+        t = np.full((h, w), 4, np.int64)
+        t[h // 2, :] = rng.integers(0, 4, w)
+        targets.append(t)
+    return SimpleNamespace(images=images, targets=targets, names=[f"s{i}" for i in range(n)])
+
+
+def random_batch(b=2, seed=0, n=5):
+    g = torch.Generator().manual_seed(seed)
+    target = torch.full((b, SIZE, SIZE), 4, dtype=torch.int64)
+    target[:, 10:12, 5:25] = torch.randint(0, 4, (b, 2, 20), generator=g)
+    return {"image": torch.rand(b, 1, SIZE, SIZE, generator=g), "target": target,
+            "index": torch.arange(b) % n}
+
+
+def build(method_cls, *args):
+    cfg = make_cfg(method_cls, *args)
+    torch.manual_seed(0)
+    method = method_cls(cfg)
+    method.prepare(fake_train_set(), LOG)
+    method.train()
+    return method, engine.TrainState(cfg, torch.device("cpu"), method.configure_optimizers())
+
+
+# ---- DMPLS -------------------------------------------------------------------------------
+
+def test_dmpls_pseudo_label_is_argmax_of_beta_mixture():
+    p1 = torch.tensor([0.7, 0.2, 0.1, 0.0]).view(1, 4, 1, 1).repeat(1, 1, 1, 2)
+    p2 = torch.tensor([0.0, 0.4, 0.1, 0.5]).view(1, 4, 1, 1).repeat(1, 1, 1, 2)
+    # beta=1 -> p1's argmax; beta=0 -> p2's; beta=0.5 -> [0.35, 0.3, 0.1, 0.25] -> class 0;
+    # beta=0.3 -> [0.21, 0.34, 0.1, 0.35] -> class 3
+    assert mixed_pseudo_label(p1, p2, 1.0).tolist() == [[[0, 0]]]
+    assert mixed_pseudo_label(p1, p2, 0.0).tolist() == [[[3, 3]]]
+    assert mixed_pseudo_label(p1, p2, 0.5).tolist() == [[[0, 0]]]
+    assert mixed_pseudo_label(p1, p2, 0.3).tolist() == [[[3, 3]]]
+    with pytest.raises(ValueError, match="beta"):
+        mixed_pseudo_label(p1, p2, 1.5)
+
+
+def test_dmpls_pseudo_label_carries_no_gradient():
+    a = torch.rand(2, 4, 3, 3, requires_grad=True)
+    b = torch.rand(2, 4, 3, 3, requires_grad=True)
+    y = mixed_pseudo_label(a.softmax(1), b.softmax(1), 0.4)
+    assert not y.requires_grad and y.grad_fn is None and y.dtype == torch.int64
+    assert y.shape == (2, 3, 3)
+
+
+def test_dmpls_uses_dual_network_and_main_decoder_at_inference():
+    method, _ = build(DMPLS)
+    assert method.network == "unet_dual" and method.cfg.w_pseudo == 0.5
+    x = torch.rand(1, 1, SIZE, SIZE)
+    method.eval()
+    with torch.no_grad():
+        main = method.net.decoder(method.net.encoder(x))
+        assert torch.equal(method.segmenter()(x), main)
+
+
+# ---- USTM --------------------------------------------------------------------------------
+
+def test_ema_update_formula():
+    teacher, student = nn.Linear(2, 1), nn.Linear(2, 1)
+    with torch.no_grad():
+        teacher.weight.copy_(torch.tensor([[1.0, 2.0]]))
+        teacher.bias.fill_(0.0)
+        student.weight.copy_(torch.tensor([[3.0, -2.0]]))
+        student.bias.fill_(1.0)
+    ema_update(teacher, student, 0.9)
+    # 0.9 * old + 0.1 * new
+    assert torch.allclose(teacher.weight, torch.tensor([[1.2, 1.6]]))
+    assert torch.allclose(teacher.bias, torch.tensor([0.1]))
+    ema_update(teacher, student, 0.0)
+    assert torch.equal(teacher.weight, student.weight)
+    with pytest.raises(ValueError, match="decay"):
+        ema_update(teacher, student, 1.1)
+
+
+@pytest.mark.parametrize("k", range(4))
+@pytest.mark.parametrize("flip", [False, True])
+def test_rot_flip_inverse_round_trip(k, flip):
+    x = torch.arange(2 * 3 * 4 * 6, dtype=torch.float32).view(2, 3, 4, 6)
+    y = rot_flip(x, k, flip)
+    assert y.shape == ((2, 3, 6, 4) if k % 2 else x.shape)
+    assert torch.equal(unrot_flip(y, k, flip), x)
+    if k or flip:
+        assert not torch.equal(y.reshape(-1), x.reshape(-1))
+
+
+def test_rot_flip_hand_value():
+    x = torch.tensor([[1, 2], [3, 4]])
+    assert rot_flip(x, 1, False).tolist() == [[2, 4], [1, 3]]  # counter-clockwise quarter turn
+    assert rot_flip(x, 0, True).tolist() == [[2, 1], [4, 3]]
+
+
+def test_entropy_and_masked_mse_hand_values():
+    p = torch.tensor([[0.5, 1.0], [0.5, 0.0]]).view(1, 2, 1, 2)
+    assert torch.allclose(entropy(p), torch.tensor([[[float(np.log(2)), 0.0]]]), atol=1e-5)
+    q = torch.tensor([[1.0, 1.0], [0.0, 0.0]]).view(1, 2, 1, 2)
+    # pixel 0: (0.25 + 0.25) / 2 classes; pixel 1: 0
+    assert masked_mse(p, q, torch.tensor([[[True, True]]])).item() == pytest.approx(0.125)
+    assert masked_mse(p, q, torch.tensor([[[True, False]]])).item() == pytest.approx(0.25)
+    assert masked_mse(p, q, torch.tensor([[[False, False]]])).item() == 0.0
+
+
+def test_ustm_teacher_not_optimised_and_updated_after_step():
+    method, state = build(USTM, "--amp", "off")
+    opt_params = {id(p) for g in state.optimizers["seg"].param_groups for p in g["params"]}
+    assert all(id(p) not in opt_params and not p.requires_grad for p in method.teacher.parameters())
+    assert any(k.startswith("teacher.") for k in method.state_dict())
+    state.iteration = 5  # decay = min(1 - 1/6, 0.99)
+    old_t = [p.clone() for p in method.teacher.parameters()]
+    method.training_step(random_batch(), state)
+    d = 1 - 1 / 6
+    for t0, t, s in zip(old_t, method.teacher.parameters(), method.net.parameters()):
+        assert torch.allclose(t, d * t0 + (1 - d) * s, atol=1e-6)
+
+
+def test_ustm_bad_flags():
+    with pytest.raises(ValueError, match="--mc_passes"):
+        USTM(make_cfg(USTM, "--mc_passes", "0"))
+
+
+# ---- Scribble2Label ----------------------------------------------------------------------
+
+def test_s2l_memory_update_hand_values():
+    memory = torch.tensor([0, 255, 100], dtype=torch.uint8).view(1, 3, 1, 1)
+    probs = torch.tensor([1.0, 0.0, 0.5]).view(1, 3, 1, 1)
+    out = update_memory(memory, probs, 0.2)
+    # 255 * (0.2 p + 0.8 m/255): 51, 204, 25.5 + 80 = 105.5 -> 106 (round half to even: 106)
+    assert out.dtype == torch.uint8 and out.flatten().tolist() == [51, 204, 106]
+    # a constant confident prediction passes 0.8 only after enough updates: 1 - 0.8^n > 0.8 at n=8
+    m = torch.zeros(1, 2, 1, 1, dtype=torch.uint8)
+    p = torch.tensor([1.0, 0.0]).view(1, 2, 1, 1)
+    scribble = torch.full((1, 1, 1), 4)
+    passed = []
+    for _ in range(9):
+        m = update_memory(m, p, 0.2)
+        passed.append(confident_pseudo_labels(m, scribble, 0.8).item() != 4)
+    assert passed == [False] * 7 + [True] * 2
+    with pytest.raises(ValueError, match="--ema_alpha"):
+        update_memory(m, p, 0.0)
+
+
+def test_s2l_confidence_filtering():
+    per_pixel = torch.tensor([[10, 15, 230],    # class 2 at 0.9: kept
+                              [0, 230, 25],     # class 1 at 0.9, but scribbled
+                              [102, 153, 0]],   # class 1 at 0.6: not confident
+                             dtype=torch.uint8)
+    memory = per_pixel.t().reshape(1, 3, 1, 3)
+    scribble = torch.tensor([[[4, 0, 4]]])
+    assert confident_pseudo_labels(memory, scribble, 0.8).tolist() == [[[2, 4, 4]]]
+    assert confident_pseudo_labels(memory, torch.full_like(scribble, 4), 0.8).tolist() == [[[2, 1, 4]]]
+    assert confident_pseudo_labels(memory, torch.full_like(scribble, 4), 0.5).tolist() == [[[2, 1, 1]]]
+
+
+def test_s2l_prepare_sizes_canonical_slices_and_memory():
+    method, _ = build(Scribble2Label)
+    ts = fake_train_set()
+    assert method.memory.shape == (5, 4, SIZE, SIZE) and method.memory.dtype == torch.uint8
+    assert method.memory.sum() == 0
+    assert method.canon_images.shape == (5, 1, SIZE, SIZE)
+    # nearest-neighbour resizing keeps scribble values in {0..4}
+    assert set(method.canon_targets.unique().tolist()) <= {0, 1, 2, 3, 4}
+    assert set(method.state_dict()) >= {"memory"} and "canon_images" not in method.state_dict()
+    assert abs(method.canon_images[0].float().mean().item() - ts.images[0].mean()) < 0.02
+
+
+def test_s2l_memory_updates_batch_slices_in_canonical_frame():
+    method, _ = build(Scribble2Label, "--amp", "off")
+    # a pixel-wise net whose softmax depends strongly on the intensity, so that frames differ
+    method.net = nn.Conv2d(1, 4, 1)
+    with torch.no_grad():
+        method.net.weight.copy_(torch.tensor([10.0, -10.0, 5.0, 0.0]).view(4, 1, 1, 1))
+        method.net.bias.zero_()
+    state = engine.TrainState(method.cfg, torch.device("cpu"), method.configure_optimizers())
+    batch = random_batch(b=2)
+    batch["index"] = torch.tensor([3, 1])
+    net_before = copy.deepcopy(method.net).eval()
+    method.training_step(batch, state)
+    touched = method.memory.flatten(1).sum(1) > 0
+    assert touched.tolist() == [False, True, False, True, False]
+    # alpha * softmax of the pre-step net, in eval mode, on the un-augmented slice, quantised
+    with torch.no_grad():
+        probs = net_before(method.canon_images[[3, 1]].float()).softmax(1)
+    expected = (0.2 * probs * 255).round()
+    assert (method.memory[[3, 1]].float() - expected).abs().max() <= 1
+    assert method.net.training  # the eval-mode pass restored training mode
+
+
+def test_s2l_unprepared_method_fails_clearly():
+    method = Scribble2Label(make_cfg(Scribble2Label))
+    state = engine.TrainState(method.cfg, torch.device("cpu"), method.configure_optimizers())
+    with pytest.raises(RuntimeError, match="prepare"):
+        method.training_step(random_batch(), state)
+
+
+# ---- all three: one step, state_dict round trips ------------------------------------------
+
+@pytest.mark.parametrize("name", ["dmpls", "s2l", "ustm"])
+def test_registered(name):
+    assert METHODS[name].name == name
+
+
+@pytest.mark.parametrize("method_cls,extra", [
+    (DMPLS, []), (USTM, []), (Scribble2Label, []), (Scribble2Label, ["--w_cons", "0"])])
+def test_one_training_step_changes_weights_and_logs_finite(method_cls, extra):
+    method, state = build(method_cls, "--amp", "bf16", *extra)
+    state.iteration = 60  # past s2l's pseudo_start (0.1 of 100) and into the ramps
+    if method_cls is Scribble2Label:
+        method.memory.fill_(0)
+        method.memory[:, 1] = 255  # every unscribbled pixel confidently class 1
+    before = [p.detach().clone() for p in method.net.parameters()]
+    logs = method.training_step(random_batch(), state)
+    assert all(torch.isfinite(v).all() for v in logs.values())
+    assert logs["loss"].item() > 0
+    if method_cls is Scribble2Label:
+        assert logs["pseudo"].item() > 0
+        assert (logs["cons"].item() > 0) == (not extra)
+    if method_cls is USTM:
+        assert logs["w_cons"].item() > 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, method.net.parameters()))
+
+
+def test_s2l_memory_survives_state_dict_round_trip():
+    method, state = build(Scribble2Label, "--amp", "off")
+    method.training_step(random_batch(), state)
+    buf = io.BytesIO()
+    torch.save(method.state_dict(), buf)
+    buf.seek(0)
+    fresh = Scribble2Label(make_cfg(Scribble2Label))  # never prepared, as at inference
+    fresh.load_state_dict(torch.load(buf))
+    assert torch.equal(fresh.memory, method.memory) and fresh.memory.sum() > 0
+    # a prepared method of another size still refuses a mismatched memory
+    other = Scribble2Label(make_cfg(Scribble2Label))
+    other.prepare(fake_train_set(n=3), LOG)
+    with pytest.raises(RuntimeError, match="memory"):
+        other.load_state_dict(method.state_dict())
+
+
+def test_ustm_teacher_survives_state_dict_round_trip():
+    method, state = build(USTM, "--amp", "off")
+    method.training_step(random_batch(), state)
+    state.iteration = 3  # decay 0.75: the teacher now lags the student
+    method.training_step(random_batch(seed=1), state)
+    assert not torch.equal(method.teacher.encoder.stages[0][0].weight, method.net.encoder.stages[0][0].weight)
+    fresh = USTM(make_cfg(USTM))
+    fresh.load_state_dict(method.state_dict())
+    for a, b in zip(fresh.teacher.state_dict().values(), method.teacher.state_dict().values()):
+        assert torch.equal(a, b)
