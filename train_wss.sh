@@ -14,7 +14,7 @@ cd "$(dirname "$0")"
 methods="maskmixadv"
 folds="fold1"
 root="data/ACDC_phantom"
-iters=1000
+iters=800
 patch=96
 batch=8
 amp=bf16

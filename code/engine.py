@@ -196,7 +196,9 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
     writer = SummaryWriter(os.path.join(cfg.out_dir, "tb"))
     log.info("training %s on %s (amp %s) for %d iterations from %d", cfg.method, device, cfg.amp,
              cfg.max_iterations, state.iteration)
-    bar = tqdm(total=cfg.max_iterations, initial=state.iteration, disable=not cfg.progress, desc=cfg.method)
+    # Redirected to a file, a bar redraws ~10 times a second: slow it to keep logs readable.
+    bar = tqdm(total=cfg.max_iterations, initial=state.iteration, disable=not cfg.progress, desc=cfg.method,
+               mininterval=0.1 if sys.stderr.isatty() else 30)
     start = time.time()
     method.train()
     while state.iteration < cfg.max_iterations:

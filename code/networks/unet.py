@@ -89,8 +89,8 @@ class UNet(nn.Module):
 
 class DualDecoderUNet(nn.Module):
     """One encoder, two segmentation decoders; the second sees features perturbed by dropout
-    (DMPLS, Luo et al. 2022). (B, in_ch, H, W) -> two (B, num_classes, H, W) logits in training,
-    their mean in eval mode via :meth:`forward`.
+    (DMPLS, Luo et al. 2022). :meth:`forward_both`: (B, in_ch, H, W) -> the two (B, num_classes,
+    H, W) logits; :meth:`forward` (inference): the main decoder's logits only.
     """
 
     def __init__(self, in_ch: int = 1, num_classes: int = 4, feature_dropout: float = 0.5):

@@ -1,0 +1,94 @@
+"""Seconds per training step of each method, side by side in one run (CPU or GPU).
+
+    python benchmarks/bench_train_step.py --methods pce maskmixadv --patch 128 --batch 8 --amp bf16 off
+
+Random images and scribble-like targets; each method does ``--warmup`` steps, then the timed
+ones. Prints s/step and the ratio to the first method (ratios, not absolute times, are what
+transfer between machines).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "code"))
+
+from config import build_parser, finalize  # noqa: E402
+from dataloaders.shape_prior import ShapePrior  # noqa: E402
+from engine import TrainState, resolve_device  # noqa: E402
+from methods import METHODS, get_method  # noqa: E402
+
+
+class FakeSlices:
+    """Just enough of a SliceDataset for methods whose prepare() reads the training slices."""
+
+    def __init__(self, n, size, rng):
+        self.names = [f"patient001_frame01_slice_{i}" for i in range(n)]
+        self.images = [rng.random((size, size), dtype=np.float32) for _ in range(n)]
+        self.targets = [rng.integers(0, 5, (size, size)) for _ in range(n)]
+
+
+class NullLog:
+    def info(self, *args):
+        pass
+
+
+def time_method(name, amp, args, device):
+    method_cls = get_method(name)
+    cfg = finalize(build_parser(method_cls).parse_args(
+        ["--amp", amp, "--batch_size", str(args.batch), "--patch_size", str(args.patch), str(args.patch),
+         "--device", str(device)]), method_cls)
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    method = method_cls(cfg)
+    if hasattr(method, "prior"):  # MaskMixAdv: a random prior instead of rendering phantoms
+        method.prior = ShapePrior([rng.integers(0, 4, (args.patch, args.patch))], [args.patch] * 2)
+    else:
+        method.prepare(FakeSlices(4 * args.batch, args.patch, rng), NullLog())
+    method.to(device).to(memory_format=torch.channels_last).train()
+    state = TrainState(cfg, device, method.configure_optimizers())
+    image = torch.rand(args.batch, 1, args.patch, args.patch, device=device)
+    batch = {"image": image.contiguous(memory_format=torch.channels_last),
+             "target": torch.randint(0, 5, (args.batch, args.patch, args.patch), device=device),
+             "index": torch.arange(args.batch, device=device)}
+    for _ in range(args.warmup):
+        method.training_step(batch, state)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        method.training_step(batch, state)
+        state.iteration += 1
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / args.steps
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--methods", nargs="+", default=["pce", "maskmixadv"], choices=list(METHODS))
+    p.add_argument("--amp", nargs="+", default=["bf16", "off"])
+    p.add_argument("--patch", type=int, default=128)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--device", default="auto")
+    args = p.parse_args()
+    device = resolve_device(args.device)
+    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
+          f"torch {torch.__version__}, patch {args.patch}, batch {args.batch}")
+    base = None
+    for amp in args.amp:
+        for name in args.methods:
+            t = time_method(name, amp, args, device)
+            base = base or t
+            print(f"{name:14s} amp {amp:5s} {t:8.4f} s/step  x{t / base:5.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
