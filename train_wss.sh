@@ -50,15 +50,16 @@ fi
 
 ngpu=$($PY -c "import torch; print(torch.cuda.device_count())")
 mkdir -p model/results
-run_one() {  # method fold gpu
-  local m=$1 f=$2 exp="${exp_prefix}$1" resume=()
+run_one() {  # method fold [gpu]
+  local m=$1 f=$2 exp="${exp_prefix}$1" resume=() gpu=()
+  [ -n "${3:-}" ] && gpu=(env "CUDA_VISIBLE_DEVICES=$3")
   local sup
   sup=$($PY -c "import sys; sys.path.insert(0, 'code'); from methods import get_method; print(get_method('$m').sup_type)")
   [ -f "model/${exp}_${f}/${sup}/last.pth" ] && resume=(--resume)
-  CUDA_VISIBLE_DEVICES=${3:-${CUDA_VISIBLE_DEVICES:-}} $PY code/train.py --method "$m" --exp "$exp" \
+  "${gpu[@]}" $PY code/train.py --method "$m" --exp "$exp" \
     --root_path "$root" --fold "$f" --max_iterations "$iters" --patch_size "$patch" "$patch" \
     --batch_size "$batch" --amp "$amp" --val_interval "$val" "${resume[@]}" "${extra[@]}"
-  CUDA_VISIBLE_DEVICES=${3:-${CUDA_VISIBLE_DEVICES:-}} $PY code/test_2D_fully.py --root_path "$root" \
+  "${gpu[@]}" $PY code/test_2D_fully.py --root_path "$root" \
     --fold "$f" --exp "$exp" --sup_type "$sup" --out_json "model/results/${exp}_${f}.json"
 }
 
