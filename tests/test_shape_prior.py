@@ -40,3 +40,18 @@ def test_training_labels_are_refused_as_prior(tmp_path):
     with pytest.raises(ValueError, match="must not be the shape prior"):
         check_not_training_labels(str(tmp_path / "ACDC_training_volumes"), str(tmp_path))
     check_not_training_labels(str(tmp_path / "other"), str(tmp_path / "data"))
+
+
+def test_samples_are_dihedral_variants_or_small_rotations_of_the_mask():
+    mask = np.zeros((32, 32), np.int64)
+    mask[6:20, 8:14] = 1  # asymmetric, off-centre
+    mask[20:26, 8:24] = 3
+    prior = ShapePrior([mask], (32, 32))
+    variants = [np.flip(np.rot90(mask, k), a) for k in range(4) for a in (0, 1)]
+    exact = 0
+    for seed in range(40):
+        lab = prior.sample(1, torch.device("cpu"), seed=seed)[0].argmax(0).numpy()
+        exact += any(np.array_equal(lab, v) for v in variants)
+        for c in (1, 3):  # a rotation by at most 20 degrees keeps each area within 15%
+            assert abs((lab == c).sum() - (mask == c).sum()) <= 0.15 * (mask == c).sum()
+    assert 10 < exact < 40  # about half rot/flip, a quarter untouched, a quarter rotated

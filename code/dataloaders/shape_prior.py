@@ -15,7 +15,7 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
-from dataloaders.augment import augment, resize
+from dataloaders.augment import resize
 from dataloaders.io import read_h5
 
 MASK_PATTERNS = ("*.h5", "*.nii", "*.nii.gz")
@@ -64,13 +64,16 @@ class ShapePrior:
 
     def __init__(self, masks: list[np.ndarray], patch_size, num_classes: int = 4):
         self.patch_size, self.num_classes = tuple(patch_size), num_classes
-        # Resized once here so that sampling only rotates and flips patch-sized masks.
-        self.masks = [resize(m.astype(np.int64), self.patch_size, order=0) for m in masks if (m > 0).any()]
-        if not self.masks:
+        masks = [m for m in masks if (m > 0).any()]
+        if not masks:
             raise ValueError("the shape prior holds no slice with a heart in it")
-        bad = [int(m.max()) for m in self.masks if m.max() >= num_classes or m.min() < 0]
+        bad = [int(m.max()) for m in masks if m.max() >= num_classes or m.min() < 0]
         if bad:
             raise ValueError(f"shape prior labels must lie in 0..{num_classes - 1}, found {max(bad)}")
+        # Resized once here; sampling then augments whole batches with torch on the device.
+        self.masks = torch.from_numpy(np.stack([resize(m.astype(np.uint8), self.patch_size, order=0)
+                                                for m in masks]))
+        self._on_device = self.masks
 
     @classmethod
     def from_source(cls, source: str, patch_size, num_classes: int = 4) -> "ShapePrior":
@@ -81,16 +84,36 @@ class ShapePrior:
         return len(self.masks)
 
     def sample(self, batch_size: int, device: torch.device, seed) -> torch.Tensor:
-        """(batch_size, num_classes, H, W) float one-hot masks, augmented like the training data.
+        """(batch_size, num_classes, H, W) float one-hot masks, augmented like the training data
+        (:mod:`dataloaders.augment`: rot90 + flip, or a rotation in [-20, 20] degrees).
 
         The draw is a pure function of ``seed`` (e.g. ``[run_seed, iteration]``), so a resumed
         run sees the same masks without any sampler state to save.
         """
         rng = np.random.default_rng(seed)
+        if self._on_device.device != torch.device(device):
+            self._on_device = self.masks.to(device)
+        picks = self._on_device[torch.from_numpy(rng.integers(0, len(self), batch_size)).to(device)]
+        angles = np.zeros(batch_size)
         out = []
-        for i in rng.integers(0, len(self.masks), batch_size):
-            _, (m,) = augment(np.zeros(self.masks[i].shape, np.float32), [self.masks[i]], [0],
-                              self.patch_size, rng)
-            out.append(torch.from_numpy(np.ascontiguousarray(m)))
-        onehot = F.one_hot(torch.stack(out), self.num_classes).permute(0, 3, 1, 2)
-        return onehot.to(device=device, dtype=torch.float32)
+        for i, m in enumerate(picks):
+            if rng.random() > 0.5:
+                k, axis = int(rng.integers(0, 4)), int(rng.integers(0, 2))
+                m = torch.rot90(m, k).flip(axis)
+                if m.shape != picks.shape[1:]:  # odd quarter turns of a non-square patch
+                    m = F.interpolate(m[None, None].float(), size=self.patch_size, mode="nearest")[0, 0]
+            elif rng.random() > 0.5:
+                angles[i] = np.deg2rad(rng.uniform(-20, 20))
+            out.append(m)
+        labels = _rotate_nearest(torch.stack(out).float(), torch.as_tensor(angles, device=device))
+        return F.one_hot(labels.long(), self.num_classes).permute(0, 3, 1, 2).float()
+
+
+def _rotate_nearest(labels: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """Rotate (B, H, W) label maps by ``angles`` (B,) radians about the centre, nearest neighbour;
+    pixels brought in from outside are background (0)."""
+    cos, sin, zero = angles.cos().float(), angles.sin().float(), torch.zeros_like(angles).float()
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(theta, [labels.shape[0], 1, *labels.shape[1:]], align_corners=False)
+    return F.grid_sample(labels[:, None], grid, mode="nearest", padding_mode="zeros",
+                         align_corners=False)[:, 0]
