@@ -112,10 +112,7 @@ class SliceDataset(Dataset):
         self.patch_size = tuple(patch_size)
         self.fill = FILL[sup_type]
         self.augment = augment_data
-        names = []
-        for case in cases:
-            n = len(io.read_h5(io.volume_path(root, case), keys=("image",))["image"])
-            names += [f"{case}_slice_{z}" for z in range(n)]
+        names = [f"{case}_slice_{z}" for case in cases for z in range(io.num_slices(root, case))]
         if not names:
             raise ValueError(f"{root}: no training slices for the chosen split")
         slices = [{"name": n, **io.read_h5(os.path.join(root, io.SLICE_DIR, n + ".h5"))}

@@ -86,6 +86,16 @@ def read_h5(path: str, keys=KEYS) -> dict:
     return out
 
 
+def num_slices(root: str, case: str) -> int:
+    """Number of slices of a volume, read from the h5 header without loading the image."""
+    path = volume_path(root, case)
+    try:
+        with h5py.File(path, "r") as f:
+            return int(f["image"].shape[0])
+    except (OSError, KeyError) as e:
+        raise OSError(f"{path}: cannot read h5 ({e})") from e
+
+
 def read_case(root: str, case: str) -> Case:
     d = read_h5(volume_path(root, case))
     return Case(case, d["image"], d.get("label"), d.get("scribble"), d["spacing"])
