@@ -132,6 +132,20 @@ def load_method(path: str, device: torch.device):
     return method.to(device).eval(), cfg
 
 
+# Settings that may change when a run is resumed; any other change would silently alter the run
+# (e.g. a longer --max_iterations would keep the finished poly schedule at lr 0).
+RESUME_MAY_CHANGE = {"resume", "device", "num_workers", "progress", "val_interval", "out_dir", "amp",
+                     "channels_last", "root_path", "exp"}
+
+
+def check_resumable(saved: dict, cfg) -> None:
+    """Raise ValueError naming the first flag whose value differs from the saved run's."""
+    for key, value in sorted(vars(cfg).items()):
+        if key not in RESUME_MAY_CHANGE and saved.get(key) != value:
+            raise ValueError(f"--resume: --{key} is {value!r} but the run was started with "
+                             f"{saved.get(key)!r}; use the same value or another --exp")
+
+
 def _to(batch: dict, device: torch.device, channels_last: bool) -> dict:
     out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
     if channels_last:
@@ -151,6 +165,10 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
         raise FileExistsError(f"{cfg.out_dir} already holds a run; pass --resume or another --exp")
     if cfg.resume and not os.path.exists(last_path):
         raise FileNotFoundError(f"--resume: {last_path} does not exist")
+    if cfg.resume:
+        # On the CPU: the RNG states must stay CPU tensors; load_state_dict moves the rest.
+        ckpt = torch.load(last_path, map_location="cpu", weights_only=False)
+        check_resumable(ckpt["config"], cfg)
     os.makedirs(cfg.out_dir, exist_ok=True)
     log = _logger(cfg.out_dir)
     save_config(cfg, os.path.join(cfg.out_dir, "config.json"))
@@ -175,7 +193,6 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
     state = TrainState(cfg, device, optimizers)
     best = {"iteration": -1, "dice": -math.inf}
     if cfg.resume:
-        ckpt = torch.load(last_path, map_location=device, weights_only=False)
         method.load_state_dict(ckpt["model"])
         for k, o in optimizers.items():
             o.load_state_dict(ckpt["optimizers"][k])
@@ -249,7 +266,7 @@ def validate(cfg, method, val_set, device, batch, writer, iteration) -> dict:
         pred = model(batch["image"][:4]).float().argmax(1, keepdim=True)
     target = batch["target"][:4, None].float()
     scale = cfg.num_classes  # maps classes (and the unlabeled value 4) into [0, 1]
-    writer.add_images("val/image_prediction_target",
+    writer.add_images("train/image_prediction_target",
                       torch.cat([batch["image"][:4].float(), pred / scale, target / scale]).cpu(),
                       iteration)
     return summary

@@ -25,7 +25,7 @@ def predict_volume(model: torch.nn.Module, image: np.ndarray, patch_size, device
     """Segment a volume slice by slice.
 
     Each (H, W) slice is resized (bilinear) to ``patch_size``, segmented, and the (h, w) argmax
-    brought back to (H, W) with nearest neighbour.
+    brought back to (H, W) with (centre-aligned) nearest neighbour.
 
     Args:
         model: (B, 1, h, w) -> (B, C, h, w) logits, in eval mode.
@@ -43,7 +43,9 @@ def predict_volume(model: torch.nn.Module, image: np.ndarray, patch_size, device
         with autocast(device, amp):
             logits = model(chunk)
         pred = logits.float().argmax(1, keepdim=True).float()
-        out.append(F.interpolate(pred, size=image.shape[1:], mode="nearest")[:, 0].to(torch.uint8).cpu())
+        # "nearest-exact" is centre-aligned like the bilinear resize above ("nearest" shifts by
+        # half a pixel, which biases HD95 and ASD).
+        out.append(F.interpolate(pred, size=image.shape[1:], mode="nearest-exact")[:, 0].to(torch.uint8).cpu())
     return torch.cat(out).numpy()
 
 

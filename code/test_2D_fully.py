@@ -49,12 +49,7 @@ def read_prediction(pred_dir: str, case: str) -> np.ndarray:
     for ext in (".nii.gz", ".nii", ".h5"):
         path = os.path.join(pred_dir, case + ext)
         if os.path.exists(path):
-            if ext == ".h5":
-                arrays = io.read_h5(path, keys=("label",))
-                if "label" not in arrays:
-                    raise KeyError(f"{path}: no 'label' dataset")
-                return arrays["label"]
-            return sitk.GetArrayFromImage(sitk.ReadImage(path))
+            return io.read_label_file(path)
     raise FileNotFoundError(f"--pred_dir {pred_dir}: no prediction for case {case} "
                             f"({case}.nii.gz or {case}.h5)")
 

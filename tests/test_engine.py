@@ -76,3 +76,19 @@ def test_cuda_request_without_cuda_is_a_clear_error():
         pytest.skip("this machine has CUDA")
     with pytest.raises(ValueError, match="--device cuda"):
         engine.resolve_device("cuda")
+
+
+def test_resume_refuses_a_changed_schedule_but_accepts_other_workers(tmp_path, phantom_root):
+    run("pce", phantom_root, tmp_path)
+    with pytest.raises(ValueError, match="--max_iterations is 8 but the run was started with 4"):
+        run("pce", phantom_root, tmp_path, "--resume", "--max_iterations", "8")
+    assert run("pce", phantom_root, tmp_path, "--resume", "--num_workers", "1")["iteration"] == 4
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_resume_on_cuda(tmp_path, phantom_root, monkeypatch):
+    with pytest.raises(Interrupt):
+        run("pce", phantom_root, tmp_path, "--device", "cuda", crash_after_first_save=True,
+            monkeypatch=monkeypatch)
+    monkeypatch.undo()
+    assert run("pce", phantom_root, tmp_path, "--device", "cuda", "--resume")["iteration"] == 4

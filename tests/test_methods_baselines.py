@@ -10,10 +10,13 @@ from torch import nn
 
 import config
 import engine
+from dataloaders.augment import rot_flip, unrot_flip
+from losses.regularizers import pixel_entropy
 from methods import METHODS
-from methods.dmpls import DMPLS, mixed_pseudo_label
+from methods.base import mixed_pseudo_label
+from methods.dmpls import DMPLS
 from methods.scribble2label import Scribble2Label, confident_pseudo_labels, update_memory
-from methods.ustm import USTM, ema_update, entropy, masked_mse, rot_flip, unrot_flip
+from methods.ustm import USTM, ema_update, masked_mse
 
 LOG = logging.getLogger("test_methods_baselines")
 SIZE = 32
@@ -66,7 +69,7 @@ def test_dmpls_pseudo_label_is_argmax_of_beta_mixture():
     assert mixed_pseudo_label(p1, p2, 0.0).tolist() == [[[3, 3]]]
     assert mixed_pseudo_label(p1, p2, 0.5).tolist() == [[[0, 0]]]
     assert mixed_pseudo_label(p1, p2, 0.3).tolist() == [[[3, 3]]]
-    with pytest.raises(ValueError, match="beta"):
+    with pytest.raises(ValueError, match="mixing weight"):
         mixed_pseudo_label(p1, p2, 1.5)
 
 
@@ -126,7 +129,7 @@ def test_rot_flip_hand_value():
 
 def test_entropy_and_masked_mse_hand_values():
     p = torch.tensor([[0.5, 1.0], [0.5, 0.0]]).view(1, 2, 1, 2)
-    assert torch.allclose(entropy(p), torch.tensor([[[float(np.log(2)), 0.0]]]), atol=1e-5)
+    assert torch.allclose(pixel_entropy(p), torch.tensor([[[float(np.log(2)), 0.0]]]), atol=1e-5)
     q = torch.tensor([[1.0, 1.0], [0.0, 0.0]]).view(1, 2, 1, 2)
     # pixel 0: (0.25 + 0.25) / 2 classes; pixel 1: 0
     assert masked_mse(p, q, torch.tensor([[[True, True]]])).item() == pytest.approx(0.125)

@@ -67,3 +67,11 @@ def test_wrong_shape_is_an_error(phantom_root, tmp_path, capsys):
 def test_needs_exactly_one_source(phantom_root, tmp_path):
     with pytest.raises(SystemExit):
         test_2D_fully.main(["--root_path", phantom_root, "--out_json", str(tmp_path / "r.json")])
+
+
+def test_corrupt_prediction_file_is_named(phantom_root, tmp_path, capsys):
+    first = fold1_test_cases(phantom_root)[0]
+    (tmp_path / f"{first}.nii.gz").write_bytes(b"garbage")
+    with pytest.raises(SystemExit):
+        score(phantom_root, tmp_path, tmp_path / "r.json")
+    assert f"{first}.nii.gz: cannot read NIfTI" in capsys.readouterr().err

@@ -105,13 +105,11 @@ class SliceDataset(Dataset):
     ``index``, the slice's position in ``names`` (for methods that keep per-slice memories).
     """
 
-    def __init__(self, root: str, cases: list[str], sup_type: str, patch_size, augment_data=True,
-                 progress: bool = True):
+    def __init__(self, root: str, cases: list[str], sup_type: str, patch_size, progress: bool = True):
         if sup_type not in SUPERVISION:
             raise ValueError(f"--sup_type must be one of {sorted(SUPERVISION)}, got {sup_type!r}")
         self.patch_size = tuple(patch_size)
         self.fill = FILL[sup_type]
-        self.augment = augment_data
         names = [f"{case}_slice_{z}" for case in cases for z in range(io.num_slices(root, case))]
         if not names:
             raise ValueError(f"{root}: no training slices for the chosen split")
@@ -128,7 +126,7 @@ class SliceDataset(Dataset):
         index, seed = item
         rng = np.random.default_rng(seed)
         image, (target,) = augment(self.images[index], [self.targets[index]], [self.fill],
-                                   self.patch_size, rng, train=self.augment)
+                                   self.patch_size, rng)
         return {"image": torch.from_numpy(image.copy())[None], "target": torch.from_numpy(target.copy()),
                 "index": index}
 

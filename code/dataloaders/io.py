@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import h5py
 import numpy as np
+import SimpleITK as sitk
 
 VOLUME_DIR = "ACDC_training_volumes"
 SLICE_DIR = "ACDC_training_slices"
@@ -94,6 +95,20 @@ def num_slices(root: str, case: str) -> int:
             return int(f["image"].shape[0])
     except (OSError, KeyError) as e:
         raise OSError(f"{path}: cannot read h5 ({e})") from e
+
+
+def read_label_file(path: str) -> np.ndarray:
+    """A (Z, H, W) label map from an h5 file (key ``label``) or a NIfTI file (array order of
+    ``GetArrayFromImage``); OSError or KeyError naming the file when it cannot be read."""
+    if path.endswith(".h5"):
+        arrays = read_h5(path, keys=("label",))
+        if "label" not in arrays:
+            raise KeyError(f"{path}: no 'label' dataset")
+        return arrays["label"]
+    try:
+        return sitk.GetArrayFromImage(sitk.ReadImage(path))
+    except RuntimeError as e:
+        raise OSError(f"{path}: cannot read NIfTI ({str(e).strip().splitlines()[0]})") from e
 
 
 def read_case(root: str, case: str) -> Case:

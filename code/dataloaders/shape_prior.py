@@ -11,26 +11,13 @@ import glob
 import os
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
-from dataloaders.augment import resize
-from dataloaders.io import read_h5
+from dataloaders.augment import resize, rot_flip
+from dataloaders.io import read_label_file
 
 MASK_PATTERNS = ("*.h5", "*.nii", "*.nii.gz")
-
-
-def _read_mask(path: str) -> np.ndarray:
-    if path.endswith(".h5"):
-        arrays = read_h5(path, keys=("label",))
-        if "label" not in arrays:
-            raise KeyError(f"{path}: no 'label' dataset for the shape prior")
-        return arrays["label"]
-    try:
-        return sitk.GetArrayFromImage(sitk.ReadImage(path))
-    except RuntimeError as e:
-        raise OSError(f"{path}: cannot read NIfTI mask ({str(e).splitlines()[0]})") from e
 
 
 def mask_files(source: str) -> list[str]:
@@ -77,7 +64,7 @@ class ShapePrior:
 
     @classmethod
     def from_source(cls, source: str, patch_size, num_classes: int = 4) -> "ShapePrior":
-        masks = [s for f in mask_files(source) for s in _read_mask(f)]
+        masks = [s for f in mask_files(source) for s in read_label_file(f)]
         return cls(masks, patch_size, num_classes)
 
     def __len__(self) -> int:
@@ -98,8 +85,7 @@ class ShapePrior:
         out = []
         for i, m in enumerate(picks):
             if rng.random() > 0.5:
-                k, axis = int(rng.integers(0, 4)), int(rng.integers(0, 2))
-                m = torch.rot90(m, k).flip(axis)
+                m = rot_flip(m, int(rng.integers(0, 4)), bool(rng.integers(0, 2)))
                 if m.shape != picks.shape[1:]:  # odd quarter turns of a non-square patch
                     m = F.interpolate(m[None, None].float(), size=self.patch_size, mode="nearest")[0, 0]
             elif rng.random() > 0.5:

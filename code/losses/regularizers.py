@@ -59,6 +59,14 @@ def tv_loss(probs: torch.Tensor) -> torch.Tensor:
     return (dh.mean() if dh.numel() else zero) + (dw.mean() if dw.numel() else zero)
 
 
+def pixel_entropy(probs: torch.Tensor) -> torch.Tensor:
+    """Per-pixel entropy -sum_c p_c log p_c in nats: (B, C, H, W) in [0, 1] -> (B, H, W) float32
+    in [0, log C]."""
+    p = _check_probs(probs)
+    # Clamping inside the log keeps the gradient finite at p = 0 (where p log p -> 0).
+    return -(p * torch.log(p.clamp_min(_EPS))).sum(dim=1)
+
+
 def entropy_loss(probs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Entropy minimisation (Grandvalet & Bengio, 2005).
 
@@ -68,10 +76,8 @@ def entropy_loss(probs: torch.Tensor, mask: torch.Tensor | None = None) -> torch
     [0, log C]: 0 for one-hot maps, log C for uniform ones. An all-False mask gives 0 (with a
     graph, so ``backward`` still works).
     """
-    p = _check_probs(probs)
-    m = _check_mask(mask, p)
-    # Clamping inside the log keeps the gradient finite at p = 0 (where p log p -> 0).
-    ent = -(p * torch.log(p.clamp_min(_EPS))).sum(dim=1)
+    ent = pixel_entropy(probs)
+    m = _check_mask(mask, probs)
     if m is None:
         return ent.mean()
     n = m.sum()
@@ -230,5 +236,5 @@ def mumford_shah_loss(probs: torch.Tensor, images: torch.Tensor,
     return data + tv_weight * tv_loss(p)
 
 
-__all__ = ["tv_loss", "entropy_loss", "gated_crf_loss", "ivm_loss", "mumford_shah_loss",
+__all__ = ["tv_loss", "pixel_entropy", "entropy_loss", "gated_crf_loss", "ivm_loss", "mumford_shah_loss",
            "DEFAULT_GATED_CRF_KERNELS"]

@@ -12,6 +12,7 @@ when the step is more than one backward pass), and add one line to ``methods.MET
 from __future__ import annotations
 
 import argparse
+import math
 
 import torch
 from torch import nn
@@ -25,7 +26,22 @@ def sigmoid_rampup(progress: float, length: float) -> float:
     if length <= 0:
         return 1.0
     t = min(max(progress / length, 0.0), 1.0)
-    return float(torch.exp(torch.tensor(-5.0 * (1.0 - t) ** 2)))
+    return math.exp(-5.0 * (1.0 - t) ** 2)
+
+
+def mixed_pseudo_label(p1: torch.Tensor, p2: torch.Tensor, weight) -> torch.Tensor:
+    """argmax over classes of weight*p1 + (1-weight)*p2, cut from the graph.
+
+    Args:
+        p1, p2: (B, C, H, W) class probabilities of two branches or views.
+        weight: a float in [0, 1] (DMPLS's random mix) or a (B, 1, H, W) tensor in {0, 1}
+            (MaskMix: each view labels the pixels it saw).
+    Returns:
+        (B, H, W) int64 class indices, without gradient.
+    """
+    if not torch.is_tensor(weight) and not 0.0 <= weight <= 1.0:
+        raise ValueError(f"mixing weight must lie in [0, 1], got {weight}")
+    return (weight * p1.detach() + (1 - weight) * p2.detach()).argmax(1)
 
 
 class Method(nn.Module):

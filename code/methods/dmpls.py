@@ -17,21 +17,7 @@ from __future__ import annotations
 import torch
 
 from losses.segmentation import dice_loss, partial_ce
-from methods.base import Method
-
-
-def mixed_pseudo_label(p1: torch.Tensor, p2: torch.Tensor, beta: float) -> torch.Tensor:
-    """argmax over classes of beta*p1 + (1-beta)*p2, cut from the graph.
-
-    Args:
-        p1, p2: (B, C, H, W) class probabilities of the two branches.
-        beta: mixing weight in [0, 1].
-    Returns:
-        (B, H, W) int64 class indices (no gradient flows to them).
-    """
-    if not 0.0 <= beta <= 1.0:
-        raise ValueError(f"beta must lie in [0, 1], got {beta}")
-    return (beta * p1.detach() + (1.0 - beta) * p2.detach()).argmax(1)
+from methods.base import Method, mixed_pseudo_label
 
 
 class DMPLS(Method):

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from dataloaders.shape_prior import ShapePrior, check_not_training_labels
 from losses.segmentation import dice_loss, partial_ce
-from methods.base import Method, sigmoid_rampup
+from methods.base import Method, mixed_pseudo_label, sigmoid_rampup
 from networks import PatchDiscriminator
 
 
@@ -39,11 +39,6 @@ def block_masks(batch: int, size, grid: int = 32, ratio: float = 0.5, device=Non
     scores = torch.rand(batch, grid * grid, device=device, generator=generator)
     cells = (scores.argsort(1) < n_on).float().view(batch, 1, grid, grid)
     return F.interpolate(cells, size=tuple(size), mode="nearest")
-
-
-def mixed_pseudo_label(p1: torch.Tensor, p2: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """argmax over classes of M*p1 + (1-M)*p2: (B, C, H, W) x2, (B, 1, H, W) -> (B, H, W) int64."""
-    return (mask * p1 + (1 - mask) * p2).argmax(1)
 
 
 def hidden_mse(rec: torch.Tensor, image: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
@@ -114,13 +109,14 @@ class MaskMixAdv(Method):
                 "disc": torch.optim.Adam(self.disc.parameters(), lr=self.cfg.disc_lr, betas=(0.9, 0.99))}
 
     def losses(self, batch, state):
-        """The segmenter's loss terms and the two views' probabilities (B, C, H, W)."""
+        """The segmenter's loss terms (0-dim) and both views' probabilities, cat([p1, p2]) of
+        shape (2B, C, H, W)."""
         c = self.cfg
         image, target = batch["image"], batch["target"]
         mask = block_masks(image.shape[0], image.shape[-2:], c.mask_grid, c.mask_ratio, image.device)
         seg1, seg2, rec1, rec2 = self.net.forward_views(image, mask, c.mask_level)
         p1, p2 = seg1.float().softmax(1), seg2.float().softmax(1)
-        pseudo = mixed_pseudo_label(p1.detach(), p2.detach(), mask)
+        pseudo = mixed_pseudo_label(p1, p2, mask)
         d_pred = self.disc(torch.cat([p1, p2])).float()
         terms = {
             "ce": 0.5 * (partial_ce(seg1, target) + partial_ce(seg2, target)),

@@ -37,7 +37,7 @@ from dataloaders.augment import resize
 from dataloaders.io import UNLABELED
 from losses.segmentation import partial_ce
 from methods.base import Method
-from methods.ustm import random_rot_flip, rot_flip, unrot_flip
+from dataloaders.augment import random_rot_flip, rot_flip, unrot_flip
 
 SCALE = 255.0
 

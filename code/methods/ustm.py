@@ -28,28 +28,10 @@ import math
 import torch
 from torch import nn
 
+from dataloaders.augment import random_rot_flip, rot_flip, unrot_flip
+from losses.regularizers import pixel_entropy
 from losses.segmentation import partial_ce
 from methods.base import Method, sigmoid_rampup
-
-
-def rot_flip(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
-    """T(x): rotate the last two axes by k quarter turns, then mirror the last axis if ``flip``.
-    (..., H, W) -> (..., H, W), or (..., W, H) for odd k."""
-    x = torch.rot90(x, k, dims=(-2, -1))
-    return x.flip(-1) if flip else x
-
-
-def unrot_flip(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
-    """T^-1 of :func:`rot_flip` with the same (k, flip): ``unrot_flip(rot_flip(x)) == x``."""
-    if flip:
-        x = x.flip(-1)
-    return torch.rot90(x, -k, dims=(-2, -1))
-
-
-def random_rot_flip() -> tuple[int, bool]:
-    """(k in 0..3, flip) drawn from the global torch RNG (seeded and restored by the engine)."""
-    k, flip = torch.randint(0, 4, (2,)).tolist()
-    return k, bool(flip % 2)
 
 
 @torch.no_grad()
@@ -60,11 +42,6 @@ def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
         raise ValueError(f"EMA decay must lie in [0, 1], got {decay}")
     for t, s in zip(teacher.parameters(), student.parameters()):
         t.mul_(decay).add_(s.detach(), alpha=1.0 - decay)
-
-
-def entropy(probs: torch.Tensor) -> torch.Tensor:
-    """Per-pixel entropy -sum_c p log p: (B, C, H, W) probabilities -> (B, H, W) in [0, ln C]."""
-    return -(probs * torch.log(probs + 1e-6)).sum(1)
 
 
 def masked_mse(p: torch.Tensor, q: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -119,7 +96,7 @@ class USTM(Method):
         ce = partial_ce(logits, batch["target"])
         target = self.teacher_target(image)
         tau = (0.75 + 0.25 * sigmoid_rampup(state.progress, 1.0)) * math.log(target.shape[1])
-        certain = entropy(target) < tau
+        certain = pixel_entropy(target) < tau
         cons = masked_mse(logits.float().softmax(1), target, certain)
         w = c.w_cons * sigmoid_rampup(state.progress, c.cons_rampup)
         return ce + w * cons, {"pce": ce, "cons": cons, "w_cons": torch.tensor(w),
