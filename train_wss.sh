@@ -4,7 +4,8 @@
 #   bash train_wss.sh                       # main job: phantoms -> MaskMixAdv, fold1, CPU quick protocol
 #   bash train_wss.sh --methods "pce dmpls maskmixadv" --folds all --root data/ACDC \
 #        --iters 60000 --patch 256 --batch 12 --amp off     # the paper protocol
-#   bash train_wss.sh ... -- --shape_prior ../MSCMR/val/labels   # extra flags go to every run
+#   bash train_wss.sh ... --args maskmixadv "--shape_prior MSCMR/val/labels"   # one method's flags
+#   bash train_wss.sh ... -- --seed 1       # flags after -- go to every run
 #
 # A run that already exists is resumed (a finished one is only re-tested). When several CUDA GPUs
 # are visible, runs are spread over them, one run per GPU at a time.
@@ -13,7 +14,8 @@ cd "$(dirname "$0")"
 
 methods="maskmixadv"
 folds="fold1"
-root="data/ACDC_phantom"
+phantoms="data/ACDC_phantom"
+root="$phantoms"
 iters=800
 patch=96
 batch=8
@@ -21,6 +23,7 @@ amp=bf16
 val=200
 exp_prefix=""
 extra=()
+declare -A method_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --methods) methods="$2"; shift 2 ;;
@@ -32,6 +35,7 @@ while [ $# -gt 0 ]; do
     --amp) amp="$2"; shift 2 ;;
     --val) val="$2"; shift 2 ;;
     --exp_prefix) exp_prefix="$2"; shift 2 ;;
+    --args) method_args[$2]="$3"; shift 3 ;;
     --) shift; extra=("$@"); break ;;
     -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "train_wss.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -40,42 +44,58 @@ done
 [ "$folds" = all ] && folds="fold1 fold2 fold3 fold4 fold5"
 PY=${PYTHON:-python3}
 
+declare -A sup=()
+while read -r m s; do sup[$m]=$s; done < <($PY -c "import sys; sys.path.insert(0, 'code')
+from methods import METHODS
+for name, cls in METHODS.items(): print(name, cls.sup_type)")
+for m in $methods; do
+  [ -n "${sup[$m]:-}" ] || { echo "train_wss.sh: unknown method $m (choose from: ${!sup[*]})" >&2; exit 2; }
+done
+
 if [ ! -d "$root/ACDC_training_volumes" ]; then
-  if [ "$root" = data/ACDC_phantom ]; then
+  if [ "$(realpath -m "$root")" = "$(realpath -m "$phantoms")" ]; then
     $PY code/make_phantoms.py --out "$root" --patients 20 --seed 0
   else
     echo "train_wss.sh: --root $root has no ACDC_training_volumes folder" >&2; exit 2
   fi
 fi
 
-ngpu=$($PY -c "import torch; print(torch.cuda.device_count())")
-mkdir -p model/results
 run_one() {  # method fold [gpu]
-  local m=$1 f=$2 exp="${exp_prefix}$1" resume=() gpu=()
+  local m=$1 f=$2 exp="${exp_prefix}$1" resume=() gpu=() own=()
   [ -n "${3:-}" ] && gpu=(env "CUDA_VISIBLE_DEVICES=$3")
-  local sup
-  sup=$($PY -c "import sys; sys.path.insert(0, 'code'); from methods import get_method; print(get_method('$m').sup_type)")
-  [ -f "model/${exp}_${f}/${sup}/last.pth" ] && resume=(--resume)
-  "${gpu[@]}" $PY code/train.py --method "$m" --exp "$exp" \
-    --root_path "$root" --fold "$f" --max_iterations "$iters" --patch_size "$patch" "$patch" \
-    --batch_size "$batch" --amp "$amp" --val_interval "$val" "${resume[@]}" "${extra[@]}"
-  "${gpu[@]}" $PY code/test_2D_fully.py --root_path "$root" \
-    --fold "$f" --exp "$exp" --sup_type "$sup" --out_json "model/results/${exp}_${f}.json"
+  [ -f "model/${exp}_${f}/${sup[$m]}/last.pth" ] && resume=(--resume)
+  read -ra own <<< "${method_args[$m]:-}"
+  "${gpu[@]}" $PY code/train.py --method "$m" --exp "$exp" --root_path "$root" --fold "$f" \
+    --max_iterations "$iters" --patch_size "$patch" "$patch" --batch_size "$batch" --amp "$amp" \
+    --val_interval "$val" "${resume[@]}" "${own[@]}" "${extra[@]}"
+  "${gpu[@]}" $PY code/test_2D_fully.py --root_path "$root" --fold "$f" --exp "$exp" \
+    --sup_type "${sup[$m]}" --out_json "model/results/${exp}_${f}.json"
 }
 
+mkdir -p model/results
 jobs_=()
 for m in $methods; do for f in $folds; do jobs_+=("$m $f"); done; done
-if [ "$ngpu" -gt 1 ]; then
-  i=0
-  for j in "${jobs_[@]}"; do
-    run_one $j $((i % ngpu)) > "model/results/$(echo "$j" | tr ' ' _).log" 2>&1 &
-    i=$((i + 1))
-    [ $((i % ngpu)) -eq 0 ] && wait
+gpus=()
+if [ "$($PY -c "import torch; print(torch.cuda.device_count())")" -gt 1 ]; then
+  # Index into the GPUs the caller made visible, not into 0..n-1.
+  IFS=, read -ra gpus <<< "${CUDA_VISIBLE_DEVICES:-$($PY -c "import torch; print(','.join(map(str, range(torch.cuda.device_count()))))")}"
+fi
+failed=0
+if [ ${#gpus[@]} -gt 1 ]; then
+  pids=()
+  for i in "${!jobs_[@]}"; do
+    j=${jobs_[$i]}
+    run_one $j "${gpus[$((i % ${#gpus[@]}))]}" > "model/results/${exp_prefix}${j// /_}.log" 2>&1 &
+    pids+=($!)
+    if [ ${#pids[@]} -eq ${#gpus[@]} ] || [ "$i" -eq $((${#jobs_[@]} - 1)) ]; then
+      for p in "${pids[@]}"; do wait "$p" || failed=1; done
+      pids=()
+    fi
   done
-  wait
+  [ "$failed" -eq 0 ] || echo "train_wss.sh: some runs failed; see model/results/*.log" >&2
 else
   for j in "${jobs_[@]}"; do run_one $j; done
 fi
 
 $PY code/summarize_results.py --results model/results --methods $methods --folds $folds \
-  --exp_prefix "$exp_prefix"
+  --exp_prefix "$exp_prefix" && [ "$failed" -eq 0 ]
