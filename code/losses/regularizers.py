@@ -189,6 +189,14 @@ def _weighted_sum(p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return (p.unsqueeze(2) * x.unsqueeze(1)).sum(dim=(3, 4))
 
 
+def _distance_to_class_means(p: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft class masses (B, C) and the squared distance of each pixel to each class's
+    p-weighted mean intensity, |x_i - mu_bc|^2 summed over channels: (B, C, H, W)."""
+    mass = p.sum(dim=(2, 3)) + _EPS
+    mu = _weighted_sum(p, x) / mass.unsqueeze(-1)  # (B, C, K)
+    return mass, ((x.unsqueeze(1) - mu[..., None, None]) ** 2).sum(2)
+
+
 def ivm_loss(probs: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     """Intensity variance minimisation.
 
@@ -204,9 +212,7 @@ def ivm_loss(probs: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     """
     p = _check_probs(probs)
     x = _check_images(images, p)
-    mass = p.sum(dim=(2, 3)) + _EPS  # (B, C)
-    mu = _weighted_sum(p, x) / mass.unsqueeze(-1)  # (B, C, K)
-    diff2 = ((x.unsqueeze(1) - mu[..., None, None]) ** 2).sum(2)  # (B, C, H, W)
+    mass, diff2 = _distance_to_class_means(p, x)
     var = (p * diff2).sum(dim=(2, 3)) / mass
     return var.mean()
 
@@ -229,9 +235,7 @@ def mumford_shah_loss(probs: torch.Tensor, images: torch.Tensor,
     p = _check_probs(probs)
     x = _check_images(images, p)
     b, _, h, w = p.shape
-    mass = p.sum(dim=(2, 3)) + _EPS
-    c = _weighted_sum(p, x) / mass.unsqueeze(-1)
-    diff2 = ((x.unsqueeze(1) - c[..., None, None]) ** 2).sum(2)
+    _, diff2 = _distance_to_class_means(p, x)
     data = (p * diff2).sum() / (b * h * w)
     return data + tv_weight * tv_loss(p)
 
