@@ -10,6 +10,8 @@ import argparse
 import json
 import os
 
+from dataloaders.acdc import FOLDS, SUPERVISION
+
 DEFAULTS = dict(
     root_path="data/ACDC_phantom",
     fold="fold1",
@@ -78,7 +80,8 @@ def build_parser(method_cls=None, method_choices=None) -> argparse.ArgumentParse
 
 
 def finalize(cfg: argparse.Namespace, method_cls) -> argparse.Namespace:
-    """Fill the defaults that depend on the method, and check the values."""
+    """Fill the defaults that depend on the method, and check the values before anything is
+    written to disk."""
     cfg.method = method_cls.name
     cfg.exp = cfg.exp or method_cls.name
     cfg.sup_type = cfg.sup_type or method_cls.sup_type
@@ -86,6 +89,10 @@ def finalize(cfg: argparse.Namespace, method_cls) -> argparse.Namespace:
     for flag in ("max_iterations", "batch_size", "val_interval"):
         if getattr(cfg, flag) < 1:
             raise ValueError(f"--{flag} must be >= 1, got {getattr(cfg, flag)}")
+    if cfg.fold not in FOLDS:
+        raise ValueError(f"--fold must be one of {', '.join(FOLDS)}, got {cfg.fold!r}")
+    if cfg.sup_type not in SUPERVISION:
+        raise ValueError(f"--sup_type must be one of {sorted(SUPERVISION)}, got {cfg.sup_type!r}")
     if any(s < 16 or s % 16 for s in cfg.patch_size):
         raise ValueError(f"--patch_size must be multiples of 16, got {cfg.patch_size}")
     return cfg

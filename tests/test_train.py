@@ -1,0 +1,31 @@
+import pytest
+
+import train
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--method", "pce", "--patch_size", "50", "50"], "--patch_size must be multiples of 16"),
+    (["--method", "pce", "--max_iterations", "0"], "--max_iterations must be >= 1"),
+    (["--method", "pce", "--fold", "fold9"], "--fold must be one of"),
+    (["--method", "pce", "--sup_type", "points"], "--sup_type must be one of"),
+])
+def test_bad_flags_are_one_line_errors(argv, message, phantom_root, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        train.main([*argv, "--root_path", phantom_root, "--out_dir", str(tmp_path / "run"),
+                    "--no_progress"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_method_lists_the_registry(capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--method", "unet_magic"])
+    assert "maskmixadv" in capsys.readouterr().err
+
+
+def test_missing_data_root_is_named(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--method", "pce", "--root_path", str(tmp_path / "nowhere"), "--out_dir",
+                    str(tmp_path / "run")])
+    assert "nowhere/ACDC_training_volumes: no such folder" in capsys.readouterr().err
