@@ -229,7 +229,7 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
             logs = {k: float(v) for k, v in logs.items()}
             if not all(math.isfinite(v) for v in logs.values()):
                 raise FloatingPointError(f"iteration {state.iteration}: non-finite loss {logs}")
-            bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items()})
+            bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items()}, refresh=False)
             for k, v in logs.items():
                 writer.add_scalar(f"train/{k}", v, state.iteration)
             writer.add_scalar("train/lr", next(iter(optimizers.values())).param_groups[0]["lr"], state.iteration)
