@@ -34,7 +34,7 @@ import zlib
 import numpy as np
 from tqdm import tqdm
 
-from dataloaders.io import KEYS, UNLABELED, Case, read_h5, write_case, write_slices
+from dataloaders.io import KEYS, UNLABELED, Case, read_h5, read_nifti, write_case, write_slices
 from dataloaders.phantoms import normalise_intensity
 from dataloaders.scribbles import scribble_volume
 
@@ -61,18 +61,15 @@ def find_raw_cases(raw: str) -> dict[str, tuple[str | None, str | None]]:
     return {c: tuple(p) for c, p in sorted(cases.items())}
 
 
-def read_nifti(path: str) -> tuple[np.ndarray, tuple[float, float, float]]:
+def read_volume(path: str) -> tuple[np.ndarray, tuple[float, float, float]]:
     """(array (Z, H, W), spacing (z, y, x) mm) of a 3-D NIfTI; ``CaseError`` naming the file."""
-    import SimpleITK as sitk
-
     try:
-        img = sitk.ReadImage(path)
-    except RuntimeError as e:
-        raise CaseError(f"{path}: unreadable NIfTI ({str(e).strip().splitlines()[-1]})") from e
-    if img.GetDimension() != 3:
-        raise CaseError(f"{path}: expected a 3-D image, got {img.GetDimension()}-D")
-    sx, sy, sz = img.GetSpacing()
-    return sitk.GetArrayFromImage(img), (float(sz), float(sy), float(sx))
+        array, spacing = read_nifti(path)
+    except OSError as e:
+        raise CaseError(str(e)) from e
+    if array.ndim != 3:
+        raise CaseError(f"{path}: expected a 3-D image, got {array.ndim}-D")
+    return array, spacing
 
 
 def case_seed(seed: int, case: str) -> list[int]:
@@ -87,8 +84,8 @@ def process_raw_case(case: str, image_path: str | None, gt_path: str | None,
         raise CaseError(f"{gt_path}: mask without its image {case}.nii.gz")
     if gt_path is None:
         raise CaseError(f"{image_path}: image without its mask {case}_gt.nii.gz")
-    image, spacing = read_nifti(image_path)
-    label, _ = read_nifti(gt_path)
+    image, spacing = read_volume(image_path)
+    label, _ = read_volume(gt_path)
     if label.shape != image.shape:
         raise CaseError(f"{gt_path}: mask shape {label.shape} differs from image shape {image.shape}")
     if label.min() < 0 or label.max() > 3:
@@ -98,7 +95,7 @@ def process_raw_case(case: str, image_path: str | None, gt_path: str | None,
         path = os.path.join(scribble_dir, f"{case}_scribble.nii.gz")
         if not os.path.isfile(path):
             raise CaseError(f"{path}: missing scribble file")
-        scribble, _ = read_nifti(path)
+        scribble, _ = read_volume(path)
         if scribble.shape != image.shape:
             raise CaseError(f"{path}: scribble shape {scribble.shape} differs from image shape {image.shape}")
         if scribble.min() < 0 or scribble.max() > UNLABELED:

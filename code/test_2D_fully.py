@@ -19,7 +19,6 @@ import os
 import sys
 
 import numpy as np
-import SimpleITK as sitk
 
 import metrics
 from dataloaders import io
@@ -68,10 +67,7 @@ def predict_checkpoint(args, cases) -> dict[str, np.ndarray]:
 
 def save_nii(out_dir: str, case: io.Case, pred: np.ndarray) -> None:
     os.makedirs(out_dir, exist_ok=True)
-    img = sitk.GetImageFromArray(pred.astype(np.uint8))
-    if case.spacing is not None:
-        img.SetSpacing(tuple(float(s) for s in reversed(case.spacing)))  # ITK wants (x, y, z)
-    sitk.WriteImage(img, os.path.join(out_dir, f"{case.name}.nii.gz"))
+    io.write_nifti(os.path.join(out_dir, f"{case.name}.nii.gz"), pred.astype(np.uint8), case.spacing)
 
 
 def write_results(out_json: str, scores: dict, units: str) -> dict:

@@ -97,6 +97,24 @@ def num_slices(root: str, case: str) -> int:
         raise OSError(f"{path}: cannot read h5 ({e})") from e
 
 
+def read_nifti(path: str) -> tuple[np.ndarray, tuple[float, ...]]:
+    """(array in ``GetArrayFromImage`` order, e.g. (Z, H, W); spacing in the same axis order, mm)
+    of a NIfTI file; OSError naming the file when it cannot be read."""
+    try:
+        img = sitk.ReadImage(path)
+    except RuntimeError as e:
+        raise OSError(f"{path}: cannot read NIfTI ({str(e).strip().splitlines()[-1]})") from e
+    return sitk.GetArrayFromImage(img), tuple(float(s) for s in reversed(img.GetSpacing()))
+
+
+def write_nifti(path: str, array: np.ndarray, spacing=None) -> None:
+    """Write ``array`` (e.g. (Z, H, W)) as NIfTI; ``spacing`` in the array's axis order (mm)."""
+    img = sitk.GetImageFromArray(array)
+    if spacing is not None:
+        img.SetSpacing(tuple(float(s) for s in reversed(spacing)))  # ITK wants (x, y, z)
+    sitk.WriteImage(img, path)
+
+
 def read_label_file(path: str) -> np.ndarray:
     """A (Z, H, W) label map from an h5 file (key ``label``) or a NIfTI file (array order of
     ``GetArrayFromImage``); OSError or KeyError naming the file when it cannot be read."""
@@ -105,10 +123,7 @@ def read_label_file(path: str) -> np.ndarray:
         if "label" not in arrays:
             raise KeyError(f"{path}: no 'label' dataset")
         return arrays["label"]
-    try:
-        return sitk.GetArrayFromImage(sitk.ReadImage(path))
-    except RuntimeError as e:
-        raise OSError(f"{path}: cannot read NIfTI ({str(e).strip().splitlines()[0]})") from e
+    return read_nifti(path)[0]
 
 
 def read_case(root: str, case: str) -> Case:

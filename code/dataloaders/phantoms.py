@@ -28,7 +28,7 @@ import re
 import numpy as np
 from scipy import ndimage as ndi
 
-from dataloaders.io import SLICE_DIR, VOLUME_DIR, Case, write_case
+from dataloaders.io import SLICE_DIR, VOLUME_DIR, Case, write_case, write_nifti
 from dataloaders.scribbles import scribble_volume
 
 # Tissue codes (painted in this order, later ones on top) and their mean signal relative to blood.
@@ -323,15 +323,10 @@ def write_raw_case(raw_root: str, case: Case, raw: np.ndarray) -> None:
 
     NIfTI array order is (Z, H, W); the header spacing is (x, y, z) mm.
     """
-    import SimpleITK as sitk
-
     folder = os.path.join(raw_root, case.name.split("_")[0])
     os.makedirs(folder, exist_ok=True)
-    sz, sy, sx = case.spacing
     for arr, suffix in ((raw, ""), (case.label.astype(np.uint8), "_gt")):
-        im = sitk.GetImageFromArray(arr)
-        im.SetSpacing((float(sx), float(sy), float(sz)))
-        sitk.WriteImage(im, os.path.join(folder, f"{case.name}{suffix}.nii.gz"))
+        write_nifti(os.path.join(folder, f"{case.name}{suffix}.nii.gz"), arr, case.spacing)
 
 
 def _remove_patient_files(out: str, patient: str) -> None:
