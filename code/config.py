@@ -22,6 +22,8 @@ DEFAULTS = dict(
     max_iterations=60000,
     batch_size=12,
     patch_size=[256, 256],
+    input_size=None,
+    fg_prob=0.5,
     base_lr=0.01,
     momentum=0.9,
     weight_decay=1e-4,
@@ -55,6 +57,11 @@ def build_parser(method_cls=None, method_choices=None) -> argparse.ArgumentParse
     p.add_argument("--max_iterations", type=int, default=d["max_iterations"])
     p.add_argument("--batch_size", type=int, default=d["batch_size"])
     p.add_argument("--patch_size", type=int, nargs=2, default=d["patch_size"], metavar=("H", "W"))
+    p.add_argument("--input_size", type=int, nargs=2, default=d["input_size"], metavar=("H", "W"),
+                   help="resize whole slices to this size, then train on random --patch_size crops "
+                        "and infer on the whole resized slice (default: the patch size, no crops)")
+    p.add_argument("--fg_prob", type=float, default=d["fg_prob"],
+                   help="probability that a training crop is centred on a labelled foreground pixel")
     p.add_argument("--base_lr", type=float, default=d["base_lr"], help="SGD learning rate")
     p.add_argument("--momentum", type=float, default=d["momentum"])
     p.add_argument("--weight_decay", type=float, default=d["weight_decay"])
@@ -95,7 +102,20 @@ def finalize(cfg: argparse.Namespace, method_cls) -> argparse.Namespace:
         raise ValueError(f"--sup_type must be one of {sorted(SUPERVISION)}, got {cfg.sup_type!r}")
     if any(s < 16 or s % 16 for s in cfg.patch_size):
         raise ValueError(f"--patch_size must be multiples of 16, got {cfg.patch_size}")
+    cfg.input_size = input_size(cfg)
+    if any(s % 16 or s < p for s, p in zip(cfg.input_size, cfg.patch_size)):
+        raise ValueError(f"--input_size must be multiples of 16 and >= --patch_size {cfg.patch_size}, "
+                         f"got {cfg.input_size}")
+    if not 0.0 <= cfg.fg_prob <= 1.0:
+        raise ValueError(f"--fg_prob must lie in [0, 1], got {cfg.fg_prob}")
+    method_cls.check_args(cfg)
     return cfg
+
+
+def input_size(cfg) -> list[int]:
+    """The size whole slices are resized to for training and inference: ``--input_size``, or the
+    patch size for configs that have none (today's default and runs saved before the flag)."""
+    return list(getattr(cfg, "input_size", None) or cfg.patch_size)
 
 
 def save_config(cfg: argparse.Namespace, path: str) -> None:

@@ -23,7 +23,7 @@ from torch.optim.lr_scheduler import PolynomialLR
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from config import save_config
+from config import input_size, save_config
 from dataloaders import io
 from dataloaders.acdc import SliceDataset, TrainBatchSampler, VolumeSet, fold_split
 from inference import autocast, evaluate
@@ -127,6 +127,7 @@ def load_method(path: str, device: torch.device):
         raise FileNotFoundError(f"{path}: no such checkpoint")
     ckpt = torch.load(path, map_location=device, weights_only=False)
     cfg = argparse.Namespace(**ckpt["config"])
+    cfg.input_size = input_size(cfg)
     method = get_method(ckpt["method"])(cfg)
     method.load_state_dict(ckpt["model"])
     return method.to(device).eval(), cfg
@@ -179,7 +180,8 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
     log.info("command: %s", " ".join(sys.argv))
     log.info("split %s: %d train, %d validation, %d test volumes%s", cfg.fold, len(split.train),
              len(split.val), len(split.test), " (selecting on the TEST fold)" if cfg.select_on_test else "")
-    train_set = SliceDataset(cfg.root_path, split.train, cfg.sup_type, cfg.patch_size, progress=cfg.progress)
+    train_set = SliceDataset(cfg.root_path, split.train, cfg.sup_type, cfg.patch_size, progress=cfg.progress,
+                             input_size=cfg.input_size, fg_prob=cfg.fg_prob)
     val_set = list(VolumeSet(cfg.root_path, split.val))
 
     method = method_cls(cfg)
@@ -257,7 +259,7 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
 def validate(cfg, method, val_set, device, batch, writer, iteration) -> dict:
     """Score the method's segmenter on the validation volumes and log scalars and an image grid."""
     model = method.segmenter()
-    _, summary = evaluate(model, val_set, cfg.patch_size, device, cfg.amp, cfg.channels_last)
+    _, summary = evaluate(model, val_set, cfg.input_size, device, cfg.amp, cfg.channels_last)
     for metric in ("dice", "hd95", "asd"):
         for k, v in summary[metric].items():
             writer.add_scalar(f"val/{metric}_{k}", v, iteration)

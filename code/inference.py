@@ -20,12 +20,13 @@ def autocast(device: torch.device, amp: str):
 
 
 @torch.no_grad()
-def predict_volume(model: torch.nn.Module, image: np.ndarray, patch_size, device: torch.device,
+def predict_volume(model: torch.nn.Module, image: np.ndarray, size, device: torch.device,
                    amp: str = "off", batch_size: int = 16, channels_last: bool = False) -> np.ndarray:
     """Segment a volume slice by slice.
 
-    Each (H, W) slice is resized (bilinear) to ``patch_size``, segmented, and the (h, w) argmax
-    brought back to (H, W) with (centre-aligned) nearest neighbour.
+    Each (H, W) slice is resized (bilinear) to ``size`` (the training input size; the network is
+    fully convolutional, so a model trained on smaller crops sees the whole slice), segmented,
+    and the (h, w) argmax brought back to (H, W) with (centre-aligned) nearest neighbour.
 
     Args:
         model: (B, 1, h, w) -> (B, C, h, w) logits, in eval mode.
@@ -36,7 +37,7 @@ def predict_volume(model: torch.nn.Module, image: np.ndarray, patch_size, device
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[:, None]
     out = []
     for chunk in x.split(batch_size):
-        chunk = F.interpolate(chunk.to(device), size=tuple(patch_size), mode="bilinear",
+        chunk = F.interpolate(chunk.to(device), size=tuple(size), mode="bilinear",
                               align_corners=False)
         if channels_last:
             chunk = chunk.contiguous(memory_format=torch.channels_last)
@@ -68,11 +69,11 @@ def table_rows(scores: dict[str, dict]) -> list[dict]:
             for case, per_class in scores.items() for c, name in enumerate(CLASS_NAMES, start=1)]
 
 
-def evaluate(model, cases: list[Case], patch_size, device, amp="off", channels_last=False):
+def evaluate(model, cases: list[Case], size, device, amp="off", channels_last=False):
     """Predict and score ``cases``: (per-volume scores, summary as :func:`metrics.summarize`)."""
     was_training = model.training
     model.eval()
-    preds = {c.name: predict_volume(model, c.image, patch_size, device, amp, channels_last=channels_last)
+    preds = {c.name: predict_volume(model, c.image, size, device, amp, channels_last=channels_last)
              for c in cases}
     model.train(was_training)
     scores = score_cases(preds, cases)

@@ -3,7 +3,7 @@
 Two sources of predictions:
 
 - a trained checkpoint: ``--exp NAME --sup_type scribble [--checkpoint best|last|PATH]`` (the run
-  in ``model/<exp>_<fold>/<sup_type>``), predicted slice by slice at the training patch size;
+  in ``model/<exp>_<fold>/<sup_type>``), predicted slice by slice at the training input size;
 - ``--pred_dir DIR``: label volumes ``<case>.nii.gz`` or ``<case>.h5`` (key ``label``), in the
   same (Z, H, W) order as the h5 ``label``.
 
@@ -62,7 +62,7 @@ def predict_checkpoint(args, cases) -> dict[str, np.ndarray]:
     device = resolve_device(args.device)
     method, cfg = load_method(path, device)
     model = method.segmenter()
-    return {c.name: predict_volume(model, c.image, cfg.patch_size, device, cfg.amp) for c in cases}
+    return {c.name: predict_volume(model, c.image, cfg.input_size, device, cfg.amp) for c in cases}
 
 
 def save_nii(out_dir: str, case: io.Case, pred: np.ndarray) -> None:

@@ -71,6 +71,16 @@ def test_load_method_restores_the_segmenter(tmp_path, phantom_root):
         engine.load_method(str(tmp_path / "nope.pth"), torch.device("cpu"))
 
 
+def test_crop_training_validates_and_tests_on_the_whole_resized_slice(tmp_path, phantom_root):
+    ckpt = run("maskmixadv", phantom_root, tmp_path, "--input_size", "64", "64")
+    assert ckpt["config"]["input_size"] == [64, 64] and ckpt["config"]["patch_size"] == [32, 32]
+    method, cfg = engine.load_method(str(tmp_path / "last.pth"), torch.device("cpu"))
+    assert cfg.input_size == [64, 64]
+    del ckpt["config"]["input_size"]  # a run saved before the flag existed: no crops
+    torch.save(ckpt, tmp_path / "old.pth")
+    assert engine.load_method(str(tmp_path / "old.pth"), torch.device("cpu"))[1].input_size == [32, 32]
+
+
 def test_cuda_request_without_cuda_is_a_clear_error():
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")

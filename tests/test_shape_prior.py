@@ -21,6 +21,16 @@ def test_prior_from_h5_and_nifti_is_one_hot_at_patch_size(tmp_path):
     assert torch.equal(masks, prior.sample(5, torch.device("cpu"), seed=[0, 7]))
 
 
+def test_prior_is_cropped_like_the_training_slices():
+    label = np.zeros((64, 64), np.uint8)
+    label[40:50, 40:50] = 3
+    prior = ShapePrior([label], (32, 32), input_size=(64, 64), fg_prob=1.0)
+    masks = prior.sample(6, torch.device("cpu"), seed=[0, 1])
+    assert masks.shape == (6, 4, 32, 32)
+    assert torch.equal(masks.sum(1), torch.ones(6, 32, 32))
+    assert (masks[:, 3].flatten(1).sum(1) > 0).all()  # every crop is centred on the heart
+
+
 def test_prior_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="--shape_prior .*no such"):
         ShapePrior.from_source(str(tmp_path / "missing"), (32, 32))

@@ -100,15 +100,20 @@ class SliceDataset(Dataset):
     """Training slices of ``cases``, read once from ``ACDC_training_slices`` and then served
     from memory (a fold of ACDC is ~150 MB), augmented reproducibly.
 
-    Items are indexed by ``(slice_index, seed)`` pairs (see :class:`TrainBatchSampler`) and are
-    dicts with ``image`` (1, h, w) float32 in [0, 1], ``target`` (h, w) int64 in {0..3, 4} and
-    ``index``, the slice's position in ``names`` (for methods that keep per-slice memories).
+    Slices are resized to ``input_size`` (default: the patch size) and, when the patch is smaller,
+    cropped (see :func:`dataloaders.augment.augment`). Items are indexed by ``(slice_index, seed)``
+    pairs (see :class:`TrainBatchSampler`) and are dicts with ``image`` (1, h, w) float32 in
+    [0, 1], ``target`` (h, w) int64 in {0..3, 4} and ``index``, the slice's position in ``names``
+    (for methods that keep per-slice memories).
     """
 
-    def __init__(self, root: str, cases: list[str], sup_type: str, patch_size, progress: bool = True):
+    def __init__(self, root: str, cases: list[str], sup_type: str, patch_size, progress: bool = True,
+                 input_size=None, fg_prob: float = 0.5):
         if sup_type not in SUPERVISION:
             raise ValueError(f"--sup_type must be one of {sorted(SUPERVISION)}, got {sup_type!r}")
         self.patch_size = tuple(patch_size)
+        self.input_size = tuple(input_size or patch_size)
+        self.fg_prob = fg_prob
         self.fill = FILL[sup_type]
         names = [f"{case}_slice_{z}" for case in cases for z in range(io.num_slices(root, case))]
         if not names:
@@ -126,7 +131,7 @@ class SliceDataset(Dataset):
         index, seed = item
         rng = np.random.default_rng(seed)
         image, (target,) = augment(self.images[index], [self.targets[index]], [self.fill],
-                                   self.patch_size, rng)
+                                   self.input_size, rng, self.patch_size, self.fg_prob)
         return {"image": torch.from_numpy(image.copy())[None], "target": torch.from_numpy(target.copy()),
                 "index": index}
 

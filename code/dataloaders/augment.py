@@ -1,9 +1,11 @@
 """Training augmentation of one 2-D slice, as in the scribble-supervised literature.
 
 With probability 1/2 a random rot90 + flip; otherwise, with probability 1/2, a random rotation in
-[-20, 20] degrees; then a resize to the patch size. Images are interpolated linearly, masks and
-scribbles with nearest neighbour; pixels that a rotation brings in from outside are background
-(0) in a dense mask and unlabeled (4) in a scribble.
+[-20, 20] degrees; then a resize to the input size (``--input_size``) and, when the patch is
+smaller than that, a random crop of the patch (``--patch_size``), centred with probability
+``fg_prob`` on a random labelled foreground pixel (as nnU-Net oversamples foreground). Images are
+interpolated linearly, masks and scribbles with nearest neighbour; pixels that a rotation brings
+in from outside are background (0) in a dense mask and unlabeled (4) in a scribble.
 """
 from __future__ import annotations
 
@@ -34,18 +36,35 @@ def resize(a: np.ndarray, size: tuple[int, int], order: int) -> np.ndarray:
                         grid_mode=True, mode="grid-constant" if order == 0 else "nearest")
 
 
+def crop_origin(foreground: np.ndarray, patch: tuple[int, int], fg_prob: float,
+                rng: np.random.Generator) -> tuple[int, int]:
+    """Top-left corner of a ``patch`` inside an (H, W) slice with H, W >= patch: centred on a
+    random ``True`` pixel of ``foreground`` with probability ``fg_prob`` (when there is one),
+    uniform otherwise; always inside the slice."""
+    (h, w), (ph, pw) = foreground.shape, patch
+    if rng.random() < fg_prob:
+        ys, xs = np.nonzero(foreground)
+        if len(ys):
+            i = int(rng.integers(0, len(ys)))
+            return (int(np.clip(ys[i] - ph // 2, 0, h - ph)), int(np.clip(xs[i] - pw // 2, 0, w - pw)))
+    return int(rng.integers(0, h - ph + 1)), int(rng.integers(0, w - pw + 1))
+
+
 def augment(image: np.ndarray, masks: list[np.ndarray], fills: list[int], size: tuple[int, int],
-            rng: np.random.Generator):
+            rng: np.random.Generator, patch: tuple[int, int] | None = None, fg_prob: float = 0.5):
     """Augment one slice.
 
     Args:
         image: (H, W) float32 in [0, 1].
-        masks: list of (H, W) integer maps that move with the image (labels, scribbles).
+        masks: list of (H, W) integer maps that move with the image (labels, scribbles); the
+            first one's classes 1..3 are the foreground that crops are centred on.
         fills: for each mask, the value of pixels rotated in from outside.
-        size: output (h, w).
+        size: (h, w) the slice is resized to.
         rng: the source of randomness (seeded by the caller for reproducibility).
+        patch: (ph, pw) <= size, the crop returned; None = the whole resized slice.
+        fg_prob: probability that a crop is centred on a foreground pixel.
     Returns:
-        (image (h, w) float32, list of (h, w) masks with their dtypes kept).
+        (image (ph, pw) float32, list of (ph, pw) masks with their dtypes kept).
     """
     if rng.random() > 0.5:
         image, *masks = rot_flip_arrays([image, *masks], rng)
@@ -53,6 +72,11 @@ def augment(image: np.ndarray, masks: list[np.ndarray], fills: list[int], size: 
         image, masks = rotate(image, masks, fills, rng)
     image = resize(np.ascontiguousarray(image, dtype=np.float32), size, order=1)
     masks = [resize(np.ascontiguousarray(m), size, order=0) for m in masks]
+    if patch is not None and tuple(patch) != tuple(size):
+        fg = (masks[0] >= 1) & (masks[0] <= 3)
+        y, x = crop_origin(fg, tuple(patch), fg_prob, rng)
+        window = (slice(y, y + patch[0]), slice(x, x + patch[1]))
+        image, masks = image[window], [m[window] for m in masks]
     return image, masks
 
 

@@ -2,7 +2,8 @@
 
 Sources: a folder or file of h5 volumes (key ``label``) or NIfTI masks (``.nii``/``.nii.gz``),
 each a (Z, H, W) map with 0 background, 1 RV, 2 MYO, 3 LV. Every slice that shows some heart is
-kept, resized (nearest neighbour) to the patch size. The training fold's own dense labels must
+kept, resized (nearest neighbour) to the training input size and, like the training slices,
+cropped to the patch size when that is smaller. The training fold's own dense labels must
 never serve as the prior: that would leak full supervision into a scribble-supervised run.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dataloaders.augment import resize, rot_flip
+from dataloaders.augment import crop_origin, resize, rot_flip
 from dataloaders.io import read_label_file
 
 MASK_PATTERNS = ("*.h5", "*.nii", "*.nii.gz")
@@ -47,10 +48,15 @@ class ShapePrior:
     Args:
         masks: list of (h, w) integer maps with classes 0..num_classes-1 (any size).
         patch_size: (H, W) of the predictions the discriminator will compare them with.
+        input_size: (H', W') >= patch_size the masks are resized to before cropping, as the
+            training slices are (default: the patch size, no crop).
+        fg_prob: probability that a crop is centred on a heart pixel (as the training crops).
     """
 
-    def __init__(self, masks: list[np.ndarray], patch_size, num_classes: int = 4):
+    def __init__(self, masks: list[np.ndarray], patch_size, num_classes: int = 4, input_size=None,
+                 fg_prob: float = 0.5):
         self.patch_size, self.num_classes = tuple(patch_size), num_classes
+        self.input_size, self.fg_prob = tuple(input_size or patch_size), fg_prob
         masks = [m for m in masks if (m > 0).any()]
         if not masks:
             raise ValueError("the shape prior holds no slice with a heart in it")
@@ -58,14 +64,15 @@ class ShapePrior:
         if bad:
             raise ValueError(f"shape prior labels must lie in 0..{num_classes - 1}, found {max(bad)}")
         # Resized once here; sampling then augments whole batches with torch on the device.
-        self.masks = torch.from_numpy(np.stack([resize(m.astype(np.uint8), self.patch_size, order=0)
+        self.masks = torch.from_numpy(np.stack([resize(m.astype(np.uint8), self.input_size, order=0)
                                                 for m in masks]))
         self._on_device = self.masks
 
     @classmethod
-    def from_source(cls, source: str, patch_size, num_classes: int = 4) -> "ShapePrior":
+    def from_source(cls, source: str, patch_size, num_classes: int = 4, input_size=None,
+                    fg_prob: float = 0.5) -> "ShapePrior":
         masks = [s for f in mask_files(source) for s in read_label_file(f)]
-        return cls(masks, patch_size, num_classes)
+        return cls(masks, patch_size, num_classes, input_size, fg_prob)
 
     def __len__(self) -> int:
         return len(self.masks)
@@ -87,11 +94,15 @@ class ShapePrior:
             if rng.random() > 0.5:
                 m = rot_flip(m, int(rng.integers(0, 4)), bool(rng.integers(0, 2)))
                 if m.shape != picks.shape[1:]:  # odd quarter turns of a non-square patch
-                    m = F.interpolate(m[None, None].float(), size=self.patch_size, mode="nearest")[0, 0]
+                    m = F.interpolate(m[None, None].float(), size=self.input_size, mode="nearest")[0, 0]
             elif rng.random() > 0.5:
                 angles[i] = np.deg2rad(rng.uniform(-20, 20))
             out.append(m)
         labels = _rotate_nearest(torch.stack(out).float(), torch.as_tensor(angles, device=device))
+        if self.input_size != self.patch_size:
+            (ph, pw), heart = self.patch_size, (labels > 0).cpu().numpy()
+            origins = [crop_origin(h, self.patch_size, self.fg_prob, rng) for h in heart]
+            labels = torch.stack([m[y:y + ph, x:x + pw] for m, (y, x) in zip(labels, origins)])
         return F.one_hot(labels.long(), self.num_classes).permute(0, 3, 1, 2).float()
 
 

@@ -59,6 +59,11 @@ class Method(nn.Module):
     def add_args(cls, parser: argparse.ArgumentParser) -> None:
         """Add this method's own flags (weights, options); the shared ones live in config.py."""
 
+    @classmethod
+    def check_args(cls, cfg: argparse.Namespace) -> None:
+        """Raise ValueError naming the flag when ``cfg`` asks for something this method cannot do;
+        called before anything is written to disk."""
+
     def __init__(self, cfg: argparse.Namespace):
         super().__init__()
         self.cfg = cfg

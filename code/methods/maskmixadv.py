@@ -95,11 +95,12 @@ class MaskMixAdv(Method):
     def prepare(self, train_set, log):
         if self.cfg.shape_prior:
             check_not_training_labels(self.cfg.shape_prior, self.cfg.root_path)
-            self.prior = ShapePrior.from_source(self.cfg.shape_prior, self.cfg.patch_size, self.cfg.num_classes)
+            self.prior = ShapePrior.from_source(self.cfg.shape_prior, self.cfg.patch_size, self.cfg.num_classes,
+                                                self.cfg.input_size, self.cfg.fg_prob)
             log.info("shape prior: %d slices from %s", len(self.prior), self.cfg.shape_prior)
         else:
-            self.prior = ShapePrior(phantom_prior_masks(self.cfg.seed),
-                                    self.cfg.patch_size, self.cfg.num_classes)
+            self.prior = ShapePrior(phantom_prior_masks(self.cfg.seed), self.cfg.patch_size,
+                                    self.cfg.num_classes, self.cfg.input_size, self.cfg.fg_prob)
             log.info("shape prior: no --shape_prior given, using %d slices of freshly generated "
                      "phantom masks", len(self.prior))
 

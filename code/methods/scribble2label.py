@@ -94,6 +94,12 @@ class Scribble2Label(Method):
         p.add_argument("--w_cons", type=float, default=0.1,
                        help="weight of the rot90/flip consistency MSE (default 0.1; 0 turns it off)")
 
+    @classmethod
+    def check_args(cls, cfg):
+        if tuple(cfg.input_size) != tuple(cfg.patch_size):
+            raise ValueError("--input_size: s2l keeps a memory of whole slices at the patch size, "
+                             "so --input_size must equal --patch_size")
+
     def __init__(self, cfg):
         super().__init__(cfg)
         if cfg.memory_interval < 1:
