@@ -60,12 +60,16 @@ class TrainState:
     def autocast(self):
         return autocast(self.device, self.cfg.amp)
 
-    def optimize(self, loss: torch.Tensor, *names: str) -> None:
-        """Zero the gradients of the named optimisers, back-propagate ``loss``, and step them."""
+    def optimize(self, loss: torch.Tensor, *names: str, retain_graph: bool = False) -> None:
+        """Zero the gradients of the named optimisers, back-propagate ``loss`` into their
+        parameters only (no gradient is computed for other networks, e.g. a discriminator that
+        only passes the gradient on), and step them. ``retain_graph`` keeps the graph for a
+        second backward through a shared part (e.g. the discriminator's scores of the fakes)."""
         opts = [self.optimizers[n] for n in names]
+        params = [p for opt in opts for group in opt.param_groups for p in group["params"]]
         for opt in opts:
             opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        self.scaler.scale(loss).backward(inputs=params, retain_graph=retain_graph)
         for opt in opts:
             self.scaler.step(opt)
         self.scaler.update()

@@ -110,39 +110,44 @@ class MaskMixAdv(Method):
                 "disc": torch.optim.Adam(self.disc.parameters(), lr=self.cfg.disc_lr, betas=(0.9, 0.99))}
 
     def losses(self, batch, state):
-        """The segmenter's loss terms (0-dim) and both views' probabilities, cat([p1, p2]) of
-        shape (2B, C, H, W)."""
+        """The segmenter's loss terms (0-dim) and the discriminator's logits of both views'
+        probabilities, D(cat([p1, p2])) of shape (2B, 1, H/32, W/32), whose graph reaches the
+        segmenter."""
         c = self.cfg
         image, target = batch["image"], batch["target"]
         mask = block_masks(image.shape[0], image.shape[-2:], c.mask_grid, c.mask_ratio, image.device)
         seg1, seg2, rec1, rec2 = self.net.forward_views(image, mask, c.mask_level)
         p1, p2 = seg1.float().softmax(1), seg2.float().softmax(1)
         pseudo = mixed_pseudo_label(p1, p2, mask)
-        d_pred = self.disc(torch.cat([p1, p2])).float()
+        d_fake = self.disc(torch.cat([p1, p2])).float()
         terms = {
             "ce": 0.5 * (partial_ce(seg1, target) + partial_ce(seg2, target)),
             "pseudo": 0.5 * (dice_loss(p1, pseudo, None) + dice_loss(p2, pseudo, None)),
             "rec": 0.5 * (hidden_mse(rec1, image, 1 - mask) + hidden_mse(rec2, image, mask)),
-            "adv": F.binary_cross_entropy_with_logits(d_pred, torch.ones_like(d_pred)),
+            "adv": F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake)),
         }
-        return terms, torch.cat([p1, p2])
+        return terms, d_fake
 
     def training_step(self, batch, state):
         c = self.cfg
         w_adv = c.w_adv * sigmoid_rampup(state.progress, c.adv_rampup)
-        self.disc.requires_grad_(False)
         with state.autocast():
-            terms, probs = self.losses(batch, state)
+            terms, d_fake = self.losses(batch, state)
             total = c.w_ce * terms["ce"] + c.w_pseudo * terms["pseudo"] + c.w_rec * terms["rec"] \
                 + w_adv * terms["adv"]
-        state.optimize(total, "seg")
-
-        self.disc.requires_grad_(True)
-        real = self.prior.sample(probs.shape[0], probs.device, [c.seed, state.iteration])
+        # One forward of D on the fakes serves both players: the segmenter's step sends the
+        # adversarial gradient through D into the segmenter only, then D's step reuses the same
+        # scores (D's weights are unchanged in between, so they equal D(p.detach())).
+        state.optimize(total, "seg", retain_graph=True)
+        real = self.prior.sample(d_fake.shape[0], image_device(batch), [c.seed, state.iteration])
         with state.autocast():
-            d_real, d_fake = self.disc(torch.cat([real, probs.detach()])).float().chunk(2)
+            d_real = self.disc(real).float()
             d_loss = F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real)) + \
                 F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
         state.optimize(d_loss, "disc")
         return {"loss": total.detach(), **{k: v.detach() for k, v in terms.items()},
                 "w_adv": torch.tensor(w_adv), "disc": d_loss.detach()}
+
+
+def image_device(batch: dict) -> torch.device:
+    return batch["image"].device
