@@ -1,0 +1,123 @@
+"""Figures from run folders and result files: validation curves and a bar chart of test scores.
+
+    python code/plot_curves.py --runs model/maskmixadv_fold1/scribble model/pce_fold1/scribble \
+        --out imgs/curves.png
+    python code/plot_curves.py --results model/results/maskmixadv_fold1.json model/results/pce_fold1.json \
+        --out imgs/results.png
+
+Curves: validation Dice and HD95 against the iteration, one line per run, read from each run's
+``log.txt`` (the engine logs one line per validation). Bars: per-class and mean Dice of each
+result JSON that ``test_2D_fully.py`` wrote. Labels default to the run folder's or file's name.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+VALIDATION_LINE = re.compile(r"iteration (\d+):.*\| val dice ([-\d.naif]+) hd95 ([-\d.naif]+)")
+
+
+def read_validation(run_dir: str) -> np.ndarray:
+    """(N, 3) array of (iteration, validation Dice, validation HD95) from ``run_dir/log.txt``,
+    one row per validation, sorted by iteration (a resumed run's repeated lines keep the last)."""
+    path = os.path.join(run_dir, "log.txt")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such log (is {run_dir} a run folder?)")
+    rows = {}
+    with open(path) as f:
+        for line in f:
+            m = VALIDATION_LINE.search(line)
+            if m:
+                rows[int(m.group(1))] = (float(m.group(2)), float(m.group(3)))
+    if not rows:
+        raise ValueError(f"{path}: no validation lines yet")
+    return np.array([(it, *rows[it]) for it in sorted(rows)])
+
+
+def plot_curves(runs: list[str], labels: list[str], out: str, title: str = "") -> None:
+    fig, (ax_dice, ax_hd) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for run, label in zip(runs, labels):
+        v = read_validation(run)
+        ax_dice.plot(v[:, 0], v[:, 1], marker="o", ms=3, label=label)
+        ax_hd.plot(v[:, 0], v[:, 2], marker="o", ms=3, label=label)
+    ax_dice.set(xlabel="iteration", ylabel="validation Dice (mean RV/MYO/LV)", ylim=(0, 1))
+    ax_hd.set(xlabel="iteration", ylabel="validation HD95", yscale="log")
+    for ax in (ax_dice, ax_hd):
+        ax.grid(alpha=0.3)
+    ax_dice.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, out)
+
+
+def plot_bars(results: list[str], labels: list[str], out: str, title: str = "") -> None:
+    classes = ["RV", "MYO", "LV", "mean"]
+    scores = []
+    for path in results:
+        with open(path) as f:
+            summary = json.load(f)
+        if "dice" not in summary:
+            raise ValueError(f"{path}: not a test_2D_fully.py result (no 'dice')")
+        scores.append([summary["dice"][c] for c in classes])
+    x, width = np.arange(len(classes)), 0.8 / len(results)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(classes), 3.8))
+    for i, (row, label) in enumerate(zip(scores, labels)):
+        bars = ax.bar(x + (i - (len(results) - 1) / 2) * width, row, width, label=label)
+        ax.bar_label(bars, fmt="%.3f", fontsize=6, rotation=90, padding=2)
+    ax.set(xticks=x, xticklabels=classes, ylabel="test Dice", ylim=(0, 1.1))
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(axis="y", alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, out)
+
+
+def _save(fig, out: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--runs", nargs="+", help="run folders (with log.txt): validation curves")
+    src.add_argument("--results", nargs="+", help="test_2D_fully.py JSON files: a bar chart")
+    p.add_argument("--labels", nargs="+", help="one label per run or file (default: their names)")
+    p.add_argument("--title", default="")
+    p.add_argument("--out", required=True, help="the figure (.png, .pdf, .svg)")
+    args = p.parse_args(argv)
+    items = args.runs or args.results
+    if args.labels and len(args.labels) != len(items):
+        p.error(f"--labels: {len(args.labels)} labels for {len(items)} inputs")
+    labels = args.labels or [_name(i) for i in items]
+    try:
+        (plot_curves if args.runs else plot_bars)(items, labels, args.out, args.title)
+    except (OSError, ValueError, KeyError) as e:
+        p.exit(2, f"error: {e}\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _name(path: str) -> str:
+    path = os.path.normpath(path)
+    if path.endswith(".json"):
+        return os.path.basename(path)[:-5]
+    parent, leaf = os.path.split(path)
+    # model/<exp>_<fold>/<sup_type>: the experiment folder names the run better than the sup type
+    return os.path.basename(parent) if leaf in ("scribble", "label", "random_walker", "points") else leaf
+
+
+if __name__ == "__main__":
+    sys.exit(main())

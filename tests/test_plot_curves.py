@@ -1,0 +1,50 @@
+import json
+
+import pytest
+
+import plot_curves
+
+LOG = """2026-11-29 00:22:42,581 command: code/train.py --method pce
+2026-11-29 00:30:00,000 iteration 250: loss 1.2000 ce 0.5000 | val dice 0.5123 hd95 40.10 (400 s)
+2026-11-29 00:40:00,000 iteration 500: loss 0.9000 ce 0.4000 | val dice 0.7012 hd95 9.50 (800 s)
+2026-11-29 00:41:00,000 resumed from last.pth at iteration 500
+2026-11-29 00:50:00,000 iteration 500: loss 0.9000 ce 0.4000 | val dice 0.7013 hd95 9.40 (900 s)
+"""
+
+
+def write_run(tmp_path, name, text=LOG):
+    run = tmp_path / name / "scribble"
+    run.mkdir(parents=True)
+    (run / "log.txt").write_text(text)
+    return str(run)
+
+
+def test_read_validation_parses_each_validation_once(tmp_path):
+    v = plot_curves.read_validation(write_run(tmp_path, "pce_fold1"))
+    assert v.tolist() == [[250, 0.5123, 40.10], [500, 0.7013, 9.40]]
+
+
+def test_curves_and_bars_are_written(tmp_path):
+    runs = [write_run(tmp_path, "pce_fold1"), write_run(tmp_path, "dmpls_fold1")]
+    out = tmp_path / "curves.png"
+    assert plot_curves.main(["--runs", *runs, "--out", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    result = {"dice": {"RV": 0.8, "MYO": 0.7, "LV": 0.9, "mean": 0.8}}
+    (tmp_path / "r.json").write_text(json.dumps(result))
+    assert plot_curves.main(["--results", str(tmp_path / "r.json"), "--out", str(tmp_path / "b.png")]) == 0
+    assert plot_curves._name(runs[0]) == "pce_fold1"
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        plot_curves.main(["--runs", str(tmp_path / "nope"), "--out", str(tmp_path / "c.png")])
+    assert e.value.code == 2 and "nope/log.txt: no such log" in capsys.readouterr().err
+    empty = write_run(tmp_path, "empty", "no validation yet\n")
+    with pytest.raises(SystemExit):
+        plot_curves.main(["--runs", empty, "--out", str(tmp_path / "c.png")])
+    assert "no validation lines yet" in capsys.readouterr().err
+    (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(SystemExit):
+        plot_curves.main(["--results", str(tmp_path / "x.json"), "--out", str(tmp_path / "b.png")])
+    assert "not a test_2D_fully.py result" in capsys.readouterr().err
+    assert not (tmp_path / "c.png").exists() and not (tmp_path / "b.png").exists()
