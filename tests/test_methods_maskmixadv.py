@@ -93,3 +93,41 @@ def test_a_few_steps_lower_the_loss(tmp_path, phantom_root):
         losses.append(float(method.training_step(b, state)["loss"]))
         state.iteration += 1
     assert losses[-1] < losses[0]
+
+
+def test_discriminator_step_equals_its_loss_on_detached_fakes(tmp_path, phantom_root):
+    # D's step reuses the scores of the fakes from the segmenter's forward: its gradient must
+    # equal that of BCE(D(real), 1) + BCE(D(p.detach()), 0) with D's weights before the step.
+    import copy
+
+    import torch.nn.functional as F
+
+    cfg, method = make_method(tmp_path, phantom_root, "--adv_rampup", "0")
+    state = TrainState(cfg, torch.device("cpu"), method.configure_optimizers())
+    disc_before = copy.deepcopy(method.disc)
+    inputs, grads = [], {}
+    method.disc.register_forward_hook(lambda mod, args, out: inputs.append(args[0].detach().clone()))
+    for name, p in method.disc.named_parameters():
+        p.register_hook(lambda g, name=name: grads.__setitem__(name, g.clone()))
+    method.training_step(batch(), state)
+    fakes, real = inputs
+    d_real, d_fake = disc_before(real), disc_before(fakes)
+    loss = F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real)) + \
+        F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
+    expected = dict(zip([n for n, _ in disc_before.named_parameters()],
+                        torch.autograd.grad(loss, list(disc_before.parameters()))))
+    assert grads.keys() == expected.keys()
+    for name in expected:
+        torch.testing.assert_close(grads[name], expected[name], rtol=1e-4, atol=1e-6)
+
+
+def test_zero_weights_switch_terms_off_for_the_ablation(tmp_path, phantom_root):
+    cfg, method = make_method(tmp_path, phantom_root, "--w_pseudo", "0", "--w_rec", "0", "--w_adv", "0")
+    state = TrainState(cfg, torch.device("cpu"), method.configure_optimizers())
+    disc_before = [p.detach().clone() for p in method.disc.parameters()]
+    rec_before = [p.detach().clone() for p in method.net.rec_decoder.parameters()]
+    logs = method.training_step(batch(), state)
+    assert set(logs) == {"loss", "ce"}
+    assert torch.equal(logs["loss"], 10 * logs["ce"])
+    assert all(torch.equal(a, b) for a, b in zip(disc_before, method.disc.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(rec_before, method.net.rec_decoder.parameters()))

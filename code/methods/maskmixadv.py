@@ -9,6 +9,8 @@ Per iteration, with x the images and M a per-sample block mask:
 - pseudo label y = argmax(M*p1 + (1-M)*p2): each view labels the pixels it saw; Dice of p1 and
   p2 against y (weight ``--w_pseudo``);
 - MSE of r1 on the pixels view 1 hid (1-M) and of r2 on those view 2 hid (M) (``--w_rec``);
+- any term can be switched off with a zero weight (the ablation: ``--w_pseudo 0 --w_rec 0
+  --w_adv 0`` is two complementary views with pCE only);
 - adversarial: the discriminator D scores p1, p2 (softmax probabilities, so its gradient reaches
   the segmenter) against one-hot dense masks from an unpaired source; the segmenter minimises
   BCE(D(p), real) with weight ``--w_adv`` ramped up over ``--adv_rampup`` of the run, D minimises
@@ -112,29 +114,36 @@ class MaskMixAdv(Method):
     def losses(self, batch, state):
         """The segmenter's loss terms (0-dim) and the discriminator's logits of both views'
         probabilities, D(cat([p1, p2])) of shape (2B, 1, H/32, W/32), whose graph reaches the
-        segmenter."""
+        segmenter. A term whose weight is 0 is neither computed nor returned (the ablation's
+        variants cost only what they use)."""
         c = self.cfg
         image, target = batch["image"], batch["target"]
         mask = block_masks(image.shape[0], image.shape[-2:], c.mask_grid, c.mask_ratio, image.device)
-        seg1, seg2, rec1, rec2 = self.net.forward_views(image, mask, c.mask_level)
+        seg1, seg2, rec1, rec2 = self.net.forward_views(image, mask, c.mask_level, reconstruct=c.w_rec > 0)
         p1, p2 = seg1.float().softmax(1), seg2.float().softmax(1)
-        pseudo = mixed_pseudo_label(p1, p2, mask)
-        d_fake = self.disc(torch.cat([p1, p2])).float()
-        terms = {
-            "ce": 0.5 * (partial_ce(seg1, target) + partial_ce(seg2, target)),
-            "pseudo": 0.5 * (dice_loss(p1, pseudo, None) + dice_loss(p2, pseudo, None)),
-            "rec": 0.5 * (hidden_mse(rec1, image, 1 - mask) + hidden_mse(rec2, image, mask)),
-            "adv": F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake)),
-        }
+        terms = {"ce": 0.5 * (partial_ce(seg1, target) + partial_ce(seg2, target))}
+        if c.w_pseudo > 0:
+            pseudo = mixed_pseudo_label(p1, p2, mask)
+            terms["pseudo"] = 0.5 * (dice_loss(p1, pseudo, None) + dice_loss(p2, pseudo, None))
+        if c.w_rec > 0:
+            terms["rec"] = 0.5 * (hidden_mse(rec1, image, 1 - mask) + hidden_mse(rec2, image, mask))
+        d_fake = None
+        if c.w_adv > 0:
+            d_fake = self.disc(torch.cat([p1, p2])).float()
+            terms["adv"] = F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))
         return terms, d_fake
 
     def training_step(self, batch, state):
         c = self.cfg
-        w_adv = c.w_adv * sigmoid_rampup(state.progress, c.adv_rampup)
+        weights = {"ce": c.w_ce, "pseudo": c.w_pseudo, "rec": c.w_rec,
+                   "adv": c.w_adv * sigmoid_rampup(state.progress, c.adv_rampup)}
         with state.autocast():
             terms, d_fake = self.losses(batch, state)
-            total = c.w_ce * terms["ce"] + c.w_pseudo * terms["pseudo"] + c.w_rec * terms["rec"] \
-                + w_adv * terms["adv"]
+            total = sum(weights[k] * v for k, v in terms.items())
+        logs = {"loss": total.detach(), **{k: v.detach() for k, v in terms.items()}}
+        if d_fake is None:
+            state.optimize(total, "seg")
+            return logs
         # One forward of D on the fakes serves both players: the segmenter's step sends the
         # adversarial gradient through D into the segmenter only, then D's step reuses the same
         # scores (D's weights are unchanged in between, so they equal D(p.detach())).
@@ -145,8 +154,7 @@ class MaskMixAdv(Method):
             d_loss = F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real)) + \
                 F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
         state.optimize(d_loss, "disc")
-        return {"loss": total.detach(), **{k: v.detach() for k, v in terms.items()},
-                "w_adv": torch.tensor(w_adv), "disc": d_loss.detach()}
+        return {**logs, "w_adv": torch.tensor(weights["adv"]), "disc": d_loss.detach()}
 
 
 def image_device(batch: dict) -> torch.device:

@@ -36,7 +36,8 @@ class MaskMixAdvNet(nn.Module):
         probs = torch.stack([d(feats).float().softmax(1) for d in self.seg_decoders]).mean(0)
         return probs.clamp_min(1e-8).log()
 
-    def forward_views(self, x: torch.Tensor, mask: torch.Tensor, level: str = "image"):
+    def forward_views(self, x: torch.Tensor, mask: torch.Tensor, level: str = "image",
+                      reconstruct: bool = True):
         """Predict the two complementary views of ``x``.
 
         Args:
@@ -44,6 +45,7 @@ class MaskMixAdvNet(nn.Module):
             mask: (B, 1, H, W) binary block mask M in {0, 1}; view 1 is ``M``, view 2 is ``1 - M``.
             level: ``"image"`` masks the input pixels; ``"feature"`` masks every encoder feature
                 map of the whole image (M subsampled to each scale); ``"both"`` does both.
+            reconstruct: run the reconstruction decoder (False: rec1, rec2 are None).
         Returns:
             (seg1, seg2, rec1, rec2): (B, num_classes, H, W) logits of each view and
             (B, in_ch, H, W) reconstructions of the image from each view.
@@ -59,7 +61,7 @@ class MaskMixAdvNet(nn.Module):
             feats = self.encoder(torch.cat([x * m for m in masks]))
             if level == "both":
                 feats = [f * _resize_mask(torch.cat(masks), f) for f in feats]
-        rec1, rec2 = self.rec_decoder(feats).split(b)
+        rec1, rec2 = self.rec_decoder(feats).split(b) if reconstruct else (None, None)
         if len(self.seg_decoders) == 1:
             seg1, seg2 = self._seg(0, feats).split(b)
         else:
