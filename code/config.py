@@ -11,6 +11,7 @@ import json
 import os
 
 from dataloaders.acdc import FOLDS, SUPERVISION
+from postprocess import POSTPROCESS
 
 DEFAULTS = dict(
     root_path="data/ACDC_phantom",
@@ -24,6 +25,7 @@ DEFAULTS = dict(
     patch_size=[256, 256],
     input_size=None,
     fg_prob=0.5,
+    postprocess="none",
     base_lr=0.01,
     momentum=0.9,
     weight_decay=1e-4,
@@ -62,6 +64,9 @@ def build_parser(method_cls=None, method_choices=None) -> argparse.ArgumentParse
                         "and infer on the whole resized slice (default: the patch size, no crops)")
     p.add_argument("--fg_prob", type=float, default=d["fg_prob"],
                    help="probability that a training crop is centred on a labelled foreground pixel")
+    p.add_argument("--postprocess", default=d["postprocess"], choices=POSTPROCESS,
+                   help="post-processing of predicted volumes in validation and testing "
+                        "(lcc: keep each class's largest 3-D connected component)")
     p.add_argument("--base_lr", type=float, default=d["base_lr"], help="SGD learning rate")
     p.add_argument("--momentum", type=float, default=d["momentum"])
     p.add_argument("--weight_decay", type=float, default=d["weight_decay"])

@@ -139,7 +139,7 @@ def load_method(path: str, device: torch.device):
 
 # Settings that may change when a run is resumed; any other change would silently alter the run
 # (e.g. a longer --max_iterations would keep the finished poly schedule at lr 0).
-RESUME_MAY_CHANGE = {"resume", "device", "num_workers", "progress", "val_interval", "out_dir", "amp",
+RESUME_MAY_CHANGE = {"resume", "postprocess", "device", "num_workers", "progress", "val_interval", "out_dir", "amp",
                      "channels_last", "root_path", "exp"}
 
 
@@ -263,7 +263,8 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
 def validate(cfg, method, val_set, device, batch, writer, iteration) -> dict:
     """Score the method's segmenter on the validation volumes and log scalars and an image grid."""
     model = method.segmenter()
-    _, summary = evaluate(model, val_set, cfg.input_size, device, cfg.amp, cfg.channels_last)
+    _, summary = evaluate(model, val_set, cfg.input_size, device, cfg.amp, cfg.channels_last,
+                          cfg.postprocess)
     for metric in ("dice", "hd95", "asd"):
         for k, v in summary[metric].items():
             writer.add_scalar(f"val/{metric}_{k}", v, iteration)

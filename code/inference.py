@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 import metrics
 from dataloaders.io import CLASS_NAMES, Case
+from postprocess import postprocess
 
 
 def autocast(device: torch.device, amp: str):
@@ -69,12 +70,13 @@ def table_rows(scores: dict[str, dict]) -> list[dict]:
             for case, per_class in scores.items() for c, name in enumerate(CLASS_NAMES, start=1)]
 
 
-def evaluate(model, cases: list[Case], size, device, amp="off", channels_last=False):
-    """Predict and score ``cases``: (per-volume scores, summary as :func:`metrics.summarize`)."""
+def evaluate(model, cases: list[Case], size, device, amp="off", channels_last=False, post="none"):
+    """Predict, post-process (:func:`postprocess.postprocess`) and score ``cases``: (per-volume
+    scores, summary as :func:`metrics.summarize`)."""
     was_training = model.training
     model.eval()
-    preds = {c.name: predict_volume(model, c.image, size, device, amp, channels_last=channels_last)
-             for c in cases}
+    preds = {c.name: postprocess(predict_volume(model, c.image, size, device, amp, channels_last=channels_last),
+                                 post) for c in cases}
     model.train(was_training)
     scores = score_cases(preds, cases)
     return scores, metrics.summarize(list(scores.values()))

@@ -24,6 +24,7 @@ import metrics
 from dataloaders import io
 from dataloaders.acdc import FOLDS, VolumeSet, fold_split
 from inference import predict_volume, score_cases, table_rows
+from postprocess import POSTPROCESS, postprocess
 
 
 def parse_args(argv=None):
@@ -38,6 +39,8 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint", default="best", help="best | last | a checkpoint path")
     p.add_argument("--device", default="auto")
     p.add_argument("--save_nii", help="write the predictions as <case>.nii.gz here")
+    p.add_argument("--postprocess", choices=POSTPROCESS,
+                   help="post-processing of a trained run's predictions (default: the run's own)")
     args = p.parse_args(argv)
     if bool(args.pred_dir) == bool(args.exp or args.model_dir):
         p.error("give either --pred_dir or a trained run (--exp / --model_dir)")
@@ -62,7 +65,9 @@ def predict_checkpoint(args, cases) -> dict[str, np.ndarray]:
     device = resolve_device(args.device)
     method, cfg = load_method(path, device)
     model = method.segmenter()
-    return {c.name: predict_volume(model, c.image, cfg.input_size, device, cfg.amp) for c in cases}
+    post = args.postprocess or getattr(cfg, "postprocess", "none")
+    return {c.name: postprocess(predict_volume(model, c.image, cfg.input_size, device, cfg.amp), post)
+            for c in cases}
 
 
 def save_nii(out_dir: str, case: io.Case, pred: np.ndarray) -> None:
