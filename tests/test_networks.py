@@ -63,3 +63,23 @@ def test_siamese_forward_averages_the_two_decoders():
 def test_discriminator_scores_patches():
     d = PatchDiscriminator(ndf=8)
     assert d(torch.rand(2, 4, 128, 96)).shape == (2, 1, 4, 3)
+
+
+def test_attention_dropout_zeroes_the_most_activated_positions_without_rescaling():
+    from networks.unet import AttentionDropout
+
+    attention = torch.tensor([[1.0, 2.0], [3.7, 4.0]])
+    x = torch.stack([attention - 1, attention + 1])[None]  # channel mean = attention
+    drop = AttentionDropout()
+    for seed in range(5):
+        torch.manual_seed(seed)  # threshold in [0.7, 0.9] x 4: 2.0 always kept, 3.7 always dropped
+        assert torch.equal(drop(x), x * torch.tensor([[1.0, 1.0], [0.0, 0.0]]))
+    assert torch.equal(drop.eval()(x), x)
+
+
+def test_dual_decoder_unet_perturbations_are_named():
+    from networks.unet import AttentionDropout, DualDecoderUNet
+
+    assert isinstance(DualDecoderUNet(perturbation="attention_dropout").feature_dropout, AttentionDropout)
+    with pytest.raises(ValueError, match="unknown feature perturbation 'noise'"):
+        DualDecoderUNet(perturbation="noise")

@@ -2,8 +2,9 @@
 "Scribble-supervised medical image segmentation via dual-branch network and dynamically mixed
 pseudo labels supervision", MICCAI 2022; the WSL4MIS baseline).
 
-One encoder, a main decoder and an auxiliary decoder that sees dropout-perturbed features
-(network ``unet_dual``). Per iteration, with p1, p2 the two branches' softmax (B, C, H, W):
+One encoder, a main decoder and an auxiliary decoder that sees perturbed features: channel
+dropout as WSL4MIS (network ``unet_dual``) or, with ``--aux_perturbation attention_dropout``, the
+attention-based feature dropout of the MaskMixAdv authors' release (``unet_dual_attention``). Per iteration, with p1, p2 the two branches' softmax (B, C, H, W):
 
 - pCE of each branch on the scribbles, averaged: 0.5 (pCE(p1) + pCE(p2)) (the authors' release);
 - pseudo label y = argmax(beta p1 + (1 - beta) p2), detached, beta ~ U(0, 1) drawn once per
@@ -30,6 +31,14 @@ class DMPLS(Method):
     def add_args(cls, p):
         p.add_argument("--w_pseudo", type=float, default=0.5,
                        help="weight of the mixed pseudo-label Dice (default 0.5, as the paper)")
+        p.add_argument("--aux_perturbation", default="dropout", choices=["dropout", "attention_dropout"],
+                       help="features seen by the auxiliary decoder: channel dropout (WSL4MIS) or "
+                            "attention-based feature dropout (the MaskMixAdv authors' release)")
+
+    def __init__(self, cfg):
+        if getattr(cfg, "aux_perturbation", "dropout") == "attention_dropout":
+            self.network = "unet_dual_attention"
+        super().__init__(cfg)
 
     def loss(self, batch, state):
         target = batch["target"]

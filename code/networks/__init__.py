@@ -9,6 +9,7 @@ from networks.unet import DualDecoderUNet, UNet
 NETWORKS = {
     "unet": UNet,
     "unet_dual": DualDecoderUNet,
+    "unet_dual_attention": lambda in_ch=1, num_classes=4: DualDecoderUNet(in_ch, num_classes, "attention_dropout"),
     "maskmixadv": MaskMixAdvNet,
     "maskmixadv_shared": lambda in_ch=1, num_classes=4: MaskMixAdvNet(in_ch, num_classes, True),
 }

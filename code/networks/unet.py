@@ -87,18 +87,51 @@ class UNet(nn.Module):
         return self.decoder(self.encoder(x))
 
 
-class DualDecoderUNet(nn.Module):
-    """One encoder, two segmentation decoders; the second sees features perturbed by dropout
-    (DMPLS, Luo et al. 2022). :meth:`forward_both`: (B, in_ch, H, W) -> the two (B, num_classes,
-    H, W) logits; :meth:`forward` (inference): the main decoder's logits only.
+class AttentionDropout(nn.Module):
+    """Attention-based feature dropout (the perturbation of the auxiliary decoder in the
+    MaskMixAdv authors' release of DMPLS): (B, C, H, W) -> (B, C, H, W).
+
+    The attention map is the channel mean; every position whose attention reaches ``t`` times
+    the sample's maximum, with t ~ U(``low``, ``high``) per sample, is zeroed in all channels:
+    the decoder must segment without the most salient regions. No rescaling. Identity in eval.
     """
 
-    def __init__(self, in_ch: int = 1, num_classes: int = 4, feature_dropout: float = 0.5):
+    def __init__(self, low: float = 0.7, high: float = 0.9):
         super().__init__()
+        self.low, self.high = low, high
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x
+        attention = x.mean(1, keepdim=True)
+        peak = attention.flatten(1).amax(1).view(-1, 1, 1, 1)
+        t = torch.empty_like(peak).uniform_(self.low, self.high)
+        return x * (attention < t * peak).to(x.dtype)
+
+
+FEATURE_PERTURBATIONS = {
+    "dropout": lambda: nn.Dropout2d(0.5),
+    "attention_dropout": AttentionDropout,
+}
+
+
+class DualDecoderUNet(nn.Module):
+    """One encoder, two segmentation decoders; the second sees perturbed features (DMPLS, Luo et
+    al. 2022): ``perturbation`` is ``"dropout"`` (channel dropout p=0.5, WSL4MIS) or
+    ``"attention_dropout"`` (:class:`AttentionDropout`, the MaskMixAdv authors' release).
+    :meth:`forward_both`: (B, in_ch, H, W) -> the two (B, num_classes, H, W) logits;
+    :meth:`forward` (inference): the main decoder's logits only.
+    """
+
+    def __init__(self, in_ch: int = 1, num_classes: int = 4, perturbation: str = "dropout"):
+        super().__init__()
+        if perturbation not in FEATURE_PERTURBATIONS:
+            raise ValueError(f"unknown feature perturbation {perturbation!r}; choose from "
+                             f"{sorted(FEATURE_PERTURBATIONS)}")
         self.encoder = Encoder(in_ch)
         self.decoder = Decoder(num_classes)
         self.aux_decoder = Decoder(num_classes)
-        self.feature_dropout = nn.Dropout2d(feature_dropout)
+        self.feature_dropout = FEATURE_PERTURBATIONS[perturbation]()
 
     def forward_both(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feats = self.encoder(x)
