@@ -2,8 +2,10 @@
 # Train and test scribble-supervised methods over folds, then print one table.
 #
 #   bash train_wss.sh                       # main job: phantoms -> MaskMixAdv, fold1, CPU quick protocol
+#   bash train_wss.sh --root data/ACDC --protocol quick   # ACDC fold1, <= 30 min of training on 2 CPU cores
+#   bash train_wss.sh --root data/ACDC --protocol long    # <= 2.5 hours on 2 CPU cores
 #   bash train_wss.sh --methods "pce dmpls maskmixadv" --folds all --root data/ACDC \
-#        --iters 60000 --patch 256 --batch 12 --amp off     # the paper protocol
+#        --protocol paper                                  # 256x256, batch 12, 60000 iterations (GPU)
 #   bash train_wss.sh ... --args maskmixadv "--shape_prior MSCMR/val/labels"   # one method's flags
 #   bash train_wss.sh ... -- --seed 1       # flags after -- go to every run
 #
@@ -18,6 +20,7 @@ phantoms="data/ACDC_phantom"
 root="$phantoms"
 iters=800
 patch=96
+input=""
 batch=8
 amp=bf16
 val=200
@@ -31,13 +34,23 @@ while [ $# -gt 0 ]; do
     --root) root="$2"; shift 2 ;;
     --iters) iters="$2"; shift 2 ;;
     --patch) patch="$2"; shift 2 ;;
+    --input) input="$2"; shift 2 ;;
+    --protocol)
+      # Named budgets; flags given after --protocol override its values.
+      case "$2" in
+        quick) iters=2000; patch=128; input=256; batch=8; amp=bf16; val=250 ;;
+        long) iters=9000; patch=128; input=256; batch=8; amp=bf16; val=500 ;;
+        paper) iters=60000; patch=256; input=256; batch=12; amp=off; val=200 ;;
+        *) echo "train_wss.sh: --protocol must be quick, long or paper, got $2" >&2; exit 2 ;;
+      esac
+      shift 2 ;;
     --batch) batch="$2"; shift 2 ;;
     --amp) amp="$2"; shift 2 ;;
     --val) val="$2"; shift 2 ;;
     --exp_prefix) exp_prefix="$2"; shift 2 ;;
     --args) method_args[$2]="$3"; shift 3 ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "train_wss.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -66,7 +79,8 @@ run_one() {  # method fold [gpu]
   [ -f "model/${exp}_${f}/${sup[$m]}/last.pth" ] && resume=(--resume)
   read -ra own <<< "${method_args[$m]:-}"
   "${gpu[@]}" $PY code/train.py --method "$m" --exp "$exp" --root_path "$root" --fold "$f" \
-    --max_iterations "$iters" --patch_size "$patch" "$patch" --batch_size "$batch" --amp "$amp" \
+    --max_iterations "$iters" --patch_size "$patch" "$patch" --input_size "${input:-$patch}" "${input:-$patch}" \
+    --batch_size "$batch" --amp "$amp" \
     --val_interval "$val" "${resume[@]}" "${own[@]}" "${extra[@]}"
   "${gpu[@]}" $PY code/test_2D_fully.py --root_path "$root" --fold "$f" --exp "$exp" \
     --sup_type "${sup[$m]}" --out_json "model/results/${exp}_${f}.json"
