@@ -85,6 +85,8 @@ def process_raw_case(case: str, image_path: str | None, gt_path: str | None,
     if gt_path is None:
         raise CaseError(f"{image_path}: image without its mask {case}_gt.nii.gz")
     image, spacing = read_volume(image_path)
+    if not np.isfinite(image).all():
+        raise CaseError(f"{image_path}: image has non-finite values (NaN or inf)")
     label, _ = read_volume(gt_path)
     if label.shape != image.shape:
         raise CaseError(f"{gt_path}: mask shape {label.shape} differs from image shape {image.shape}")
@@ -111,7 +113,7 @@ def process_volume_file(path: str, out: str) -> int:
     case = os.path.basename(path)[:-3]
     try:
         d = read_h5(path)
-    except OSError as e:
+    except (OSError, ValueError) as e:
         raise CaseError(str(e)) from e
     missing = [k for k in KEYS if k not in d]
     if missing:

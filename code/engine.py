@@ -107,7 +107,12 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(path: str, cfg, method, optimizers, schedulers, state: TrainState, best: dict) -> None:
-    """Everything needed to resume exactly, written atomically (a crash never leaves half a file)."""
+    """Everything needed to resume exactly, written atomically (a crash never leaves half a file).
+    A model with a non-finite weight is never written (FloatingPointError naming the tensor)."""
+    for name, t in method.state_dict().items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise FloatingPointError(f"iteration {state.iteration}: {name} holds NaN or inf; "
+                                     f"not writing {path}")
     ckpt = {
         "config": vars(cfg),
         "method": cfg.method,
@@ -123,13 +128,31 @@ def save_checkpoint(path: str, cfg, method, optimizers, schedulers, state: Train
     os.replace(path + ".tmp", path)
 
 
+CHECKPOINT_KEYS = ("config", "method", "model", "iteration")
+
+
+def read_checkpoint(path: str, device="cpu") -> dict:
+    """A checkpoint written by :func:`save_checkpoint`; FileNotFoundError, OSError (unreadable,
+    truncated) or ValueError (not this project's, e.g. a bare state_dict) naming ``path``."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=False)
+    except Exception as e:  # torch raises many kinds (zip, pickle, EOF) for a damaged file
+        raise OSError(f"{path}: not a readable checkpoint ({type(e).__name__}: "
+                      f"{str(e).strip().splitlines()[0] if str(e).strip() else 'damaged'})") from e
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise ValueError(f"{path}: not a checkpoint of this project (no {', '.join(missing)}; "
+                         "a bare state_dict?)")
+    return ckpt
+
+
 def load_method(path: str, device: torch.device):
     """Rebuild the method a checkpoint names, with its weights, in eval mode: (method, config)."""
     from methods import get_method
 
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such checkpoint")
-    ckpt = torch.load(path, map_location=device, weights_only=False)
+    ckpt = read_checkpoint(path, device)
     cfg = argparse.Namespace(**ckpt["config"])
     cfg.input_size = input_size(cfg)
     method = get_method(ckpt["method"])(cfg)
@@ -172,7 +195,7 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
         raise FileNotFoundError(f"--resume: {last_path} does not exist")
     if cfg.resume:
         # On the CPU: the RNG states must stay CPU tensors; load_state_dict moves the rest.
-        ckpt = torch.load(last_path, map_location="cpu", weights_only=False)
+        ckpt = read_checkpoint(last_path)
         check_resumable(ckpt["config"], cfg)
     os.makedirs(cfg.out_dir, exist_ok=True)
     log = _logger(cfg.out_dir)
@@ -224,22 +247,30 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
                mininterval=0.1 if sys.stderr.isatty() else 30)
     start = time.time()
     method.train()
+    # Every iteration's losses are checked on the device (no host sync); the flag is read before
+    # anything is logged or saved, so a model trained through a NaN is never written.
+    finite = torch.ones((), dtype=torch.bool, device=device)
     while state.iteration < cfg.max_iterations:
         batch = _to(next(batches), device, cfg.channels_last)
         logs = method.training_step(batch, state)
+        finite &= torch.stack([torch.as_tensor(v, device=device).float().reshape(())
+                               for v in logs.values()]).isfinite().all()
         for s in schedulers.values():
             s.step()
         state.iteration += 1
         bar.update()
-        if state.iteration % 10 == 0 or state.iteration == cfg.max_iterations:
+        validating = state.iteration % cfg.val_interval == 0 or state.iteration == cfg.max_iterations
+        if state.iteration % 10 == 0 or validating:
+            if not bool(finite):
+                raise FloatingPointError(f"a non-finite loss at or before iteration {state.iteration} "
+                                         f"(last losses {({k: float(v) for k, v in logs.items()})}); "
+                                         "nothing was saved after it")
             logs = {k: float(v) for k, v in logs.items()}
-            if not all(math.isfinite(v) for v in logs.values()):
-                raise FloatingPointError(f"iteration {state.iteration}: non-finite loss {logs}")
             bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items()}, refresh=False)
             for k, v in logs.items():
                 writer.add_scalar(f"train/{k}", v, state.iteration)
             writer.add_scalar("train/lr", next(iter(optimizers.values())).param_groups[0]["lr"], state.iteration)
-        if state.iteration % cfg.val_interval == 0 or state.iteration == cfg.max_iterations:
+        if validating:
             summary = validate(cfg, method, val_set, device, batch, writer, state.iteration)
             log.info("iteration %d: %s | val dice %.4f hd95 %.2f (%.0f s)", state.iteration,
                      " ".join(f"{k} {float(v):.4f}" for k, v in logs.items()),

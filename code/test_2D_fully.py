@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import os
 import sys
@@ -56,18 +57,26 @@ def read_prediction(pred_dir: str, case: str) -> np.ndarray:
                             f"({case}.nii.gz or {case}.h5)")
 
 
-def predict_checkpoint(args, cases) -> dict[str, np.ndarray]:
-    from engine import load_method, resolve_device
+def predict_checkpoint(args, cases) -> tuple[dict[str, np.ndarray], dict]:
+    """Predictions of a trained run for ``cases`` and what was scored: method, checkpoint path,
+    its iteration, a hash of its configuration, post-processing."""
+    from engine import load_method, read_checkpoint, resolve_device
 
     model_dir = args.model_dir or os.path.join("model", f"{args.exp}_{args.fold}", args.sup_type)
     path = args.checkpoint if args.checkpoint not in ("best", "last") else \
         os.path.join(model_dir, f"{args.checkpoint}.pth")
     device = resolve_device(args.device)
     method, cfg = load_method(path, device)
+    ckpt = read_checkpoint(path)
     model = method.segmenter()
     post = args.postprocess or getattr(cfg, "postprocess", "none")
-    return {c.name: postprocess(predict_volume(model, c.image, cfg.input_size, device, cfg.amp), post)
-            for c in cases}
+    preds = {c.name: postprocess(predict_volume(model, c.image, cfg.input_size, device, cfg.amp), post)
+             for c in cases}
+    config_text = json.dumps(ckpt["config"], sort_keys=True, default=str)
+    return preds, {"method": ckpt["method"], "checkpoint": os.path.abspath(path),
+                   "iteration": ckpt["iteration"], "postprocess": post,
+                   "trained_on": {"root_path": cfg.root_path, "fold": cfg.fold},
+                   "config_sha256": hashlib.sha256(config_text.encode()).hexdigest()[:16]}
 
 
 def save_nii(out_dir: str, case: io.Case, pred: np.ndarray) -> None:
@@ -75,9 +84,11 @@ def save_nii(out_dir: str, case: io.Case, pred: np.ndarray) -> None:
     io.write_nifti(os.path.join(out_dir, f"{case.name}.nii.gz"), pred.astype(np.uint8), case.spacing)
 
 
-def write_results(out_json: str, scores: dict, units: str) -> dict:
+def write_results(out_json: str, scores: dict, units: str, scored: dict | None = None) -> dict:
+    """Write the summary JSON (with ``scored``: what produced the predictions) and the per-volume
+    CSV beside it; returns the summary."""
     summary = metrics.summarize(list(scores.values()))
-    summary.update(n_volumes=len(scores), units=units)
+    summary.update(n_volumes=len(scores), units=units, scored=scored or {})
     os.makedirs(os.path.dirname(os.path.abspath(out_json)), exist_ok=True)
     with open(out_json, "w") as f:
         json.dump(summary, f, indent=2)
@@ -104,8 +115,9 @@ def main(argv=None) -> dict:
         cases = list(VolumeSet(args.root_path, split.test))
         if args.pred_dir:
             preds = {c.name: read_prediction(args.pred_dir, c.name) for c in cases}
+            scored = {"pred_dir": os.path.abspath(args.pred_dir)}
         else:
-            preds = predict_checkpoint(args, cases)
+            preds, scored = predict_checkpoint(args, cases)
         for c in cases:
             if preds[c.name].shape != c.label.shape:
                 raise ValueError(f"prediction for {c.name} has shape {preds[c.name].shape}, "
@@ -117,7 +129,8 @@ def main(argv=None) -> dict:
         for c in cases:
             save_nii(args.save_nii, c, preds[c.name])
     units = {metrics.units_of(c.spacing) for c in cases}
-    summary = write_results(args.out_json, scores, units.pop() if len(units) == 1 else "mixed")
+    scored.update(root_path=os.path.abspath(args.root_path), fold=args.fold)
+    summary = write_results(args.out_json, scores, units.pop() if len(units) == 1 else "mixed", scored)
     print(format_table(summary))
     return summary
 

@@ -24,7 +24,7 @@ def main(argv=None, method: str | None = None) -> dict:
     try:
         cfg = finalize(cfg, get_method(method))
         return train(cfg, get_method(method))
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError, OSError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError, OSError, FloatingPointError) as e:
         parser.exit(2, f"error: {e}\n")
 
 

@@ -102,3 +102,42 @@ def test_resume_on_cuda(tmp_path, phantom_root, monkeypatch):
             monkeypatch=monkeypatch)
     monkeypatch.undo()
     assert run("pce", phantom_root, tmp_path, "--device", "cuda", "--resume")["iteration"] == 4
+
+
+def test_a_nan_loss_stops_the_run_before_any_checkpoint_is_written(tmp_path, phantom_root, monkeypatch):
+    # validation (and saving) every 3 iterations: the NaN of iteration 2 must be caught before it
+    method_cls = get_method("pce")
+    real_step = method_cls.training_step
+
+    def step(self, batch, state):
+        logs = real_step(self, batch, state)
+        return {**logs, "loss": torch.tensor(float("nan"))} if state.iteration == 1 else logs
+    monkeypatch.setattr(method_cls, "training_step", step)
+    cfg = tiny_cfg(method_cls, phantom_root, tmp_path, "--val_interval", "3", "--max_iterations", "6")
+    with pytest.raises(FloatingPointError, match="non-finite loss at or before iteration 3"):
+        engine.train(cfg, method_cls)
+    assert not (tmp_path / "last.pth").exists() and not (tmp_path / "best.pth").exists()
+
+
+def test_a_model_with_non_finite_weights_is_never_written(tmp_path, phantom_root):
+    method_cls = get_method("pce")
+    cfg = tiny_cfg(method_cls, phantom_root, tmp_path)
+    method = method_cls(cfg)
+    opts = method.configure_optimizers()
+    state = engine.TrainState(cfg, torch.device("cpu"), opts)
+    with torch.no_grad():
+        method.net.decoder.head.bias[0] = float("inf")
+    with pytest.raises(FloatingPointError, match="net.decoder.head.bias holds NaN or inf"):
+        engine.save_checkpoint(str(tmp_path / "x.pth"), cfg, method, opts, {}, state, {})
+    assert not (tmp_path / "x.pth").exists()
+
+
+def test_foreign_or_damaged_checkpoints_are_one_line_errors(tmp_path, phantom_root):
+    run("pce", phantom_root, tmp_path)
+    data = (tmp_path / "last.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
+    with pytest.raises(OSError, match="cut.pth: not a readable checkpoint"):
+        engine.load_method(str(tmp_path / "cut.pth"), torch.device("cpu"))
+    torch.save(torch.load(tmp_path / "last.pth", weights_only=False)["model"], tmp_path / "bare.pth")
+    with pytest.raises(ValueError, match="bare.pth: not a checkpoint of this project .*bare state_dict"):
+        engine.load_method(str(tmp_path / "bare.pth"), torch.device("cpu"))

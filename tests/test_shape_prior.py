@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -46,10 +48,26 @@ def test_prior_errors(tmp_path):
         ShapePrior.from_source(str(tmp_path / "bad.nii.gz"), (16, 16))
 
 
-def test_training_labels_are_refused_as_prior(tmp_path):
-    with pytest.raises(ValueError, match="must not be the shape prior"):
-        check_not_training_labels(str(tmp_path / "ACDC_training_volumes"), str(tmp_path))
-    check_not_training_labels(str(tmp_path / "other"), str(tmp_path / "data"))
+def test_training_labels_are_refused_as_prior_by_place_and_by_content(tmp_path, phantom_root):
+    import shutil
+
+    from dataloaders.phantoms import write_phantoms
+
+    with pytest.raises(ValueError, match="lies inside --root_path"):
+        check_not_training_labels(os.path.join(phantom_root, io.VOLUME_DIR), phantom_root)
+    copy = tmp_path / "copy"
+    shutil.copytree(os.path.join(phantom_root, io.VOLUME_DIR), copy)
+    with pytest.raises(ValueError, match=r"slice \d+ of .*copy/patient\d+_frame\d+.h5 equals slice"):
+        check_not_training_labels(str(copy), phantom_root)
+    # the raw masks of one patient (a test patient too), as NIfTI: refused
+    case = io.list_cases(phantom_root)[-1]
+    (tmp_path / "raw").mkdir()
+    io.write_nifti(str(tmp_path / "raw" / f"{case}_gt.nii.gz"), io.read_case(phantom_root, case).label)
+    with pytest.raises(ValueError, match=f"{case}_gt.nii.gz equals slice"):
+        check_not_training_labels(str(tmp_path / "raw"), phantom_root)
+    other = tmp_path / "other"
+    write_phantoms(str(other), patients=2, seed=99, size=64)
+    check_not_training_labels(str(other / io.VOLUME_DIR), phantom_root)
 
 
 def test_samples_are_dihedral_variants_or_small_rotations_of_the_mask():

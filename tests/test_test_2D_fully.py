@@ -74,4 +74,46 @@ def test_corrupt_prediction_file_is_named(phantom_root, tmp_path, capsys):
     (tmp_path / f"{first}.nii.gz").write_bytes(b"garbage")
     with pytest.raises(SystemExit):
         score(phantom_root, tmp_path, tmp_path / "r.json")
-    assert f"{first}.nii.gz: cannot read NIfTI" in capsys.readouterr().err
+    assert f"{first}.nii.gz: corrupt or truncated NIfTI" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", [9, -1])
+def test_prediction_values_outside_the_classes_are_named(phantom_root, tmp_path, capsys, bad):
+    cases = fold1_test_cases(phantom_root)
+    for c in cases:
+        label = io.read_case(phantom_root, c).label.astype(np.int16)
+        if c == cases[0]:
+            label[0, 0, 0] = bad
+        sitk.WriteImage(sitk.GetImageFromArray(label), str(tmp_path / f"{c}.nii.gz"))
+    with pytest.raises(SystemExit) as e:
+        score(phantom_root, tmp_path, tmp_path / "r.json")
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"{cases[0]}.nii.gz: values must lie in 0..3, found {bad}" in err
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_results_say_what_was_scored(phantom_root, tmp_path):
+    import engine
+    from conftest import tiny_cfg
+    from methods import get_method
+
+    cfg = tiny_cfg(get_method("pce"), phantom_root, tmp_path / "run")
+    engine.train(cfg, get_method("pce"))
+    summary = test_2D_fully.main(["--root_path", phantom_root, "--model_dir", str(tmp_path / "run"),
+                                  "--checkpoint", "last", "--out_json", str(tmp_path / "r.json")])
+    scored = json.loads((tmp_path / "r.json").read_text())["scored"]
+    assert scored == summary["scored"]
+    assert scored["method"] == "pce" and scored["iteration"] == 4 and scored["fold"] == "fold1"
+    assert scored["checkpoint"] == str(tmp_path / "run" / "last.pth")
+    assert scored["root_path"] == phantom_root and len(scored["config_sha256"]) == 16
+
+
+def test_a_bare_state_dict_is_a_one_line_error(phantom_root, tmp_path, capsys):
+    import torch
+
+    torch.save({"net.weight": torch.zeros(1)}, tmp_path / "bare.pth")
+    with pytest.raises(SystemExit) as e:
+        test_2D_fully.main(["--root_path", phantom_root, "--model_dir", str(tmp_path),
+                            "--checkpoint", str(tmp_path / "bare.pth"), "--out_json", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "bare.pth: not a checkpoint of this project" in err and "Traceback" not in err

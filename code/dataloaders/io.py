@@ -12,8 +12,11 @@ A case name is ``patientXXX_frameYY``.
 """
 from __future__ import annotations
 
+import gzip
 import os
 import re
+import struct
+import zlib
 from dataclasses import dataclass
 
 import h5py
@@ -70,10 +73,49 @@ def list_cases(root: str) -> list[str]:
     return cases
 
 
-def read_h5(path: str, keys=KEYS) -> dict:
-    """Arrays of ``keys`` present in the file, plus ``spacing`` (tuple or None).
+# Largest value each key may hold: labels are classes 0..3, scribbles add 4 = unlabeled.
+MAX_VALUE = {"label": NUM_CLASSES - 1, "scribble": UNLABELED}
 
-    Raises ``OSError`` naming the file when it is unreadable or lacks ``image``.
+
+def check_arrays(path: str, arrays: dict) -> None:
+    """Refuse data that would train or score silently wrong: a non-finite image, labels or
+    scribbles that are not integers in their range (``MAX_VALUE``), keys of different shapes.
+    Raises ValueError naming ``path``, the key and the bad values."""
+    shapes = {k: np.shape(arrays[k]) for k in KEYS if arrays.get(k) is not None}
+    if len(set(shapes.values())) > 1:
+        raise ValueError(f"{path}: arrays of different shapes {shapes}")
+    image = arrays.get("image")
+    if image is not None:
+        if not np.issubdtype(image.dtype, np.number):
+            raise ValueError(f"{path}: image has dtype {image.dtype}, expected numbers")
+        bad = int(np.size(image) - np.isfinite(image).sum())
+        if bad:
+            raise ValueError(f"{path}: image has {bad} non-finite values (NaN or inf)")
+    for key, top in MAX_VALUE.items():
+        if arrays.get(key) is not None:
+            check_labels(f"{path}: {key}", arrays[key], top)
+
+
+def check_labels(what: str, labels: np.ndarray, top: int = NUM_CLASSES - 1) -> None:
+    """ValueError naming ``what`` unless ``labels`` are whole numbers in 0..``top``."""
+    labels = np.asarray(labels)
+    if labels.size == 0:
+        return
+    if not np.issubdtype(labels.dtype, np.integer):
+        if not np.isfinite(labels).all() or (labels != np.round(labels)).any():
+            raise ValueError(f"{what}: values must be whole numbers 0..{top}, found non-integers "
+                             f"(dtype {labels.dtype})")
+    bad = np.unique(labels[(labels < 0) | (labels > top)])
+    if bad.size:
+        raise ValueError(f"{what}: values must lie in 0..{top}, found {', '.join(map(str, bad[:5].tolist()))}")
+
+
+def read_h5(path: str, keys=KEYS) -> dict:
+    """Arrays of ``keys`` present in the file, plus ``spacing`` (tuple or None), checked by
+    :func:`check_arrays`.
+
+    Raises ``OSError`` naming the file when it is unreadable or lacks ``image``, ValueError when
+    its values are bad.
     """
     try:
         with h5py.File(path, "r") as f:
@@ -83,6 +125,7 @@ def read_h5(path: str, keys=KEYS) -> dict:
         raise OSError(f"{path}: cannot read h5 ({e})") from e
     if "image" in keys and "image" not in out:
         raise OSError(f"{path}: no 'image' dataset")
+    check_arrays(path, out)
     out["spacing"] = tuple(float(s) for s in sp) if sp is not None else None
     return out
 
@@ -97,9 +140,45 @@ def num_slices(root: str, case: str) -> int:
         raise OSError(f"{path}: cannot read h5 ({e})") from e
 
 
+def check_nifti_complete(path: str) -> None:
+    """OSError naming ``path`` when a NIfTI file is truncated or corrupt.
+
+    ITK reads such files as partly zero arrays without an error, so the whole file is
+    decompressed here (gzip checks its CRC and length) and the voxel data's size is compared
+    with what the header promises (NIfTI-1 and NIfTI-2, either byte order).
+    """
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            header = f.read(540)
+            size = len(header)
+            while chunk := f.read(1 << 22):
+                size += len(chunk)
+    except (OSError, EOFError, zlib.error) as e:
+        raise OSError(f"{path}: corrupt or truncated NIfTI ({e})") from e
+    for order in "<>":
+        if len(header) >= 348 and struct.unpack(order + "i", header[:4])[0] == 348:
+            dims = struct.unpack(order + "8h", header[40:56])
+            bitpix = struct.unpack(order + "h", header[72:74])[0]
+            offset = int(struct.unpack(order + "f", header[108:112])[0])
+            break
+        if len(header) >= 540 and struct.unpack(order + "i", header[:4])[0] == 540:
+            bitpix = struct.unpack(order + "h", header[14:16])[0]
+            dims = struct.unpack(order + "8q", header[16:80])
+            offset = struct.unpack(order + "q", header[168:176])[0]
+            break
+    else:
+        raise OSError(f"{path}: not a NIfTI file (no NIfTI-1 or NIfTI-2 header)")
+    n_dims = max(0, min(int(dims[0]), 7))
+    expected = max(offset, 348) + int(np.prod([max(1, int(d)) for d in dims[1:n_dims + 1]])) * bitpix // 8
+    if size < expected:
+        raise OSError(f"{path}: truncated NIfTI ({size} bytes of data, the header needs {expected})")
+
+
 def read_nifti(path: str) -> tuple[np.ndarray, tuple[float, ...]]:
     """(array in ``GetArrayFromImage`` order, e.g. (Z, H, W); spacing in the same axis order, mm)
-    of a NIfTI file; OSError naming the file when it cannot be read."""
+    of a NIfTI file; OSError naming the file when it cannot be read, is truncated or corrupt."""
+    check_nifti_complete(path)
     try:
         img = sitk.ReadImage(path)
     except RuntimeError as e:
@@ -116,14 +195,17 @@ def write_nifti(path: str, array: np.ndarray, spacing=None) -> None:
 
 
 def read_label_file(path: str) -> np.ndarray:
-    """A (Z, H, W) label map from an h5 file (key ``label``) or a NIfTI file (array order of
-    ``GetArrayFromImage``); OSError or KeyError naming the file when it cannot be read."""
+    """A (Z, H, W) label map with classes 0..3 from an h5 file (key ``label``) or a NIfTI file
+    (array order of ``GetArrayFromImage``); OSError or KeyError naming the file when it cannot be
+    read, ValueError when it holds other values."""
     if path.endswith(".h5"):
         arrays = read_h5(path, keys=("label",))
         if "label" not in arrays:
             raise KeyError(f"{path}: no 'label' dataset")
         return arrays["label"]
-    return read_nifti(path)[0]
+    labels = read_nifti(path)[0]
+    check_labels(path, labels)
+    return labels
 
 
 def read_case(root: str, case: str) -> Case:

@@ -4,11 +4,13 @@ Sources: a folder or file of h5 volumes (key ``label``) or NIfTI masks (``.nii``
 each a (Z, H, W) map with 0 background, 1 RV, 2 MYO, 3 LV. Every slice that shows some heart is
 kept, resized (nearest neighbour) to the training input size and, like the training slices,
 cropped to the patch size when that is smaller. The training fold's own dense labels must
-never serve as the prior: that would leak full supervision into a scribble-supervised run.
+never serve as the prior: that would leak full supervision into a scribble-supervised run, so
+a prior is compared with the data root's labels by content, not only by path.
 """
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 
 import numpy as np
@@ -16,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from dataloaders.augment import crop_origin, resize, rot_flip
+from dataloaders import io
 from dataloaders.io import read_label_file
 
 MASK_PATTERNS = ("*.h5", "*.nii", "*.nii.gz")
@@ -35,11 +38,32 @@ def mask_files(source: str) -> list[str]:
 
 
 def check_not_training_labels(source: str, root_path: str) -> None:
-    """Refuse a prior that lies inside the training data root (its own dense labels)."""
+    """Refuse a prior that holds any dense label of the training data root, by place (inside
+    the root) and by content: every heart slice of the prior is hashed and compared with every
+    slice of the root's dense labels (all patients, test fold included), so a copy of the root or
+    the raw ``_gt`` masks of its patients are refused too. ValueError naming a matching pair."""
     src, root = os.path.realpath(source), os.path.realpath(root_path)
     if src == root or src.startswith(root + os.sep):
         raise ValueError(f"--shape_prior {source} lies inside --root_path {root_path}: the training "
                          "data's own dense labels must not be the shape prior")
+    prior = {}
+    for f in mask_files(source):
+        for z, m in enumerate(read_label_file(f)):
+            if (m > 0).any():
+                prior.setdefault(_slice_hash(m), (f, z))
+    for case in io.list_cases(root_path):
+        label = io.read_h5(io.volume_path(root_path, case), keys=("label",)).get("label")
+        for z, m in enumerate(label if label is not None else []):
+            match = prior.get(_slice_hash(m))
+            if match is not None:
+                raise ValueError(f"--shape_prior: slice {match[1]} of {match[0]} equals slice {z} of the "
+                                 f"dense label of {io.volume_path(root_path, case)}; the training "
+                                 "data's own labels must not be the shape prior")
+
+
+def _slice_hash(mask: np.ndarray) -> bytes:
+    m = np.ascontiguousarray(mask, dtype=np.uint8)
+    return hashlib.sha1(repr(m.shape).encode() + m.tobytes()).digest()
 
 
 class ShapePrior:

@@ -1,0 +1,92 @@
+"""Load-time checks: no bad file may train or score silently (truncated NIfTI, labels out of
+range, non-finite images, misaligned keys)."""
+import gzip
+import os
+
+import numpy as np
+import pytest
+
+from dataloaders import io
+from dataloaders.acdc import SliceDataset, VolumeSet
+
+
+def nifti_bytes(tmp_path, array):
+    path = str(tmp_path / "full.nii.gz")
+    io.write_nifti(path, array)
+    return path, open(path, "rb").read()
+
+
+def test_truncated_or_corrupt_nifti_is_named(tmp_path):
+    rng = np.random.default_rng(0)
+    array = rng.random((4, 32, 32)).astype(np.float32)  # incompressible: a cut removes voxels
+    path, data = nifti_bytes(tmp_path, array)
+    assert np.array_equal(io.read_nifti(path)[0], array)
+    cut = tmp_path / "cut.nii.gz"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(OSError, match="cut.nii.gz: corrupt or truncated NIfTI"):
+        io.read_nifti(str(cut))
+    # a complete gzip stream of a NIfTI whose voxel data stops early: the header's size says so
+    raw = gzip.decompress(data)
+    short = tmp_path / "short.nii.gz"
+    short.write_bytes(gzip.compress(raw[: len(raw) - 1000]))
+    with pytest.raises(OSError, match=r"short.nii.gz: truncated NIfTI \(\d+ bytes of data, the header needs \d+\)"):
+        io.read_nifti(str(short))
+    flipped = bytearray(data)
+    flipped[-6] ^= 0xFF  # the CRC no longer matches
+    (tmp_path / "crc.nii.gz").write_bytes(bytes(flipped))
+    with pytest.raises(OSError, match="crc.nii.gz: corrupt or truncated"):
+        io.read_nifti(str(tmp_path / "crc.nii.gz"))
+    plain = tmp_path / "plain.nii"
+    plain.write_bytes(raw[:-1000])
+    with pytest.raises(OSError, match="plain.nii: truncated NIfTI"):
+        io.read_nifti(str(plain))
+
+
+@pytest.mark.parametrize("key, values, message", [
+    ("label", [0, 1, 9], "label: values must lie in 0..3, found 9"),
+    ("label", [0, -1, 2], "label: values must lie in 0..3, found -1"),
+    ("scribble", [0, 4, 5], "scribble: values must lie in 0..4, found 5"),
+    ("label", [0.0, 1.5, 2.0], "label: values must be whole numbers 0..3"),
+])
+def test_labels_out_of_range_are_named_at_load(tmp_path, key, values, message):
+    image = np.zeros((3, 1, 4), np.float32)
+    arrays = {"image": image, key: np.array(values).reshape(3, 1, 1) * np.ones((3, 1, 4))}
+    if not isinstance(values[1], float):
+        arrays[key] = arrays[key].astype(np.int16)
+    path = str(tmp_path / "case.h5")
+    io.write_h5(path, arrays)
+    with pytest.raises(ValueError, match=f"case.h5: {message}"):
+        io.read_h5(path)
+
+
+def test_non_finite_images_and_misaligned_keys_are_named(tmp_path):
+    image = np.zeros((2, 4, 4), np.float32)
+    image[1, 2, 2] = np.nan
+    image[0, 0, 0] = np.inf
+    io.write_h5(str(tmp_path / "nan.h5"), {"image": image})
+    with pytest.raises(ValueError, match="nan.h5: image has 2 non-finite values"):
+        io.read_h5(str(tmp_path / "nan.h5"))
+    io.write_h5(str(tmp_path / "shift.h5"), {"image": np.zeros((4, 4), np.float32),
+                                             "scribble": np.full((4, 5), 4, np.uint16)})
+    with pytest.raises(ValueError, match=r"shift.h5: arrays of different shapes"):
+        io.read_h5(str(tmp_path / "shift.h5"))
+
+
+def test_training_and_validation_data_are_checked_when_loaded(phantom_root, tmp_path):
+    import shutil
+
+    root = tmp_path / "root"
+    shutil.copytree(phantom_root, root)
+    case = io.list_cases(str(root))[0]
+    bad_slice = io.slice_path(str(root), case, 1)
+    s = io.read_h5(bad_slice)
+    io.write_h5(bad_slice, {"image": s["image"], "label": s["label"],
+                            "scribble": np.full((5, 5), 4, np.uint16)})
+    with pytest.raises(ValueError, match=f"{os.path.basename(bad_slice)}: arrays of different shapes"):
+        SliceDataset(str(root), [case], "scribble", (32, 32), progress=False)
+    v = io.read_case(str(root), case)
+    label = v.label.copy()
+    label[0, 0, 0] = 7
+    io.write_h5(io.volume_path(str(root), case), {"image": v.image, "label": label})
+    with pytest.raises(ValueError, match=f"{case}.h5: label: values must lie in 0..3, found 7"):
+        VolumeSet(str(root), [case])
