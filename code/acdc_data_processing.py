@@ -1,6 +1,9 @@
-"""Build the ACDC h5 layout from the raw ACDC NIfTI tree, or derive slice files from volumes.
+"""Build the ACDC h5 layout from the raw ACDC NIfTI tree or any NIfTI data set, or derive slice
+files from volumes.
 
     python code/acdc_data_processing.py --raw RAW --out OUT [--scribbles DIR] [--seed S]
+    python code/acdc_data_processing.py --nifti SRC --out OUT [--class_names RV MYO LV]
+                                        [--patient_pattern REGEX] [--seed S]
     python code/acdc_data_processing.py --volumes DIR --out OUT
 
 ``--raw``: RAW is the official ACDC training tree, ``RAW/patientXXX/patientXXX_frameYY.nii.gz``
@@ -14,6 +17,18 @@ Scribbles are read from ``--scribbles DIR/<case>_scribble.nii.gz`` (e.g.
 without ``--scribbles``, generated from the mask (``dataloaders.scribbles``, seeded by ``--seed``
 and the case, so reruns agree).
 
+``--nifti``: SRC holds one folder per split, ``train/``, ``val/``, ``test/`` or ``TestSet/`` (any
+subset), each with ``images/<case>.nii.gz`` and ``labels/`` (the layout of MS-CMRSeg). A label
+file is matched to its image by name (``dataloaders.io.find_nifti_dataset``: the image stem,
+optionally followed by ``_anything``, e.g. ``subject3_DE_scribble.nii.gz`` or
+``subject3_DE_manual.nii.gz`` for ``subject3_DE.nii.gz``); unmatched files are listed in one
+error. A label is a scribble (0..3, 4 = unlabeled) when its name contains "scribble" or it holds
+the value 4, a dense mask (0..C) otherwise; training cases with only a dense mask get scribbles
+generated from it, as with ``--raw``. Each case keeps its geometry (spacing, origin, direction;
+see ``dataloaders.io.read_scan`` for the orientation rule), ``OUT/splits.json`` records the
+split of every case (``--fold split`` trains and tests on it), and ``OUT/dataset.json`` the
+class names and the optional patient-grouping regex (default: a case is its own patient).
+
 ``--volumes``: DIR holds ``<case>.h5`` volumes (image, label, scribble); their 2-D slices
 ``volume[key][z]`` (dtypes kept) are written to ``OUT/ACDC_training_slices``. With
 ``--volumes X/ACDC_training_volumes --out X`` the root X becomes complete.
@@ -26,6 +41,7 @@ destroys a good file already in OUT.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -34,6 +50,7 @@ import zlib
 import numpy as np
 from tqdm import tqdm
 
+from dataloaders import io
 from dataloaders.io import KEYS, UNLABELED, Case, read_h5, read_nifti, write_case, write_slices
 from dataloaders.phantoms import normalise_intensity
 from dataloaders.scribbles import scribble_volume
@@ -108,6 +125,40 @@ def process_raw_case(case: str, image_path: str | None, gt_path: str | None,
     return Case(case, normalise_intensity(image), label, scribble, spacing)
 
 
+def process_nifti_case(split: str, image_path: str, label_path: str, seed: int,
+                       num_classes: int = io.NUM_CLASSES) -> Case:
+    """Read one image and its label file of a NIfTI data set into a ``Case`` with its geometry:
+    image float32 [0, 1], ``label`` (dense mask) or ``scribble`` (given, or generated from the
+    dense mask of a training case)."""
+    try:
+        scan, lab = io.read_scan(image_path), io.read_scan(label_path)
+        if lab.image.shape != scan.image.shape:
+            raise ValueError(f"{label_path}: shape {lab.image.shape} differs from the image's {scan.image.shape}")
+        if not np.allclose(lab.spacing, scan.spacing, rtol=1e-3) or \
+                not np.allclose(lab.direction, scan.direction, atol=1e-3):
+            raise ValueError(f"{label_path}: spacing or direction differs from the image's")
+        kind = io.label_kind(label_path, lab.image)
+        io.check_labels(label_path, lab.image, UNLABELED if kind == "scribble" else num_classes - 1)
+    except (OSError, ValueError) as e:
+        raise CaseError(str(e)) from e
+    label = lab.image.astype(np.uint8) if kind == "label" else None
+    if kind == "scribble":
+        scribble = lab.image.astype(np.uint16)
+    elif split == "train":
+        scribble = scribble_volume(label, np.random.default_rng(case_seed(seed, scan.name)))
+    else:
+        scribble = None
+    return Case(scan.name, normalise_intensity(scan.image.astype(np.float32)), label, scribble,
+                scan.spacing, scan.origin, scan.direction)
+
+
+def write_splits_json(out: str, splits: dict[str, list[str]]) -> None:
+    """``OUT/splits.json``: {"train": [...], "val": [...], "test": [...]} (the parts present)."""
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "splits.json"), "w") as f:
+        json.dump(splits, f, indent=2)
+
+
 def process_volume_file(path: str, out: str) -> int:
     """Write the slice files of one ``<case>.h5`` volume into ``out``; returns the slice count."""
     case = os.path.basename(path)[:-3]
@@ -141,17 +192,46 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--raw", help="raw ACDC tree RAW/patientXXX/patientXXX_frameYY[_gt].nii.gz")
+    src.add_argument("--nifti", help="NIfTI data set SRC/{train,val,test,TestSet}/{images,labels}/")
     src.add_argument("--volumes", help="folder of <case>.h5 volumes to cut into slice files")
     ap.add_argument("--out", required=True, help="data root to write into")
     ap.add_argument("--scribbles", help="folder of <case>_scribble.nii.gz (with --raw)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of generated scribbles (with --raw)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of generated scribbles (--raw, --nifti)")
+    ap.add_argument("--class_names", nargs="+", default=list(io.CLASS_NAMES),
+                    help="names of labels 1..C, written to OUT/dataset.json (with --nifti)")
+    ap.add_argument("--patient_pattern",
+                    help="regex whose first group is a case's patient, for k-fold splits (with --nifti; "
+                         "default: each case is its own patient)")
     args = ap.parse_args(argv)
-    if args.volumes is not None and args.scribbles is not None:
+    if args.raw is None and args.scribbles is not None:
         ap.error("--scribbles only applies to --raw")
+    if not 1 <= len(args.class_names) < UNLABELED:
+        ap.error(f"--class_names: 1..{UNLABELED - 1} names (scribbles use {UNLABELED} for unlabeled), "
+                 f"got {len(args.class_names)}")
     if args.scribbles is not None and not os.path.isdir(args.scribbles):
         ap.error(f"--scribbles {args.scribbles}: no such folder")
 
-    if args.raw is not None:
+    if args.nifti is not None:
+        try:
+            found = io.find_nifti_dataset(args.nifti)
+        except ValueError as e:
+            ap.error(str(e))
+        stems = [io.nifti_stem(img) for pairs in found.values() for img, _ in pairs]
+        if len(set(stems)) != len(stems):
+            ap.error(f"--nifti {args.nifti}: a case name appears in two splits")
+
+        def nifti_job(split, img, lab):
+            return lambda: write_case(args.out, process_nifti_case(split, img, lab, args.seed,
+                                                                   len(args.class_names) + 1))
+
+        jobs = [(img, nifti_job(split, img, lab)) for split, pairs in found.items() for img, lab in pairs]
+        failed = _run(jobs, "cases")
+        total = len(jobs)
+        write_splits_json(args.out, {split: [io.nifti_stem(img) for img, _ in pairs]
+                                     for split, pairs in found.items()})
+        extra = {"patient_pattern": args.patient_pattern} if args.patient_pattern else {}
+        io.write_dataset_json(args.out, args.class_names, **extra)
+    elif args.raw is not None:
         try:
             cases = find_raw_cases(args.raw)
         except FileNotFoundError as e:

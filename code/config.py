@@ -10,7 +10,7 @@ import argparse
 import json
 import os
 
-from dataloaders.acdc import FOLDS, SUPERVISION
+from dataloaders.acdc import FOLD_CHOICES, SUPERVISION
 from postprocess import POSTPROCESS
 
 DEFAULTS = dict(
@@ -50,7 +50,7 @@ def build_parser(method_cls=None, method_choices=None) -> argparse.ArgumentParse
     if method_choices is not None:
         p.add_argument("--method", required=True, choices=method_choices)
     p.add_argument("--root_path", default=d["root_path"], help="data root in the ACDC h5 layout")
-    p.add_argument("--fold", default=d["fold"], help="fold1..fold5")
+    p.add_argument("--fold", default=d["fold"], help="fold1..fold5, or split (ROOT/splits.json)")
     p.add_argument("--exp", default=d["exp"], help="experiment name (default: the method name)")
     p.add_argument("--sup_type", default=d["sup_type"],
                    help="scribble | label | random_walker (default: the method's own)")
@@ -81,7 +81,8 @@ def build_parser(method_cls=None, method_choices=None) -> argparse.ArgumentParse
     p.add_argument("--val_interval", type=int, default=d["val_interval"],
                    help="validate (and save checkpoints) every N iterations")
     p.add_argument("--val_fraction", type=float, default=d["val_fraction"],
-                   help="fraction of training patients held out for model selection")
+                   help="fraction of training patients held out for model selection (0: none, "
+                        "the last model is kept)")
     p.add_argument("--select_on_test", action="store_true",
                    help="select the model on the test fold, as the peers do (biased; for comparison)")
     p.add_argument("--resume", action="store_true", help="continue from <out_dir>/last.pth")
@@ -101,8 +102,8 @@ def finalize(cfg: argparse.Namespace, method_cls) -> argparse.Namespace:
     for flag in ("max_iterations", "batch_size", "val_interval"):
         if getattr(cfg, flag) < 1:
             raise ValueError(f"--{flag} must be >= 1, got {getattr(cfg, flag)}")
-    if cfg.fold not in FOLDS:
-        raise ValueError(f"--fold must be one of {', '.join(FOLDS)}, got {cfg.fold!r}")
+    if cfg.fold not in FOLD_CHOICES:
+        raise ValueError(f"--fold must be one of {', '.join(FOLD_CHOICES)}, got {cfg.fold!r}")
     if cfg.sup_type not in SUPERVISION:
         raise ValueError(f"--sup_type must be one of {sorted(SUPERVISION)}, got {cfg.sup_type!r}")
     if any(s < 16 or s % 16 for s in cfg.patch_size):

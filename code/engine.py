@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from config import input_size, save_config
 from dataloaders import io
-from dataloaders.acdc import SliceDataset, TrainBatchSampler, VolumeSet, fold_split
+from dataloaders.acdc import SliceDataset, TrainBatchSampler, VolumeSet, make_split
 from inference import autocast, evaluate
 
 
@@ -203,13 +203,16 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
 
-    split = fold_split(io.list_cases(cfg.root_path), cfg.fold, cfg.val_fraction, cfg.select_on_test)
+    split = make_split(cfg.root_path, cfg.fold, cfg.val_fraction, cfg.select_on_test)
     log.info("command: %s", " ".join(sys.argv))
     log.info("split %s: %d train, %d validation, %d test volumes%s", cfg.fold, len(split.train),
              len(split.val), len(split.test), " (selecting on the TEST fold)" if cfg.select_on_test else "")
     train_set = SliceDataset(cfg.root_path, split.train, cfg.sup_type, cfg.patch_size, progress=cfg.progress,
                              input_size=cfg.input_size, fg_prob=cfg.fg_prob)
     val_set = list(VolumeSet(cfg.root_path, split.val))
+    if not val_set:
+        log.info("no validation split (--val_fraction 0, or no 'val' in splits.json): no model "
+                 "selection, the last model is kept (best.pth = last.pth)")
 
     method = method_cls(cfg)
     method.prepare(train_set, log)
@@ -271,21 +274,34 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
                 writer.add_scalar(f"train/{k}", v, state.iteration)
             writer.add_scalar("train/lr", next(iter(optimizers.values())).param_groups[0]["lr"], state.iteration)
         if validating:
-            summary = validate(cfg, method, val_set, device, batch, writer, state.iteration)
-            log.info("iteration %d: %s | val dice %.4f hd95 %.2f (%.0f s)", state.iteration,
-                     " ".join(f"{k} {float(v):.4f}" for k, v in logs.items()),
-                     summary["dice"]["mean"], summary["hd95"]["mean"], time.time() - start)
-            if summary["dice"]["mean"] > best["dice"]:
-                best = {"iteration": state.iteration, "dice": summary["dice"]["mean"],
-                        "hd95": summary["hd95"]["mean"]}
+            losses = " ".join(f"{k} {float(v):.4f}" for k, v in logs.items())
+            if val_set:
+                summary = validate(cfg, method, val_set, device, batch, writer, state.iteration)
+                log.info("iteration %d: %s | val dice %.4f hd95 %.2f (%.0f s)", state.iteration, losses,
+                         summary["dice"]["mean"], summary["hd95"]["mean"], time.time() - start)
+                improved = summary["dice"]["mean"] > best["dice"]
+                if improved:
+                    best = {"iteration": state.iteration, "dice": summary["dice"]["mean"],
+                            "hd95": summary["hd95"]["mean"]}
+            else:
+                log.info("iteration %d: %s | no validation: keeping the last model (%.0f s)",
+                         state.iteration, losses, time.time() - start)
+                best = {"iteration": state.iteration, "dice": None, "hd95": None,
+                        "selection": "last model (no validation split)"}
+                improved = True
+            if improved:
                 save_checkpoint(os.path.join(cfg.out_dir, "best.pth"), cfg, method, optimizers,
                                 schedulers, state, best)
             save_checkpoint(last_path, cfg, method, optimizers, schedulers, state, best)
             method.train()
     bar.close()
     writer.close()
-    log.info("done in %.0f s; best validation dice %.4f at iteration %d", time.time() - start,
-             best["dice"], best["iteration"])
+    if val_set:
+        log.info("done in %.0f s; best validation dice %.4f at iteration %d", time.time() - start,
+                 best["dice"], best["iteration"])
+    else:
+        log.info("done in %.0f s; no validation: best.pth is the last model (iteration %d)",
+                 time.time() - start, best["iteration"])
     with open(os.path.join(cfg.out_dir, "best.json"), "w") as f:
         json.dump(best, f, indent=2)
     return best

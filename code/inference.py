@@ -20,14 +20,20 @@ def autocast(device: torch.device, amp: str):
     return torch.autocast(device.type, dtype=dtype)
 
 
+FLIPS = ((), (-1,), (-2,), (-2, -1))  # test-time augmentation: flips of W, H and both
+
+
 @torch.no_grad()
 def predict_volume(model: torch.nn.Module, image: np.ndarray, size, device: torch.device,
-                   amp: str = "off", batch_size: int = 16, channels_last: bool = False) -> np.ndarray:
-    """Segment a volume slice by slice.
+                   amp: str = "off", batch_size: int = 16, channels_last: bool = False,
+                   tta: bool = False) -> np.ndarray:
+    """Segment a volume slice by slice (the one prediction path of validation, testing and
+    ``predict.py``).
 
     Each (H, W) slice is resized (bilinear) to ``size`` (the training input size; the network is
     fully convolutional, so a model trained on smaller crops sees the whole slice), segmented,
     and the (h, w) argmax brought back to (H, W) with (centre-aligned) nearest neighbour.
+    ``tta`` averages the softmax over the identity and the flips of H, W and both.
 
     Args:
         model: (B, 1, h, w) -> (B, C, h, w) logits, in eval mode.
@@ -42,17 +48,22 @@ def predict_volume(model: torch.nn.Module, image: np.ndarray, size, device: torc
                               align_corners=False)
         if channels_last:
             chunk = chunk.contiguous(memory_format=torch.channels_last)
-        with autocast(device, amp):
-            logits = model(chunk)
-        pred = logits.float().argmax(1, keepdim=True).float()
+        scores = 0
+        for dims in FLIPS if tta else ((),):
+            with autocast(device, amp):
+                logits = model(chunk.flip(dims) if dims else chunk).float()
+            # Without TTA the argmax of the logits is the argmax of the softmax.
+            scores = scores + (logits.softmax(1).flip(dims) if tta else logits)
+        pred = scores.argmax(1, keepdim=True).float()
         # "nearest-exact" is centre-aligned like the bilinear resize above ("nearest" shifts by
         # half a pixel, which biases HD95 and ASD).
         out.append(F.interpolate(pred, size=image.shape[1:], mode="nearest-exact")[:, 0].to(torch.uint8).cpu())
     return torch.cat(out).numpy()
 
 
-def score_cases(predictions: dict[str, np.ndarray], cases: list[Case]) -> dict[str, dict]:
-    """Per-volume :func:`metrics.volume_metrics` of each case: {case: {class: {metric: value}}}.
+def score_cases(predictions: dict[str, np.ndarray], cases: list[Case], num_classes: int = 4) -> dict[str, dict]:
+    """Per-volume :func:`metrics.volume_metrics` of each case, classes 1..``num_classes``-1:
+    {case: {class: {metric: value}}}.
 
     Distances are in mm when a case has a spacing, else in voxels. A case without a prediction
     raises KeyError naming it.
@@ -61,13 +72,15 @@ def score_cases(predictions: dict[str, np.ndarray], cases: list[Case]) -> dict[s
     if missing:
         raise KeyError(f"no prediction for case {missing[0]}" + (f" (and {len(missing) - 1} more)"
                                                                  if len(missing) > 1 else ""))
-    return {c.name: metrics.volume_metrics(predictions[c.name], c.label, c.spacing) for c in cases}
+    classes = tuple(range(1, num_classes))
+    return {c.name: metrics.volume_metrics(predictions[c.name], c.label, c.spacing, classes) for c in cases}
 
 
-def table_rows(scores: dict[str, dict]) -> list[dict]:
-    """Flatten :func:`score_cases` into rows {"case", "class", "dice", "hd95", "asd"} for a CSV."""
+def table_rows(scores: dict[str, dict], names=CLASS_NAMES) -> list[dict]:
+    """Flatten :func:`score_cases` into rows {"case", "class", "dice", "hd95", "asd"} for a CSV;
+    ``names`` are the names of classes 1..C."""
     return [{"case": case, "class": name, **per_class[c]}
-            for case, per_class in scores.items() for c, name in enumerate(CLASS_NAMES, start=1)]
+            for case, per_class in scores.items() for c, name in enumerate(names, start=1)]
 
 
 def evaluate(model, cases: list[Case], size, device, amp="off", channels_last=False, post="none"):

@@ -144,11 +144,11 @@ def volume_metrics(pred: np.ndarray, gt: np.ndarray, spacing=None,
     return out
 
 
-def summarize(rows: list[dict[int, dict[str, float]]]) -> dict[str, dict[str, float]]:
-    """Means over volumes of :func:`volume_metrics` results (classes 1, 2, 3).
+def summarize(rows: list[dict[int, dict[str, float]]], names=CLASS_NAMES) -> dict[str, dict[str, float]]:
+    """Means over volumes of :func:`volume_metrics` results (classes 1..C named by ``names``).
 
     Returns ``{metric: {"RV": .., "MYO": .., "LV": .., "mean": ..}}`` for dice, hd95 and asd, where
-    ``"mean"`` is the mean of the three class means. Raises ValueError on an empty list or a row
+    ``"mean"`` is the mean of the class means. Raises ValueError on an empty list or a row
     missing a class or metric.
     """
     if not rows:
@@ -156,11 +156,11 @@ def summarize(rows: list[dict[int, dict[str, float]]]) -> dict[str, dict[str, fl
     out = {}
     for m in METRICS:
         per_class = {}
-        for c, name in enumerate(CLASS_NAMES, start=1):
+        for c, name in enumerate(names, start=1):
             try:
                 per_class[name] = float(np.mean([r[c][m] for r in rows]))
             except KeyError as e:
                 raise ValueError(f"summarize: a row lacks class {c} metric {m!r} ({e})") from e
-        per_class["mean"] = float(np.mean([per_class[n] for n in CLASS_NAMES]))
+        per_class["mean"] = float(np.mean([per_class[n] for n in names]))
         out[m] = per_class
     return out

@@ -1,5 +1,9 @@
 """Score a fold's test volumes: Dice, HD95 and ASD per volume and per class.
 
+``--fold fold1..fold5`` as in training, or ``--fold split`` (the data root's ``splits.json``);
+``--on val`` scores the validation part instead of the test part. Class names come from the
+data root's ``dataset.json`` (default RV, MYO, LV).
+
 Two sources of predictions:
 
 - a trained checkpoint: ``--exp NAME --sup_type scribble [--checkpoint best|last|PATH]`` (the run
@@ -8,7 +12,8 @@ Two sources of predictions:
   same (Z, H, W) order as the h5 ``label``.
 
 Writes the summary JSON (``--out_json``), a per-volume, per-class CSV beside it, optionally the
-predictions as NIfTI with spacing (``--save_nii``), and prints a table.
+predictions as NIfTI with the scan's geometry (``--save_nii``: spacing, and origin and direction
+for data converted from NIfTI), and prints a table.
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ import numpy as np
 
 import metrics
 from dataloaders import io
-from dataloaders.acdc import FOLDS, VolumeSet, fold_split
+from dataloaders.acdc import FOLD_CHOICES, VolumeSet, make_split
 from inference import predict_volume, score_cases, table_rows
 from postprocess import POSTPROCESS, postprocess
 
@@ -31,7 +36,9 @@ from postprocess import POSTPROCESS, postprocess
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--root_path", default="data/ACDC_phantom", help="data root in the ACDC h5 layout")
-    p.add_argument("--fold", default="fold1", choices=FOLDS)
+    p.add_argument("--fold", default="fold1", choices=FOLD_CHOICES,
+                   help="fold1..fold5, or split (ROOT/splits.json)")
+    p.add_argument("--on", default="test", choices=("test", "val"), help="which part of the split to score")
     p.add_argument("--out_json", required=True, help="summary JSON; the CSV is written beside it")
     p.add_argument("--pred_dir", help="score the label volumes in this folder")
     p.add_argument("--exp", help="experiment name of a trained run")
@@ -70,8 +77,8 @@ def predict_checkpoint(args, cases) -> tuple[dict[str, np.ndarray], dict]:
     ckpt = read_checkpoint(path)
     model = method.segmenter()
     post = args.postprocess or getattr(cfg, "postprocess", "none")
-    preds = {c.name: postprocess(predict_volume(model, c.image, cfg.input_size, device, cfg.amp), post)
-             for c in cases}
+    preds = {c.name: postprocess(predict_volume(model, c.image, cfg.input_size, device, cfg.amp), post,
+                                 cfg.num_classes) for c in cases}
     config_text = json.dumps(ckpt["config"], sort_keys=True, default=str)
     return preds, {"method": ckpt["method"], "checkpoint": os.path.abspath(path),
                    "iteration": ckpt["iteration"], "postprocess": post,
@@ -81,13 +88,15 @@ def predict_checkpoint(args, cases) -> tuple[dict[str, np.ndarray], dict]:
 
 def save_nii(out_dir: str, case: io.Case, pred: np.ndarray) -> None:
     os.makedirs(out_dir, exist_ok=True)
-    io.write_nifti(os.path.join(out_dir, f"{case.name}.nii.gz"), pred.astype(np.uint8), case.spacing)
+    io.write_nifti(os.path.join(out_dir, f"{case.name}.nii.gz"), pred.astype(np.uint8), case.spacing,
+                   case.origin, case.direction)
 
 
-def write_results(out_json: str, scores: dict, units: str, scored: dict | None = None) -> dict:
+def write_results(out_json: str, scores: dict, units: str, scored: dict | None = None,
+                  names=io.CLASS_NAMES) -> dict:
     """Write the summary JSON (with ``scored``: what produced the predictions) and the per-volume
-    CSV beside it; returns the summary."""
-    summary = metrics.summarize(list(scores.values()))
+    CSV beside it, classes named ``names``; returns the summary."""
+    summary = metrics.summarize(list(scores.values()), names)
     summary.update(n_volumes=len(scores), units=units, scored=scored or {})
     os.makedirs(os.path.dirname(os.path.abspath(out_json)), exist_ok=True)
     with open(out_json, "w") as f:
@@ -95,12 +104,12 @@ def write_results(out_json: str, scores: dict, units: str, scored: dict | None =
     with open(os.path.splitext(out_json)[0] + ".csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["case", "class", *metrics.METRICS])
         w.writeheader()
-        w.writerows(table_rows(scores))
+        w.writerows(table_rows(scores, names))
     return summary
 
 
 def format_table(summary: dict) -> str:
-    names = [*io.CLASS_NAMES, "mean"]
+    names = [n for n in summary["dice"] if n != "mean"] + ["mean"]
     lines = [f"{'':8s}" + "".join(f"{n:>9s}" for n in names)]
     for m in metrics.METRICS:
         lines.append(f"{m:8s}" + "".join(f"{summary[m][n]:9.4f}" for n in names))
@@ -111,8 +120,12 @@ def format_table(summary: dict) -> str:
 def main(argv=None) -> dict:
     args, parser = parse_args(argv)
     try:
-        split = fold_split(io.list_cases(args.root_path), args.fold)
-        cases = list(VolumeSet(args.root_path, split.test))
+        names = io.class_names(args.root_path)
+        split = make_split(args.root_path, args.fold)
+        part = split.val if args.on == "val" else split.test
+        if not part:
+            raise ValueError(f"--fold {args.fold} of {args.root_path} has no {args.on} cases")
+        cases = list(VolumeSet(args.root_path, part))
         if args.pred_dir:
             preds = {c.name: read_prediction(args.pred_dir, c.name) for c in cases}
             scored = {"pred_dir": os.path.abspath(args.pred_dir)}
@@ -122,15 +135,15 @@ def main(argv=None) -> dict:
             if preds[c.name].shape != c.label.shape:
                 raise ValueError(f"prediction for {c.name} has shape {preds[c.name].shape}, "
                                  f"the label {c.label.shape}")
-        scores = score_cases(preds, cases)
+        scores = score_cases(preds, cases, len(names) + 1)
     except (ValueError, FileNotFoundError, KeyError, OSError) as e:
         parser.exit(2, f"error: {e}\n")
     if args.save_nii:
         for c in cases:
             save_nii(args.save_nii, c, preds[c.name])
     units = {metrics.units_of(c.spacing) for c in cases}
-    scored.update(root_path=os.path.abspath(args.root_path), fold=args.fold)
-    summary = write_results(args.out_json, scores, units.pop() if len(units) == 1 else "mixed", scored)
+    scored.update(root_path=os.path.abspath(args.root_path), fold=args.fold, on=args.on)
+    summary = write_results(args.out_json, scores, units.pop() if len(units) == 1 else "mixed", scored, names)
     print(format_table(summary))
     return summary
 

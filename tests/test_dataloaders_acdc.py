@@ -36,8 +36,24 @@ def test_fold_errors():
         fold_split(ACDC_CASES, "fold6")
     with pytest.raises(ValueError, match="at least 5 patients"):
         fold_split(ACDC_CASES[:6], "fold1")
-    with pytest.raises(ValueError, match="patientXXX_frameYY"):
-        fold_split(["case1"], "fold1")
+    with pytest.raises(ValueError, match="does not match patient_pattern"):
+        fold_split(["s1_a", "x"], "fold1", patient_pattern=r"(s\d+)_")
+
+
+def test_patient_grouping_rule():
+    assert io.patient_of("patient007_frame12") == "patient007"
+    assert io.patient_of("subject3_DE") == "subject3_DE"  # default: a case is its own patient
+    assert io.patient_of("subject3_ED", r"(subject\d+)_") == "subject3"
+    cases = [f"s{p}_{t}" for p in range(10) for t in ("ED", "ES")]
+    split = fold_split(cases, "fold2", patient_pattern=r"(s\d+)_")
+    assert split.test == ["s2_ED", "s2_ES", "s3_ED", "s3_ES"]  # both frames of a patient together
+    assert len(split.val) == 2 and split.val[0][:2] == split.val[1][:2]
+    assert len(fold_split(cases, "fold2").test) == 4  # 20 one-case patients: 4 per fold
+
+
+def test_val_fraction_zero_holds_out_nobody():
+    split = fold_split(ACDC_CASES, "fold1", val_fraction=0)
+    assert split.val == [] and len(patients(split.train)) == 80
 
 
 def test_sampler_is_a_pure_function_of_seed_and_iteration():

@@ -4,10 +4,16 @@ Folds: fold k (1..5) tests on the k-th fifth of the sorted patient IDs and train
 for ACDC's 100 patients fold k tests patients 20(k-1)+1..20k. Model selection never looks at the
 test fold unless asked to: a fixed, seeded ~10% of the training patients is held out as the
 validation split (``select_on_test=True`` reproduces the peers' protocol of selecting on the test
-fold, for comparison only).
+fold, for comparison only; ``val_fraction=0`` holds out nobody). Patients are grouped by
+:func:`dataloaders.io.patient_of` (``dataset.json``'s ``patient_pattern`` when given).
+
+Fold ``split``: the parts listed in ``ROOT/splits.json`` (``{"train": [...], "val": [...],
+"test": [...]}``, written by ``acdc_data_processing.py --nifti`` or by hand; a missing or empty
+part is allowed, e.g. no ``val`` trains without validation).
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 
@@ -20,6 +26,9 @@ from dataloaders import io
 from dataloaders.augment import augment
 
 FOLDS = tuple(f"fold{k}" for k in range(1, 6))
+SPLIT_FOLD = "split"
+FOLD_CHOICES = (*FOLDS, SPLIT_FOLD)
+SPLITS_JSON = "splits.json"
 SPLIT_SEED = 2022
 
 
@@ -33,7 +42,8 @@ class Split:
 
 
 def fold_split(cases: list[str], fold: str, val_fraction: float = 0.1,
-               select_on_test: bool = False, split_seed: int = SPLIT_SEED) -> Split:
+               select_on_test: bool = False, split_seed: int = SPLIT_SEED,
+               patient_pattern: str | None = None) -> Split:
     """Split ``cases`` into train / validation / test patients of ``fold``.
 
     Both frames of a patient always fall in the same part. The validation patients are drawn
@@ -42,7 +52,8 @@ def fold_split(cases: list[str], fold: str, val_fraction: float = 0.1,
     """
     if fold not in FOLDS:
         raise ValueError(f"--fold must be one of {', '.join(FOLDS)}, got {fold!r}")
-    patients = sorted({io.patient_of(c) for c in cases})
+    patient = {c: io.patient_of(c, patient_pattern) for c in cases}
+    patients = sorted(set(patient.values()))
     if len(patients) < 5:
         raise ValueError(f"need at least 5 patients for 5 folds, found {len(patients)}")
     k, n = int(fold[4:]), len(patients)
@@ -50,13 +61,51 @@ def fold_split(cases: list[str], fold: str, val_fraction: float = 0.1,
     train_p = [p for p in patients if p not in test_p]
     if select_on_test:
         val_p = set(test_p)
+    elif val_fraction <= 0:
+        val_p = set()
     else:
         n_val = max(1, round(val_fraction * len(train_p)))
         rng = np.random.default_rng(split_seed)
         val_p = set(rng.choice(train_p, n_val, replace=False).tolist())
         train_p = [p for p in train_p if p not in val_p]
-    pick = lambda ps: [c for c in cases if io.patient_of(c) in ps]  # noqa: E731
+    pick = lambda ps: [c for c in cases if patient[c] in ps]  # noqa: E731
     return Split(pick(set(train_p)), pick(val_p), pick(test_p))
+
+
+def read_splits(root: str) -> Split:
+    """The parts of ``root/splits.json``; ValueError naming the file when it is missing or
+    malformed, names a case that is not in the data root, or puts a case in two parts."""
+    path = os.path.join(root, SPLITS_JSON)
+    if not os.path.isfile(path):
+        raise ValueError(f"--fold split: {path} does not exist (write it, or use fold1..fold5)")
+    try:
+        with open(path) as f:
+            parts = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not readable JSON ({e})") from e
+    if not isinstance(parts, dict) or set(parts) - {"train", "val", "test"} or \
+            not all(isinstance(v, list) for v in parts.values()):
+        raise ValueError(f"{path}: expected {{\"train\": [...], \"val\": [...], \"test\": [...]}}")
+    known = set(io.list_cases(root))
+    seen: dict[str, str] = {}
+    for part, cases in parts.items():
+        for c in cases:
+            if c not in known:
+                raise ValueError(f"{path}: case {c!r} ({part}) has no volume {io.volume_path(root, str(c))}")
+            if c in seen:
+                raise ValueError(f"{path}: case {c!r} is in both {seen[c]} and {part}")
+            seen[c] = part
+    return Split(*(list(parts.get(k, [])) for k in ("train", "val", "test")))
+
+
+def make_split(root: str, fold: str, val_fraction: float = 0.1, select_on_test: bool = False) -> Split:
+    """The split a run uses: ``splits.json`` for fold ``split``, else :func:`fold_split` of the
+    root's cases with its ``dataset.json`` patient grouping."""
+    if fold == SPLIT_FOLD:
+        split = read_splits(root)
+        return Split(split.train, split.test, split.test) if select_on_test else split
+    pattern = io.read_dataset_json(root).get("patient_pattern")
+    return fold_split(io.list_cases(root), fold, val_fraction, select_on_test, patient_pattern=pattern)
 
 
 def _key(sup_type: str, slices: list[dict], key: str) -> list[np.ndarray]:
@@ -166,13 +215,22 @@ class TrainBatchSampler(Sampler):
 
 
 class VolumeSet:
-    """Whole volumes of ``cases`` for validation and testing, read once and kept in memory."""
+    """Whole volumes of ``cases`` for validation and testing, read once and kept in memory.
+
+    Every case needs a dense, non-empty ``label``: a scribble-only or empty mask would score a
+    meaningless Dice of 1, so it is a ValueError naming the file.
+    """
 
     def __init__(self, root: str, cases: list[str]):
         self.cases = [io.read_case(root, c) for c in cases]
         for c in self.cases:
+            path = io.volume_path(root, c.name)
             if c.label is None:
-                raise KeyError(f"{io.volume_path(root, c.name)}: no 'label' to evaluate against")
+                raise ValueError(f"{path}: no dense 'label' to evaluate against (a scribble-only "
+                                 "case can only train)")
+            if not c.label.any():
+                raise ValueError(f"{path}: the dense 'label' is empty (all background); "
+                                 "it cannot be evaluated against")
 
     def __iter__(self):
         return iter(self.cases)

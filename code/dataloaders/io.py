@@ -7,12 +7,19 @@ A data root holds ``ACDC_training_volumes/<case>.h5`` (one file per 3-D volume) 
 - ``label``    uint8,   dense mask: 0 background, 1 RV, 2 MYO, 3 LV
 - ``scribble`` uint16,  0..3 as ``label``, 4 = unlabeled
 
-and, optionally, the attribute ``spacing`` = (z, y, x) in mm.
-A case name is ``patientXXX_frameYY``.
+and, optionally, the geometry of the scan it came from as attributes: ``spacing`` = (z, y, x)
+in mm, and (volumes converted from NIfTI) ``origin`` (x, y, z) mm and ``direction`` (the 3x3
+ITK direction cosines, row-major), so that predictions are written back onto the scan exactly.
+
+A case name is a file stem; ACDC's ``patientXXX_frameYY`` groups the frames of patient XXX
+(:func:`patient_of`). ``ROOT/dataset.json`` (optional) names the labels 1..C
+(``{"labels": {"1": "RV", "2": "MYO", "3": "LV"}}``, :func:`class_names`) and may give a
+``"patient_pattern"`` regex whose first group is a case's patient.
 """
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import re
 import struct
@@ -26,6 +33,7 @@ import SimpleITK as sitk
 VOLUME_DIR = "ACDC_training_volumes"
 SLICE_DIR = "ACDC_training_slices"
 KEYS = ("image", "label", "scribble")
+GEOMETRY = ("spacing", "origin", "direction")  # attributes of an h5 file (see above)
 DTYPES = {"image": np.float32, "label": np.uint8, "scribble": np.uint16}
 UNLABELED = 4
 NUM_CLASSES = 4
@@ -42,14 +50,61 @@ class Case:
     label: np.ndarray | None = None
     scribble: np.ndarray | None = None
     spacing: tuple[float, float, float] | None = None
+    origin: tuple[float, float, float] | None = None
+    direction: tuple[float, ...] | None = None
 
 
-def patient_of(case: str) -> str:
-    """``patient001_frame01`` -> ``patient001``; raises ValueError naming a malformed case."""
+DATASET_JSON = "dataset.json"
+
+
+def patient_of(case: str, pattern: str | None = None) -> str:
+    """The patient a case belongs to, so that a patient's frames never straddle train and test.
+
+    With ``pattern`` (a regex, e.g. ``dataset.json``'s ``patient_pattern``) its first group;
+    else ACDC's ``patient001_frame01`` -> ``patient001``; else the whole case name. ValueError
+    naming the case when ``pattern`` does not match it.
+    """
+    if pattern:
+        m = re.match(pattern, case)
+        if not m:
+            raise ValueError(f"case name {case!r} does not match patient_pattern {pattern!r}")
+        return m.group(1) if m.groups() else m.group(0)
     m = CASE_RE.match(case)
-    if not m:
-        raise ValueError(f"case name {case!r} is not of the form patientXXX_frameYY")
-    return m.group(1)
+    return m.group(1) if m else case
+
+
+def read_dataset_json(root: str) -> dict:
+    """``root/dataset.json`` as a dict ({} when absent); ValueError naming the file when bad."""
+    path = os.path.join(root, DATASET_JSON)
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not readable JSON ({e})") from e
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return meta
+
+
+def class_names(root: str) -> tuple[str, ...]:
+    """Names of the foreground labels 1..C of a data root (``dataset.json`` ``labels``), or
+    RV/MYO/LV. ValueError naming the file when the labels are not exactly "1".."C"."""
+    labels = read_dataset_json(root).get("labels")
+    if labels is None:
+        return CLASS_NAMES
+    keys = sorted(labels, key=lambda k: int(k) if str(k).isdigit() else -1) if isinstance(labels, dict) else []
+    if not keys or keys != [str(i) for i in range(1, len(keys) + 1)]:
+        raise ValueError(f"{os.path.join(root, DATASET_JSON)}: 'labels' must map \"1\"..\"C\" to "
+                         f"names, got {labels!r}")
+    return tuple(str(labels[k]) for k in keys)
+
+
+def write_dataset_json(root: str, names=CLASS_NAMES, **extra) -> None:
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, DATASET_JSON), "w") as f:
+        json.dump({"labels": {str(i): n for i, n in enumerate(names, start=1)}, **extra}, f, indent=2)
 
 
 def volume_path(root: str, case: str) -> str:
@@ -68,8 +123,6 @@ def list_cases(root: str) -> list[str]:
     cases = sorted(f[:-3] for f in os.listdir(vol_dir) if f.endswith(".h5"))
     if not cases:
         raise FileNotFoundError(f"{vol_dir}: no .h5 volumes")
-    for c in cases:
-        patient_of(c)
     return cases
 
 
@@ -120,13 +173,13 @@ def read_h5(path: str, keys=KEYS) -> dict:
     try:
         with h5py.File(path, "r") as f:
             out = {k: f[k][()] for k in keys if k in f}
-            sp = f.attrs.get("spacing")
+            geometry = {a: f.attrs.get(a) for a in GEOMETRY}
     except (OSError, KeyError) as e:
         raise OSError(f"{path}: cannot read h5 ({e})") from e
     if "image" in keys and "image" not in out:
         raise OSError(f"{path}: no 'image' dataset")
     check_arrays(path, out)
-    out["spacing"] = tuple(float(s) for s in sp) if sp is not None else None
+    out.update({a: tuple(float(v) for v in g) if g is not None else None for a, g in geometry.items()})
     return out
 
 
@@ -186,11 +239,49 @@ def read_nifti(path: str) -> tuple[np.ndarray, tuple[float, ...]]:
     return sitk.GetArrayFromImage(img), tuple(float(s) for s in reversed(img.GetSpacing()))
 
 
-def write_nifti(path: str, array: np.ndarray, spacing=None) -> None:
-    """Write ``array`` (e.g. (Z, H, W)) as NIfTI; ``spacing`` in the array's axis order (mm)."""
+def read_scan(path: str) -> Case:
+    """A 3-D NIfTI scan as a ``Case`` named by its stem, with its raw intensities and geometry.
+
+    Orientation: the array is ITK's (k, j, i) voxel order, i.e. (Z, H, W) with the file's third
+    voxel axis as the slice axis, which is how short-axis stacks are stored (one acquired plane
+    per k). Nothing is resampled or flipped: ``origin`` and ``direction`` are kept, so a
+    prediction written with them (:func:`write_nifti`) overlays exactly on the scan, whatever its
+    orientation. OSError (unreadable, truncated) or ValueError (not 3-D) naming the file.
+    """
+    check_nifti_complete(path)
+    try:
+        img = sitk.ReadImage(path)
+    except RuntimeError as e:
+        raise OSError(f"{path}: cannot read NIfTI ({str(e).strip().splitlines()[-1]})") from e
+    if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
+        raise ValueError(f"{path}: expected a 3-D stack of 2-D slices, got a {img.GetDimension()}-D image"
+                         + (f" with {img.GetNumberOfComponentsPerPixel()} components"
+                            if img.GetNumberOfComponentsPerPixel() != 1 else ""))
+    return Case(nifti_stem(path), sitk.GetArrayFromImage(img),
+                spacing=tuple(float(s) for s in reversed(img.GetSpacing())),
+                origin=tuple(float(o) for o in img.GetOrigin()),
+                direction=tuple(float(d) for d in img.GetDirection()))
+
+
+def nifti_stem(path: str) -> str:
+    """``dir/subject3_DE.nii.gz`` -> ``subject3_DE``."""
+    name = os.path.basename(path)
+    for ext in (".nii.gz", ".nii"):
+        if name.endswith(ext):
+            return name[:-len(ext)]
+    return name
+
+
+def write_nifti(path: str, array: np.ndarray, spacing=None, origin=None, direction=None) -> None:
+    """Write ``array`` (e.g. (Z, H, W)) as NIfTI; ``spacing`` in the array's axis order (mm),
+    ``origin`` and ``direction`` as ITK's (x, y, z) and row-major 3x3 (see :func:`read_scan`)."""
     img = sitk.GetImageFromArray(array)
     if spacing is not None:
         img.SetSpacing(tuple(float(s) for s in reversed(spacing)))  # ITK wants (x, y, z)
+    if origin is not None:
+        img.SetOrigin(tuple(float(o) for o in origin))
+    if direction is not None:
+        img.SetDirection(tuple(float(d) for d in direction))
     sitk.WriteImage(img, path)
 
 
@@ -210,11 +301,13 @@ def read_label_file(path: str) -> np.ndarray:
 
 def read_case(root: str, case: str) -> Case:
     d = read_h5(volume_path(root, case))
-    return Case(case, d["image"], d.get("label"), d.get("scribble"), d["spacing"])
+    return Case(case, d["image"], d.get("label"), d.get("scribble"), d["spacing"], d["origin"], d["direction"])
 
 
-def write_h5(path: str, arrays: dict, spacing=None, compression: str | None = "gzip") -> None:
-    """Write ``arrays`` (keys of ``KEYS``) atomically: a partial file never replaces a good one."""
+def write_h5(path: str, arrays: dict, spacing=None, compression: str | None = "gzip",
+             origin=None, direction=None) -> None:
+    """Write ``arrays`` (keys of ``KEYS``) and the geometry attributes that are given,
+    atomically: a partial file never replaces a good one."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = path + ".tmp"
     with h5py.File(tmp, "w") as f:
@@ -223,8 +316,9 @@ def write_h5(path: str, arrays: dict, spacing=None, compression: str | None = "g
                 continue
             a = np.asarray(a)
             f.create_dataset(k, data=a, compression=compression if a.ndim >= 2 else None)
-        if spacing is not None:
-            f.attrs["spacing"] = np.asarray(spacing, dtype=np.float64)
+        for name, value in zip(GEOMETRY, (spacing, origin, direction)):
+            if value is not None:
+                f.attrs[name] = np.asarray(value, dtype=np.float64)
     os.replace(tmp, path)
 
 
@@ -232,7 +326,7 @@ def write_case(root: str, case: Case, slices: bool = True) -> None:
     """Write the volume file and (by default) one file per slice, with ACDC dtypes."""
     arrays = {k: None if getattr(case, k) is None else np.asarray(getattr(case, k), DTYPES[k])
               for k in KEYS}
-    write_h5(volume_path(root, case.name), arrays, case.spacing)
+    write_h5(volume_path(root, case.name), arrays, case.spacing, origin=case.origin, direction=case.direction)
     if slices:
         write_slices(root, case.name, arrays, case.spacing)
 
@@ -247,3 +341,63 @@ def write_slices(root: str, case: str, arrays: dict, spacing=None) -> int:
         write_h5(slice_path(root, case, z),
                  {k: a[z] for k, a in arrays.items() if a is not None}, spacing)
     return n
+
+
+# Split folders of a NIfTI data set and the split each one feeds.
+NIFTI_SPLITS = {"train": "train", "val": "val", "test": "test", "TestSet": "test"}
+
+
+def find_nifti_dataset(src: str) -> dict[str, list[tuple[str, str]]]:
+    """The (image, label) file pairs of each split of a NIfTI data set: ``{split: [(image,
+    label), ...]}`` for the split folders present (``train``, ``val``, ``test`` or ``TestSet``),
+    each holding ``images/`` and ``labels/``.
+
+    Matching rule: a label belongs to the image whose stem is the label's stem or the longest
+    image stem that the label's stem starts with followed by ``_`` (``subject3_DE.nii.gz`` <->
+    ``subject3_DE.nii.gz``, ``subject3_DE_scribble.nii.gz``, ``subject3_DE_manual.nii.gz``).
+    Every image needs exactly one label. ValueError listing every unmatched or doubly matched
+    file in one message.
+    """
+    if not os.path.isdir(src):
+        raise ValueError(f"--nifti {src}: no such folder")
+    found, problems = {}, []
+    for folder, split in NIFTI_SPLITS.items():
+        base = os.path.join(src, folder)
+        if not os.path.isdir(base):
+            continue
+        if split in found:
+            raise ValueError(f"--nifti {src}: both test/ and TestSet/ exist; keep one")
+        listing = {}
+        for sub in ("images", "labels"):
+            d = os.path.join(base, sub)
+            listing[sub] = sorted(os.path.join(d, f) for f in os.listdir(d)
+                                  if f.endswith((".nii", ".nii.gz"))) if os.path.isdir(d) else []
+        images = {nifti_stem(p): p for p in listing["images"]}
+        labels: dict[str, list[str]] = {s: [] for s in images}
+        for lab in listing["labels"]:
+            stem = nifti_stem(lab)
+            owners = [s for s in images if stem == s or stem.startswith(s + "_")]
+            if not owners:
+                problems.append(f"{lab} (no image)")
+            else:
+                labels[max(owners, key=len)].append(lab)
+        pairs = []
+        for stem, img in images.items():
+            if len(labels[stem]) != 1:
+                problems.append(f"{img} ({'no label' if not labels[stem] else 'several labels: ' + ', '.join(map(os.path.basename, labels[stem]))})")
+            else:
+                pairs.append((img, labels[stem][0]))
+        found[split] = pairs
+    if problems:
+        raise ValueError(f"--nifti {src}: unmatched files: " + "; ".join(problems))
+    if not any(found.values()):
+        raise ValueError(f"--nifti {src}: no {{train,val,test,TestSet}}/images/*.nii.gz files")
+    return found
+
+
+def label_kind(path: str, labels: np.ndarray) -> str:
+    """``"scribble"`` when the label file's name says so or it holds the unlabeled value 4,
+    else ``"label"`` (a dense mask)."""
+    if "scribble" in nifti_stem(path).lower() or bool((labels == UNLABELED).any()):
+        return "scribble"
+    return "label"
