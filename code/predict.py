@@ -1,0 +1,125 @@
+"""Segment new short-axis scans with a trained checkpoint: NIfTI in, label NIfTI out.
+
+    python code/predict.py --checkpoint model/<run>/best.pth --input scan.nii.gz|DIR --output OUT
+                           [--overlay] [--device auto|cpu|cuda] [--tta] [--postprocess none|lcc]
+
+Each scan (any size, spacing, orientation; a 3-D stack of 2-D slices, the file's third voxel axis
+being the slice axis, see ``dataloaders.io.read_scan``) is normalised as in training
+(99th-percentile clip, min-max), segmented slice by slice by the same function as validation and
+``test_2D_fully.py`` (``inference.predict_volume``), and written as ``OUT/<name>`` (the input's file
+name) with labels 0..C and the input's exact geometry (size, spacing, origin, direction).
+``--overlay`` also writes ``OUT/<stem>.png``, a grid of slices with the predicted contours.
+A file that cannot be segmented is named on stderr and skipped; the exit status is the number of
+failed files (0: all written).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+from tqdm import tqdm
+
+from dataloaders import io
+from dataloaders.phantoms import normalise_intensity
+from inference import predict_volume
+from postprocess import POSTPROCESS, postprocess
+
+# Contour colours of classes 1..3 (RV red, MYO green, LV blue), as in the phantom figure.
+COLOURS = ("#ff3333", "#33ff33", "#4d80ff", "#ffcc00", "#ff66ff")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", required=True, help="a best.pth / last.pth of a trained run")
+    p.add_argument("--input", required=True, help="a .nii.gz scan or a folder of them")
+    p.add_argument("--output", required=True, help="folder for the label NIfTIs (and overlays)")
+    p.add_argument("--overlay", action="store_true", help="also write a PNG of contours per scan")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--tta", action="store_true", help="average the softmax over flips")
+    p.add_argument("--postprocess", choices=POSTPROCESS, help="default: the run's own")
+    return p.parse_args(argv), p
+
+
+def input_files(path: str) -> list[str]:
+    """The NIfTI files of ``path`` (a file or a folder, sorted); ValueError naming it if none."""
+    if os.path.isfile(path):
+        return [path]
+    if not os.path.isdir(path):
+        raise ValueError(f"--input {path}: no such file or folder")
+    files = sorted(os.path.join(path, f) for f in os.listdir(path) if f.endswith((".nii", ".nii.gz")))
+    if not files:
+        raise ValueError(f"--input {path}: no .nii or .nii.gz files")
+    return files
+
+
+def segment_scan(path: str, model, cfg, device, tta: bool, post: str) -> tuple[io.Case, np.ndarray]:
+    """(the scan with its geometry, its (Z, H, W) uint8 prediction)."""
+    scan = io.read_scan(path)
+    image = normalise_intensity(scan.image.astype(np.float32))
+    pred = predict_volume(model, image, cfg.input_size, device, cfg.amp, tta=tta)
+    return scan, postprocess(pred, post, cfg.num_classes).astype(np.uint8)
+
+
+def draw_overlay(path: str, scan: io.Case, pred: np.ndarray, columns: int = 6) -> None:
+    """Save a PNG grid of up to 2 x ``columns`` slices (base to apex) with the contours of each
+    predicted class; the image is shown in voxel order with the in-plane aspect of its spacing."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = min(scan.image.shape[0], 2 * columns)
+    zs = np.linspace(0, scan.image.shape[0] - 1, n).round().astype(int)
+    rows = (n + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(2 * columns, 2 * rows), squeeze=False)
+    image = normalise_intensity(scan.image.astype(np.float32))
+    aspect = scan.spacing[1] / scan.spacing[2] if scan.spacing else 1.0
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, z in zip(axes.ravel(), zs):
+        ax.imshow(image[z], cmap="gray", vmin=0, vmax=1, aspect=aspect, interpolation="nearest")
+        for c in range(1, int(pred.max()) + 1):
+            if (pred[z] == c).any():
+                ax.contour(pred[z] == c, levels=[0.5], colors=COLOURS[(c - 1) % len(COLOURS)], linewidths=0.8)
+        ax.set_title(f"z={z}", fontsize=8)
+    fig.suptitle(os.path.basename(path), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    args, parser = parse_args(argv)
+    from engine import load_method, resolve_device
+
+    try:
+        files = input_files(args.input)
+        if os.path.isdir(args.input) and os.path.isdir(args.output) and os.path.samefile(args.input, args.output):
+            raise ValueError(f"--output {args.output} is the input folder; the scans would be overwritten")
+        device = resolve_device(args.device)
+        method, cfg = load_method(args.checkpoint, device)
+    except (ValueError, FileNotFoundError, OSError) as e:
+        parser.exit(2, f"error: {e}\n")
+    model = method.segmenter().eval()
+    post = args.postprocess or getattr(cfg, "postprocess", "none")
+    os.makedirs(args.output, exist_ok=True)
+    failed = 0
+    for path in tqdm(files, desc="predicting", unit="scan"):
+        try:
+            scan, pred = segment_scan(path, model, cfg, device, args.tta, post)
+            name = os.path.basename(path)
+            out = os.path.join(args.output, name if name.endswith(".gz") else name + ".gz")
+            io.write_nifti(out, pred, scan.spacing, scan.origin, scan.direction)
+            if args.overlay:
+                draw_overlay(os.path.join(args.output, f"{scan.name}.png"), scan, pred)
+        except (OSError, ValueError, RuntimeError) as e:
+            failed += 1
+            tqdm.write(f"error: {path}: skipped ({e})" if path not in str(e) else f"error: {e}", file=sys.stderr)
+    print(f"{len(files) - failed} of {len(files)} scans segmented into {args.output}"
+          + (f"; {failed} failed" if failed else ""), file=sys.stderr if failed else sys.stdout)
+    return min(failed, 255)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

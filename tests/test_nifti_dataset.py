@@ -1,0 +1,226 @@
+"""A user's own NIfTI data set, end to end: conversion (geometry, splits.json, dataset.json),
+training on ``--fold split``, scoring with test_2D_fully.py, and predict.py on new scans."""
+import json
+import os
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+import acdc_data_processing
+import predict
+import test_2D_fully
+from conftest import tiny_cfg
+from dataloaders import io
+from dataloaders.acdc import VolumeSet, make_split
+from dataloaders.phantoms import render_patient
+from engine import train
+from inference import predict_volume
+from methods import get_method
+
+SPACING_XYZ = (1.37, 0.91, 6.5)
+ORIGIN = (-31.25, 12.5, 88.0)
+# An oblique short-axis orientation: a rotation by 30 degrees about x, then 20 about z.
+_a, _b = np.radians(30), np.radians(20)
+_rot = np.array([[np.cos(_b), -np.sin(_b), 0], [np.sin(_b), np.cos(_b), 0], [0, 0, 1]]) @ \
+    np.array([[1, 0, 0], [0, np.cos(_a), -np.sin(_a)], [0, np.sin(_a), np.cos(_a)]])
+DIRECTION = tuple(_rot.ravel().tolist())
+SPLITS = {"train": [0, 1, 2], "val": [3], "TestSet": [4]}
+
+
+def write_scan(path, array):
+    img = sitk.GetImageFromArray(array)
+    img.SetSpacing(SPACING_XYZ)
+    img.SetOrigin(ORIGIN)
+    img.SetDirection(DIRECTION)
+    sitk.WriteImage(img, str(path))
+
+
+@pytest.fixture(scope="module")
+def nifti_src(tmp_path_factory):
+    """SRC/{train,val,TestSet}/{images,labels}: 5 phantom patients, 64x64, both frames, named
+    ``subjectN_ED`` / ``subjectN_ES``; scribbles in train, dense masks elsewhere; an unusual
+    spacing and an oblique direction."""
+    src = tmp_path_factory.mktemp("nifti_src")
+    for folder, patients in SPLITS.items():
+        for sub in ("images", "labels"):
+            (src / folder / sub).mkdir(parents=True)
+        for p in patients:
+            cases, raws = render_patient(p, seed=0, size=64)
+            for case, raw, phase in zip(cases, raws, ("ED", "ES")):
+                name = f"subject{p + 1}_{phase}"
+                write_scan(src / folder / "images" / f"{name}.nii.gz", raw)
+                if folder == "train":
+                    write_scan(src / folder / "labels" / f"{name}_scribble.nii.gz", case.scribble)
+                else:
+                    write_scan(src / folder / "labels" / f"{name}_manual.nii.gz", case.label)
+    return src
+
+
+@pytest.fixture(scope="module")
+def nifti_root(nifti_src, tmp_path_factory):
+    root = tmp_path_factory.mktemp("nifti_root")
+    assert acdc_data_processing.main(["--nifti", str(nifti_src), "--out", str(root),
+                                      "--patient_pattern", r"(subject\d+)_"]) == 0
+    return root
+
+
+def test_conversion_keeps_geometry_splits_and_kinds(nifti_root):
+    splits = json.loads((nifti_root / "splits.json").read_text())
+    assert splits == {"train": [f"subject{p}_{f}" for p in (1, 2, 3) for f in ("ED", "ES")],
+                      "val": ["subject4_ED", "subject4_ES"], "test": ["subject5_ED", "subject5_ES"]}
+    assert io.class_names(str(nifti_root)) == ("RV", "MYO", "LV")
+    train_case = io.read_case(str(nifti_root), "subject1_ED")
+    assert train_case.label is None and train_case.scribble.max() == io.UNLABELED
+    assert train_case.spacing == pytest.approx(SPACING_XYZ[::-1])
+    assert train_case.origin == pytest.approx(ORIGIN) and train_case.direction == pytest.approx(DIRECTION, abs=1e-6)
+    assert 0 <= train_case.image.min() and train_case.image.max() == 1
+    val_case = io.read_case(str(nifti_root), "subject4_ES")
+    assert val_case.scribble is None and set(np.unique(val_case.label)) == {0, 1, 2, 3}
+    slice_file = io.read_h5(io.slice_path(str(nifti_root), "subject1_ED", 3))
+    assert (slice_file["scribble"] == train_case.scribble[3]).all()
+
+
+def test_unmatched_files_are_listed_in_one_error(nifti_src, tmp_path, capsys):
+    src = tmp_path / "src"
+    (src / "train" / "images").mkdir(parents=True)
+    (src / "train" / "labels").mkdir()
+    for name in ("subject1_ED", "subject2_ED"):
+        (src / "train" / "images" / f"{name}.nii.gz").write_bytes(
+            (nifti_src / "train" / "images" / f"{name}.nii.gz").read_bytes())
+    (src / "train" / "labels" / "subject1_ED_scribble.nii.gz").write_bytes(
+        (nifti_src / "train" / "labels" / "subject1_ED_scribble.nii.gz").read_bytes())
+    (src / "train" / "labels" / "other_scribble.nii.gz").write_bytes(b"x")
+    with pytest.raises(SystemExit) as e:
+        acdc_data_processing.main(["--nifti", str(src), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # after argparse's usage lines: one error line for all
+    assert e.value.code == 2 and "Traceback" not in err and "error: --nifti" in last
+    assert "other_scribble.nii.gz (no image)" in last and "subject2_ED.nii.gz (no label)" in last
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_2d_image_is_a_one_line_error_naming_it(tmp_path, capsys):
+    src = tmp_path / "src"
+    for sub in ("images", "labels"):
+        (src / "val" / sub).mkdir(parents=True)
+    sitk.WriteImage(sitk.GetImageFromArray(np.ones((8, 8), np.int16)), str(src / "val" / "images" / "flat.nii.gz"))
+    sitk.WriteImage(sitk.GetImageFromArray(np.ones((8, 8), np.uint8)), str(src / "val" / "labels" / "flat_gt.nii.gz"))
+    assert acdc_data_processing.main(["--nifti", str(src), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "flat.nii.gz: expected a 3-D stack of 2-D slices, got a 2-D image" in err
+
+
+def test_split_fold_and_bad_splits(nifti_root, tmp_path):
+    split = make_split(str(nifti_root), "split")
+    assert split.val == ["subject4_ED", "subject4_ES"] and len(split.train) == 6
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    os.symlink(nifti_root / io.VOLUME_DIR, bad / io.VOLUME_DIR)
+    (bad / "splits.json").write_text(json.dumps({"train": ["subject1_ED"], "test": ["subject1_ED"]}))
+    with pytest.raises(ValueError, match="'subject1_ED' is in both train and test"):
+        make_split(str(bad), "split")
+    (bad / "splits.json").write_text(json.dumps({"train": ["nobody"]}))
+    with pytest.raises(ValueError, match="'nobody'"):
+        make_split(str(bad), "split")
+    os.remove(bad / "splits.json")
+    with pytest.raises(ValueError, match="splits.json does not exist"):
+        make_split(str(bad), "split")
+
+
+def test_scribble_only_or_empty_masks_cannot_be_evaluated(nifti_root, tmp_path):
+    with pytest.raises(ValueError, match="subject1_ED.h5: no dense 'label'"):
+        VolumeSet(str(nifti_root), ["subject1_ED"])
+    case = io.read_case(str(nifti_root), "subject4_ED")
+    case.label = np.zeros_like(case.label)
+    case.name = "empty"
+    io.write_case(str(tmp_path), case, slices=False)
+    with pytest.raises(ValueError, match="empty.h5: the dense 'label' is empty"):
+        VolumeSet(str(tmp_path), ["empty"])
+
+
+@pytest.fixture(scope="module")
+def trained(nifti_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "pce"
+    cfg = tiny_cfg(get_method("pce"), str(nifti_root), out, "--fold", "split")
+    train(cfg, get_method("pce"))
+    return out
+
+
+def test_train_score_and_predict_a_nifti_data_set(nifti_src, nifti_root, trained, tmp_path, capsys):
+    summary = test_2D_fully.main(["--root_path", str(nifti_root), "--fold", "split", "--model_dir", str(trained),
+                                  "--out_json", str(tmp_path / "test.json"), "--save_nii", str(tmp_path / "nii")])
+    assert summary["n_volumes"] == 2 and summary["units"] == "mm" and summary["scored"]["on"] == "test"
+    saved = sitk.ReadImage(str(tmp_path / "nii" / "subject5_ED.nii.gz"))
+    assert saved.GetOrigin() == pytest.approx(ORIGIN) and saved.GetDirection() == pytest.approx(DIRECTION, abs=1e-6)
+    on_val = test_2D_fully.main(["--root_path", str(nifti_root), "--fold", "split", "--model_dir", str(trained),
+                                 "--on", "val", "--out_json", str(tmp_path / "val.json")])
+    assert on_val["n_volumes"] == 2 and on_val["scored"]["on"] == "val"
+
+    out = tmp_path / "pred"
+    images = nifti_src / "TestSet" / "images"
+    assert predict.main(["--checkpoint", str(trained / "best.pth"), "--input", str(images),
+                         "--output", str(out), "--overlay", "--device", "cpu", "--tta"]) == 0
+    for name in ("subject5_ED", "subject5_ES"):
+        scan, pred = sitk.ReadImage(str(images / f"{name}.nii.gz")), sitk.ReadImage(str(out / f"{name}.nii.gz"))
+        assert pred.GetSize() == scan.GetSize() and pred.GetSpacing() == scan.GetSpacing()
+        # The direction passes through the header's float32 quaternion: equal to float32 precision.
+        assert pred.GetOrigin() == scan.GetOrigin()
+        assert pred.GetDirection() == pytest.approx(scan.GetDirection(), abs=1e-6)
+        labels = sitk.GetArrayFromImage(pred)
+        assert labels.dtype == np.uint8 and labels.max() <= 3
+        assert (out / f"{name}.png").stat().st_size > 1000
+    # test_2D_fully and predict share one prediction path: the saved and predicted labels agree
+    # up to the normalisation of the raw scan (identical here) and TTA (off in test_2D_fully).
+    assert predict.main(["--checkpoint", str(trained / "best.pth"), "--input", str(images / "subject5_ED.nii.gz"),
+                         "--output", str(tmp_path / "notta"), "--device", "cpu"]) == 0
+    assert (sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "notta" / "subject5_ED.nii.gz")))
+            == sitk.GetArrayFromImage(saved)).all()
+
+
+def test_predict_skips_a_bad_file_and_counts_it(nifti_src, trained, tmp_path, capsys):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    (inp / "good.nii.gz").write_bytes((nifti_src / "val" / "images" / "subject4_ED.nii.gz").read_bytes())
+    (inp / "broken.nii.gz").write_bytes((nifti_src / "val" / "images" / "subject4_ES.nii.gz").read_bytes()[:300])
+    sitk.WriteImage(sitk.GetImageFromArray(np.ones((8, 8), np.int16)), str(inp / "flat.nii.gz"))
+    assert predict.main(["--checkpoint", str(trained / "best.pth"), "--input", str(inp),
+                         "--output", str(tmp_path / "out"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "broken.nii.gz" in err and "flat.nii.gz: expected a 3-D stack" in err and "Traceback" not in err
+    assert sorted(os.listdir(tmp_path / "out")) == ["good.nii.gz"]
+    with pytest.raises(SystemExit) as e:
+        predict.main(["--checkpoint", str(trained / "best.pth"), "--input", str(inp), "--output", str(inp)])
+    assert e.value.code == 2 and "would be overwritten" in capsys.readouterr().err
+
+
+def test_a_split_without_validation_keeps_the_last_model(nifti_root, tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    os.symlink(nifti_root / io.VOLUME_DIR, root / io.VOLUME_DIR)
+    os.symlink(nifti_root / io.SLICE_DIR, root / io.SLICE_DIR)
+    (root / "splits.json").write_text(json.dumps({"train": ["subject1_ED", "subject2_ES"]}))
+    out = tmp_path / "run"
+    best = train(tiny_cfg(get_method("pce"), str(root), out, "--fold", "split"), get_method("pce"))
+    assert best["iteration"] == 4 and best["dice"] is None
+    assert "no validation split" in (out / "log.txt").read_text()
+    a, b = torch.load(out / "best.pth", weights_only=False), torch.load(out / "last.pth", weights_only=False)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_tta_undoes_its_flips():
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(1, 4, 1).eval()  # pixel-wise: flip-equivariant, so TTA changes nothing
+    image = np.random.default_rng(0).random((3, 24, 40), dtype=np.float32)
+    plain = predict_volume(model, image, (32, 32), torch.device("cpu"))
+    assert (predict_volume(model, image, (32, 32), torch.device("cpu"), tta=True) == plain).all()
+    assert len(np.unique(plain)) > 1
+
+
+def test_class_names_come_from_dataset_json(tmp_path):
+    io.write_dataset_json(str(tmp_path), ("scar", "myo"))
+    assert io.class_names(str(tmp_path)) == ("scar", "myo")
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"2": "a"}}))
+    with pytest.raises(ValueError, match="dataset.json: 'labels' must map"):
+        io.class_names(str(tmp_path))
