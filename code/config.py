@@ -11,6 +11,7 @@ import json
 import os
 
 from dataloaders.acdc import FOLD_CHOICES, SUPERVISION
+from dataloaders.spacing import parse_target_spacing
 from postprocess import POSTPROCESS
 
 DEFAULTS = dict(
@@ -25,6 +26,7 @@ DEFAULTS = dict(
     patch_size=[256, 256],
     input_size=None,
     fg_prob=0.5,
+    target_spacing="off",
     postprocess="none",
     base_lr=0.01,
     momentum=0.9,
@@ -62,6 +64,10 @@ def build_parser(method_cls=None, method_choices=None) -> argparse.ArgumentParse
     p.add_argument("--input_size", type=int, nargs=2, default=d["input_size"], metavar=("H", "W"),
                    help="resize whole slices to this size, then train on random --patch_size crops "
                         "and infer on the whole resized slice (default: the patch size, no crops)")
+    p.add_argument("--target_spacing", default=d["target_spacing"],
+                   help="resample slices in-plane to this spacing (mm, 'y,x' or one value; 'median' = "
+                        "the data set's median) and centre crop/pad them to --input_size, instead of "
+                        "resizing whole slices (default off)")
     p.add_argument("--fg_prob", type=float, default=d["fg_prob"],
                    help="probability that a training crop is centred on a labelled foreground pixel")
     p.add_argument("--postprocess", default=d["postprocess"], choices=POSTPROCESS,
@@ -114,6 +120,7 @@ def finalize(cfg: argparse.Namespace, method_cls) -> argparse.Namespace:
                          f"got {cfg.input_size}")
     if not 0.0 <= cfg.fg_prob <= 1.0:
         raise ValueError(f"--fg_prob must lie in [0, 1], got {cfg.fg_prob}")
+    cfg.target_spacing = parse_target_spacing(cfg.target_spacing, cfg.root_path)
     method_cls.check_args(cfg)
     return cfg
 

@@ -208,7 +208,8 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
     log.info("split %s: %d train, %d validation, %d test volumes%s", cfg.fold, len(split.train),
              len(split.val), len(split.test), " (selecting on the TEST fold)" if cfg.select_on_test else "")
     train_set = SliceDataset(cfg.root_path, split.train, cfg.sup_type, cfg.patch_size, progress=cfg.progress,
-                             input_size=cfg.input_size, fg_prob=cfg.fg_prob)
+                             input_size=cfg.input_size, fg_prob=cfg.fg_prob,
+                             target_spacing=cfg.target_spacing)
     val_set = list(VolumeSet(cfg.root_path, split.val))
     if not val_set:
         log.info("no validation split (--val_fraction 0, or no 'val' in splits.json): no model "
@@ -311,7 +312,7 @@ def validate(cfg, method, val_set, device, batch, writer, iteration) -> dict:
     """Score the method's segmenter on the validation volumes and log scalars and an image grid."""
     model = method.segmenter()
     _, summary = evaluate(model, val_set, cfg.input_size, device, cfg.amp, cfg.channels_last,
-                          cfg.postprocess)
+                          cfg.postprocess, getattr(cfg, "target_spacing", None))
     for metric in ("dice", "hd95", "asd"):
         for k, v in summary[metric].items():
             writer.add_scalar(f"val/{metric}_{k}", v, iteration)

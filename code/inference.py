@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 import metrics
 from dataloaders.io import CLASS_NAMES, Case
+from dataloaders.spacing import labels_from_target, slices_to_target
 from postprocess import postprocess
 
 
@@ -26,14 +27,17 @@ FLIPS = ((), (-1,), (-2,), (-2, -1))  # test-time augmentation: flips of W, H an
 @torch.no_grad()
 def predict_volume(model: torch.nn.Module, image: np.ndarray, size, device: torch.device,
                    amp: str = "off", batch_size: int = 16, channels_last: bool = False,
-                   tta: bool = False) -> np.ndarray:
+                   tta: bool = False, spacing=None, target_spacing=None) -> np.ndarray:
     """Segment a volume slice by slice (the one prediction path of validation, testing and
     ``predict.py``).
 
     Each (H, W) slice is resized (bilinear) to ``size`` (the training input size; the network is
     fully convolutional, so a model trained on smaller crops sees the whole slice), segmented,
     and the (h, w) argmax brought back to (H, W) with (centre-aligned) nearest neighbour.
-    ``tta`` averages the softmax over the identity and the flips of H, W and both.
+    ``tta`` averages the softmax over the identity and the flips of H, W and both. With
+    ``target_spacing`` (y, x) mm the slice is instead resampled from its ``spacing`` (z, y, x) to
+    it and centre cropped / padded to ``size``, and the prediction brought back the inverse way
+    (:mod:`dataloaders.spacing`).
 
     Args:
         model: (B, 1, h, w) -> (B, C, h, w) logits, in eval mode.
@@ -43,9 +47,13 @@ def predict_volume(model: torch.nn.Module, image: np.ndarray, size, device: torc
     """
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[:, None]
     out = []
+    if target_spacing is not None and spacing is None:
+        raise ValueError("--target_spacing needs volumes with a spacing")
     for chunk in x.split(batch_size):
-        chunk = F.interpolate(chunk.to(device), size=tuple(size), mode="bilinear",
-                              align_corners=False)
+        if target_spacing is not None:
+            chunk = slices_to_target(chunk.to(device), spacing[1:], target_spacing, size)
+        else:
+            chunk = F.interpolate(chunk.to(device), size=tuple(size), mode="bilinear", align_corners=False)
         if channels_last:
             chunk = chunk.contiguous(memory_format=torch.channels_last)
         scores = 0
@@ -57,7 +65,11 @@ def predict_volume(model: torch.nn.Module, image: np.ndarray, size, device: torc
         pred = scores.argmax(1, keepdim=True).float()
         # "nearest-exact" is centre-aligned like the bilinear resize above ("nearest" shifts by
         # half a pixel, which biases HD95 and ASD).
-        out.append(F.interpolate(pred, size=image.shape[1:], mode="nearest-exact")[:, 0].to(torch.uint8).cpu())
+        if target_spacing is not None:
+            pred = labels_from_target(pred, image.shape[1:], spacing[1:], target_spacing)
+        else:
+            pred = F.interpolate(pred, size=image.shape[1:], mode="nearest-exact")
+        out.append(pred[:, 0].to(torch.uint8).cpu())
     return torch.cat(out).numpy()
 
 
@@ -83,12 +95,14 @@ def table_rows(scores: dict[str, dict], names=CLASS_NAMES) -> list[dict]:
             for case, per_class in scores.items() for c, name in enumerate(names, start=1)]
 
 
-def evaluate(model, cases: list[Case], size, device, amp="off", channels_last=False, post="none"):
+def evaluate(model, cases: list[Case], size, device, amp="off", channels_last=False, post="none",
+             target_spacing=None):
     """Predict, post-process (:func:`postprocess.postprocess`) and score ``cases``: (per-volume
     scores, summary as :func:`metrics.summarize`)."""
     was_training = model.training
     model.eval()
-    preds = {c.name: postprocess(predict_volume(model, c.image, size, device, amp, channels_last=channels_last),
+    preds = {c.name: postprocess(predict_volume(model, c.image, size, device, amp, channels_last=channels_last,
+                                                spacing=c.spacing, target_spacing=target_spacing),
                                  post) for c in cases}
     model.train(was_training)
     scores = score_cases(preds, cases)

@@ -58,7 +58,8 @@ def segment_scan(path: str, model, cfg, device, tta: bool, post: str) -> tuple[i
     """(the scan with its geometry, its (Z, H, W) uint8 prediction)."""
     scan = io.read_scan(path)
     image = normalise_intensity(scan.image.astype(np.float32))
-    pred = predict_volume(model, image, cfg.input_size, device, cfg.amp, tta=tta)
+    pred = predict_volume(model, image, cfg.input_size, device, cfg.amp, tta=tta, spacing=scan.spacing,
+                          target_spacing=getattr(cfg, "target_spacing", None))
     return scan, postprocess(pred, post, cfg.num_classes).astype(np.uint8)
 
 

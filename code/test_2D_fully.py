@@ -77,8 +77,9 @@ def predict_checkpoint(args, cases) -> tuple[dict[str, np.ndarray], dict]:
     ckpt = read_checkpoint(path)
     model = method.segmenter()
     post = args.postprocess or getattr(cfg, "postprocess", "none")
-    preds = {c.name: postprocess(predict_volume(model, c.image, cfg.input_size, device, cfg.amp), post,
-                                 cfg.num_classes) for c in cases}
+    target = getattr(cfg, "target_spacing", None)
+    preds = {c.name: postprocess(predict_volume(model, c.image, cfg.input_size, device, cfg.amp, spacing=c.spacing,
+                                                target_spacing=target), post, cfg.num_classes) for c in cases}
     config_text = json.dumps(ckpt["config"], sort_keys=True, default=str)
     return preds, {"method": ckpt["method"], "checkpoint": os.path.abspath(path),
                    "iteration": ckpt["iteration"], "postprocess": post,

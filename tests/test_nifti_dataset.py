@@ -224,3 +224,16 @@ def test_class_names_come_from_dataset_json(tmp_path):
     (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"2": "a"}}))
     with pytest.raises(ValueError, match="dataset.json: 'labels' must map"):
         io.class_names(str(tmp_path))
+
+
+def test_target_spacing_median_trains_and_predicts_on_the_scan_grid(nifti_src, nifti_root, tmp_path):
+    out = tmp_path / "run"
+    cfg = tiny_cfg(get_method("pce"), str(nifti_root), out, "--fold", "split", "--target_spacing", "median")
+    assert cfg.target_spacing == pytest.approx([0.91, 1.37])  # (y, x) of every case here
+    train(cfg, get_method("pce"))
+    images = nifti_src / "val" / "images"
+    assert predict.main(["--checkpoint", str(out / "best.pth"), "--input", str(images),
+                         "--output", str(tmp_path / "pred"), "--device", "cpu"]) == 0
+    scan = sitk.ReadImage(str(images / "subject4_ED.nii.gz"))
+    pred = sitk.ReadImage(str(tmp_path / "pred" / "subject4_ED.nii.gz"))
+    assert pred.GetSize() == scan.GetSize() and pred.GetSpacing() == scan.GetSpacing()

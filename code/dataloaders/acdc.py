@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from dataloaders import io
 from dataloaders.augment import augment
+from dataloaders.spacing import to_target
 
 FOLDS = tuple(f"fold{k}" for k in range(1, 6))
 SPLIT_FOLD = "split"
@@ -157,7 +158,7 @@ class SliceDataset(Dataset):
     """
 
     def __init__(self, root: str, cases: list[str], sup_type: str, patch_size, progress: bool = True,
-                 input_size=None, fg_prob: float = 0.5):
+                 input_size=None, fg_prob: float = 0.5, target_spacing=None):
         if sup_type not in SUPERVISION:
             raise ValueError(f"--sup_type must be one of {sorted(SUPERVISION)}, got {sup_type!r}")
         self.patch_size = tuple(patch_size)
@@ -172,6 +173,17 @@ class SliceDataset(Dataset):
         self.names = names
         self.images = [s["image"].astype(np.float32) for s in slices]
         self.targets = [t.astype(np.int64) for t in SUPERVISION[sup_type](root, slices, progress)]
+        if target_spacing is not None:
+            self._resample(slices, target_spacing)
+
+    def _resample(self, slices: list[dict], target) -> None:
+        """Bring every slice to the ``target`` spacing and the input size at load time
+        (:mod:`dataloaders.spacing`); augmentation's resize then has nothing left to do."""
+        for i, s in enumerate(slices):
+            if s.get("spacing") is None:
+                raise ValueError(f"--target_spacing: {s['name']} has no spacing attribute")
+            self.images[i], (self.targets[i],) = to_target(self.images[i], [self.targets[i]], [self.fill],
+                                                          s["spacing"][1:], target, self.input_size)
 
     def __len__(self) -> int:
         return len(self.names)

@@ -1,0 +1,103 @@
+"""Spacing-aware input (``--target_spacing``): every slice at one physical scale.
+
+Without it (the default) each slice is resized to the input size whatever its field of view, so
+a heart looks smaller on a 512-pixel, 380 mm LGE slice than on a 256-pixel ACDC slice. With it,
+as nnU-Net does, each slice is first resampled in-plane from its own spacing to the target
+spacing (mm per pixel; ``median`` = the median in-plane spacing of the data set), then centre
+cropped or zero padded to the input size (so the input covers input size x target spacing mm);
+predictions are padded or cropped back and resampled to the scan's own grid before they are
+scored or written.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from dataloaders import io
+
+
+def median_spacing(root: str) -> list[float]:
+    """Median in-plane spacing (y, x) in mm of the volumes of ``root``; ValueError naming a
+    volume without a spacing."""
+    spacings = []
+    for case in io.list_cases(root):
+        sp = io.read_h5(io.volume_path(root, case), keys=())["spacing"]
+        if sp is None:
+            raise ValueError(f"--target_spacing: {io.volume_path(root, case)} has no spacing attribute")
+        spacings.append(sp[1:])
+    return [float(v) for v in np.median(np.asarray(spacings), axis=0)]
+
+
+def parse_target_spacing(value, root: str) -> list[float] | None:
+    """``--target_spacing`` as (y, x) mm: None for ``off``/None, the data set's median for
+    ``median``, else one or two positive numbers (a list is kept, e.g. a saved config's)."""
+    if value is None or value == "off":
+        return None
+    if value == "median":
+        return median_spacing(root)
+    try:
+        vals = [float(v) for v in (value if isinstance(value, (list, tuple)) else str(value).split(","))]
+    except ValueError as e:
+        raise ValueError(f"--target_spacing must be off, median, or mm (e.g. 1.0 or 1.0,1.0), got {value!r}") from e
+    if len(vals) not in (1, 2) or min(vals) <= 0:
+        raise ValueError(f"--target_spacing must be off, median, or one or two positive mm values, got {value!r}")
+    return vals * 2 if len(vals) == 1 else vals
+
+
+def resampled_shape(shape, spacing, target) -> tuple[int, int]:
+    """(H, W) of a slice of ``shape`` (H, W) at ``spacing`` (y, x) resampled to ``target``."""
+    return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, target))
+
+
+def _offset(n: int, m: int) -> int:
+    """Where the smaller of lengths n, m sits inside the larger: the same rule both ways, so
+    padding undoes cropping exactly."""
+    return abs(n - m) // 2
+
+
+def fit(a: np.ndarray, size, fill) -> np.ndarray:
+    """Centre crop or pad (with ``fill``) an (H, W) array to ``size``."""
+    out = np.full(tuple(size), fill, dtype=a.dtype)
+    src, dst = [], []
+    for n, m in zip(a.shape, size):
+        off, k = _offset(n, m), min(n, m)
+        src.append(slice(off, off + k) if n > m else slice(0, n))
+        dst.append(slice(off, off + k) if m > n else slice(0, m))
+    out[tuple(dst)] = a[tuple(src)]
+    return out
+
+
+def to_target(image: np.ndarray, masks: list[np.ndarray], fills: list[int], spacing, target, size):
+    """One training slice resampled from ``spacing`` (y, x) to ``target`` (image linear, masks
+    nearest) and fitted to ``size``: (image (h, w) float32, masks (h, w))."""
+    shape = resampled_shape(image.shape, spacing, target)
+    zoom = [n / o for n, o in zip(shape, image.shape)]
+    image = ndimage.zoom(image.astype(np.float32), zoom, order=1, grid_mode=True, mode="nearest")
+    masks = [ndimage.zoom(m, zoom, order=0, grid_mode=True, mode="grid-constant") for m in masks]
+    return fit(image, size, 0.0), [fit(m, size, f) for m, f in zip(masks, fills)]
+
+
+def slices_to_target(x: torch.Tensor, spacing, target, size) -> torch.Tensor:
+    """(B, 1, H, W) slices -> (B, 1, *size): bilinear resampling to ``target``, centre crop/pad."""
+    shape = resampled_shape(x.shape[-2:], spacing, target)
+    x = F.interpolate(x, size=shape, mode="bilinear", align_corners=False)
+    return _fit_tensor(x, size)
+
+
+def labels_from_target(pred: torch.Tensor, shape, spacing, target) -> torch.Tensor:
+    """(B, 1, h, w) float labels at the target grid -> (B, 1, H, W) on the slice's own grid: the
+    inverse crop/pad (outside the input: background), then nearest-exact resampling."""
+    pred = _fit_tensor(pred, resampled_shape(shape, spacing, target))
+    return F.interpolate(pred, size=tuple(shape), mode="nearest-exact")
+
+
+def _fit_tensor(x: torch.Tensor, size) -> torch.Tensor:
+    """Centre crop or zero-pad the last two dims of ``x`` to ``size`` (the same offsets as :func:`fit`)."""
+    pads = []
+    for n, m in zip(reversed(x.shape[-2:]), reversed(tuple(size))):
+        off = _offset(n, m)
+        sign = 1 if m > n else -1  # negative padding crops
+        pads += [sign * off, sign * (abs(n - m) - off)]
+    return F.pad(x, pads)
