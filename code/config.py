@@ -41,6 +41,8 @@ DEFAULTS = dict(
     val_fraction=0.1,
     select_on_test=False,
     resume=False,
+    overwrite=False,
+    save_every=500,
     progress=True,
 )
 
@@ -92,6 +94,9 @@ def build_parser(method_cls=None, method_choices=None) -> argparse.ArgumentParse
     p.add_argument("--select_on_test", action="store_true",
                    help="select the model on the test fold, as the peers do (biased; for comparison)")
     p.add_argument("--resume", action="store_true", help="continue from <out_dir>/last.pth")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in <out_dir> (default: refuse)")
+    p.add_argument("--save_every", type=int, default=d["save_every"],
+                   help="write last.pth every N iterations besides validations (preemption safety)")
     p.add_argument("--no_progress", dest="progress", action="store_false", help="no progress bars")
     if method_cls is not None:
         method_cls.add_args(p.add_argument_group(f"{method_cls.name} options"))
@@ -105,7 +110,7 @@ def finalize(cfg: argparse.Namespace, method_cls) -> argparse.Namespace:
     cfg.exp = cfg.exp or method_cls.name
     cfg.sup_type = cfg.sup_type or method_cls.sup_type
     cfg.out_dir = cfg.out_dir or os.path.join("model", f"{cfg.exp}_{cfg.fold}", cfg.sup_type)
-    for flag in ("max_iterations", "batch_size", "val_interval"):
+    for flag in ("max_iterations", "batch_size", "val_interval", "save_every"):
         if getattr(cfg, flag) < 1:
             raise ValueError(f"--{flag} must be >= 1, got {getattr(cfg, flag)}")
     if cfg.fold not in FOLD_CHOICES:

@@ -23,10 +23,11 @@ from torch.optim.lr_scheduler import PolynomialLR
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from config import input_size, save_config
+from config import build_parser, finalize, input_size, save_config
 from dataloaders import io
-from dataloaders.acdc import SliceDataset, TrainBatchSampler, VolumeSet, make_split
+from dataloaders.acdc import SliceDataset, Split, TrainBatchSampler, VolumeSet, make_split
 from inference import autocast, evaluate
+from run_folder import Interrupted, RunFolder, StopSignals
 
 
 def resolve_device(name: str) -> torch.device:
@@ -106,8 +107,11 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: str, cfg, method, optimizers, schedulers, state: TrainState, best: dict) -> None:
-    """Everything needed to resume exactly, written atomically (a crash never leaves half a file).
+def save_checkpoint(path: str, cfg, method, optimizers, schedulers, state: TrainState, best: dict,
+                    split: Split | None = None) -> None:
+    """Everything needed to resume exactly (and the split's case lists, so that a resume on other
+    data is refused), written atomically and durably: a uniquely named temporary file, fsync'ed,
+    renamed, and the folder fsync'ed, so a crash or power cut never leaves half a file.
     A model with a non-finite weight is never written (FloatingPointError naming the tensor)."""
     for name, t in method.state_dict().items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
@@ -123,9 +127,19 @@ def save_checkpoint(path: str, cfg, method, optimizers, schedulers, state: Train
         "iteration": state.iteration,
         "best": best,
         "rng": rng_state(),
+        "split": None if split is None else vars(split),
     }
-    torch.save(ckpt, path + ".tmp")
-    os.replace(path + ".tmp", path)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as f:
+        torch.save(ckpt, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    folder = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 CHECKPOINT_KEYS = ("config", "method", "model", "iteration")
@@ -162,16 +176,32 @@ def load_method(path: str, device: torch.device):
 
 # Settings that may change when a run is resumed; any other change would silently alter the run
 # (e.g. a longer --max_iterations would keep the finished poly schedule at lr 0).
-RESUME_MAY_CHANGE = {"resume", "postprocess", "device", "num_workers", "progress", "val_interval", "out_dir", "amp",
+RESUME_MAY_CHANGE = {"resume", "overwrite", "save_every", "postprocess", "device", "num_workers", "progress", "val_interval", "out_dir", "amp",
                      "channels_last", "root_path", "exp"}
 
 
-def check_resumable(saved: dict, cfg) -> None:
-    """Raise ValueError naming the first flag whose value differs from the saved run's."""
+def check_resumable(saved: dict, cfg, method_cls) -> None:
+    """Raise ValueError naming the first flag whose value differs from the saved run's. A flag
+    that did not exist when the run was saved takes its default (so new flags never make old
+    runs un-resumable)."""
+    defaults = vars(finalize(build_parser(method_cls).parse_args([]), method_cls))
+    saved = {**defaults, "input_size": None, **saved}
+    saved["input_size"] = saved["input_size"] or saved["patch_size"]
     for key, value in sorted(vars(cfg).items()):
         if key not in RESUME_MAY_CHANGE and saved.get(key) != value:
             raise ValueError(f"--resume: --{key} is {value!r} but the run was started with "
                              f"{saved.get(key)!r}; use the same value or another --exp")
+
+
+def check_same_split(saved: dict | None, split: Split, path: str) -> None:
+    """ValueError when the data now gives another split than the saved run trained on."""
+    if saved is None:
+        return
+    for part, cases in vars(split).items():
+        if saved.get(part) != cases:
+            changed = sorted(set(saved.get(part) or []) ^ set(cases))
+            raise ValueError(f"--resume: the {part} cases differ from those {path} was trained on "
+                             f"(e.g. {changed[0] if changed else 'their order'}); use the same --root_path")
 
 
 def _to(batch: dict, device: torch.device, channels_last: bool) -> dict:
@@ -185,25 +215,32 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
     """Train ``method_cls`` as ``cfg`` says; returns the best validation summary.
 
     Writes to ``cfg.out_dir``: ``config.json``, ``log.txt``, ``best.pth``, ``last.pth``,
-    tensorboard events under ``tb/``. An existing run there is never overwritten: pass
-    ``--resume`` to continue it, or choose another ``--exp`` / ``--out_dir``.
+    tensorboard events under ``tb/``, while holding the folder's lock (:class:`RunFolder`). An
+    existing run there is never overwritten unless ``--overwrite``: pass ``--resume`` to continue
+    it, or choose another ``--exp`` / ``--out_dir``. On SIGTERM or SIGINT it saves ``last.pth``
+    and raises :class:`run_folder.Interrupted`.
     """
-    last_path = os.path.join(cfg.out_dir, "last.pth")
-    if os.path.exists(last_path) and not cfg.resume:
-        raise FileExistsError(f"{cfg.out_dir} already holds a run; pass --resume or another --exp")
-    if cfg.resume and not os.path.exists(last_path):
-        raise FileNotFoundError(f"--resume: {last_path} does not exist")
-    if cfg.resume:
-        # On the CPU: the RNG states must stay CPU tensors; load_state_dict moves the rest.
-        ckpt = read_checkpoint(last_path)
-        check_resumable(ckpt["config"], cfg)
-    os.makedirs(cfg.out_dir, exist_ok=True)
-    log = _logger(cfg.out_dir)
-    save_config(cfg, os.path.join(cfg.out_dir, "config.json"))
+    folder = RunFolder(cfg.out_dir, cfg.resume, cfg.overwrite)
+    folder.check()
+    # Everything that can be checked is checked before the folder is created or touched.
+    # On the CPU: the RNG states must stay CPU tensors; load_state_dict moves the rest.
+    ckpt = read_checkpoint(folder.file("last.pth")) if cfg.resume else None
+    if ckpt is not None:
+        check_resumable(ckpt["config"], cfg, method_cls)
     device = resolve_device(cfg.device)
-    seed_everything(cfg.seed)
-
     split = make_split(cfg.root_path, cfg.fold, cfg.val_fraction, cfg.select_on_test)
+    if ckpt is not None:
+        check_same_split(ckpt.get("split"), split, folder.file("last.pth"))
+    with folder, StopSignals() as stop:
+        return _train(cfg, method_cls, folder, ckpt, device, split, stop)
+
+
+def _train(cfg, method_cls, folder: RunFolder, ckpt: dict | None, device: torch.device, split: Split,
+           stop: StopSignals) -> dict:
+    last_path = folder.file("last.pth")
+    log = _logger(cfg.out_dir)
+    save_config(cfg, folder.file("config.json"))
+    seed_everything(cfg.seed)
     log.info("command: %s", " ".join(sys.argv))
     log.info("split %s: %d train, %d validation, %d test volumes%s", cfg.fold, len(split.train),
              len(split.val), len(split.test), " (selecting on the TEST fold)" if cfg.select_on_test else "")
@@ -254,6 +291,14 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
     # Every iteration's losses are checked on the device (no host sync); the flag is read before
     # anything is logged or saved, so a model trained through a NaN is never written.
     finite = torch.ones((), dtype=torch.bool, device=device)
+
+    def save(name: str) -> None:
+        if not bool(finite):
+            raise FloatingPointError(f"a non-finite loss at or before iteration {state.iteration} "
+                                     f"(last losses {({k: float(v) for k, v in logs.items()})}); "
+                                     "nothing was saved after it")
+        save_checkpoint(folder.file(name), cfg, method, optimizers, schedulers, state, best, split)
+
     while state.iteration < cfg.max_iterations:
         batch = _to(next(batches), device, cfg.channels_last)
         logs = method.training_step(batch, state)
@@ -266,9 +311,7 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
         validating = state.iteration % cfg.val_interval == 0 or state.iteration == cfg.max_iterations
         if state.iteration % 10 == 0 or validating:
             if not bool(finite):
-                raise FloatingPointError(f"a non-finite loss at or before iteration {state.iteration} "
-                                         f"(last losses {({k: float(v) for k, v in logs.items()})}); "
-                                         "nothing was saved after it")
+                save("last.pth")  # raises FloatingPointError: nothing is written
             logs = {k: float(v) for k, v in logs.items()}
             bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items()}, refresh=False)
             for k, v in logs.items():
@@ -280,6 +323,9 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
                 summary = validate(cfg, method, val_set, device, batch, writer, state.iteration)
                 log.info("iteration %d: %s | val dice %.4f hd95 %.2f (%.0f s)", state.iteration, losses,
                          summary["dice"]["mean"], summary["hd95"]["mean"], time.time() - start)
+                tqdm.write(f"{cfg.method} iteration {state.iteration}/{cfg.max_iterations}: validation Dice "
+                           f"{summary['dice']['mean']:.4f} HD95 {summary['hd95']['mean']:.2f} "
+                           f"(best {max(best['dice'], summary['dice']['mean']):.4f})")
                 improved = summary["dice"]["mean"] > best["dice"]
                 if improved:
                     best = {"iteration": state.iteration, "dice": summary["dice"]["mean"],
@@ -291,10 +337,17 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
                         "selection": "last model (no validation split)"}
                 improved = True
             if improved:
-                save_checkpoint(os.path.join(cfg.out_dir, "best.pth"), cfg, method, optimizers,
-                                schedulers, state, best)
-            save_checkpoint(last_path, cfg, method, optimizers, schedulers, state, best)
+                save("best.pth")
+            save("last.pth")
             method.train()
+        elif state.iteration % cfg.save_every == 0:
+            save("last.pth")
+        if stop.received:
+            if not validating and state.iteration % cfg.save_every:
+                save("last.pth")
+            log.info("%s at iteration %d: saved %s", stop.received, state.iteration, last_path)
+            raise Interrupted(f"{stop.received} at iteration {state.iteration}: saved {last_path}; "
+                              "continue with the same command and --resume")
     bar.close()
     writer.close()
     if val_set:
@@ -303,7 +356,7 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
     else:
         log.info("done in %.0f s; no validation: best.pth is the last model (iteration %d)",
                  time.time() - start, best["iteration"])
-    with open(os.path.join(cfg.out_dir, "best.json"), "w") as f:
+    with open(folder.file("best.json"), "w") as f:
         json.dump(best, f, indent=2)
     return best
 

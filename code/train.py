@@ -8,6 +8,7 @@ import sys
 
 from config import build_parser, finalize
 from engine import train
+from run_folder import Interrupted
 from methods import METHODS, get_method
 
 
@@ -26,6 +27,8 @@ def main(argv=None, method: str | None = None) -> dict:
         return train(cfg, get_method(method))
     except (ValueError, FileNotFoundError, FileExistsError, KeyError, OSError, FloatingPointError) as e:
         parser.exit(2, f"error: {e}\n")
+    except Interrupted as e:
+        parser.exit(143, f"stopped: {e}\n")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,106 @@
+"""A run's folder and what keeps runs from mixing in it: artefact checks, an exclusive lock, and
+the signals a cluster scheduler sends before it kills a job.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import signal
+
+
+class Interrupted(Exception):
+    """Training stopped on SIGTERM or SIGINT after saving ``last.pth``; the message says how to
+    resume."""
+
+
+class RunFolder:
+    """The folder of one run (``--out_dir``).
+
+    :meth:`check` (before anything is written) refuses a folder that holds any artefact of a run
+    unless it is resumed (``--resume``) or replaced (``--overwrite``); :meth:`open` creates it and
+    takes an exclusive ``fcntl`` lock on ``.lock`` inside it for the life of the run, so a second
+    run in the same folder stops with the PID of the one that holds it.
+    """
+
+    ARTEFACTS = ("last.pth", "best.pth", "best.json", "config.json", "log.txt", "tb")
+
+    def __init__(self, path: str, resume: bool = False, overwrite: bool = False):
+        if resume and overwrite:
+            raise ValueError("--resume and --overwrite exclude each other")
+        self.path, self.resume, self.overwrite = path, resume, overwrite
+        self._lock = None
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    def existing(self) -> list[str]:
+        return [a for a in self.ARTEFACTS if os.path.exists(self.file(a))]
+
+    def check(self) -> None:
+        """FileExistsError / FileNotFoundError naming the folder, before anything is written."""
+        if self.resume:
+            if not os.path.exists(self.file("last.pth")):
+                raise FileNotFoundError(f"--resume: {self.file('last.pth')} does not exist")
+        elif self.existing() and not self.overwrite:
+            raise FileExistsError(f"{self.path} already holds a run ({', '.join(self.existing())}); pass "
+                                  "--resume to continue it, --overwrite to replace it, or another --exp")
+
+    def open(self) -> "RunFolder":
+        """Create the folder and lock it; with ``overwrite``, then remove the old run's files."""
+        os.makedirs(self.path, exist_ok=True)
+        lock = open(self.file(".lock"), "a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            lock.close()
+            raise FileExistsError(f"{self.path} is in use by another run (PID {holder}); wait for it "
+                                  "or choose another --exp") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()))
+        lock.flush()
+        self._lock = lock
+        if self.overwrite:
+            for a in self.existing():
+                (shutil.rmtree if os.path.isdir(self.file(a)) else os.remove)(self.file(a))
+        return self
+
+    def close(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # closing the file releases the lock
+            self._lock = None
+
+    def __enter__(self):
+        return self.open()
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class StopSignals:
+    """Within the ``with`` block, SIGTERM and SIGINT only set :attr:`received` (the signal's
+    name), so the training loop can save and stop between two steps; handlers are restored on
+    exit. Outside the main thread (where Python cannot install handlers) it does nothing."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.received: str | None = None
+        self._old = {}
+
+    def _handle(self, signum, frame):
+        self.received = signal.Signals(signum).name
+
+    def __enter__(self):
+        try:
+            self._old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        except ValueError:
+            self._old = {}
+        return self
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
