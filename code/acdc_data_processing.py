@@ -176,14 +176,17 @@ def process_volume_file(path: str, out: str) -> int:
     return write_slices(out, case, arrays, d["spacing"])
 
 
-def _run(jobs, desc: str) -> int:
-    """Run ``(name, fn)`` jobs with a progress bar; one stderr line per failure; the failure count."""
+def _run(jobs, desc: str, failed_names: list | None = None) -> int:
+    """Run ``(name, fn)`` jobs with a progress bar; one stderr line per failure (its name added to
+    ``failed_names``); the failure count."""
     failed = 0
-    for _name, fn in tqdm(jobs, desc=desc, unit="case"):
+    for name, fn in tqdm(jobs, desc=desc, unit="case"):
         try:
             fn()
         except CaseError as e:
             failed += 1
+            if failed_names is not None:
+                failed_names.append(name)
             tqdm.write(f"error: {e}", file=sys.stderr)
     return failed
 
@@ -224,10 +227,14 @@ def main(argv=None) -> int:
             return lambda: write_case(args.out, process_nifti_case(split, img, lab, args.seed,
                                                                    len(args.class_names) + 1))
 
-        jobs = [(img, nifti_job(split, img, lab)) for split, pairs in found.items() for img, lab in pairs]
-        failed = _run(jobs, "cases")
+        jobs = [(io.nifti_stem(img), nifti_job(split, img, lab)) for split, pairs in found.items()
+                for img, lab in pairs]
+        failed_names: list[str] = []
+        failed = _run(jobs, "cases", failed_names)
         total = len(jobs)
-        write_splits_json(args.out, {split: [io.nifti_stem(img) for img, _ in pairs]
+        # Failed cases stay out of splits.json (an old volume of the same name would be stale).
+        write_splits_json(args.out, {split: [io.nifti_stem(img) for img, _ in pairs
+                                             if io.nifti_stem(img) not in failed_names]
                                      for split, pairs in found.items()})
         extra = {"patient_pattern": args.patient_pattern} if args.patient_pattern else {}
         io.write_dataset_json(args.out, args.class_names, **extra)

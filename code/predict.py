@@ -116,7 +116,8 @@ def main(argv=None) -> int:
                 draw_overlay(os.path.join(args.output, f"{scan.name}.png"), scan, pred)
         except (OSError, ValueError, RuntimeError) as e:
             failed += 1
-            tqdm.write(f"error: {path}: skipped ({e})" if path not in str(e) else f"error: {e}", file=sys.stderr)
+            message = str(e) if path in str(e) else f"{path}: {e}"
+            tqdm.write(f"error: {message} (skipped)", file=sys.stderr)
     print(f"{len(files) - failed} of {len(files)} scans segmented into {args.output}"
           + (f"; {failed} failed" if failed else ""), file=sys.stderr if failed else sys.stdout)
     return min(failed, 255)

@@ -110,6 +110,7 @@ def test_a_2d_image_is_a_one_line_error_naming_it(tmp_path, capsys):
     assert acdc_data_processing.main(["--nifti", str(src), "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert "flat.nii.gz: expected a 3-D stack of 2-D slices, got a 2-D image" in err
+    assert json.loads((tmp_path / "out" / "splits.json").read_text()) == {"val": []}
 
 
 def test_split_fold_and_bad_splits(nifti_root, tmp_path):
