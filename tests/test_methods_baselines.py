@@ -282,3 +282,62 @@ def test_ustm_teacher_survives_state_dict_round_trip():
     fresh.load_state_dict(method.state_dict())
     for a, b in zip(fresh.teacher.state_dict().values(), method.teacher.state_dict().values()):
         assert torch.equal(a, b)
+
+
+# ---- defining terms, checked through the methods themselves ------------------------------
+
+def test_dmpls_loss_is_pce_plus_half_the_dice_to_the_beta_mixture(monkeypatch):
+    from losses.segmentation import dice_loss, partial_ce
+
+    method, state = build(DMPLS)
+    g = torch.Generator().manual_seed(3)
+    logits1, logits2 = torch.randn(2, 4, SIZE, SIZE, generator=g), torch.randn(2, 4, SIZE, SIZE, generator=g)
+    monkeypatch.setattr(method.net, "forward_both", lambda x: (logits1, logits2))
+    batch = random_batch()
+    torch.manual_seed(5)
+    beta = float(torch.rand(()))  # the draw the method makes next, after the same seed (0.83)
+    torch.manual_seed(5)
+    total, logs = method.loss(batch, state)
+    p1, p2 = logits1.softmax(1), logits2.softmax(1)
+    y = (beta * p1 + (1 - beta) * p2).argmax(1)
+    assert (y != (0.5 * p1 + 0.5 * p2).argmax(1)).any() and abs(beta - 0.5) > 0.2  # beta matters here
+    ce = 0.5 * (partial_ce(logits1, batch["target"]) + partial_ce(logits2, batch["target"]))
+    dice = 0.5 * (dice_loss(p1, y, None) + dice_loss(p2, y, None))
+    torch.testing.assert_close(total, ce + 0.5 * dice)
+    torch.testing.assert_close(logs["pseudo"], dice)
+
+
+def test_ustm_teacher_target_is_brought_back_to_the_students_frame():
+    method, _ = build(USTM)
+    teacher = nn.Conv2d(1, 4, 1)  # class by intensity: bright -> LV (3), dark -> MYO (2)
+    with torch.no_grad():
+        teacher.weight.copy_(torch.tensor([0.0, 0.0, 0.0, 50.0]).view(4, 1, 1, 1))
+        teacher.bias.copy_(torch.tensor([0.0, 0.0, 25.0, 0.0]))
+    method.teacher = teacher
+    image = torch.zeros(1, 1, SIZE, SIZE)
+    image[..., 2:9, 3:20] = 1  # asymmetric: any rotation or flip left over would misplace it
+    for seed in range(6):
+        torch.manual_seed(seed)
+        target = method.teacher_target(image)
+        assert torch.equal(target.argmax(1), (image[:, 0] > 0.5).long() + 2)
+
+
+def test_s2l_pseudo_labels_are_its_confident_unscribbled_memory(monkeypatch):
+    import methods.scribble2label as s2l
+
+    method, state = build(Scribble2Label, "--w_cons", "0", "--memory_interval", "1000")
+    method.memory.fill_(0)
+    method.memory[:, 3] = 240  # every slice: LV at 0.94 everywhere
+    calls = []
+    real_ce = s2l.partial_ce
+    monkeypatch.setattr(s2l, "partial_ce", lambda logits, target: calls.append(target) or real_ce(logits, target))
+    batch = random_batch()
+    state.iteration = 99  # past --pseudo_start, and no memory refresh this step
+    method.loss(batch, state)
+    pseudo = calls[1]
+    canon = method.canon_targets[batch["index"]]
+    assert torch.equal(pseudo, torch.where(canon == 4, 3, 4))  # LV where unscribbled, else unlabeled
+    method.memory[:, 3] = int(255 * method.cfg.conf_threshold) - 2  # just below the threshold
+    calls.clear()
+    method.loss(batch, state)
+    assert (calls[1] == 4).all()

@@ -131,3 +131,39 @@ def test_zero_weights_switch_terms_off_for_the_ablation(tmp_path, phantom_root):
     assert torch.equal(logs["loss"], 10 * logs["ce"])
     assert all(torch.equal(a, b) for a, b in zip(disc_before, method.disc.parameters()))
     assert all(torch.equal(a, b) for a, b in zip(rec_before, method.net.rec_decoder.parameters()))
+
+
+def fixed_views(monkeypatch, method):
+    """M = [[1, 0], [0, 1]] (view 1 sees the diagonal); view 1 says RV, view 2 says LV
+    everywhere; hand-made reconstructions."""
+    import methods.maskmixadv as mm
+
+    mask = torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]]])
+    seg1, seg2 = torch.zeros(1, 4, 2, 2), torch.zeros(1, 4, 2, 2)
+    seg1[:, 1], seg2[:, 3] = 9.0, 9.0
+    rec1 = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
+    rec2 = torch.tensor([[[[5.0, 6.0], [7.0, 9.0]]]])
+    monkeypatch.setattr(mm, "block_masks", lambda *a, **k: mask)
+    monkeypatch.setattr(method.net, "forward_views", lambda *a, **k: (seg1, seg2, rec1, rec2))
+    labels = []
+    real = mm.mixed_pseudo_label
+    monkeypatch.setattr(mm, "mixed_pseudo_label", lambda *a: labels.append(real(*a)) or labels[-1])
+    return labels
+
+
+def test_each_view_labels_the_pixels_it_saw_inside_the_method(tmp_path, phantom_root, monkeypatch):
+    _, method = make_method(tmp_path, phantom_root, "--w_adv", "0")  # D needs >= 32 pixels
+    labels = fixed_views(monkeypatch, method)
+    batch = {"image": torch.zeros(1, 1, 2, 2), "target": torch.full((1, 2, 2), 4)}
+    method.losses(batch, None)
+    assert labels[0].tolist() == [[[1, 3], [3, 1]]]
+
+
+def test_reconstruction_is_scored_on_the_hidden_pixels_only(tmp_path, phantom_root, monkeypatch):
+    _, method = make_method(tmp_path, phantom_root, "--w_adv", "0")
+    fixed_views(monkeypatch, method)
+    batch = {"image": torch.zeros(1, 1, 2, 2), "target": torch.full((1, 2, 2), 4)}
+    terms, _ = method.losses(batch, None)
+    # view 1 hid (0,1), (1,0): (2^2 + 3^2) / 2 = 6.5; view 2 hid the diagonal: (5^2 + 9^2) / 2 = 53
+    # (the visible pixels would give 25.5, all pixels 27.625)
+    assert terms["rec"].item() == pytest.approx(0.5 * (6.5 + 53.0))
