@@ -23,9 +23,10 @@ from torch.optim.lr_scheduler import PolynomialLR
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from config import save_config
+from config import DEFAULTS, save_config
 from dataloaders import io
-from dataloaders.acdc import SliceDataset, TrainBatchSampler, VolumeSet, fold_split
+from dataloaders.acdc import (SliceDataset, TrainBatchSampler, VolumeSet, dense_training_cases, fold_split,
+                              labeled_patients)
 from inference import autocast, evaluate
 
 
@@ -141,7 +142,8 @@ RESUME_MAY_CHANGE = {"resume", "device", "num_workers", "progress", "val_interva
 def check_resumable(saved: dict, cfg) -> None:
     """Raise ValueError naming the first flag whose value differs from the saved run's."""
     for key, value in sorted(vars(cfg).items()):
-        if key not in RESUME_MAY_CHANGE and saved.get(key) != value:
+        # A flag newer than the saved run counts as given at its default.
+        if key not in RESUME_MAY_CHANGE and saved.get(key, DEFAULTS.get(key)) != value:
             raise ValueError(f"--resume: --{key} is {value!r} but the run was started with "
                              f"{saved.get(key)!r}; use the same value or another --exp")
 
@@ -169,17 +171,23 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
         # On the CPU: the RNG states must stay CPU tensors; load_state_dict moves the rest.
         ckpt = torch.load(last_path, map_location="cpu", weights_only=False)
         check_resumable(ckpt["config"], cfg)
+    split = fold_split(io.list_cases(cfg.root_path), cfg.fold, cfg.val_fraction, cfg.select_on_test)
+    train_cases, dense_cases = dense_training_cases(split.train, cfg.sup_type, cfg.labeled_patients, cfg.seed)
+    cfg.labeled_patient_ids = labeled_patients(split.train, cfg.labeled_patients, cfg.seed)
     os.makedirs(cfg.out_dir, exist_ok=True)
     log = _logger(cfg.out_dir)
     save_config(cfg, os.path.join(cfg.out_dir, "config.json"))
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
 
-    split = fold_split(io.list_cases(cfg.root_path), cfg.fold, cfg.val_fraction, cfg.select_on_test)
     log.info("command: %s", " ".join(sys.argv))
-    log.info("split %s: %d train, %d validation, %d test volumes%s", cfg.fold, len(split.train),
+    log.info("split %s: %d train, %d validation, %d test volumes%s", cfg.fold, len(train_cases),
              len(split.val), len(split.test), " (selecting on the TEST fold)" if cfg.select_on_test else "")
-    train_set = SliceDataset(cfg.root_path, split.train, cfg.sup_type, cfg.patch_size, progress=cfg.progress)
+    if cfg.labeled_patients:
+        log.info("dense masks for %d training patients (--labeled_patients): %s", cfg.labeled_patients,
+                 " ".join(cfg.labeled_patient_ids))
+    train_set = SliceDataset(cfg.root_path, train_cases, cfg.sup_type, cfg.patch_size, progress=cfg.progress,
+                             dense_cases=dense_cases)
     val_set = list(VolumeSet(cfg.root_path, split.val))
 
     method = method_cls(cfg)
