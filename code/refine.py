@@ -25,7 +25,7 @@ import torch
 from dataloaders import io
 from dataloaders.acdc import fold_split
 from dataloaders.phantoms import normalise_intensity
-from refinement import RefineSettings, check_strokes, refine_volume, simulate_case, summarize_simulation
+from refinement import SCOPES, RefineSettings, check_strokes, refine_volume, simulate_case, summarize_simulation
 
 
 def parse_args(argv=None):
@@ -46,6 +46,8 @@ def parse_args(argv=None):
     p.add_argument("--anchor_weight", type=float, default=d.anchor_weight)
     p.add_argument("--anchor_margin", type=float, default=d.anchor_margin,
                    help="pixels around the strokes left free of the anchor")
+    p.add_argument("--scope", default=d.scope, choices=SCOPES,
+                   help="slices: fine-tune on and change only the stroked slices; volume: all slices")
     p.add_argument("--time_limit", type=float, default=d.time_limit, help="seconds of fine-tuning at most")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     args = p.parse_args(argv)
@@ -61,7 +63,7 @@ def parse_args(argv=None):
 
 
 def settings_of(args) -> RefineSettings:
-    return RefineSettings(args.iters, args.lr, args.anchor_weight, args.anchor_margin, args.time_limit)
+    return RefineSettings(args.iters, args.lr, args.anchor_weight, args.anchor_margin, args.time_limit, args.scope)
 
 
 def refined_path(output: str, scan: str) -> str:
