@@ -19,6 +19,7 @@ DEFAULTS = dict(
     fold="fold1",
     exp=None,
     sup_type=None,
+    labeled_patients=0,
     out_dir=None,
     num_classes=4,
     max_iterations=60000,
@@ -57,7 +58,10 @@ def build_parser(method_cls=None, method_choices=None) -> argparse.ArgumentParse
     p.add_argument("--fold", default=d["fold"], help="fold1..fold5, or split (ROOT/splits.json)")
     p.add_argument("--exp", default=d["exp"], help="experiment name (default: the method name)")
     p.add_argument("--sup_type", default=d["sup_type"],
-                   help="scribble | label | random_walker (default: the method's own)")
+                   help="scribble | points | label | random_walker (default: the method's own)")
+    p.add_argument("--labeled_patients", type=int, default=d["labeled_patients"],
+                   help="N training patients (seeded choice) train on dense masks, the others on "
+                        "--sup_type; with --sup_type label only those N train")
     p.add_argument("--out_dir", default=d["out_dir"], help="default: model/<exp>_<fold>/<sup_type>")
     p.add_argument("--num_classes", type=int, default=d["num_classes"])
     p.add_argument("--max_iterations", type=int, default=d["max_iterations"])
@@ -110,6 +114,8 @@ def finalize(cfg: argparse.Namespace, method_cls) -> argparse.Namespace:
     cfg.exp = cfg.exp or method_cls.name
     cfg.sup_type = cfg.sup_type or method_cls.sup_type
     cfg.out_dir = cfg.out_dir or os.path.join("model", f"{cfg.exp}_{cfg.fold}", cfg.sup_type)
+    if cfg.labeled_patients < 0:
+        raise ValueError(f"--labeled_patients must be >= 0, got {cfg.labeled_patients}")
     for flag in ("max_iterations", "batch_size", "val_interval", "save_every"):
         if getattr(cfg, flag) < 1:
             raise ValueError(f"--{flag} must be >= 1, got {getattr(cfg, flag)}")

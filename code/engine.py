@@ -25,7 +25,8 @@ from tqdm import tqdm
 
 from config import build_parser, finalize, input_size, save_config
 from dataloaders import io
-from dataloaders.acdc import SliceDataset, Split, TrainBatchSampler, VolumeSet, make_split
+from dataloaders.acdc import (SliceDataset, Split, TrainBatchSampler, VolumeSet, dense_training_cases,
+                              labeled_patients, make_split)
 from inference import autocast, evaluate
 from run_folder import Interrupted, RunFolder, StopSignals
 
@@ -176,8 +177,8 @@ def load_method(path: str, device: torch.device):
 
 # Settings that may change when a run is resumed; any other change would silently alter the run
 # (e.g. a longer --max_iterations would keep the finished poly schedule at lr 0).
-RESUME_MAY_CHANGE = {"resume", "overwrite", "save_every", "postprocess", "device", "num_workers", "progress", "val_interval", "out_dir", "amp",
-                     "channels_last", "root_path", "exp"}
+RESUME_MAY_CHANGE = {"resume", "overwrite", "save_every", "postprocess", "device", "num_workers", "progress",
+                     "val_interval", "out_dir", "amp", "channels_last", "root_path", "exp"}
 
 
 def check_resumable(saved: dict, cfg, method_cls) -> None:
@@ -231,22 +232,31 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
     split = make_split(cfg.root_path, cfg.fold, cfg.val_fraction, cfg.select_on_test)
     if ckpt is not None:
         check_same_split(ckpt.get("split"), split, folder.file("last.pth"))
+    training = dense_training_cases(split.train, cfg.sup_type, cfg.labeled_patients, cfg.seed)
+    cfg.labeled_patient_ids = labeled_patients(split.train, cfg.labeled_patients, cfg.seed)
     with folder, StopSignals() as stop:
-        return _train(cfg, method_cls, folder, ckpt, device, split, stop)
+        return _train(cfg, method_cls, folder, ckpt, device, split, stop, training)
+
 
 
 def _train(cfg, method_cls, folder: RunFolder, ckpt: dict | None, device: torch.device, split: Split,
-           stop: StopSignals) -> dict:
+           stop: StopSignals, training: tuple[list[str], list[str]]) -> dict:
+    """The training proper, in a checked and locked run folder; ``training`` = (the cases that
+    train, those of them that use their dense masks)."""
+    train_cases, dense_cases = training
     last_path = folder.file("last.pth")
     log = _logger(cfg.out_dir)
     save_config(cfg, folder.file("config.json"))
     seed_everything(cfg.seed)
     log.info("command: %s", " ".join(sys.argv))
-    log.info("split %s: %d train, %d validation, %d test volumes%s", cfg.fold, len(split.train),
+    log.info("split %s: %d train, %d validation, %d test volumes%s", cfg.fold, len(train_cases),
              len(split.val), len(split.test), " (selecting on the TEST fold)" if cfg.select_on_test else "")
-    train_set = SliceDataset(cfg.root_path, split.train, cfg.sup_type, cfg.patch_size, progress=cfg.progress,
+    if cfg.labeled_patients:
+        log.info("dense masks for %d training patients (--labeled_patients): %s", cfg.labeled_patients,
+                 " ".join(cfg.labeled_patient_ids))
+    train_set = SliceDataset(cfg.root_path, train_cases, cfg.sup_type, cfg.patch_size, progress=cfg.progress,
                              input_size=cfg.input_size, fg_prob=cfg.fg_prob,
-                             target_spacing=cfg.target_spacing)
+                             target_spacing=cfg.target_spacing, dense_cases=dense_cases)
     val_set = list(VolumeSet(cfg.root_path, split.val))
     if not val_set:
         log.info("no validation split (--val_fraction 0, or no 'val' in splits.json): no model "

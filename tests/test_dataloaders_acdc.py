@@ -132,7 +132,7 @@ def test_dense_supervision_and_bad_sup_type(phantom_root):
     ds = SliceDataset(phantom_root, split.train[:1], "label", (32, 32), progress=False)
     assert 4 not in ds.targets[0]
     with pytest.raises(ValueError, match="--sup_type"):
-        SliceDataset(phantom_root, split.train, "points", (32, 32))
+        SliceDataset(phantom_root, split.train, "boxes", (32, 32))
 
 
 def test_volume_set_has_labels_and_spacing(phantom_root):

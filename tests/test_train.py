@@ -7,10 +7,12 @@ import train
     (["--method", "pce", "--patch_size", "50", "50"], "--patch_size must be multiples of 16"),
     (["--method", "pce", "--max_iterations", "0"], "--max_iterations must be >= 1"),
     (["--method", "pce", "--fold", "fold9"], "--fold must be one of"),
-    (["--method", "pce", "--sup_type", "points"], "--sup_type must be one of"),
+    (["--method", "pce", "--sup_type", "boxes"], "--sup_type must be one of"),
     (["--method", "pce", "--patch_size", "32", "32", "--input_size", "16", "16"], "--input_size must be"),
     (["--method", "pce", "--fg_prob", "2"], "--fg_prob must lie in [0, 1]"),
     (["--method", "s2l", "--patch_size", "32", "32", "--input_size", "64", "64"], "--input_size: s2l"),
+    (["--method", "pce", "--labeled_patients", "-1"], "--labeled_patients must be >= 0"),
+    (["--method", "pce", "--labeled_patients", "99"], "--labeled_patients must be in 0..3"),
 ])
 def test_bad_flags_are_one_line_errors(argv, message, phantom_root, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:

@@ -135,15 +135,50 @@ def random_walker_targets(root: str, slices: list[dict], progress: bool) -> list
     return [cache.get(*it) for it in items]
 
 
+def point_targets(root: str, slices: list[dict], progress: bool) -> list[np.ndarray]:
+    """A few points per class per slice drawn inside the dense masks (see
+    :mod:`dataloaders.points`), cached in ``<root>/points_cache``."""
+    from dataloaders.points import PointCache
+
+    cache = PointCache(os.path.join(root, "points_cache"))
+    items = list(zip([s["name"] for s in slices], _key("points", slices, "label")))
+    cache.build(items, progress=progress)
+    return [cache.get(*it) for it in items]
+
+
 # Supervision types: (root, slices as dicts of arrays with their "name", progress) -> the
-# training target of each slice, (H, W) with 4 = unlabeled. New kinds (e.g. points) go here.
+# training target of each slice, (H, W) with 4 = unlabeled.
 SUPERVISION = {
     "scribble": scribble_targets,
     "label": label_targets,
     "random_walker": random_walker_targets,
+    "points": point_targets,
 }
 # Value a rotation brings in from outside the slice, per supervision type.
-FILL = {"scribble": io.UNLABELED, "label": 0, "random_walker": io.UNLABELED}
+FILL = {"scribble": io.UNLABELED, "label": 0, "random_walker": io.UNLABELED, "points": io.UNLABELED}
+
+
+def labeled_patients(cases: list[str], n: int, seed: int) -> list[str]:
+    """The ``n`` patients of ``cases`` that train on their dense masks: the first ``n`` of a
+    permutation seeded by ``seed``, so the choices for growing ``n`` are nested (1 in 4 in 8)."""
+    patients = sorted({io.patient_of(c) for c in cases})
+    if not 0 <= n <= len(patients):
+        raise ValueError(f"--labeled_patients must be in 0..{len(patients)} (training patients), got {n}")
+    return sorted(np.random.default_rng(seed).permutation(patients)[:n].tolist())
+
+
+def dense_training_cases(train: list[str], sup_type: str, n: int, seed: int) -> tuple[list[str], list[str]]:
+    """(training cases, cases trained on dense masks) for ``--labeled_patients n``.
+
+    With a sparse ``sup_type`` every training case is kept and the chosen patients' cases use
+    their dense masks; with ``label`` and ``n`` > 0 only the chosen patients train (full
+    supervision with fewer patients). ``n`` = 0 keeps the training cases as they are.
+    """
+    chosen = set(labeled_patients(train, n, seed))
+    dense = [c for c in train if io.patient_of(c) in chosen]
+    if sup_type == "label":
+        return (dense if n else train), []
+    return train, dense
 
 
 class SliceDataset(Dataset):
@@ -154,25 +189,29 @@ class SliceDataset(Dataset):
     cropped (see :func:`dataloaders.augment.augment`). Items are indexed by ``(slice_index, seed)``
     pairs (see :class:`TrainBatchSampler`) and are dicts with ``image`` (1, h, w) float32 in
     [0, 1], ``target`` (h, w) int64 in {0..3, 4} and ``index``, the slice's position in ``names``
-    (for methods that keep per-slice memories).
+    (for methods that keep per-slice memories). The slices of ``dense_cases`` train on their
+    dense masks whatever ``sup_type`` says.
     """
 
     def __init__(self, root: str, cases: list[str], sup_type: str, patch_size, progress: bool = True,
-                 input_size=None, fg_prob: float = 0.5, target_spacing=None):
+                 input_size=None, fg_prob: float = 0.5, target_spacing=None, dense_cases=()):
         if sup_type not in SUPERVISION:
             raise ValueError(f"--sup_type must be one of {sorted(SUPERVISION)}, got {sup_type!r}")
         self.patch_size = tuple(patch_size)
         self.input_size = tuple(input_size or patch_size)
         self.fg_prob = fg_prob
-        self.fill = FILL[sup_type]
-        names = [f"{case}_slice_{z}" for case in cases for z in range(io.num_slices(root, case))]
-        if not names:
+        pairs = [(case, f"{case}_slice_{z}") for case in cases for z in range(io.num_slices(root, case))]
+        if not pairs:
             raise ValueError(f"{root}: no training slices for the chosen split")
         slices = [{"name": n, **io.read_h5(os.path.join(root, io.SLICE_DIR, n + ".h5"))}
-                  for n in tqdm(names, desc="loading slices", disable=not progress, leave=False)]
-        self.names = names
+                  for _, n in tqdm(pairs, desc="loading slices", disable=not progress, leave=False)]
+        self.names = [n for _, n in pairs]
         self.images = [s["image"].astype(np.float32) for s in slices]
-        self.targets = [t.astype(np.int64) for t in SUPERVISION[sup_type](root, slices, progress)]
+        dense = [case in set(dense_cases) for case, _ in pairs]
+        targets = iter(SUPERVISION[sup_type](root, [s for s, d in zip(slices, dense) if not d], progress))
+        labels = iter(label_targets(root, [s for s, d in zip(slices, dense) if d], progress))
+        self.targets = [next(labels if d else targets).astype(np.int64) for d in dense]
+        self.fills = [FILL["label" if d else sup_type] for d in dense]
         if target_spacing is not None:
             self._resample(slices, target_spacing)
 
@@ -182,7 +221,7 @@ class SliceDataset(Dataset):
         for i, s in enumerate(slices):
             if s.get("spacing") is None:
                 raise ValueError(f"--target_spacing: {s['name']} has no spacing attribute")
-            self.images[i], (self.targets[i],) = to_target(self.images[i], [self.targets[i]], [self.fill],
+            self.images[i], (self.targets[i],) = to_target(self.images[i], [self.targets[i]], [self.fills[i]],
                                                           s["spacing"][1:], target, self.input_size)
 
     def __len__(self) -> int:
@@ -191,7 +230,7 @@ class SliceDataset(Dataset):
     def __getitem__(self, item) -> dict:
         index, seed = item
         rng = np.random.default_rng(seed)
-        image, (target,) = augment(self.images[index], [self.targets[index]], [self.fill],
+        image, (target,) = augment(self.images[index], [self.targets[index]], [self.fills[index]],
                                    self.input_size, rng, self.patch_size, self.fg_prob)
         return {"image": torch.from_numpy(image.copy())[None], "target": torch.from_numpy(target.copy()),
                 "index": index}

@@ -2,27 +2,24 @@
 
 ``random_walker_labels`` turns one 2-D slice and its scribble into a dense uint8 label map with
 skimage's ``random_walker``. Solving the sparse system costs a few tenths of a second per ACDC slice, so
-``RandomWalkerCache`` stores each result as ``<cache_dir>/<key>.npz`` together with a digest of
-everything it depends on (image, scribble, beta, mode, tol) and recomputes when that changes.
+``RandomWalkerCache`` (a :class:`~dataloaders.slice_cache.SliceCache`) stores each result as
+``<cache_dir>/<key>.npz`` together with a digest of everything it depends on (image, scribble,
+beta, mode, tol) and recomputes when that changes.
 """
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
-import os
-import re
 
 import numpy as np
 from scipy import ndimage
 from skimage.segmentation import random_walker
-from tqdm import tqdm
 
 from dataloaders.io import UNLABELED
+from dataloaders.slice_cache import SliceCache
 
 MODES = ("cg", "cg_j", "cg_mg", "bf")
 # Bump when the labelling logic changes, so old cache files are recomputed.
 _CACHE_VERSION = "rw1"
-_KEY_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
 def _check_inputs(image, scribble) -> tuple[np.ndarray, np.ndarray]:
@@ -87,32 +84,25 @@ def random_walker_labels(image: np.ndarray, scribble: np.ndarray, beta: float = 
     return out
 
 
-class RandomWalkerCache:
-    """Random-walker pseudo labels stored one file per slice: ``<cache_dir>/<key>.npz``.
+class RandomWalkerCache(SliceCache):
+    """Random-walker pseudo labels stored one file per slice: ``<cache_dir>/<key>.npz``
+    (see :class:`dataloaders.slice_cache.SliceCache`).
 
-    Each file holds ``label`` (uint8 (H, W), as ``random_walker_labels`` returns) and ``digest``,
-    a hash of the image, scribble and solver settings; ``get`` recomputes (and overwrites) when
-    the digest differs, so a changed scribble or ``beta`` never serves a stale label. Files are
-    written atomically (temporary file + ``os.replace``), so parallel builders and interrupted
-    runs leave either the old or the new file, never a partial one. Keys are file-name safe
-    strings such as ``patient001_frame01_slice_3``.
+    Each file holds ``label`` (uint8 (H, W), as ``random_walker_labels`` returns) and a digest of
+    the image, scribble and solver settings. Inputs of ``get``, ``cached`` and ``build`` items:
+    ``(key, image, scribble)``.
     """
+
+    desc = "random walker"
 
     def __init__(self, cache_dir: str, beta: float = 130.0, mode: str = "bf",
                  tol: float = 1e-3):
         if mode not in MODES:
             raise ValueError(f"RandomWalkerCache: mode must be one of {MODES}, got {mode!r}")
-        self.cache_dir = cache_dir
+        super().__init__(cache_dir)
         self.beta = float(beta)
         self.mode = mode
         self.tol = float(tol)
-
-    def path(self, key: str) -> str:
-        """Cache file of ``key``; ValueError for keys that are not plain file names."""
-        if not isinstance(key, str) or not _KEY_RE.match(key) or key in (".", ".."):
-            raise ValueError(f"RandomWalkerCache: key {key!r} must be a plain file name "
-                             "(letters, digits, '_', '-', '.')")
-        return os.path.join(self.cache_dir, key + ".npz")
 
     def digest(self, image: np.ndarray, scribble: np.ndarray) -> str:
         """Hex digest of the inputs and solver settings that determine the label."""
@@ -123,60 +113,8 @@ class RandomWalkerCache:
         h.update(np.ascontiguousarray(scribble).tobytes())
         return h.hexdigest()
 
-    def _load(self, path: str, digest: str) -> np.ndarray | None:
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                if str(f["digest"]) != digest:
-                    return None
-                return f["label"]
-        except (OSError, KeyError, ValueError, EOFError):
-            # Missing or unreadable (e.g. foreign) file: treat as a miss and overwrite it.
-            return None
-
-    def _store(self, path: str, label: np.ndarray, digest: str) -> None:
-        os.makedirs(self.cache_dir, exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as f:
-            np.savez(f, label=label, digest=np.array(digest))
-        os.replace(tmp, path)
-
-    def cached(self, key: str, image: np.ndarray, scribble: np.ndarray) -> bool:
-        """True if a current label for these inputs is on disk."""
-        return self._load(self.path(key), self.digest(image, scribble)) is not None
-
-    def get(self, key: str, image: np.ndarray, scribble: np.ndarray) -> np.ndarray:
-        """uint8 (H, W) pseudo label of the slice ``key``, from disk or computed and stored."""
-        path = self.path(key)
-        digest = self.digest(image, scribble)
-        label = self._load(path, digest)
-        if label is None:
-            label = random_walker_labels(image, scribble, self.beta, self.mode, self.tol)
-            self._store(path, label, digest)
-        return label
-
-    def build(self, items, progress: bool = True, workers: int = 0) -> int:
-        """Precompute the labels of ``items``, a sequence of (key, image, scribble).
-
-        ``workers`` > 1 spreads the work over a process pool ("spawn", safe when torch or
-        threads are already running in the caller). Returns the number of slices computed
-        (those already cached are skipped).
-        """
-        todo = [it for it in items if not self.cached(*it)]
-        bar = tqdm(total=len(todo), desc="random walker", disable=not progress)
-        if workers > 1 and len(todo) > 1:
-            ctx = multiprocessing.get_context("spawn")
-            with ctx.Pool(workers) as pool:
-                for _ in pool.imap_unordered(self._get_item, todo):
-                    bar.update()
-        else:
-            for it in todo:
-                self.get(*it)
-                bar.update()
-        bar.close()
-        return len(todo)
-
-    def _get_item(self, item) -> None:
-        self.get(*item)
+    def compute(self, image: np.ndarray, scribble: np.ndarray) -> np.ndarray:
+        return random_walker_labels(image, scribble, self.beta, self.mode, self.tol)
 
 
 __all__ = ["random_walker_labels", "RandomWalkerCache", "MODES"]

@@ -1,0 +1,118 @@
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from dataloaders.acdc import SliceDataset, dense_training_cases, fold_split, labeled_patients
+from dataloaders import io
+from dataloaders.io import UNLABELED
+from dataloaders.points import PointCache, point_labels
+
+
+def rings(n=64):
+    """Background, an LV disk of radius 10, a MYO ring 10..16, an RV box."""
+    yy, xx = np.mgrid[:n, :n]
+    r = np.hypot(yy - 32, xx - 40)
+    label = np.zeros((n, n), np.uint8)
+    label[r < 16] = 2
+    label[r < 10] = 3
+    label[20:44, 6:18] = 1
+    return label
+
+
+def test_points_lie_inside_each_structure_away_from_its_border():
+    label = rings()
+    pts = point_labels(label, k=3, seed=0)
+    assert pts.dtype == np.uint8 and set(np.unique(pts)) == {0, 1, 2, 3, UNLABELED}
+    for c in range(4):
+        ys, xs = np.nonzero(pts == c)
+        assert len(ys) == 3
+        assert (label[ys, xs] == c).all()
+        dist = ndimage.distance_transform_edt(np.pad(label == c, 1, mode="edge"))[1:-1, 1:-1]
+        assert (dist[ys, xs] >= dist.max() / 2).all()
+    # LV disk of radius 10: inner half = within ~5 px of the centre (32, 40)
+    ys, xs = np.nonzero(pts == 3)
+    assert (np.hypot(ys - 32, xs - 40) <= 5.5).all()
+    # MYO ring 10..16: points at least 1 px from both of its borders
+    ys, xs = np.nonzero(pts == 2)
+    assert (np.abs(np.hypot(ys - 32, xs - 40) - 13) <= 2).all()
+
+
+def test_points_are_seeded():
+    label = rings()
+    assert np.array_equal(point_labels(label, seed=1), point_labels(label, seed=1))
+    assert not np.array_equal(point_labels(label, seed=1), point_labels(label, seed=2))
+
+
+def test_absent_classes_small_structures_and_bad_input():
+    label = np.zeros((8, 8), np.uint8)
+    label[3, 3] = 3  # a one-pixel structure: its only pixel
+    pts = point_labels(label, k=3)
+    assert pts[3, 3] == 3 and (pts == 0).sum() == 3 and not np.isin(pts, [1, 2]).any()
+    with pytest.raises(ValueError, match="0..3"):
+        point_labels(label + 4)
+    with pytest.raises(ValueError, match="k must"):
+        point_labels(label, k=0)
+    with pytest.raises(ValueError, match=r"\(H, W\)"):
+        point_labels(label[None])
+
+
+def test_point_cache(tmp_path):
+    label = rings()
+    cache = PointCache(str(tmp_path), k=2, seed=5)
+    a = cache.get("s_0", label)
+    assert np.array_equal(a, point_labels(label, 2, 5)) and cache.cached("s_0", label)
+    assert not PointCache(str(tmp_path), k=3, seed=5).cached("s_0", label)
+
+
+def test_points_sup_type_in_the_dataset(phantom_root):
+    split = fold_split(io.list_cases(phantom_root), "fold1")
+    ds = SliceDataset(phantom_root, split.train[:2], "points", (32, 32), progress=False)
+    for t in ds.targets:
+        assert ((t != UNLABELED).sum() <= 12) and (np.bincount(t.ravel(), minlength=5)[:4] <= 3).all()
+    assert ds.fills[0] == UNLABELED
+
+
+def test_labeled_patients_choice_is_seeded_nested_and_checked():
+    cases = [f"patient{p:03d}_frame{f:02d}" for p in range(1, 21) for f in (1, 12)]
+    four = labeled_patients(cases, 4, seed=2022)
+    assert four == labeled_patients(cases, 4, seed=2022) and len(four) == 4
+    assert set(labeled_patients(cases, 1, 2022)) <= set(four) <= set(labeled_patients(cases, 8, 2022))
+    assert four != labeled_patients(cases, 4, seed=1)
+    assert labeled_patients(cases, 0, 2022) == []
+    with pytest.raises(ValueError, match="--labeled_patients"):
+        labeled_patients(cases, 21, 2022)
+    train, dense = dense_training_cases(cases, "scribble", 4, 2022)
+    assert train == cases and sorted({io.patient_of(c) for c in dense}) == four and len(dense) == 8
+    train, dense = dense_training_cases(cases, "label", 4, 2022)
+    assert sorted({io.patient_of(c) for c in train}) == four and dense == []
+    assert dense_training_cases(cases, "label", 0, 2022) == (cases, [])
+
+
+def test_dense_cases_train_on_their_masks(phantom_root):
+    split = fold_split(io.list_cases(phantom_root), "fold1")
+    ds = SliceDataset(phantom_root, split.train[:2], "scribble", (32, 32), progress=False,
+                      dense_cases=split.train[:1])
+    n0 = io.num_slices(phantom_root, split.train[0])
+    first = io.read_case(phantom_root, split.train[0])
+    assert np.array_equal(ds.targets[0], first.label[0]) and ds.fills[0] == 0
+    second = io.read_case(phantom_root, split.train[1])
+    assert np.array_equal(ds.targets[n0], second.scribble[0]) and ds.fills[n0] == UNLABELED
+
+
+def test_labeled_patients_are_logged_and_saved_in_the_config(phantom_root, tmp_path):
+    import json
+
+    from conftest import tiny_cfg
+    from engine import train
+    from methods import get_method
+
+    pce = get_method("pce")
+    cfg = tiny_cfg(pce, phantom_root, tmp_path / "run", "--labeled_patients", "1", "--max_iterations", "2",
+                   "--sup_type", "points")
+    train(cfg, pce)
+    saved = json.load(open(tmp_path / "run" / "config.json"))
+    split = fold_split(io.list_cases(phantom_root), "fold1")
+    assert saved["labeled_patients"] == 1
+    assert saved["labeled_patient_ids"] == labeled_patients(split.train, 1, cfg.seed)
+    log = open(tmp_path / "run" / "log.txt").read()
+    assert f"dense masks for 1 training patients (--labeled_patients): {saved['labeled_patient_ids'][0]}" in log

@@ -1,0 +1,177 @@
+import os
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from dataloaders import io
+from dataloaders.acdc import fold_split
+from dataloaders.io import UNLABELED
+from refinement import (RefineSettings, anchor_mask, mean_dice, refine_volume, simulate_case,
+                        simulate_strokes, summarize_simulation)
+
+
+def test_simulated_strokes_skeleton_of_the_largest_wrong_region():
+    truth = np.zeros((3, 20, 20), np.uint8)
+    truth[1, 5:8, 2:15] = 3   # a 3 x 13 bar the prediction misses: skeleton = its middle row
+    truth[1, 12:15, 12:15] = 1  # a smaller 3 x 3 miss
+    truth[2, 0, 0] = 2          # one wrong pixel: below min_size
+    pred = np.zeros_like(truth)
+    s = simulate_strokes(pred, truth, k=1)
+    assert s.dtype == np.uint8
+    assert (s[1, 5:8, 2:15] != UNLABELED).sum() == (s[1] != UNLABELED).sum()  # inside the bar only
+    assert (s[1, 6, 3:13] == 3).all() and (s[1] == 3).sum() < 20 and (s[[0, 2]] == UNLABELED).all()
+    two = simulate_strokes(pred, truth, k=2)
+    assert (two[1, 12:15, 12:15] == 1).any() and (two[1] == 1).sum() == (two[1, 12:15, 12:15] == 1).sum()
+    # only the worst slice: slice 2 (one wrong pixel) is never stroked
+    assert (simulate_strokes(pred, truth, k=2, worst_slices=1)[2] == UNLABELED).all()
+    assert (simulate_strokes(truth, truth, k=3) == UNLABELED).all()
+    with pytest.raises(ValueError, match="one"):
+        simulate_strokes(pred[0], truth[0], 1)
+
+
+def test_anchor_mask_keeps_a_margin_around_strokes():
+    strokes = np.full((2, 9, 9), UNLABELED, np.uint8)
+    strokes[0, 4, 4] = 1
+    away = anchor_mask(strokes, 2.0)
+    assert away[1].all()
+    assert not away[0, 4, 6] and away[0, 4, 7] and not away[0, 4, 4]
+
+
+@pytest.fixture(scope="module")
+def bad_model(phantom_root, tmp_path_factory):
+    """pCE trained 20 iterations at 64x64: a deliberately bad model (mean Dice ~0.2)."""
+    from conftest import tiny_cfg
+    from engine import train
+    from methods import get_method
+
+    torch.manual_seed(0)
+    pce = get_method("pce")
+    out = tmp_path_factory.mktemp("bad") / "run"
+    cfg = tiny_cfg(pce, phantom_root, out, "--max_iterations", "20", "--val_interval", "20",
+                   "--patch_size", "64", "64", "--batch_size", "4")
+    train(cfg, pce)
+    return str(out / "last.pth")
+
+
+def test_refinement_raises_dice_of_a_bad_model(phantom_root, bad_model):
+    from engine import load_method
+
+    method, cfg = load_method(bad_model, torch.device("cpu"))
+    case = io.read_case(phantom_root, fold_split(io.list_cases(phantom_root), "fold1").test[0])
+    weights = {k: v.clone() for k, v in method.state_dict().items()}
+    r = simulate_case(method.segmenter(), case, 1, cfg.patch_size, torch.device("cpu"), worst_slices=3,
+                      settings=RefineSettings(iters=20))
+    assert r["dice_after"] > r["dice_before"] + 0.05 and r["steps"] == 20 and r["stroked_voxels"] > 0
+    # the simulation refines a copy: the loaded model is untouched
+    assert all(torch.equal(weights[k], v) for k, v in method.state_dict().items())
+    s = summarize_simulation([r, {**r, "dice_before": 0.5, "dice_after": 0.4, "seconds": 1e6}], worst=1)
+    assert s["worst_before"] == r["dice_before"] and s["largest_drop"] == pytest.approx(0.1)
+    assert s["seconds_max"] == 1e6
+
+
+def test_strokes_win_and_zero_steps_changes_nothing_else(phantom_root, bad_model):
+    from engine import load_method
+    from inference import predict_volume
+
+    method, cfg = load_method(bad_model, torch.device("cpu"))
+    case = io.read_case(phantom_root, io.list_cases(phantom_root)[0])
+    strokes = np.full(case.image.shape, UNLABELED, np.uint8)
+    strokes[1, 10:20, 30] = 2
+    before = predict_volume(method.segmenter(), case.image, cfg.patch_size, torch.device("cpu"))
+    out, info = refine_volume(method.segmenter(), case.image, strokes, cfg.patch_size, torch.device("cpu"),
+                              settings=RefineSettings(iters=0))
+    assert info["steps"] == 0 and (out[1, 10:20, 30] == 2).all()
+    keep = strokes == UNLABELED
+    assert np.array_equal(out[keep], before[keep])
+    with pytest.raises(ValueError, match="shape"):
+        refine_volume(method.segmenter(), case.image, strokes[:-1], cfg.patch_size, torch.device("cpu"))
+    assert mean_dice(case.label, case.label) == 1.0
+
+
+def write_scan(path, array, spacing=(1.5, 1.25, 10.0), origin=(3.0, -2.0, 7.0)):
+    img = sitk.GetImageFromArray(array)
+    img.SetSpacing(spacing)
+    img.SetOrigin(origin)
+    img.SetDirection((0, 1, 0, 1, 0, 0, 0, 0, 1))
+    sitk.WriteImage(img, str(path))
+
+
+def test_refine_cli_keeps_geometry_honours_strokes_never_writes_the_checkpoint(phantom_root, bad_model, tmp_path,
+                                                                               capsys):
+    import refine
+
+    case = io.read_case(phantom_root, io.list_cases(phantom_root)[0])
+    write_scan(tmp_path / "scan.nii.gz", (case.image * 700).astype(np.int16))
+    strokes = np.full(case.image.shape, UNLABELED, np.uint8)
+    strokes[2, 20:40, 32] = 3
+    strokes[2, 5, 5:20] = 0
+    write_scan(tmp_path / "strokes.nii.gz", strokes)
+    ckpt_bytes = open(bad_model, "rb").read()
+    out = refine.main(["--checkpoint", bad_model, "--input", str(tmp_path / "scan.nii.gz"), "--strokes",
+                       str(tmp_path / "strokes.nii.gz"), "--output", str(tmp_path / "out"), "--iters", "3",
+                       "--device", "cpu"])
+    assert out == str(tmp_path / "out" / "scan_refined.nii.gz") and "3 steps" in capsys.readouterr().out
+    ref, res = sitk.ReadImage(str(tmp_path / "scan.nii.gz")), sitk.ReadImage(out)
+    assert res.GetSpacing() == ref.GetSpacing() and res.GetOrigin() == ref.GetOrigin()
+    assert res.GetDirection() == ref.GetDirection() and res.GetSize() == ref.GetSize()
+    seg = sitk.GetArrayFromImage(res)
+    assert (seg[2, 20:40, 32] == 3).all() and (seg[2, 5, 5:20] == 0).all()
+    assert open(bad_model, "rb").read() == ckpt_bytes and sorted(os.listdir(tmp_path / "out")) == [
+        "scan_refined.nii.gz"]
+    saved = tmp_path / "refined.pth"
+    refine.main(["--checkpoint", bad_model, "--input", str(tmp_path / "scan.nii.gz"), "--strokes",
+                 str(tmp_path / "strokes.nii.gz"), "--output", str(tmp_path / "out"), "--iters", "1",
+                 "--device", "cpu", "--save", str(saved)])
+    from engine import load_method
+
+    refined, _ = load_method(str(saved), torch.device("cpu"))
+    original, _ = load_method(bad_model, torch.device("cpu"))
+    assert any(not torch.equal(a, b) for a, b in zip(refined.state_dict().values(),
+                                                      original.state_dict().values()))
+
+
+def test_refine_cli_errors(phantom_root, bad_model, tmp_path, capsys):
+    import refine
+
+    write_scan(tmp_path / "scan.nii.gz", np.zeros((3, 8, 8), np.int16))
+    write_scan(tmp_path / "strokes.nii.gz", np.zeros((3, 8, 9), np.uint8))
+    args = ["--checkpoint", bad_model, "--input", str(tmp_path / "scan.nii.gz"), "--strokes",
+            str(tmp_path / "strokes.nii.gz"), "--output", str(tmp_path / "out"), "--device", "cpu"]
+    with pytest.raises(SystemExit):
+        refine.main(args)
+    assert "strokes.nii.gz: shape (3, 8, 9) differs" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "out")
+    with pytest.raises(SystemExit):
+        refine.main(["--checkpoint", bad_model, "--input", "x.nii.gz"])
+    assert "--strokes, --output required" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        refine.main(["--checkpoint", str(tmp_path / "none.pth"), "--simulate", "1", "--root", phantom_root])
+    assert "none.pth: no such checkpoint" in capsys.readouterr().err
+
+
+def test_refine_cli_simulate_prints_the_table(phantom_root, bad_model, capsys):
+    import refine
+
+    s = refine.main(["--checkpoint", bad_model, "--simulate", "1", "--root", phantom_root, "--fold", "fold1",
+                     "--iters", "2", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert s["n"] == 2 and "patient001_frame01" in out and "s per refinement" in out
+
+
+def test_scope_slices_leaves_unstroked_slices_alone(phantom_root, bad_model):
+    from engine import load_method
+    from inference import predict_volume
+
+    method, cfg = load_method(bad_model, torch.device("cpu"))
+    case = io.read_case(phantom_root, io.list_cases(phantom_root)[0])
+    strokes = np.full(case.image.shape, UNLABELED, np.uint8)
+    strokes[1, 10:40, 30] = 1
+    before = predict_volume(method.segmenter(), case.image, cfg.patch_size, torch.device("cpu"))
+    out, info = refine_volume(method.segmenter(), case.image, strokes, cfg.patch_size, torch.device("cpu"),
+                              settings=RefineSettings(iters=5, lr=1e-2))
+    assert info["steps"] == 5 and not np.array_equal(out[1], before[1])
+    assert np.array_equal(np.delete(out, 1, 0), np.delete(before, 1, 0))
+    with pytest.raises(ValueError, match="scope"):
+        RefineSettings(scope="everything")
