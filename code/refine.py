@@ -25,6 +25,7 @@ import torch
 from dataloaders import io
 from dataloaders.acdc import fold_split
 from dataloaders.phantoms import normalise_intensity
+from engine import load_method, read_checkpoint, resolve_device
 from refinement import SCOPES, RefineSettings, check_strokes, refine_volume, simulate_case, summarize_simulation
 
 
@@ -86,10 +87,11 @@ def write_like(path: str, array: np.ndarray, reference: str) -> None:
 
 def save_refined(path: str, checkpoint: str, method) -> None:
     """A checkpoint ``load_method`` reads: the original's config, the refined weights."""
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    ckpt = read_checkpoint(checkpoint)
+    tmp = f"{path}.{os.getpid()}.tmp"
     torch.save({"config": ckpt["config"], "method": ckpt["method"], "model": method.state_dict(),
-                "refined_from": os.path.abspath(checkpoint)}, path + ".tmp")
-    os.replace(path + ".tmp", path)
+                "iteration": ckpt["iteration"], "refined_from": os.path.abspath(checkpoint)}, tmp)
+    os.replace(tmp, path)
 
 
 def refine_scan(args, method, cfg, device) -> str:
@@ -133,7 +135,6 @@ def simulate(args, method, cfg, device) -> dict:
 
 
 def main(argv=None):
-    from engine import load_method, resolve_device
 
     args, parser = parse_args(argv)
     try:
