@@ -135,7 +135,6 @@ def simulate(args, method, cfg, device) -> dict:
 
 
 def main(argv=None):
-
     args, parser = parse_args(argv)
     try:
         device = resolve_device(args.device)
