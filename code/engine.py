@@ -24,7 +24,6 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from config import build_parser, finalize, input_size, save_config
-from dataloaders import io
 from dataloaders.acdc import (SliceDataset, Split, TrainBatchSampler, VolumeSet, dense_training_cases,
                               labeled_patients, make_split)
 from inference import autocast, evaluate
