@@ -101,7 +101,7 @@ def refine_scan(args, method, cfg, device) -> str:
     out = refined_path(args.output, args.input)
     if os.path.abspath(out) in (os.path.abspath(args.input), os.path.abspath(args.strokes)):
         raise ValueError(f"--output {args.output}: would overwrite {out}")
-    pred, info = refine_volume(method.segmenter(), normalise_intensity(image), strokes, cfg.patch_size,
+    pred, info = refine_volume(method.segmenter(), normalise_intensity(image), strokes, cfg.input_size,
                                device, cfg.amp, cfg.channels_last, settings_of(args))
     os.makedirs(args.output, exist_ok=True)
     write_like(out, pred, args.input)
@@ -119,7 +119,7 @@ def simulate(args, method, cfg, device) -> dict:
         case = io.read_case(args.root, name)
         if case.label is None:
             raise KeyError(f"{io.volume_path(args.root, name)}: no 'label' for the simulated user")
-        r = simulate_case(method.segmenter(), case, args.simulate, cfg.patch_size, device, cfg.amp,
+        r = simulate_case(method.segmenter(), case, args.simulate, cfg.input_size, device, cfg.amp,
                           cfg.channels_last, args.worst_slices, args.seed, settings_of(args))
         rows.append(r)
         print(f"{r['case']:22s} {r['dice_before']:11.4f} {r['dice_after']:7.4f} "

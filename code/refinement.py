@@ -82,7 +82,7 @@ def _logits(model, x, size, device, amp, channels_last) -> torch.Tensor:
     return F.interpolate(out.float(), size=size, mode="bilinear", align_corners=False)
 
 
-def refine_volume(model: torch.nn.Module, image: np.ndarray, strokes: np.ndarray, patch_size,
+def refine_volume(model: torch.nn.Module, image: np.ndarray, strokes: np.ndarray, input_size,
                   device: torch.device, amp: str = "off", channels_last: bool = False,
                   settings: RefineSettings | None = None) -> tuple[np.ndarray, dict]:
     """Fine-tune ``model`` in place on one volume and return its corrected segmentation.
@@ -91,7 +91,7 @@ def refine_volume(model: torch.nn.Module, image: np.ndarray, strokes: np.ndarray
         model: (B, 1, h, w) -> (B, C, h, w) logits; its batch-norm statistics stay frozen (eval
             mode: one scan is too few for batch statistics); its weights change.
         image: (Z, H, W) float32 in [0, 1]; strokes: (Z, H, W) 0..3 stroked, 4 elsewhere.
-        patch_size: the (h, w) the model was trained at.
+        input_size: the (h, w) slices are resized to, as in inference (the run's ``--input_size``).
     Returns:
         (uint8 (Z, H, W) prediction with the strokes written over it, info dict with ``steps``
         and ``seconds``).
@@ -101,13 +101,13 @@ def refine_volume(model: torch.nn.Module, image: np.ndarray, strokes: np.ndarray
     start = time.monotonic()
     size = image.shape[1:]
     model.eval()
-    initial = predict_volume(model, image, patch_size, device, amp, channels_last=channels_last)
+    initial = predict_volume(model, image, input_size, device, amp, channels_last=channels_last)
     stroked_z = (strokes != UNLABELED).reshape(len(strokes), -1).any(1)
     if not stroked_z.any():
         return initial, {"steps": 0, "seconds": time.monotonic() - start}
     fit = stroked_z if settings.scope == "slices" else np.ones(len(strokes), bool)
     x = F.interpolate(torch.from_numpy(np.ascontiguousarray(image[fit], np.float32))[:, None].to(device),
-                      size=tuple(patch_size), mode="bilinear", align_corners=False)
+                      size=tuple(input_size), mode="bilinear", align_corners=False)
     target = torch.from_numpy(strokes[fit].astype(np.int64)).to(device)
     away = torch.from_numpy(anchor_mask(strokes[fit], settings.anchor_margin)).to(device)
     with torch.no_grad():
@@ -124,7 +124,7 @@ def refine_volume(model: torch.nn.Module, image: np.ndarray, strokes: np.ndarray
         opt.step()
         steps += 1
     pred = initial.copy()
-    pred[fit] = predict_volume(model, image[fit], patch_size, device, amp, channels_last=channels_last)
+    pred[fit] = predict_volume(model, image[fit], input_size, device, amp, channels_last=channels_last)
     stroked = strokes != UNLABELED
     pred[stroked] = strokes[stroked]
     return pred, {"steps": steps, "seconds": time.monotonic() - start}
@@ -170,14 +170,14 @@ def mean_dice(pred: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([m["dice"] for m in metrics.volume_metrics(pred, truth).values()]))
 
 
-def simulate_case(model, case, k: int, patch_size, device, amp="off", channels_last=False,
+def simulate_case(model, case, k: int, input_size, device, amp="off", channels_last=False,
                   worst_slices=None, seed=0, settings=None) -> dict:
     """Predict ``case`` with ``model``, draw simulated strokes, refine a copy of the model, and
     return {"case", "dice_before", "dice_after", "stroked_voxels", "steps", "seconds"}.
     ``seconds`` is the whole refinement (fine-tuning and the final prediction)."""
-    before = predict_volume(model, case.image, patch_size, device, amp, channels_last=channels_last)
+    before = predict_volume(model, case.image, input_size, device, amp, channels_last=channels_last)
     strokes = simulate_strokes(before, case.label, k, seed, worst_slices)
-    after, info = refine_volume(copy.deepcopy(model), case.image, strokes, patch_size, device, amp,
+    after, info = refine_volume(copy.deepcopy(model), case.image, strokes, input_size, device, amp,
                                 channels_last, settings)
     return {"case": case.name, "dice_before": mean_dice(before, case.label),
             "dice_after": mean_dice(after, case.label),
