@@ -186,7 +186,7 @@ def check_resumable(saved: dict, cfg, method_cls) -> None:
     runs un-resumable)."""
     defaults = vars(finalize(build_parser(method_cls).parse_args([]), method_cls))
     saved = {**defaults, "input_size": None, **saved}
-    saved["input_size"] = saved["input_size"] or saved["patch_size"]
+    saved["input_size"] = input_size(argparse.Namespace(**saved))
     for key, value in sorted(vars(cfg).items()):
         if key not in RESUME_MAY_CHANGE and saved.get(key) != value:
             raise ValueError(f"--resume: --{key} is {value!r} but the run was started with "

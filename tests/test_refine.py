@@ -61,7 +61,7 @@ def test_refinement_raises_dice_of_a_bad_model(phantom_root, bad_model):
     method, cfg = load_method(bad_model, torch.device("cpu"))
     case = io.read_case(phantom_root, fold_split(io.list_cases(phantom_root), "fold1").test[0])
     weights = {k: v.clone() for k, v in method.state_dict().items()}
-    r = simulate_case(method.segmenter(), case, 1, cfg.patch_size, torch.device("cpu"), worst_slices=3,
+    r = simulate_case(method.segmenter(), case, 1, cfg.input_size, torch.device("cpu"), worst_slices=3,
                       settings=RefineSettings(iters=20))
     assert r["dice_after"] > r["dice_before"] + 0.05 and r["steps"] == 20 and r["stroked_voxels"] > 0
     # the simulation refines a copy: the loaded model is untouched
@@ -71,22 +71,29 @@ def test_refinement_raises_dice_of_a_bad_model(phantom_root, bad_model):
     assert s["seconds_max"] == 1e6
 
 
-def test_strokes_win_and_zero_steps_changes_nothing_else(phantom_root, bad_model):
+def stroked_case(phantom_root, bad_model, rows, label):
+    """(method, cfg, case, strokes with ``label`` on slice 1, rows ``rows`` of column 30, the
+    prediction before refinement) for the first phantom case."""
     from engine import load_method
     from inference import predict_volume
 
     method, cfg = load_method(bad_model, torch.device("cpu"))
     case = io.read_case(phantom_root, io.list_cases(phantom_root)[0])
     strokes = np.full(case.image.shape, UNLABELED, np.uint8)
-    strokes[1, 10:20, 30] = 2
-    before = predict_volume(method.segmenter(), case.image, cfg.patch_size, torch.device("cpu"))
-    out, info = refine_volume(method.segmenter(), case.image, strokes, cfg.patch_size, torch.device("cpu"),
+    strokes[1, rows, 30] = label
+    before = predict_volume(method.segmenter(), case.image, cfg.input_size, torch.device("cpu"))
+    return method, cfg, case, strokes, before
+
+
+def test_strokes_win_and_zero_steps_changes_nothing_else(phantom_root, bad_model):
+    method, cfg, case, strokes, before = stroked_case(phantom_root, bad_model, slice(10, 20), 2)
+    out, info = refine_volume(method.segmenter(), case.image, strokes, cfg.input_size, torch.device("cpu"),
                               settings=RefineSettings(iters=0))
     assert info["steps"] == 0 and (out[1, 10:20, 30] == 2).all()
     keep = strokes == UNLABELED
     assert np.array_equal(out[keep], before[keep])
     with pytest.raises(ValueError, match="shape"):
-        refine_volume(method.segmenter(), case.image, strokes[:-1], cfg.patch_size, torch.device("cpu"))
+        refine_volume(method.segmenter(), case.image, strokes[:-1], cfg.input_size, torch.device("cpu"))
     assert mean_dice(case.label, case.label) == 1.0
 
 
@@ -161,15 +168,8 @@ def test_refine_cli_simulate_prints_the_table(phantom_root, bad_model, capsys):
 
 
 def test_scope_slices_leaves_unstroked_slices_alone(phantom_root, bad_model):
-    from engine import load_method
-    from inference import predict_volume
-
-    method, cfg = load_method(bad_model, torch.device("cpu"))
-    case = io.read_case(phantom_root, io.list_cases(phantom_root)[0])
-    strokes = np.full(case.image.shape, UNLABELED, np.uint8)
-    strokes[1, 10:40, 30] = 1
-    before = predict_volume(method.segmenter(), case.image, cfg.patch_size, torch.device("cpu"))
-    out, info = refine_volume(method.segmenter(), case.image, strokes, cfg.patch_size, torch.device("cpu"),
+    method, cfg, case, strokes, before = stroked_case(phantom_root, bad_model, slice(10, 40), 1)
+    out, info = refine_volume(method.segmenter(), case.image, strokes, cfg.input_size, torch.device("cpu"),
                               settings=RefineSettings(iters=5, lr=1e-2))
     assert info["steps"] == 5 and not np.array_equal(out[1], before[1])
     assert np.array_equal(np.delete(out, 1, 0), np.delete(before, 1, 0))
