@@ -108,8 +108,10 @@ class MaskMixAdv(Method):
 
     def configure_optimizers(self):
         params = [p for n, p in self.named_parameters() if not n.startswith("disc.")]
-        return {"seg": self.sgd(params),
-                "disc": torch.optim.Adam(self.disc.parameters(), lr=self.cfg.disc_lr, betas=(0.9, 0.99))}
+        optimizers = {"seg": self.sgd(params)}
+        if self.cfg.w_adv > 0:  # without the adversarial term D never steps
+            optimizers["disc"] = torch.optim.Adam(self.disc.parameters(), lr=self.cfg.disc_lr, betas=(0.9, 0.99))
+        return optimizers
 
     def losses(self, batch, state):
         """The segmenter's loss terms (0-dim) and the discriminator's logits of both views'
