@@ -8,6 +8,7 @@ resumable exactly), tensorboardX scalars and images, a tqdm bar and ``log.txt``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -26,6 +27,7 @@ from tqdm import tqdm
 from config import build_parser, finalize, input_size, save_config
 from dataloaders.acdc import (SliceDataset, Split, TrainBatchSampler, VolumeSet, dense_training_cases,
                               labeled_patients, make_split)
+from distributed import Distributed
 from inference import autocast, evaluate
 from run_folder import Interrupted, RunFolder, StopSignals
 
@@ -51,10 +53,13 @@ class TrainState:
     Attributes:
         iteration: 0-based index of the current step; ``max_iterations`` the run's length.
         optimizers: name -> optimiser, as returned by ``Method.configure_optimizers``.
+        dist: the data-parallel job (a single process by default); gradients are averaged over
+            its ranks before every optimiser step.
     """
 
-    def __init__(self, cfg, device: torch.device, optimizers: dict):
+    def __init__(self, cfg, device: torch.device, optimizers: dict, dist: Distributed | None = None):
         self.cfg, self.device, self.optimizers = cfg, device, optimizers
+        self.dist = dist or Distributed()
         self.iteration, self.max_iterations = 0, cfg.max_iterations
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
 
@@ -71,6 +76,7 @@ class TrainState:
         for opt in opts:
             opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward(inputs=params, retain_graph=retain_graph)
+        self.dist.average_gradients(params)
         for opt in opts:
             self.scaler.step(opt)
         self.scaler.update()
@@ -108,10 +114,11 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(path: str, cfg, method, optimizers, schedulers, state: TrainState, best: dict,
-                    split: Split | None = None) -> None:
+                    split: Split | None = None, rngs: list[dict] | None = None) -> None:
     """Everything needed to resume exactly (and the split's case lists, so that a resume on other
     data is refused), written atomically and durably: a uniquely named temporary file, fsync'ed,
     renamed, and the folder fsync'ed, so a crash or power cut never leaves half a file.
+    ``rngs``: every rank's RNG states in a data-parallel job (default: this process's).
     A model with a non-finite weight is never written (FloatingPointError naming the tensor)."""
     for name, t in method.state_dict().items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
@@ -126,9 +133,12 @@ def save_checkpoint(path: str, cfg, method, optimizers, schedulers, state: Train
         "scaler": state.scaler.state_dict(),
         "iteration": state.iteration,
         "best": best,
-        "rng": rng_state(),
+        "rng": rngs[0] if rngs else rng_state(),
+        "world_size": len(rngs) if rngs else 1,
         "split": None if split is None else vars(split),
     }
+    if rngs and len(rngs) > 1:
+        ckpt["rng_ranks"] = rngs
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "wb") as f:
         torch.save(ckpt, f)
@@ -204,6 +214,53 @@ def check_same_split(saved: dict | None, split: Split, path: str) -> None:
                              f"(e.g. {changed[0] if changed else 'their order'}); use the same --root_path")
 
 
+def check_same_world(ckpt: dict, dist: Distributed, path: str) -> None:
+    """ValueError when a run is resumed with another number of processes (which would change
+    its effective batch and its batches)."""
+    saved = ckpt.get("world_size", 1)
+    if saved != dist.world_size:
+        raise ValueError(f"--resume: {path} was trained by {saved} process(es), this job has "
+                         f"{dist.world_size}; resume with torchrun --nproc_per_node {saved}")
+
+
+class Checkpointer:
+    """Writes a run's ``last.pth`` / ``best.pth``. In a data-parallel job every rank calls
+    :meth:`save` at the same iterations (it gathers every rank's RNG state and checks that the
+    ranks' weights agree), and rank 0 alone writes."""
+
+    def __init__(self, folder: RunFolder, cfg, method, optimizers: dict, schedulers: dict, state: TrainState,
+                 split: Split, dist: Distributed):
+        self.folder, self.cfg, self.method, self.split, self.dist = folder, cfg, method, split, dist
+        self.optimizers, self.schedulers, self.state = optimizers, schedulers, state
+
+    def check_finite(self, finite: torch.Tensor, logs: dict) -> None:
+        """FloatingPointError unless every loss of every rank was finite so far."""
+        if not self.dist.all(finite):
+            raise FloatingPointError(f"a non-finite loss at or before iteration {self.state.iteration} "
+                                     f"(last losses {({k: float(v) for k, v in logs.items()})}); "
+                                     "nothing was saved after it")
+
+    def save(self, names: list[str], best: dict, finite: torch.Tensor, logs: dict) -> None:
+        self.check_finite(finite, logs)
+        self.dist.check_identical(self.method)
+        self.dist.broadcast_state(self.method)  # batch-norm statistics differ between ranks
+        rngs = self.dist.gather(rng_state())
+        if self.dist.is_main:
+            for name in names:
+                save_checkpoint(self.folder.file(name), self.cfg, self.method, self.optimizers, self.schedulers,
+                                self.state, best, self.split, rngs)
+
+
+class _NoWriter:
+    """Stands in for the tensorboard writer on ranks other than 0."""
+
+    def add_scalar(self, *args, **kwargs):
+        pass
+
+    add_images = add_scalar
+    close = add_scalar
+
+
 def _to(batch: dict, device: torch.device, channels_last: bool) -> dict:
     out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
     if channels_last:
@@ -218,8 +275,10 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
     tensorboard events under ``tb/``, while holding the folder's lock (:class:`RunFolder`). An
     existing run there is never overwritten unless ``--overwrite``: pass ``--resume`` to continue
     it, or choose another ``--exp`` / ``--out_dir``. On SIGTERM or SIGINT it saves ``last.pth``
-    and raises :class:`run_folder.Interrupted`.
+    and raises :class:`run_folder.Interrupted`. Under ``torchrun`` it trains data-parallel
+    (:mod:`distributed`); rank 0 alone writes the folder.
     """
+    dist = Distributed.from_env()
     folder = RunFolder(cfg.out_dir, cfg.resume, cfg.overwrite)
     folder.check()
     # Everything that can be checked is checked before the folder is created or touched.
@@ -227,37 +286,50 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
     ckpt = read_checkpoint(folder.file("last.pth")) if cfg.resume else None
     if ckpt is not None:
         check_resumable(ckpt["config"], cfg, method_cls)
+        check_same_world(ckpt, dist, folder.file("last.pth"))
     device = resolve_device(cfg.device)
     split = make_split(cfg.root_path, cfg.fold, cfg.val_fraction, cfg.select_on_test)
     if ckpt is not None:
         check_same_split(ckpt.get("split"), split, folder.file("last.pth"))
     training = dense_training_cases(split.train, cfg.sup_type, cfg.labeled_patients, cfg.seed)
     cfg.labeled_patient_ids = labeled_patients(split.train, cfg.labeled_patients, cfg.seed)
-    with folder, StopSignals() as stop:
-        return _train(cfg, method_cls, folder, ckpt, device, split, stop, training)
-
+    device = dist.start(device)
+    try:
+        with folder if dist.is_main else contextlib.nullcontext(), StopSignals() as stop:
+            return _train(cfg, method_cls, folder, ckpt, device, split, stop, training, dist)
+    finally:
+        dist.stop()
 
 
 def _train(cfg, method_cls, folder: RunFolder, ckpt: dict | None, device: torch.device, split: Split,
-           stop: StopSignals, training: tuple[list[str], list[str]]) -> dict:
+           stop: StopSignals, training: tuple[list[str], list[str]], dist: Distributed) -> dict:
     """The training proper, in a checked and locked run folder; ``training`` = (the cases that
     train, those of them that use their dense masks)."""
     train_cases, dense_cases = training
     last_path = folder.file("last.pth")
-    log = _logger(cfg.out_dir)
-    save_config(cfg, folder.file("config.json"))
-    seed_everything(cfg.seed)
+    if dist.is_main:
+        log = _logger(cfg.out_dir)
+        save_config(cfg, folder.file("config.json"))
+    else:
+        log = logging.getLogger(f"maskmixadv.rank{dist.rank}")
+        log.addHandler(logging.NullHandler())
+        log.propagate = False
+    # Each rank draws its own masks and noise; the weights start equal (broadcast below).
+    seed_everything(cfg.seed + dist.rank)
     log.info("command: %s", " ".join(sys.argv))
     log.info("split %s: %d train, %d validation, %d test volumes%s", cfg.fold, len(train_cases),
              len(split.val), len(split.test), " (selecting on the TEST fold)" if cfg.select_on_test else "")
     if cfg.labeled_patients:
         log.info("dense masks for %d training patients (--labeled_patients): %s", cfg.labeled_patients,
                  " ".join(cfg.labeled_patient_ids))
+    if dist.enabled:
+        log.info("data-parallel: %d processes of batch %d, effective batch %d", dist.world_size,
+                 cfg.batch_size, dist.world_size * cfg.batch_size)
     train_set = SliceDataset(cfg.root_path, train_cases, cfg.sup_type, cfg.patch_size, progress=cfg.progress,
                              input_size=cfg.input_size, fg_prob=cfg.fg_prob,
                              target_spacing=cfg.target_spacing, dense_cases=dense_cases)
-    val_set = list(VolumeSet(cfg.root_path, split.val))
-    if not val_set:
+    val_set = list(VolumeSet(cfg.root_path, split.val)) if dist.is_main else []
+    if dist.is_main and not val_set:
         log.info("no validation split (--val_fraction 0, or no 'val' in splits.json): no model "
                  "selection, the last model is kept (best.pth = last.pth)")
 
@@ -269,7 +341,7 @@ def _train(cfg, method_cls, folder: RunFolder, ckpt: dict | None, device: torch.
     optimizers = method.configure_optimizers()
     schedulers = {k: PolynomialLR(o, total_iters=cfg.max_iterations, power=cfg.poly_power)
                   for k, o in optimizers.items()}
-    state = TrainState(cfg, device, optimizers)
+    state = TrainState(cfg, device, optimizers, dist)
     best = {"iteration": -1, "dice": -math.inf}
     if cfg.resume:
         method.load_state_dict(ckpt["model"])
@@ -279,35 +351,29 @@ def _train(cfg, method_cls, folder: RunFolder, ckpt: dict | None, device: torch.
             s.load_state_dict(ckpt["schedulers"][k])
         state.scaler.load_state_dict(ckpt["scaler"])
         state.iteration, best = ckpt["iteration"], ckpt["best"]
+    dist.broadcast_state(method)
+    checkpointer = Checkpointer(folder, cfg, method, optimizers, schedulers, state, split, dist)
 
-    loader = DataLoader(train_set, batch_sampler=TrainBatchSampler(len(train_set), cfg.batch_size, cfg.seed,
-                                                                   state.iteration),
+    sampler = TrainBatchSampler(len(train_set), cfg.batch_size, cfg.seed, state.iteration, dist.rank, dist.world_size)
+    loader = DataLoader(train_set, batch_sampler=sampler,
                         num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
                         persistent_workers=cfg.num_workers > 0)
     batches = iter(loader)
     if cfg.resume:
         # Restored only now: creating the loader's iterator draws from the global RNG.
-        set_rng_state(ckpt["rng"])
+        set_rng_state(ckpt["rng_ranks"][dist.rank] if dist.enabled else ckpt["rng"])
         log.info("resumed from %s at iteration %d", last_path, state.iteration)
-    writer = SummaryWriter(os.path.join(cfg.out_dir, "tb"))
+    writer = SummaryWriter(os.path.join(cfg.out_dir, "tb")) if dist.is_main else _NoWriter()
     log.info("training %s on %s (amp %s) for %d iterations from %d", cfg.method, device, cfg.amp,
              cfg.max_iterations, state.iteration)
     # Redirected to a file, a bar redraws ~10 times a second: slow it to keep logs readable.
-    bar = tqdm(total=cfg.max_iterations, initial=state.iteration, disable=not cfg.progress, desc=cfg.method,
+    bar = tqdm(total=cfg.max_iterations, initial=state.iteration, disable=not (cfg.progress and dist.is_main), desc=cfg.method,
                mininterval=0.1 if sys.stderr.isatty() else 30)
     start = time.time()
     method.train()
     # Every iteration's losses are checked on the device (no host sync); the flag is read before
     # anything is logged or saved, so a model trained through a NaN is never written.
     finite = torch.ones((), dtype=torch.bool, device=device)
-
-    def save(name: str) -> None:
-        if not bool(finite):
-            raise FloatingPointError(f"a non-finite loss at or before iteration {state.iteration} "
-                                     f"(last losses {({k: float(v) for k, v in logs.items()})}); "
-                                     "nothing was saved after it")
-        save_checkpoint(folder.file(name), cfg, method, optimizers, schedulers, state, best, split)
-
     while state.iteration < cfg.max_iterations:
         batch = _to(next(batches), device, cfg.channels_last)
         logs = method.training_step(batch, state)
@@ -318,44 +384,30 @@ def _train(cfg, method_cls, folder: RunFolder, ckpt: dict | None, device: torch.
         state.iteration += 1
         bar.update()
         validating = state.iteration % cfg.val_interval == 0 or state.iteration == cfg.max_iterations
+        stopping = dist.any(stop.received is not None)  # all ranks stop at the same iteration
         if state.iteration % 10 == 0 or validating:
-            if not bool(finite):
-                save("last.pth")  # raises FloatingPointError: nothing is written
+            checkpointer.check_finite(finite, logs)
             logs = {k: float(v) for k, v in logs.items()}
             bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items()}, refresh=False)
             for k, v in logs.items():
                 writer.add_scalar(f"train/{k}", v, state.iteration)
             writer.add_scalar("train/lr", next(iter(optimizers.values())).param_groups[0]["lr"], state.iteration)
+        names = []
         if validating:
-            losses = " ".join(f"{k} {float(v):.4f}" for k, v in logs.items())
-            if val_set:
-                summary = validate(cfg, method, val_set, device, batch, writer, state.iteration)
-                log.info("iteration %d: %s | val dice %.4f hd95 %.2f (%.0f s)", state.iteration, losses,
-                         summary["dice"]["mean"], summary["hd95"]["mean"], time.time() - start)
-                tqdm.write(f"{cfg.method} iteration {state.iteration}/{cfg.max_iterations}: validation Dice "
-                           f"{summary['dice']['mean']:.4f} HD95 {summary['hd95']['mean']:.2f} "
-                           f"(best {max(best['dice'], summary['dice']['mean']):.4f})")
-                improved = summary["dice"]["mean"] > best["dice"]
-                if improved:
-                    best = {"iteration": state.iteration, "dice": summary["dice"]["mean"],
-                            "hd95": summary["hd95"]["mean"]}
-            else:
-                log.info("iteration %d: %s | no validation: keeping the last model (%.0f s)",
-                         state.iteration, losses, time.time() - start)
-                best = {"iteration": state.iteration, "dice": None, "hd95": None,
-                        "selection": "last model (no validation split)"}
-                improved = True
-            if improved:
-                save("best.pth")
-            save("last.pth")
-            method.train()
-        elif state.iteration % cfg.save_every == 0:
-            save("last.pth")
-        if stop.received:
-            if not validating and state.iteration % cfg.save_every:
-                save("last.pth")
-            log.info("%s at iteration %d: saved %s", stop.received, state.iteration, last_path)
-            raise Interrupted(f"{stop.received} at iteration {state.iteration}: saved {last_path}; "
+            improved = False
+            if dist.is_main:
+                best, improved = validation_point(cfg, method, val_set, device, batch, writer, state.iteration,
+                                                  logs, best, log, time.time() - start)
+                method.train()
+            names = ["best.pth", "last.pth"] if improved else ["last.pth"]
+        elif state.iteration % cfg.save_every == 0 or stopping:
+            names = ["last.pth"]
+        if names:
+            checkpointer.save(names, best, finite, logs)
+        if stopping:
+            received = stop.received or "a stop signal on another rank"
+            log.info("%s at iteration %d: saved %s", received, state.iteration, last_path)
+            raise Interrupted(f"{received} at iteration {state.iteration}: saved {last_path}; "
                               "continue with the same command and --resume")
     bar.close()
     writer.close()
@@ -365,9 +417,29 @@ def _train(cfg, method_cls, folder: RunFolder, ckpt: dict | None, device: torch.
     else:
         log.info("done in %.0f s; no validation: best.pth is the last model (iteration %d)",
                  time.time() - start, best["iteration"])
-    with open(folder.file("best.json"), "w") as f:
-        json.dump(best, f, indent=2)
+    if dist.is_main:
+        with open(folder.file("best.json"), "w") as f:
+            json.dump(best, f, indent=2)
     return best
+
+
+def validation_point(cfg, method, val_set, device, batch, writer, iteration: int, logs: dict, best: dict,
+                     log, elapsed: float) -> tuple[dict, bool]:
+    """Validate (or, without a validation split, take the last model), log one line; returns
+    (the best so far, whether this model is it)."""
+    losses = " ".join(f"{k} {float(v):.4f}" for k, v in logs.items())
+    if not val_set:
+        log.info("iteration %d: %s | no validation: keeping the last model (%.0f s)", iteration, losses, elapsed)
+        return {"iteration": iteration, "dice": None, "hd95": None,
+                "selection": "last model (no validation split)"}, True
+    summary = validate(cfg, method, val_set, device, batch, writer, iteration)
+    dice, hd95 = summary["dice"]["mean"], summary["hd95"]["mean"]
+    log.info("iteration %d: %s | val dice %.4f hd95 %.2f (%.0f s)", iteration, losses, dice, hd95, elapsed)
+    tqdm.write(f"{cfg.method} iteration {iteration}/{cfg.max_iterations}: validation Dice {dice:.4f} "
+               f"HD95 {hd95:.2f} (best {max(best['dice'], dice):.4f})")
+    if dice > best["dice"]:
+        return {"iteration": iteration, "dice": dice, "hd95": hd95}, True
+    return best, False
 
 
 def validate(cfg, method, val_set, device, batch, writer, iteration) -> dict:

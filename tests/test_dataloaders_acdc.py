@@ -143,3 +143,14 @@ def test_volume_set_has_labels_and_spacing(phantom_root):
 def test_missing_root_is_named():
     with pytest.raises(FileNotFoundError, match="nowhere/ACDC_training_volumes"):
         io.list_cases("nowhere")
+
+
+def test_ranks_share_out_exactly_the_batches_of_the_effective_batch_size():
+    from dataloaders.acdc import TrainBatchSampler
+
+    whole = TrainBatchSampler(37, 6, seed=3)
+    ranks = [TrainBatchSampler(37, 2, seed=3, rank=r, world_size=3) for r in range(3)]
+    for it in (0, 5, 6, 40):
+        assert sum((s.batch(it) for s in ranks), []) == whole.batch(it)
+    with pytest.raises(ValueError, match="rank 2 outside 0..1"):
+        TrainBatchSampler(37, 2, seed=3, rank=2, world_size=2)

@@ -240,20 +240,30 @@ class TrainBatchSampler(Sampler):
     """Endless batches of ``(slice_index, augmentation_seed)``, a pure function of
     ``(seed, iteration)``: resuming at iteration i replays exactly the batches a run would
     have drawn, whatever the number of loader workers.
+
+    With ``world_size`` > 1 (data-parallel training) each iteration draws one global batch of
+    ``batch_size * world_size`` and ``rank`` takes its own consecutive share, so the ranks' batches
+    together are exactly the single-process batches of the effective batch size.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, start_iteration: int = 0):
+    def __init__(self, n: int, batch_size: int, seed: int, start_iteration: int = 0, rank: int = 0,
+                 world_size: int = 1):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside 0..{world_size - 1}")
         self.n, self.batch_size, self.seed, self.start = n, batch_size, seed, start_iteration
+        self.rank, self.world_size = rank, world_size
 
     def batch(self, iteration: int) -> list[tuple[int, int]]:
-        per_epoch = max(1, self.n // self.batch_size)
+        size = self.batch_size * self.world_size
+        per_epoch = max(1, self.n // size)
         epoch, pos = divmod(iteration, per_epoch)
         order = np.random.default_rng([self.seed, epoch]).permutation(self.n)
-        if self.n < self.batch_size:
-            order = np.resize(order, self.batch_size)
-        idx = order[pos * self.batch_size:(pos + 1) * self.batch_size]
+        if self.n < size:
+            order = np.resize(order, size)
+        first = pos * size + self.rank * self.batch_size
+        idx = order[first:first + self.batch_size]
         return [(int(i), int(np.random.SeedSequence([self.seed, iteration, j]).generate_state(1)[0]))
-                for j, i in enumerate(idx)]
+                for j, i in enumerate(idx, start=self.rank * self.batch_size)]
 
     def __iter__(self):
         it = self.start
