@@ -174,9 +174,13 @@ def read_checkpoint(path: str, device="cpu") -> dict:
 
 def load_method(path: str, device: torch.device):
     """Rebuild the method a checkpoint names, with its weights, in eval mode: (method, config)."""
+    return method_from_checkpoint(read_checkpoint(path, device), device)
+
+
+def method_from_checkpoint(ckpt: dict, device: torch.device):
+    """:func:`load_method` for a checkpoint already read by :func:`read_checkpoint`."""
     from methods import get_method
 
-    ckpt = read_checkpoint(path, device)
     cfg = argparse.Namespace(**ckpt["config"])
     cfg.input_size = input_size(cfg)
     method = get_method(ckpt["method"])(cfg)

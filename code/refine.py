@@ -138,6 +138,10 @@ def main(argv=None):
     try:
         device = resolve_device(args.device)
         method, cfg = load_method(args.checkpoint, device)
+        if getattr(cfg, "target_spacing", None):
+            # Refinement resizes whole slices; such a model would see the heart at the wrong scale.
+            raise ValueError(f"{args.checkpoint}: trained with --target_spacing {cfg.target_spacing}, "
+                             "which refine.py does not support yet; use a run that resizes whole slices")
         return simulate(args, method, cfg, device) if args.simulate else refine_scan(args, method, cfg, device)
     except (ValueError, FileNotFoundError, KeyError, OSError) as e:
         parser.exit(2, f"error: {e}\n")

@@ -49,9 +49,11 @@ def parse_args(argv=None):
     p.add_argument("--save_nii", help="write the predictions as <case>.nii.gz here")
     p.add_argument("--postprocess", choices=POSTPROCESS,
                    help="post-processing of a trained run's predictions (default: the run's own)")
+    p.add_argument("--tta", action="store_true",
+                   help="average a trained run's softmax over the flips of each slice (4 passes)")
     args = p.parse_args(argv)
-    if bool(args.pred_dir) == bool(args.exp or args.model_dir):
-        p.error("give either --pred_dir or a trained run (--exp / --model_dir)")
+    if bool(args.pred_dir) == bool(args.exp or args.model_dir or args.checkpoint not in ("best", "last")):
+        p.error("give either --pred_dir or a trained run (--exp / --model_dir, or --checkpoint PATH)")
     return args, p
 
 
@@ -67,22 +69,23 @@ def read_prediction(pred_dir: str, case: str) -> np.ndarray:
 def predict_checkpoint(args, cases) -> tuple[dict[str, np.ndarray], dict]:
     """Predictions of a trained run for ``cases`` and what was scored: method, checkpoint path,
     its iteration, a hash of its configuration, post-processing."""
-    from engine import load_method, read_checkpoint, resolve_device
+    from engine import method_from_checkpoint, read_checkpoint, resolve_device
 
     model_dir = args.model_dir or os.path.join("model", f"{args.exp}_{args.fold}", args.sup_type)
     path = args.checkpoint if args.checkpoint not in ("best", "last") else \
         os.path.join(model_dir, f"{args.checkpoint}.pth")
     device = resolve_device(args.device)
-    method, cfg = load_method(path, device)
-    ckpt = read_checkpoint(path)
+    ckpt = read_checkpoint(path, device)
+    method, cfg = method_from_checkpoint(ckpt, device)
     model = method.segmenter()
     post = args.postprocess or getattr(cfg, "postprocess", "none")
     target = getattr(cfg, "target_spacing", None)
-    preds = {c.name: postprocess(predict_volume(model, c.image, cfg.input_size, device, cfg.amp, spacing=c.spacing,
-                                                target_spacing=target), post, cfg.num_classes) for c in cases}
+    preds = {c.name: postprocess(predict_volume(model, c.image, cfg.input_size, device, cfg.amp, tta=args.tta,
+                                                spacing=c.spacing, target_spacing=target), post, cfg.num_classes)
+             for c in cases}
     config_text = json.dumps(ckpt["config"], sort_keys=True, default=str)
     return preds, {"method": ckpt["method"], "checkpoint": os.path.abspath(path),
-                   "iteration": ckpt["iteration"], "postprocess": post,
+                   "iteration": ckpt["iteration"], "postprocess": post, "tta": args.tta,
                    "trained_on": {"root_path": cfg.root_path, "fold": cfg.fold},
                    "config_sha256": hashlib.sha256(config_text.encode()).hexdigest()[:16]}
 

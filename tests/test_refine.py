@@ -156,6 +156,13 @@ def test_refine_cli_errors(phantom_root, bad_model, tmp_path, capsys):
     with pytest.raises(SystemExit):
         refine.main(["--checkpoint", str(tmp_path / "none.pth"), "--simulate", "1", "--root", phantom_root])
     assert "none.pth: no such checkpoint" in capsys.readouterr().err
+    ckpt = torch.load(bad_model, weights_only=False)
+    ckpt["config"]["target_spacing"] = [1.5, 1.5]
+    torch.save(ckpt, tmp_path / "spaced.pth")
+    with pytest.raises(SystemExit):
+        refine.main(["--checkpoint", str(tmp_path / "spaced.pth"), *args[2:]])
+    assert "spaced.pth: trained with --target_spacing [1.5, 1.5]" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "out")
 
 
 def test_refine_cli_simulate_prints_the_table(phantom_root, bad_model, capsys):

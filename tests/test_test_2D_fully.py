@@ -105,7 +105,11 @@ def test_results_say_what_was_scored(phantom_root, tmp_path):
     assert scored == summary["scored"]
     assert scored["method"] == "pce" and scored["iteration"] == 4 and scored["fold"] == "fold1"
     assert scored["checkpoint"] == str(tmp_path / "run" / "last.pth")
-    assert scored["root_path"] == phantom_root and len(scored["config_sha256"]) == 16
+    assert scored["root_path"] == phantom_root and len(scored["config_sha256"]) == 16 and scored["tta"] is False
+    # A checkpoint path alone names the run; --tta is recorded.
+    flipped = test_2D_fully.main(["--root_path", phantom_root, "--checkpoint", str(tmp_path / "run" / "last.pth"),
+                                  "--tta", "--out_json", str(tmp_path / "t.json")])["scored"]
+    assert flipped["tta"] is True and flipped["checkpoint"] == scored["checkpoint"]
 
 
 def test_a_bare_state_dict_is_a_one_line_error(phantom_root, tmp_path, capsys):
