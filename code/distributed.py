@@ -55,6 +55,12 @@ class Distributed:
                                     world_size=self.world_size)
         return device
 
+    def barrier(self) -> None:
+        """Wait until every rank is here (e.g. before leaving, so that no rank tears down the
+        group while another still uses it)."""
+        if self.enabled:
+            dist.barrier()
+
     def stop(self) -> None:
         if self.enabled and dist.is_initialized():
             dist.destroy_process_group()

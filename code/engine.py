@@ -300,7 +300,9 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
     device = dist.start(device)
     try:
         with folder if dist.is_main else contextlib.nullcontext(), StopSignals() as stop:
-            return _train(cfg, method_cls, folder, ckpt, device, split, stop, training, dist)
+            best = _train(cfg, method_cls, folder, ckpt, device, split, stop, training, dist)
+        dist.barrier()  # rank 0 writes best.json last; the others wait before leaving the group
+        return best
     finally:
         dist.stop()
 
