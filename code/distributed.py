@@ -79,10 +79,11 @@ class Distributed:
             g.copy_(flat[offset:offset + g.numel()].view_as(g))
             offset += g.numel()
 
-    def broadcast_state(self, module: torch.nn.Module) -> None:
-        """Give every rank rank 0's parameters and buffers (e.g. batch-norm statistics)."""
+    def broadcast(self, tensors) -> None:
+        """Give every rank rank 0's values of ``tensors`` (in place), e.g. a module's
+        ``state_dict().values()`` at the start, or its ``buffers()`` (batch-norm statistics)."""
         if self.enabled:
-            for t in module.state_dict().values():
+            for t in tensors:
                 dist.broadcast(t, 0)
 
     def check_identical(self, module: torch.nn.Module) -> None:

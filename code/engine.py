@@ -247,7 +247,8 @@ class Checkpointer:
     def save(self, names: list[str], best: dict, finite: torch.Tensor, logs: dict) -> None:
         self.check_finite(finite, logs)
         self.dist.check_identical(self.method)
-        self.dist.broadcast_state(self.method)  # batch-norm statistics differ between ranks
+        # The parameters are equal (checked); batch-norm statistics differ between ranks.
+        self.dist.broadcast(self.method.buffers())
         rngs = self.dist.gather(rng_state())
         if self.dist.is_main:
             for name in names:
@@ -318,8 +319,9 @@ def _train(cfg, method_cls, folder: RunFolder, ckpt: dict | None, device: torch.
         save_config(cfg, folder.file("config.json"))
     else:
         log = logging.getLogger(f"maskmixadv.rank{dist.rank}")
-        log.addHandler(logging.NullHandler())
         log.propagate = False
+        if not log.handlers:
+            log.addHandler(logging.NullHandler())
     # Each rank draws its own masks and noise; the weights start equal (broadcast below).
     seed_everything(cfg.seed + dist.rank)
     log.info("command: %s", " ".join(sys.argv))
@@ -357,7 +359,7 @@ def _train(cfg, method_cls, folder: RunFolder, ckpt: dict | None, device: torch.
             s.load_state_dict(ckpt["schedulers"][k])
         state.scaler.load_state_dict(ckpt["scaler"])
         state.iteration, best = ckpt["iteration"], ckpt["best"]
-    dist.broadcast_state(method)
+    dist.broadcast(method.state_dict().values())  # the ranks were seeded apart
     checkpointer = Checkpointer(folder, cfg, method, optimizers, schedulers, state, split, dist)
 
     sampler = TrainBatchSampler(len(train_set), cfg.batch_size, cfg.seed, state.iteration, dist.rank, dist.world_size)
