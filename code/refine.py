@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 
-import numpy as np
-import SimpleITK as sitk
 import torch
 
 from dataloaders import io
@@ -67,21 +65,7 @@ def settings_of(args) -> RefineSettings:
 
 
 def refined_path(output: str, scan: str) -> str:
-    name = os.path.basename(scan)
-    for ext in (".nii.gz", ".nii"):
-        if name.endswith(ext):
-            name = name[: -len(ext)]
-    return os.path.join(output, f"{name}_refined.nii.gz")
-
-
-def write_like(path: str, array: np.ndarray, reference: str) -> None:
-    """Write ``array`` (Z, H, W) as NIfTI with the geometry of the image file ``reference``,
-    atomically (a failed write never replaces a good file)."""
-    out = sitk.GetImageFromArray(array)
-    out.CopyInformation(sitk.ReadImage(reference))
-    tmp = os.path.join(os.path.dirname(path), f".{os.getpid()}.tmp.nii.gz")
-    sitk.WriteImage(out, tmp)
-    os.replace(tmp, path)
+    return os.path.join(output, f"{io.nifti_stem(scan)}_refined.nii.gz")
 
 
 def save_refined(path: str, checkpoint: str, method) -> None:
@@ -94,17 +78,15 @@ def save_refined(path: str, checkpoint: str, method) -> None:
 
 
 def refine_scan(args, method, cfg, device) -> str:
-    image, _ = io.read_nifti(args.input)
-    if image.ndim != 3:
-        raise ValueError(f"{args.input}: expected a 3-D scan, got {image.ndim}-D")
-    strokes = check_strokes(io.read_nifti(args.strokes)[0], image.shape, args.strokes)
+    scan = io.read_scan(args.input)
+    strokes = check_strokes(io.read_nifti(args.strokes)[0], scan.image.shape, args.strokes)
     out = refined_path(args.output, args.input)
     if os.path.abspath(out) in (os.path.abspath(args.input), os.path.abspath(args.strokes)):
         raise ValueError(f"--output {args.output}: would overwrite {out}")
-    pred, info = refine_volume(method.segmenter(), normalise_intensity(image), strokes, cfg.input_size,
+    pred, info = refine_volume(method.segmenter(), normalise_intensity(scan.image), strokes, cfg.input_size,
                                device, cfg.amp, cfg.channels_last, settings_of(args))
     os.makedirs(args.output, exist_ok=True)
-    write_like(out, pred, args.input)
+    io.write_nifti(out, pred, scan.spacing, scan.origin, scan.direction)
     if args.save:
         save_refined(args.save, args.checkpoint, method)
     print(f"{out}: {info['steps']} steps, {info['seconds']:.1f} s")

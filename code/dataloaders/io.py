@@ -274,7 +274,9 @@ def nifti_stem(path: str) -> str:
 
 def write_nifti(path: str, array: np.ndarray, spacing=None, origin=None, direction=None) -> None:
     """Write ``array`` (e.g. (Z, H, W)) as NIfTI; ``spacing`` in the array's axis order (mm),
-    ``origin`` and ``direction`` as ITK's (x, y, z) and row-major 3x3 (see :func:`read_scan`)."""
+    ``origin`` and ``direction`` as ITK's (x, y, z) and row-major 3x3 (see :func:`read_scan`).
+    Atomic: written to a temporary file beside ``path``, then renamed, so a failed write never
+    replaces a good file."""
     img = sitk.GetImageFromArray(array)
     if spacing is not None:
         img.SetSpacing(tuple(float(s) for s in reversed(spacing)))  # ITK wants (x, y, z)
@@ -282,7 +284,10 @@ def write_nifti(path: str, array: np.ndarray, spacing=None, origin=None, directi
         img.SetOrigin(tuple(float(o) for o in origin))
     if direction is not None:
         img.SetDirection(tuple(float(d) for d in direction))
-    sitk.WriteImage(img, path)
+    ext = ".nii.gz" if path.endswith(".nii.gz") else os.path.splitext(path)[1]  # ITK picks the format by it
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.getpid()}.tmp{ext}")
+    sitk.WriteImage(img, tmp)
+    os.replace(tmp, path)
 
 
 def read_label_file(path: str) -> np.ndarray:
