@@ -286,10 +286,11 @@ def test_ustm_teacher_survives_state_dict_round_trip():
 
 # ---- defining terms, checked through the methods themselves ------------------------------
 
-def test_dmpls_loss_is_pce_plus_half_the_dice_to_the_beta_mixture(monkeypatch):
+@pytest.mark.parametrize("w_ce,w_pseudo", [(1.0, 0.5), (2.0, 0.0)])  # WSL4MIS; the authors' release
+def test_dmpls_loss_is_weighted_pce_plus_dice_to_the_beta_mixture(monkeypatch, w_ce, w_pseudo):
     from losses.segmentation import dice_loss, partial_ce
 
-    method, state = build(DMPLS)
+    method, state = build(DMPLS, "--w_ce", str(w_ce), "--w_pseudo", str(w_pseudo))
     g = torch.Generator().manual_seed(3)
     logits1, logits2 = torch.randn(2, 4, SIZE, SIZE, generator=g), torch.randn(2, 4, SIZE, SIZE, generator=g)
     monkeypatch.setattr(method.net, "forward_both", lambda x: (logits1, logits2))
@@ -303,7 +304,7 @@ def test_dmpls_loss_is_pce_plus_half_the_dice_to_the_beta_mixture(monkeypatch):
     assert (y != (0.5 * p1 + 0.5 * p2).argmax(1)).any() and abs(beta - 0.5) > 0.2  # beta matters here
     ce = 0.5 * (partial_ce(logits1, batch["target"]) + partial_ce(logits2, batch["target"]))
     dice = 0.5 * (dice_loss(p1, y, None) + dice_loss(p2, y, None))
-    torch.testing.assert_close(total, ce + 0.5 * dice)
+    torch.testing.assert_close(total, w_ce * ce + w_pseudo * dice)
     torch.testing.assert_close(logs["pseudo"], dice)
 
 

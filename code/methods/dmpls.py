@@ -6,10 +6,13 @@ One encoder, a main decoder and an auxiliary decoder that sees perturbed feature
 dropout as WSL4MIS (network ``unet_dual``) or, with ``--aux_perturbation attention_dropout``, the
 attention-based feature dropout of the MaskMixAdv authors' release (``unet_dual_attention``). Per iteration, with p1, p2 the two branches' softmax (B, C, H, W):
 
-- pCE of each branch on the scribbles, averaged: 0.5 (pCE(p1) + pCE(p2)) (the authors' release);
+- pCE of each branch on the scribbles: ``w_ce`` * 0.5 (pCE(p1) + pCE(p2)) (WSL4MIS: ``w_ce`` = 1);
 - pseudo label y = argmax(beta p1 + (1 - beta) p2), detached, beta ~ U(0, 1) drawn once per
   iteration, so that the mixture moves between the two branches;
 - loss = pCE + ``w_pseudo`` * 0.5 (Dice(p1, y) + Dice(p2, y)).
+
+The DMPLS script of the MaskMixAdv authors' release (``train_weakly_supervised_pCE_WSL4MIS.py``)
+trains with pCE(p1) + pCE(p2) and its pseudo-label term commented out: ``--w_ce 2 --w_pseudo 0``.
 
 Inference uses the main decoder only (``DualDecoderUNet.forward``).
 """
@@ -29,6 +32,8 @@ class DMPLS(Method):
 
     @classmethod
     def add_args(cls, p):
+        p.add_argument("--w_ce", type=float, default=1.0,
+                       help="weight of the branches' mean pCE (1 as WSL4MIS; 2 = their sum, the authors' release)")
         p.add_argument("--w_pseudo", type=float, default=0.5,
                        help="weight of the mixed pseudo-label Dice (default 0.5, as the paper)")
         p.add_argument("--aux_perturbation", default="dropout", choices=["dropout", "attention_dropout"],
@@ -47,6 +52,6 @@ class DMPLS(Method):
         # One beta per iteration (the global torch RNG: seeded and restored by the engine).
         beta = float(torch.rand(()))
         pseudo = mixed_pseudo_label(p1, p2, beta)
-        ce = 0.5 * (partial_ce(logits1, target) + partial_ce(logits2, target))
+        ce = self.cfg.w_ce * 0.5 * (partial_ce(logits1, target) + partial_ce(logits2, target))
         dice = 0.5 * (dice_loss(p1, pseudo, None) + dice_loss(p2, pseudo, None))
         return ce + self.cfg.w_pseudo * dice, {"pce": ce, "pseudo": dice}
