@@ -9,8 +9,9 @@ voxels, 4 (or nothing) elsewhere. The scan is normalised as the training data (9
 clip, min-max), the model fine-tuned on it (``refinement.refine_volume``), and the corrected
 segmentation written as ``DIR/<scan>_refined.nii.gz`` with the scan's geometry (origin, spacing,
 direction). The checkpoint is only read; ``--save`` writes the fine-tuned model elsewhere.
-``--simulate K`` draws K strokes per slice on each test volume of ``--fold`` (``--worst_slices``
-slices per volume) and prints the Dice before and after and the time per refinement.
+``--simulate K`` draws K strokes per slice on each test (``--split val``: validation) volume of
+``--fold`` (``--worst_slices`` slices per volume) and prints the Dice before and after and the
+time per refinement.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import os
 import torch
 
 from dataloaders import io
-from dataloaders.acdc import fold_split
+from dataloaders.acdc import make_split
 from dataloaders.phantoms import normalise_intensity
 from engine import load_method, read_checkpoint, resolve_device
 from refinement import SCOPES, RefineSettings, check_strokes, refine_volume, simulate_case, summarize_simulation
@@ -36,7 +37,9 @@ def parse_args(argv=None):
     p.add_argument("--save", help="also write the fine-tuned model to this checkpoint path")
     p.add_argument("--simulate", type=int, metavar="K", help="simulated user: K strokes per slice")
     p.add_argument("--root", help="--simulate: data root in the ACDC h5 layout")
-    p.add_argument("--fold", default="fold1", help="--simulate: its test volumes are refined")
+    p.add_argument("--fold", default="fold1", help="--simulate: the fold whose volumes are refined")
+    p.add_argument("--split", default="test", choices=["val", "test"],
+                   help="--simulate: the fold's validation volumes (to choose settings) or test volumes")
     p.add_argument("--worst_slices", type=int, default=3, help="--simulate: slices stroked per volume")
     p.add_argument("--seed", type=int, default=0, help="--simulate: seed of the simulated strokes")
     p.add_argument("--iters", type=int, default=d.iters, help="fine-tuning steps")
@@ -46,6 +49,8 @@ def parse_args(argv=None):
                    help="pixels around the strokes left free of the anchor")
     p.add_argument("--scope", default=d.scope, choices=SCOPES,
                    help="slices: fine-tune on and change only the stroked slices; volume: all slices")
+    p.add_argument("--edit_radius", type=float, default=d.edit_radius,
+                   help="keep only changes connected to within this many pixels of a stroke (default: all)")
     p.add_argument("--time_limit", type=float, default=d.time_limit, help="seconds of fine-tuning at most")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     args = p.parse_args(argv)
@@ -61,7 +66,8 @@ def parse_args(argv=None):
 
 
 def settings_of(args) -> RefineSettings:
-    return RefineSettings(args.iters, args.lr, args.anchor_weight, args.anchor_margin, args.time_limit, args.scope)
+    return RefineSettings(args.iters, args.lr, args.anchor_weight, args.anchor_margin, args.time_limit, args.scope,
+                          args.edit_radius)
 
 
 def refined_path(output: str, scan: str) -> str:
@@ -94,10 +100,10 @@ def refine_scan(args, method, cfg, device) -> str:
 
 
 def simulate(args, method, cfg, device) -> dict:
-    split = fold_split(io.list_cases(args.root), args.fold, cfg.val_fraction)
+    split = make_split(args.root, args.fold, cfg.val_fraction)
     rows = []
     print(f"{'case':22s} {'dice before':>11s} {'after':>7s} {'change':>7s} {'voxels':>7s} {'steps':>5s} {'s':>6s}")
-    for name in split.test:
+    for name in getattr(split, args.split):
         case = io.read_case(args.root, name)
         if case.label is None:
             raise KeyError(f"{io.volume_path(args.root, name)}: no 'label' for the simulated user")

@@ -8,7 +8,7 @@ import torch
 from dataloaders import io
 from dataloaders.acdc import fold_split
 from dataloaders.io import UNLABELED
-from refinement import (RefineSettings, anchor_mask, mean_dice, refine_volume, simulate_case,
+from refinement import (RefineSettings, anchor_mask, keep_edits_near_strokes, mean_dice, refine_volume, simulate_case,
                         simulate_strokes, summarize_simulation)
 
 
@@ -62,7 +62,7 @@ def test_refinement_raises_dice_of_a_bad_model(phantom_root, bad_model):
     case = io.read_case(phantom_root, fold_split(io.list_cases(phantom_root), "fold1").test[0])
     weights = {k: v.clone() for k, v in method.state_dict().items()}
     r = simulate_case(method.segmenter(), case, 1, cfg.input_size, torch.device("cpu"), worst_slices=3,
-                      settings=RefineSettings(iters=20))
+                      settings=RefineSettings(iters=20, time_limit=1e6))  # no time cut on a loaded machine
     assert r["dice_after"] > r["dice_before"] + 0.05 and r["steps"] == 20 and r["stroked_voxels"] > 0
     # the simulation refines a copy: the loaded model is untouched
     assert all(torch.equal(weights[k], v) for k, v in method.state_dict().items())
@@ -172,6 +172,29 @@ def test_refine_cli_simulate_prints_the_table(phantom_root, bad_model, capsys):
                      "--iters", "2", "--device", "cpu"])
     out = capsys.readouterr().out
     assert s["n"] == 2 and "patient001_frame01" in out and "s per refinement" in out
+    val = refine.main(["--checkpoint", bad_model, "--simulate", "1", "--root", phantom_root, "--fold", "fold1",
+                       "--split", "val", "--iters", "1", "--device", "cpu"])
+    from dataloaders.acdc import make_split
+    val_cases = make_split(phantom_root, "fold1").val
+    assert val["n"] == len(val_cases) and val_cases[0] in capsys.readouterr().out
+
+
+def test_edits_far_from_every_stroke_are_undone():
+    initial = np.zeros((2, 12, 12), np.uint8)
+    refined = initial.copy()
+    refined[0, 1:3, 1:3] = 3      # near the stroke: kept
+    refined[0, 9:11, 9:11] = 1    # far from the stroke: undone
+    refined[1, 5, 5] = 2          # a slice without strokes: undone
+    strokes = np.full(initial.shape, UNLABELED, np.uint8)
+    strokes[0, 4, 4] = 3
+    # the kept region's nearest pixel (2, 2) lies sqrt(8) ~ 2.83 px from the stroke
+    out = keep_edits_near_strokes(initial, refined, strokes, radius=3.0)
+    expected = initial.copy()
+    expected[0, 1:3, 1:3] = 3
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(keep_edits_near_strokes(initial, refined, strokes, radius=2.5), initial)
+    with pytest.raises(ValueError, match="edit radius"):
+        RefineSettings(edit_radius=-1)
 
 
 def test_scope_slices_leaves_unstroked_slices_alone(phantom_root, bad_model):
