@@ -236,13 +236,17 @@ class Checkpointer:
                  split: Split, dist: Distributed):
         self.folder, self.cfg, self.method, self.split, self.dist = folder, cfg, method, split, dist
         self.optimizers, self.schedulers, self.state = optimizers, schedulers, state
+        self._finite_at = -1  # the iteration last checked: logging and saving share one check
 
     def check_finite(self, finite: torch.Tensor, logs: dict) -> None:
         """FloatingPointError unless every loss of every rank was finite so far."""
+        if self._finite_at == self.state.iteration:
+            return
         if not self.dist.all(finite):
             raise FloatingPointError(f"a non-finite loss at or before iteration {self.state.iteration} "
                                      f"(last losses {({k: float(v) for k, v in logs.items()})}); "
                                      "nothing was saved after it")
+        self._finite_at = self.state.iteration
 
     def save(self, names: list[str], best: dict, finite: torch.Tensor, logs: dict) -> None:
         self.check_finite(finite, logs)
