@@ -49,8 +49,6 @@ def parse_args(argv=None):
                    help="pixels around the strokes left free of the anchor")
     p.add_argument("--scope", default=d.scope, choices=SCOPES,
                    help="slices: fine-tune on and change only the stroked slices; volume: all slices")
-    p.add_argument("--edit_radius", type=float, default=d.edit_radius,
-                   help="keep only changes connected to within this many pixels of a stroke (default: all)")
     p.add_argument("--time_limit", type=float, default=d.time_limit, help="seconds of fine-tuning at most")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     args = p.parse_args(argv)
@@ -66,8 +64,7 @@ def parse_args(argv=None):
 
 
 def settings_of(args) -> RefineSettings:
-    return RefineSettings(args.iters, args.lr, args.anchor_weight, args.anchor_margin, args.time_limit, args.scope,
-                          args.edit_radius)
+    return RefineSettings(args.iters, args.lr, args.anchor_weight, args.anchor_margin, args.time_limit, args.scope)
 
 
 def refined_path(output: str, scan: str) -> str:
@@ -100,10 +97,12 @@ def refine_scan(args, method, cfg, device) -> str:
 
 
 def simulate(args, method, cfg, device) -> dict:
-    split = make_split(args.root, args.fold, cfg.val_fraction)
+    names = getattr(make_split(args.root, args.fold, cfg.val_fraction), args.split)
+    if not names:
+        raise ValueError(f"--split {args.split}: {args.fold} of {args.root} has no {args.split} volumes")
     rows = []
     print(f"{'case':22s} {'dice before':>11s} {'after':>7s} {'change':>7s} {'voxels':>7s} {'steps':>5s} {'s':>6s}")
-    for name in getattr(split, args.split):
+    for name in names:
         case = io.read_case(args.root, name)
         if case.label is None:
             raise KeyError(f"{io.volume_path(args.root, name)}: no 'label' for the simulated user")

@@ -35,9 +35,7 @@ class RefineSettings:
     after which the loop stops whatever ``iters`` says; anchor_weight: weight of the KL anchor;
     anchor_margin: in-plane distance (pixels) from a stroke beyond which the anchor applies;
     scope: "slices" fine-tunes on, and changes, only the stroked slices (the others keep the
-    initial prediction: a stroke never degrades a slice the user did not touch), "volume" on all;
-    edit_radius: keep only the changed regions (connected components of refined != initial,
-    per slice) that come within this many pixels of a stroke; None keeps every change.
+    initial prediction: a stroke never degrades a slice the user did not touch), "volume" on all.
     """
 
     iters: int = 30
@@ -45,16 +43,15 @@ class RefineSettings:
     # The anchor averages over most of the volume, pCE over a few stroked voxels: a weight of
     # ~20 keeps single-class strokes from repainting the scan (measured on phantoms).
     anchor_weight: float = 20.0
-    anchor_margin: float = 10.0
+    # 0: the anchor holds every unstroked pixel. Chosen on ACDC fold 1 validation volumes: a free
+    # band of 10 px let background strokes erase a neighbouring structure (RV Dice 0.73 -> 0.57).
+    anchor_margin: float = 0.0
     time_limit: float = 60.0
     scope: str = "slices"
-    edit_radius: float | None = None
 
     def __post_init__(self):
         if self.scope not in SCOPES:
             raise ValueError(f"refinement scope must be one of {SCOPES}, got {self.scope!r}")
-        if self.edit_radius is not None and self.edit_radius < 0:
-            raise ValueError(f"edit radius must be >= 0 pixels, got {self.edit_radius}")
 
 
 def check_strokes(strokes: np.ndarray, shape, name: str = "strokes") -> np.ndarray:
@@ -76,20 +73,6 @@ def anchor_mask(strokes: np.ndarray, margin: float) -> np.ndarray:
         if stroked.any():
             away[z] = ndimage.distance_transform_edt(~stroked) > margin
     return away
-
-
-def keep_edits_near_strokes(initial: np.ndarray, refined: np.ndarray, strokes: np.ndarray,
-                            radius: float) -> np.ndarray:
-    """``refined`` where it differs from ``initial`` in a connected region (per slice, 8-connected)
-    that comes within ``radius`` pixels of a stroke, ``initial`` elsewhere: a correction stays
-    local to where the user drew. All three are (Z, H, W); strokes hold 4 on unstroked voxels."""
-    out = initial.copy()
-    for z in np.flatnonzero((strokes != UNLABELED).reshape(len(strokes), -1).any(1)):
-        changed, n = ndimage.label(refined[z] != initial[z], np.ones((3, 3)))
-        near = ndimage.distance_transform_edt(strokes[z] == UNLABELED) <= radius
-        keep = np.isin(changed, np.unique(changed[near & (changed > 0)]))
-        out[z][keep] = refined[z][keep]
-    return out
 
 
 def _logits(model, x, size, device, amp, channels_last) -> torch.Tensor:
@@ -144,8 +127,6 @@ def refine_volume(model: torch.nn.Module, image: np.ndarray, strokes: np.ndarray
         steps += 1
     pred = initial.copy()
     pred[fit] = predict_volume(model, image[fit], input_size, device, amp, channels_last=channels_last)
-    if settings.edit_radius is not None:
-        pred = keep_edits_near_strokes(initial, pred, strokes, settings.edit_radius)
     stroked = strokes != UNLABELED
     pred[stroked] = strokes[stroked]
     return pred, {"steps": steps, "seconds": time.monotonic() - start}

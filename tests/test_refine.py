@@ -8,7 +8,7 @@ import torch
 from dataloaders import io
 from dataloaders.acdc import fold_split
 from dataloaders.io import UNLABELED
-from refinement import (RefineSettings, anchor_mask, keep_edits_near_strokes, mean_dice, refine_volume, simulate_case,
+from refinement import (RefineSettings, anchor_mask, mean_dice, refine_volume, simulate_case,
                         simulate_strokes, summarize_simulation)
 
 
@@ -163,6 +163,12 @@ def test_refine_cli_errors(phantom_root, bad_model, tmp_path, capsys):
         refine.main(["--checkpoint", str(tmp_path / "spaced.pth"), *args[2:]])
     assert "spaced.pth: trained with --target_spacing [1.5, 1.5]" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "out")
+    ckpt["config"].update(target_spacing=None, val_fraction=0.0)  # a run that held out no validation
+    torch.save(ckpt, tmp_path / "noval.pth")
+    with pytest.raises(SystemExit):
+        refine.main(["--checkpoint", str(tmp_path / "noval.pth"), "--simulate", "1", "--root", phantom_root,
+                     "--split", "val", "--device", "cpu"])
+    assert "--split val: fold1 of" in capsys.readouterr().err
 
 
 def test_refine_cli_simulate_prints_the_table(phantom_root, bad_model, capsys):
@@ -177,24 +183,6 @@ def test_refine_cli_simulate_prints_the_table(phantom_root, bad_model, capsys):
     from dataloaders.acdc import make_split
     val_cases = make_split(phantom_root, "fold1").val
     assert val["n"] == len(val_cases) and val_cases[0] in capsys.readouterr().out
-
-
-def test_edits_far_from_every_stroke_are_undone():
-    initial = np.zeros((2, 12, 12), np.uint8)
-    refined = initial.copy()
-    refined[0, 1:3, 1:3] = 3      # near the stroke: kept
-    refined[0, 9:11, 9:11] = 1    # far from the stroke: undone
-    refined[1, 5, 5] = 2          # a slice without strokes: undone
-    strokes = np.full(initial.shape, UNLABELED, np.uint8)
-    strokes[0, 4, 4] = 3
-    # the kept region's nearest pixel (2, 2) lies sqrt(8) ~ 2.83 px from the stroke
-    out = keep_edits_near_strokes(initial, refined, strokes, radius=3.0)
-    expected = initial.copy()
-    expected[0, 1:3, 1:3] = 3
-    np.testing.assert_array_equal(out, expected)
-    np.testing.assert_array_equal(keep_edits_near_strokes(initial, refined, strokes, radius=2.5), initial)
-    with pytest.raises(ValueError, match="edit radius"):
-        RefineSettings(edit_radius=-1)
 
 
 def test_scope_slices_leaves_unstroked_slices_alone(phantom_root, bad_model):
