@@ -1,4 +1,4 @@
-"""Print one table of the test results that ``train_wss.sh`` wrote (means over folds).
+"""Print one table of the test results train_wss.sh wrote: means over folds and their spread.
 
     python code/summarize_results.py --results model/results --methods pce maskmixadv --folds fold1
 """
@@ -27,15 +27,21 @@ def load_results(folder: str, methods, folds, prefix: str = "") -> dict[str, lis
     return out
 
 
+def _row(name: str, n: int | None, runs: list[dict], stat) -> str:
+    """One table line: ``stat`` over the folds of Dice (RV, MYO, LV, mean), mean HD95 and ASD."""
+    v = lambda metric, c: stat([r[metric][c] for r in runs])  # noqa: E731
+    return (f"{name:14s} {'' if n is None else n:>5} {v('dice', 'RV'):8.4f} {v('dice', 'MYO'):7.4f} "
+            f"{v('dice', 'LV'):7.4f} {v('dice', 'mean'):7.4f} {v('hd95', 'mean'):7.2f} {v('asd', 'mean'):7.2f}")
+
+
 def format_table(results: dict[str, list[dict]]) -> str:
     lines = [f"{'method':14s} {'folds':>5s} {'Dice RV':>8s} {'MYO':>7s} {'LV':>7s} {'mean':>7s} "
              f"{'HD95':>7s} {'ASD':>7s}"]
     for m, runs in results.items():
         if runs:
-            mean = lambda metric, c: np.mean([r[metric][c] for r in runs])  # noqa: E731
-            lines.append(f"{m:14s} {len(runs):5d} {mean('dice', 'RV'):8.4f} {mean('dice', 'MYO'):7.4f} "
-                         f"{mean('dice', 'LV'):7.4f} {mean('dice', 'mean'):7.4f} "
-                         f"{mean('hd95', 'mean'):7.2f} {mean('asd', 'mean'):7.2f}")
+            lines.append(_row(m, len(runs), runs, np.mean))
+        if len(runs) > 1:  # the spread between folds (sample standard deviation)
+            lines.append(_row("  +- std", None, runs, lambda v: np.std(v, ddof=1)))
     units = sorted({r["units"] for runs in results.values() for r in runs})
     lines.append(f"distances (HD95, ASD) in {', '.join(units) or 'n/a'}")
     return "\n".join(lines)

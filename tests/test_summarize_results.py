@@ -17,4 +17,6 @@ def test_table_averages_folds_and_reports_missing_ones(tmp_path, capsys):
     assert status == 1 and "dmpls: no result for fold1" in err
     row = next(line for line in out.splitlines() if line.startswith("pce"))
     assert row.split()[1:] == ["2", "0.7000", "0.7000", "0.7000", "0.7000", "15.00", "1.00"]
+    spread = out.splitlines()[out.splitlines().index(row) + 1]  # sample std: 0.1 * sqrt(2), 5 * sqrt(2)
+    assert spread.split() == ["+-", "std", "0.1414", "0.1414", "0.1414", "0.1414", "7.07", "0.00"]
     assert "distances (HD95, ASD) in mm" in out
