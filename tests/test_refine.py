@@ -6,7 +6,7 @@ import SimpleITK as sitk
 import torch
 
 from dataloaders import io
-from dataloaders.acdc import fold_split
+from dataloaders.acdc import fold_split, make_split
 from dataloaders.io import UNLABELED
 from refinement import (RefineSettings, anchor_mask, mean_dice, refine_volume, simulate_case,
                         simulate_strokes, summarize_simulation)
@@ -180,7 +180,6 @@ def test_refine_cli_simulate_prints_the_table(phantom_root, bad_model, capsys):
     assert s["n"] == 2 and "patient001_frame01" in out and "s per refinement" in out
     val = refine.main(["--checkpoint", bad_model, "--simulate", "1", "--root", phantom_root, "--fold", "fold1",
                        "--split", "val", "--iters", "1", "--device", "cpu"])
-    from dataloaders.acdc import make_split
     val_cases = make_split(phantom_root, "fold1").val
     assert val["n"] == len(val_cases) and val_cases[0] in capsys.readouterr().out
 
