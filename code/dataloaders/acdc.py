@@ -224,6 +224,12 @@ class SliceDataset(Dataset):
             self.images[i], (self.targets[i],) = to_target(self.images[i], [self.targets[i]], [self.fills[i]],
                                                           s["spacing"][1:], target, self.input_size)
 
+    def labelled_pixels(self) -> tuple[int, int]:
+        """(labelled, all) pixels of the training targets as loaded (native grid, or the
+        ``target_spacing`` grid): how much annotation the run trains on."""
+        labelled = sum(int(np.count_nonzero(t != io.UNLABELED)) for t in self.targets)
+        return labelled, sum(t.size for t in self.targets)
+
     def __len__(self) -> int:
         return len(self.names)
 

@@ -1,0 +1,134 @@
+"""The annotation-effort curve: test Dice against the number of labelled training pixels.
+
+    python code/annotation_effort.py model/results/points.json model/results/scribble.json \
+        --labels points scribbles --out imgs/annotation_effort.png
+
+Each input is a ``test_2D_fully.py`` result of a checkpoint; its ``scored`` entry names the
+checkpoint, and the run folder's ``config.json`` says how the model was supervised
+(``--sup_type``, ``--labeled_patients``, fold, seed). The training targets are rebuilt as the
+engine builds them (same split, same seeded dense patients, same points, scribbles or masks)
+and their labelled pixels counted. Prints a Markdown table and plots mean test Dice against
+labelled pixels (log scale), one line per method.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from dataloaders.acdc import SliceDataset, dense_training_cases, make_split  # noqa: E402
+
+# What the training targets depend on, as train.py saves it in config.json.
+CONFIG_KEYS = ("method", "root_path", "fold", "val_fraction", "select_on_test", "sup_type", "seed",
+               "patch_size", "input_size")
+
+
+def read_result(path: str) -> tuple[dict, dict]:
+    """(result, training config) of a ``test_2D_fully.py`` JSON scored on a checkpoint."""
+    with open(path) as f:
+        result = json.load(f)
+    checkpoint = result.get("scored", {}).get("checkpoint")
+    if "dice" not in result or "hd95" not in result or not checkpoint:
+        raise ValueError(f"{path}: not a test_2D_fully.py result of a checkpoint (no dice, hd95 or scored checkpoint)")
+    config_path = os.path.join(os.path.dirname(checkpoint), "config.json")
+    if not os.path.isfile(config_path):
+        raise FileNotFoundError(f"{config_path}: no run config beside the checkpoint {path} scored")
+    with open(config_path) as f:
+        cfg = json.load(f)
+    missing = [k for k in CONFIG_KEYS if k not in cfg]
+    if missing:
+        raise ValueError(f"{config_path}: not a run config (missing {', '.join(missing)})")
+    return result, cfg
+
+
+def labelled_pixels(cfg: dict, root: str | None = None) -> tuple[int, int]:
+    """(labelled, all) training pixels of the run configured by ``cfg`` (a ``config.json``),
+    its data read from ``root`` (default: the run's ``root_path``)."""
+    root = root or cfg["root_path"]
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"{root}: data root of the run not found (pass --root)")
+    split = make_split(root, cfg["fold"], cfg["val_fraction"], cfg["select_on_test"])
+    train, dense = dense_training_cases(split.train, cfg["sup_type"], cfg.get("labeled_patients", 0), cfg["seed"])
+    data = SliceDataset(root, train, cfg["sup_type"], cfg["patch_size"], progress=False,
+                        input_size=cfg["input_size"], target_spacing=cfg.get("target_spacing"), dense_cases=dense)
+    return data.labelled_pixels()
+
+
+def effort_rows(paths: list[str], labels: list[str], root: str | None = None) -> list[dict]:
+    """One row per result: label, method, supervision, labelled/all training pixels, Dice, HD95."""
+    counted: dict[tuple, tuple[int, int]] = {}
+    rows = []
+    for path, label in zip(paths, labels):
+        result, cfg = read_result(path)
+        n = cfg.get("labeled_patients", 0)
+        key = (root or cfg["root_path"], cfg["fold"], cfg["val_fraction"], cfg["sup_type"], n, cfg["seed"])
+        if key not in counted:
+            counted[key] = labelled_pixels(cfg, root)
+        supervision = cfg["sup_type"] + (f" + {n} dense" if n and cfg["sup_type"] != "label" else "")
+        if n and cfg["sup_type"] == "label":
+            supervision = f"label, {n} patients only"
+        rows.append({"label": label, "method": cfg["method"], "supervision": supervision,
+                     "labelled": counted[key][0], "pixels": counted[key][1],
+                     "dice": result["dice"], "hd95": result["hd95"]["mean"]})
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = ["| run | method | supervision | labelled pixels | % of its training pixels | RV | MYO | LV "
+             "| mean Dice | HD95 |", "|---" * 10 + "|"]
+    for r in rows:
+        d = r["dice"]
+        lines.append(f"| {r['label']} | {r['method']} | {r['supervision']} | {r['labelled']:,} "
+                     f"| {100 * r['labelled'] / r['pixels']:.3f} | {d['RV']:.3f} | {d['MYO']:.3f} | {d['LV']:.3f} "
+                     f"| {d['mean']:.3f} | {r['hd95']:.2f} |")
+    return "\n".join(lines)
+
+
+def plot_effort(rows: list[dict], out: str, title: str = "") -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["labelled"])
+        ax.plot([r["labelled"] for r in mine], [r["dice"]["mean"] for r in mine], marker="o", label=method)
+        for r in mine:
+            ax.annotate(r["label"], (r["labelled"], r["dice"]["mean"]), fontsize=7,
+                        xytext=(4, -10), textcoords="offset points")
+    ax.set(xscale="log", xlabel="labelled training pixels", ylabel="test Dice (mean RV/MYO/LV)", ylim=(0, 1))
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("results", nargs="+", help="test_2D_fully.py JSON files of trained checkpoints")
+    p.add_argument("--labels", nargs="+", help="one label per result (default: the file names)")
+    p.add_argument("--root", help="the runs' data root (default: each run's --root_path)")
+    p.add_argument("--title", default="")
+    p.add_argument("--out", required=True, help="the figure (.png, .pdf, .svg)")
+    args = p.parse_args(argv)
+    if args.labels and len(args.labels) != len(args.results):
+        p.error(f"--labels: {len(args.labels)} labels for {len(args.results)} results")
+    labels = args.labels or [os.path.basename(r).removesuffix(".json") for r in args.results]
+    try:
+        rows = effort_rows(args.results, labels, args.root)
+    except (OSError, ValueError) as e:
+        p.exit(2, f"error: {e}\n")
+    print(format_table(rows))
+    plot_effort(rows, args.out, args.title)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+import annotation_effort
+from conftest import tiny_cfg
+from config import save_config
+from dataloaders import io
+from dataloaders.acdc import fold_split, labeled_patients
+from methods import get_method
+
+
+def fake_run(tmp_path, root, name, *extra):
+    """A run folder with a config.json (no training) and a result JSON that scored its best.pth."""
+    cfg = tiny_cfg(get_method("pce"), root, tmp_path / name, *extra)
+    cfg.labeled_patient_ids = []
+    os.makedirs(cfg.out_dir)
+    save_config(cfg, os.path.join(cfg.out_dir, "config.json"))
+    result = {"dice": {"RV": 0.5, "MYO": 0.4, "LV": 0.6, "mean": 0.5}, "hd95": {"mean": 7.0},
+              "scored": {"checkpoint": os.path.join(cfg.out_dir, "best.pth")}}
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(result))
+    return str(path)
+
+
+def slice_arrays(root, cases, key):
+    """(case, array) of every slice of ``cases``."""
+    return [(c, io.read_h5(os.path.join(root, io.SLICE_DIR, f"{c}_slice_{z}.h5"))[key])
+            for c in cases for z in range(io.num_slices(root, c))]
+
+
+def test_labelled_pixels_are_counted_as_the_engine_trains(phantom_root, tmp_path):
+    train = fold_split(io.list_cases(phantom_root), "fold1").train
+    dense = labeled_patients(train, 1, 2022)
+    scribbles = slice_arrays(phantom_root, train, "scribble")
+    total = sum(s.size for _, s in scribbles)
+    by_hand = sum(int(np.count_nonzero(s != io.UNLABELED)) for _, s in scribbles)
+    by_hand_dense = sum(s.size if io.patient_of(c) in dense else int(np.count_nonzero(s != io.UNLABELED))
+                        for c, s in scribbles)
+    dense_pixels = sum(s.size for c, s in scribbles if io.patient_of(c) in dense)
+    results = [fake_run(tmp_path, phantom_root, "scribble"),
+               fake_run(tmp_path, phantom_root, "plus1", "--labeled_patients", "1"),
+               fake_run(tmp_path, phantom_root, "fully1", "--sup_type", "label", "--labeled_patients", "1")]
+    rows = annotation_effort.effort_rows(results, ["s", "s+1", "f1"])
+    assert [(r["labelled"], r["pixels"]) for r in rows] == [
+        (by_hand, total), (by_hand_dense, total), (dense_pixels, dense_pixels)]
+    assert 0 < by_hand < by_hand_dense < total
+    assert [r["supervision"] for r in rows] == ["scribble", "scribble + 1 dense", "label, 1 patients only"]
+    out = tmp_path / "effort.png"
+    assert annotation_effort.main([*results, "--out", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bad_inputs_are_one_line_errors(phantom_root, tmp_path, capsys):
+    (tmp_path / "x.json").write_text(json.dumps({"dice": {}}))
+    with pytest.raises(SystemExit) as e:
+        annotation_effort.main([str(tmp_path / "x.json"), "--out", str(tmp_path / "e.png")])
+    assert e.value.code == 2 and "x.json: not a test_2D_fully.py result of a checkpoint" in capsys.readouterr().err
+    orphan = {"dice": {}, "hd95": {}, "scored": {"checkpoint": str(tmp_path / "gone" / "best.pth")}}
+    (tmp_path / "o.json").write_text(json.dumps(orphan))
+    with pytest.raises(SystemExit):
+        annotation_effort.main([str(tmp_path / "o.json"), "--out", str(tmp_path / "e.png")])
+    assert "gone/config.json: no run config" in capsys.readouterr().err
+    result = fake_run(tmp_path, phantom_root, "moved")
+    with pytest.raises(SystemExit):
+        annotation_effort.main([result, "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "e.png")])
+    assert "nowhere: data root of the run not found" in capsys.readouterr().err
+    assert not (tmp_path / "e.png").exists()
