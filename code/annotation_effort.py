@@ -1,4 +1,4 @@
-"""The annotation-effort curve: test Dice against the number of labelled training pixels.
+"""The annotation-effort curve: test Dice against the pixels an annotator drew for training.
 
     python code/annotation_effort.py model/results/points.json model/results/scribble.json \
         --labels points scribbles --out imgs/annotation_effort.png
@@ -7,8 +7,10 @@ Each input is a ``test_2D_fully.py`` result of a checkpoint; its ``scored`` entr
 checkpoint, and the run folder's ``config.json`` says how the model was supervised
 (``--sup_type``, ``--labeled_patients``, fold, seed). The training targets are rebuilt as the
 engine builds them (same split, same seeded dense patients, same points, scribbles or masks)
-and their labelled pixels counted. Prints a Markdown table and plots mean test Dice against
-labelled pixels (log scale), one line per method.
+and counted (:meth:`dataloaders.acdc.SliceDataset.annotation`): drawn pixels (stroke and point
+pixels, the outlines of dense masks: a mask is drawn by tracing its contours) and labelled
+pixels. Prints a Markdown table and plots mean test Dice against drawn pixels (log scale), one
+line per method.
 """
 from __future__ import annotations
 
@@ -47,9 +49,9 @@ def read_result(path: str) -> tuple[dict, dict]:
     return result, cfg
 
 
-def labelled_pixels(cfg: dict, root: str | None = None) -> tuple[int, int]:
-    """(labelled, all) training pixels of the run configured by ``cfg`` (a ``config.json``),
-    its data read from ``root`` (default: the run's ``root_path``)."""
+def annotation(cfg: dict, root: str | None = None) -> dict[str, int]:
+    """Drawn, labelled and all training pixels of the run configured by ``cfg`` (a
+    ``config.json``), its data read from ``root`` (default: the run's ``root_path``)."""
     root = root or cfg["root_path"]
     if not os.path.isdir(root):
         raise FileNotFoundError(f"{root}: data root of the run not found (pass --root)")
@@ -57,34 +59,34 @@ def labelled_pixels(cfg: dict, root: str | None = None) -> tuple[int, int]:
     train, dense = dense_training_cases(split.train, cfg["sup_type"], cfg.get("labeled_patients", 0), cfg["seed"])
     data = SliceDataset(root, train, cfg["sup_type"], cfg["patch_size"], progress=False,
                         input_size=cfg["input_size"], target_spacing=cfg.get("target_spacing"), dense_cases=dense)
-    return data.labelled_pixels()
+    return data.annotation()
 
 
 def effort_rows(paths: list[str], labels: list[str], root: str | None = None) -> list[dict]:
-    """One row per result: label, method, supervision, labelled/all training pixels, Dice, HD95."""
-    counted: dict[tuple, tuple[int, int]] = {}
+    """One row per result: label, method, supervision, drawn/labelled/all training pixels, Dice, HD95."""
+    counted: dict[tuple, dict[str, int]] = {}
     rows = []
     for path, label in zip(paths, labels):
         result, cfg = read_result(path)
         n = cfg.get("labeled_patients", 0)
         key = (root or cfg["root_path"], cfg["fold"], cfg["val_fraction"], cfg["sup_type"], n, cfg["seed"])
         if key not in counted:
-            counted[key] = labelled_pixels(cfg, root)
+            counted[key] = annotation(cfg, root)
         supervision = cfg["sup_type"] + (f" + {n} dense" if n and cfg["sup_type"] != "label" else "")
         if n and cfg["sup_type"] == "label":
             supervision = f"label, {n} patients only"
         rows.append({"label": label, "method": cfg["method"], "supervision": supervision,
-                     "labelled": counted[key][0], "pixels": counted[key][1],
+                     **counted[key],
                      "dice": result["dice"], "hd95": result["hd95"]["mean"]})
     return rows
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = ["| run | method | supervision | labelled pixels | % of its training pixels | RV | MYO | LV "
-             "| mean Dice | HD95 |", "|---" * 10 + "|"]
+    lines = ["| run | method | supervision | drawn pixels | labelled pixels | % of its training pixels "
+             "| RV | MYO | LV | mean Dice | HD95 |", "|---" * 11 + "|"]
     for r in rows:
         d = r["dice"]
-        lines.append(f"| {r['label']} | {r['method']} | {r['supervision']} | {r['labelled']:,} "
+        lines.append(f"| {r['label']} | {r['method']} | {r['supervision']} | {r['drawn']:,} | {r['labelled']:,} "
                      f"| {100 * r['labelled'] / r['pixels']:.3f} | {d['RV']:.3f} | {d['MYO']:.3f} | {d['LV']:.3f} "
                      f"| {d['mean']:.3f} | {r['hd95']:.2f} |")
     return "\n".join(lines)
@@ -93,12 +95,12 @@ def format_table(rows: list[dict]) -> str:
 def plot_effort(rows: list[dict], out: str, title: str = "") -> None:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for method in dict.fromkeys(r["method"] for r in rows):
-        mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["labelled"])
-        ax.plot([r["labelled"] for r in mine], [r["dice"]["mean"] for r in mine], marker="o", label=method)
+        mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["drawn"])
+        ax.plot([r["drawn"] for r in mine], [r["dice"]["mean"] for r in mine], marker="o", label=method)
         for r in mine:
-            ax.annotate(r["label"], (r["labelled"], r["dice"]["mean"]), fontsize=7,
+            ax.annotate(r["label"], (r["drawn"], r["dice"]["mean"]), fontsize=7,
                         xytext=(4, -10), textcoords="offset points")
-    ax.set(xscale="log", xlabel="labelled training pixels", ylabel="test Dice (mean RV/MYO/LV)", ylim=(0, 1))
+    ax.set(xscale="log", xlabel="drawn training pixels (strokes, points, outlines of dense masks)", ylabel="test Dice (mean RV/MYO/LV)", ylim=(0, 1))
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="lower right")
     if title:

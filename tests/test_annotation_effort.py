@@ -8,7 +8,7 @@ import annotation_effort
 from conftest import tiny_cfg
 from config import save_config
 from dataloaders import io
-from dataloaders.acdc import fold_split, labeled_patients
+from dataloaders.acdc import contour_pixels, fold_split, labeled_patients
 from methods import get_method
 
 
@@ -31,22 +31,38 @@ def slice_arrays(root, cases, key):
             for c in cases for z in range(io.num_slices(root, c))]
 
 
-def test_labelled_pixels_are_counted_as_the_engine_trains(phantom_root, tmp_path):
+def test_contour_pixels_by_hand():
+    mask = np.zeros((8, 8), np.uint8)
+    mask[2:6, 2:6] = 1
+    assert contour_pixels(mask) == 12  # the ring of a 4x4 square; its 2x2 inside is not drawn
+    mask[3:5, 3:5] = 3
+    assert contour_pixels(mask) == 16  # a 2x2 LV inside: all its pixels and the whole ring
+    assert contour_pixels(np.full((5, 5), 2, np.uint8)) == 0  # the image edge is no border
+    assert contour_pixels(np.zeros((5, 5), np.uint8)) == 0
+
+
+def test_annotation_is_counted_as_the_engine_trains(phantom_root, tmp_path):
     train = fold_split(io.list_cases(phantom_root), "fold1").train
     dense = labeled_patients(train, 1, 2022)
     scribbles = slice_arrays(phantom_root, train, "scribble")
+    labels = slice_arrays(phantom_root, train, "label")
     total = sum(s.size for _, s in scribbles)
-    by_hand = sum(int(np.count_nonzero(s != io.UNLABELED)) for _, s in scribbles)
-    by_hand_dense = sum(s.size if io.patient_of(c) in dense else int(np.count_nonzero(s != io.UNLABELED))
-                        for c, s in scribbles)
-    dense_pixels = sum(s.size for c, s in scribbles if io.patient_of(c) in dense)
+    stroked = [int(np.count_nonzero(s != io.UNLABELED)) for _, s in scribbles]
+    outlines = [contour_pixels(m) for _, m in labels]
+    is_dense = [io.patient_of(c) in dense for c, _ in scribbles]
+    dense_pixels = sum(s.size for (_, s), d in zip(scribbles, is_dense) if d)
+    expected = [
+        {"labelled": sum(stroked), "drawn": sum(stroked), "pixels": total},
+        {"labelled": sum(s.size if d else n for (_, s), n, d in zip(scribbles, stroked, is_dense)),
+         "drawn": sum(o if d else n for n, o, d in zip(stroked, outlines, is_dense)), "pixels": total},
+        {"labelled": dense_pixels, "drawn": sum(o for o, d in zip(outlines, is_dense) if d), "pixels": dense_pixels},
+    ]
     results = [fake_run(tmp_path, phantom_root, "scribble"),
                fake_run(tmp_path, phantom_root, "plus1", "--labeled_patients", "1"),
                fake_run(tmp_path, phantom_root, "fully1", "--sup_type", "label", "--labeled_patients", "1")]
     rows = annotation_effort.effort_rows(results, ["s", "s+1", "f1"])
-    assert [(r["labelled"], r["pixels"]) for r in rows] == [
-        (by_hand, total), (by_hand_dense, total), (dense_pixels, dense_pixels)]
-    assert 0 < by_hand < by_hand_dense < total
+    assert [{k: r[k] for k in ("labelled", "drawn", "pixels")} for r in rows] == expected
+    assert 0 < expected[0]["labelled"] < expected[1]["labelled"] < total and expected[2]["drawn"] > 0
     assert [r["supervision"] for r in rows] == ["scribble", "scribble + 1 dense", "label, 1 patients only"]
     out = tmp_path / "effort.png"
     assert annotation_effort.main([*results, "--out", str(out)]) == 0

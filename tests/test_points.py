@@ -118,5 +118,5 @@ def test_labeled_patients_are_logged_and_saved_in_the_config(phantom_root, tmp_p
     assert saved["labeled_patient_ids"] == labeled_patients(split.train, 1, cfg.seed)
     log = open(tmp_path / "run" / "log.txt").read()
     assert f"dense masks for 1 training patients (--labeled_patients): {saved['labeled_patient_ids'][0]}" in log
-    m = re.search(r"supervision points: (\d+) of (\d+) training pixels labelled", log)
-    assert m and 0 < int(m[1]) < int(m[2])
+    m = re.search(r"supervision points: (\d+) of (\d+) training pixels labelled \(.*%\), (\d+) drawn", log)
+    assert m and 0 < int(m[1]) < int(m[2]) and 0 < int(m[3]) < int(m[1])

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import ndimage
 from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
@@ -158,6 +159,15 @@ SUPERVISION = {
 FILL = {"scribble": io.UNLABELED, "label": 0, "random_walker": io.UNLABELED, "points": io.UNLABELED}
 
 
+def contour_pixels(mask: np.ndarray) -> int:
+    """Pixels of an (H, W) dense mask (0 background, 1..3 structures) that lie on the border of
+    their structure (a 4-neighbour holds another label): the outlines traced to draw the mask."""
+    cross = ndimage.generate_binary_structure(2, 1)
+    border = ((ndimage.minimum_filter(mask, footprint=cross, mode="nearest") != mask)
+              | (ndimage.maximum_filter(mask, footprint=cross, mode="nearest") != mask))
+    return int(np.count_nonzero(border & (mask > 0)))
+
+
 def labeled_patients(cases: list[str], n: int, seed: int) -> list[str]:
     """The ``n`` patients of ``cases`` that train on their dense masks: the first ``n`` of a
     permutation seeded by ``seed``, so the choices for growing ``n`` are nested (1 in 4 in 8)."""
@@ -212,6 +222,7 @@ class SliceDataset(Dataset):
         labels = iter(label_targets(root, [s for s, d in zip(slices, dense) if d], progress))
         self.targets = [next(labels if d else targets).astype(np.int64) for d in dense]
         self.fills = [FILL["label" if d else sup_type] for d in dense]
+        self.dense = [d or sup_type == "label" for d in dense]
         if target_spacing is not None:
             self._resample(slices, target_spacing)
 
@@ -224,11 +235,15 @@ class SliceDataset(Dataset):
             self.images[i], (self.targets[i],) = to_target(self.images[i], [self.targets[i]], [self.fills[i]],
                                                           s["spacing"][1:], target, self.input_size)
 
-    def labelled_pixels(self) -> tuple[int, int]:
-        """(labelled, all) pixels of the training targets as loaded (native grid, or the
-        ``target_spacing`` grid): how much annotation the run trains on."""
+    def annotation(self) -> dict[str, int]:
+        """How much annotation the run trains on, counted on the targets as loaded (native grid,
+        or the ``target_spacing`` grid): ``labelled`` and all (``pixels``) training pixels, and
+        ``drawn``: the pixels an annotator draws, every labelled pixel of a scribble or point
+        target and the outlines (:func:`contour_pixels`) of a dense mask."""
         labelled = sum(int(np.count_nonzero(t != io.UNLABELED)) for t in self.targets)
-        return labelled, sum(t.size for t in self.targets)
+        drawn = sum(contour_pixels(t) if d else int(np.count_nonzero(t != io.UNLABELED))
+                    for t, d in zip(self.targets, self.dense))
+        return {"labelled": labelled, "drawn": drawn, "pixels": sum(t.size for t in self.targets)}
 
     def __len__(self) -> int:
         return len(self.names)
