@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -74,10 +75,9 @@ def effort_rows(paths: list[str], labels: list[str], root: str | None = None) ->
             counted[key] = annotation(cfg, root)
         supervision = cfg["sup_type"] + (f" + {n} dense" if n and cfg["sup_type"] != "label" else "")
         if n and cfg["sup_type"] == "label":
-            supervision = f"label, {n} patients only"
-        rows.append({"label": label, "method": cfg["method"], "supervision": supervision,
-                     **counted[key],
-                     "dice": result["dice"], "hd95": result["hd95"]["mean"]})
+            supervision = f"dense, {n} patients only"
+        rows.append({"label": label, "method": cfg["method"], "supervision": supervision, "sup_type": cfg["sup_type"],
+                     "dense_patients": n, **counted[key], "dice": result["dice"], "hd95": result["hd95"]["mean"]})
     return rows
 
 
@@ -93,18 +93,29 @@ def format_table(rows: list[dict]) -> str:
 
 
 def plot_effort(rows: list[dict], out: str, title: str = "") -> None:
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    """Left: mean test Dice against drawn pixels (log), one line per method. Right: against the
+    number of densely labelled patients, one line per method and sparse supervision."""
+    fig, (ax_px, ax_n) = plt.subplots(1, 2, figsize=(11, 4.2))
     for method in dict.fromkeys(r["method"] for r in rows):
         mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["drawn"])
-        ax.plot([r["drawn"] for r in mine], [r["dice"]["mean"] for r in mine], marker="o", label=method)
-        for r in mine:
-            ax.annotate(r["label"], (r["drawn"], r["dice"]["mean"]), fontsize=7,
-                        xytext=(4, -10), textcoords="offset points")
-    ax.set(xscale="log", xlabel="drawn training pixels (strokes, points, outlines of dense masks)", ylabel="test Dice (mean RV/MYO/LV)", ylim=(0, 1))
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="lower right")
+        ax_px.plot([r["drawn"] for r in mine], [r["dice"]["mean"] for r in mine], marker="o", label=method)
+        for i, r in enumerate(mine):
+            # Runs with nearly the same effort sit on one spot: stack their labels.
+            near = sum(abs(math.log((q["drawn"] + 1) / (r["drawn"] + 1))) < 0.1 for q in mine[:i])
+            ax_px.annotate(r["label"], (r["drawn"], r["dice"]["mean"]), fontsize=7,
+                           xytext=(4, -10 - 9 * near), textcoords="offset points")
+    for series in dict.fromkeys((r["method"], r["sup_type"]) for r in rows):
+        mine = sorted((r for r in rows if (r["method"], r["sup_type"]) == series), key=lambda r: r["dense_patients"])
+        ax_n.plot([r["dense_patients"] for r in mine], [r["dice"]["mean"] for r in mine], marker="o",
+                  label=f"{series[0]}, " + ("dense patients only" if series[1] == "label" else f"{series[1]} + dense"))
+    ax_px.set(xscale="log", xlabel="drawn training pixels (strokes, points, outlines of dense masks)",
+              ylabel="test Dice (mean RV/MYO/LV)", ylim=(0, 1))
+    ax_n.set(xlabel="densely labelled training patients", ylabel="test Dice (mean RV/MYO/LV)", ylim=(0, 1))
+    for ax in (ax_px, ax_n):
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8, loc="lower right")
     if title:
-        ax.set_title(title, fontsize=10)
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     fig.savefig(out, dpi=120)

@@ -63,7 +63,7 @@ def test_annotation_is_counted_as_the_engine_trains(phantom_root, tmp_path):
     rows = annotation_effort.effort_rows(results, ["s", "s+1", "f1"])
     assert [{k: r[k] for k in ("labelled", "drawn", "pixels")} for r in rows] == expected
     assert 0 < expected[0]["labelled"] < expected[1]["labelled"] < total and expected[2]["drawn"] > 0
-    assert [r["supervision"] for r in rows] == ["scribble", "scribble + 1 dense", "label, 1 patients only"]
+    assert [r["supervision"] for r in rows] == ["scribble", "scribble + 1 dense", "dense, 1 patients only"]
     out = tmp_path / "effort.png"
     assert annotation_effort.main([*results, "--out", str(out)]) == 0
     assert out.read_bytes()[:4] == b"\x89PNG"
