@@ -32,18 +32,27 @@ CONFIG_KEYS = ("method", "root_path", "fold", "val_fraction", "select_on_test", 
                "patch_size", "input_size")
 
 
+def _json_object(path: str) -> dict:
+    with open(path) as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 def read_result(path: str) -> tuple[dict, dict]:
     """(result, training config) of a ``test_2D_fully.py`` JSON scored on a checkpoint."""
-    with open(path) as f:
-        result = json.load(f)
-    checkpoint = result.get("scored", {}).get("checkpoint")
+    result = _json_object(path)
+    checkpoint = (result.get("scored") or {}).get("checkpoint")
     if "dice" not in result or "hd95" not in result or not checkpoint:
         raise ValueError(f"{path}: not a test_2D_fully.py result of a checkpoint (no dice, hd95 or scored checkpoint)")
     config_path = os.path.join(os.path.dirname(checkpoint), "config.json")
     if not os.path.isfile(config_path):
         raise FileNotFoundError(f"{config_path}: no run config beside the checkpoint {path} scored")
-    with open(config_path) as f:
-        cfg = json.load(f)
+    cfg = _json_object(config_path)
     missing = [k for k in CONFIG_KEYS if k not in cfg]
     if missing:
         raise ValueError(f"{config_path}: not a run config (missing {', '.join(missing)})")
