@@ -12,6 +12,7 @@ import os
 
 from dataloaders.acdc import FOLD_CHOICES, SUPERVISION
 from dataloaders.spacing import parse_target_spacing
+from networks.unet import UPSAMPLING
 from postprocess import POSTPROCESS
 
 DEFAULTS = dict(
@@ -22,6 +23,7 @@ DEFAULTS = dict(
     labeled_patients=0,
     out_dir=None,
     num_classes=4,
+    upsampling="transposed",
     max_iterations=60000,
     batch_size=12,
     patch_size=[256, 256],
@@ -64,6 +66,9 @@ def build_parser(method_cls=None, method_choices=None) -> argparse.ArgumentParse
                         "--sup_type; with --sup_type label only those N train")
     p.add_argument("--out_dir", default=d["out_dir"], help="default: model/<exp>_<fold>/<sup_type>")
     p.add_argument("--num_classes", type=int, default=d["num_classes"])
+    p.add_argument("--upsampling", default=d["upsampling"], choices=UPSAMPLING,
+                   help="decoders' x2 upsampling: transposed convolution, or 1x1 conv + bilinear as the "
+                        "WSL4MIS and MaskMixAdv releases run it")
     p.add_argument("--max_iterations", type=int, default=d["max_iterations"])
     p.add_argument("--batch_size", type=int, default=d["batch_size"])
     p.add_argument("--patch_size", type=int, nargs=2, default=d["patch_size"], metavar=("H", "W"))

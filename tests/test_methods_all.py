@@ -32,3 +32,18 @@ def test_method_trains_and_is_scored(name, phantom_root, tmp_path):
     assert len(nii) == 2
     spacing = sitk.ReadImage(str(nii[0])).GetSpacing()
     assert all(s > 0.5 for s in spacing) and spacing != (1.0, 1.0, 1.0)
+
+
+@pytest.mark.parametrize("name", ["pce", "dmpls", "maskmixadv"])
+def test_upsampling_flag_reaches_the_network(name, phantom_root, tmp_path):
+    import argparse
+
+    from torch import nn
+
+    cls = METHODS[name]
+    cfg = tiny_cfg(cls, phantom_root, tmp_path / "run", "--upsampling", "bilinear")
+    kinds = {type(m) for m in cls(cfg).modules()}
+    assert nn.Upsample in kinds and nn.ConvTranspose2d not in kinds
+    # A config saved before the flag existed builds the transposed convolutions it trained.
+    old = argparse.Namespace(**{k: v for k, v in vars(cfg).items() if k != "upsampling"})
+    assert nn.ConvTranspose2d in {type(m) for m in cls(old).modules()}

@@ -1,13 +1,27 @@
 import pytest
 import torch
+from torch import nn
 
 from networks import NETWORKS, MaskMixAdvNet, PatchDiscriminator, build_network
 
 
 @pytest.mark.parametrize("name", sorted(NETWORKS))
-def test_every_network_maps_image_to_class_logits(name):
-    net = build_network(name).eval()
+@pytest.mark.parametrize("upsampling", ["transposed", "bilinear"])
+def test_every_network_maps_image_to_class_logits(name, upsampling):
+    net = build_network(name, upsampling=upsampling).eval()
     assert net(torch.rand(2, 1, 32, 48)).shape == (2, 4, 32, 48)
+    kinds = {type(m) for m in net.modules()}
+    assert (nn.ConvTranspose2d in kinds) == (upsampling == "transposed")
+    assert (nn.Upsample in kinds) == (upsampling == "bilinear")
+
+
+def test_bilinear_unet_has_the_releases_parameters():
+    # WSL4MIS's UNet (bilinear UpBlocks) has 1,813,764 parameters, counted from its code; its
+    # head is a 3x3 conv where ours is 1x1: 16 * 4 * (9 - 1) = 512 fewer here.
+    count = sum(p.numel() for p in build_network("unet", upsampling="bilinear").parameters())
+    assert count == 1_813_764 - 512
+    with pytest.raises(ValueError, match="--upsampling must be one of"):
+        build_network("unet", upsampling="nearest")
 
 
 def test_unknown_network_names_the_choices():

@@ -67,7 +67,8 @@ class Method(nn.Module):
     def __init__(self, cfg: argparse.Namespace):
         super().__init__()
         self.cfg = cfg
-        self.net = build_network(self.network, 1, cfg.num_classes)
+        # Configs saved before --upsampling existed trained transposed convolutions.
+        self.net = build_network(self.network, 1, cfg.num_classes, getattr(cfg, "upsampling", "transposed"))
 
     def prepare(self, train_set, log) -> None:
         """Hook run once before training (e.g. to load a shape prior); default: nothing."""

@@ -1,8 +1,13 @@
 """The UNet of the scribble-supervised cardiac segmentation literature (WSL4MIS, MaskMixAdv).
 
 Encoder: five stages of two 3x3 conv + BatchNorm + LeakyReLU (channels 16-32-64-128-256, dropout
-0.05/0.1/0.2/0.3/0.5), 2x2 max-pooling between stages. Decoder: transposed-conv upsampling, skip
-concatenation, two conv blocks, a 1x1 head. Input height and width must be multiples of 16.
+0.05/0.1/0.2/0.3/0.5), 2x2 max-pooling between stages. Decoder: x2 upsampling, skip concatenation,
+two conv blocks, a 1x1 head. Input height and width must be multiples of 16.
+
+Upsampling (``upsampling``): ``"transposed"``, a 2x2 stride-2 transposed convolution, or
+``"bilinear"``, a 1x1 convolution then bilinear x2 (align_corners): what the WSL4MIS and
+MaskMixAdv releases actually run (their ``UpBlock`` defaults to it; the ``bilinear: False`` in
+their network parameters never reaches it).
 """
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from torch import nn
 
 CHANNELS = (16, 32, 64, 128, 256)
 DROPOUT = (0.05, 0.1, 0.2, 0.3, 0.5)
+UPSAMPLING = ("transposed", "bilinear")
 
 
 class ConvBlock(nn.Sequential):
@@ -47,11 +53,18 @@ class Encoder(nn.Module):
 
 
 class Up(nn.Module):
-    """Transposed-conv x2 of the deeper map, concatenated with the skip, then a conv block."""
+    """x2 upsampling of the deeper map to ``skip_ch`` channels (``upsampling``: see the module
+    docstring), concatenated with the skip, then a conv block."""
 
-    def __init__(self, deep_ch: int, skip_ch: int, out_ch: int):
+    def __init__(self, deep_ch: int, skip_ch: int, out_ch: int, upsampling: str = "transposed"):
         super().__init__()
-        self.up = nn.ConvTranspose2d(deep_ch, skip_ch, 2, stride=2)
+        if upsampling not in UPSAMPLING:
+            raise ValueError(f"--upsampling must be one of {UPSAMPLING}, got {upsampling!r}")
+        if upsampling == "bilinear":
+            self.up = nn.Sequential(nn.Conv2d(deep_ch, skip_ch, 1),
+                                    nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True))
+        else:
+            self.up = nn.ConvTranspose2d(deep_ch, skip_ch, 2, stride=2)
         self.conv = ConvBlock(2 * skip_ch, out_ch)
 
     def forward(self, deep: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
@@ -61,10 +74,10 @@ class Up(nn.Module):
 class Decoder(nn.Module):
     """Encoder features (see :class:`Encoder`) -> (B, out_ch, H, W) raw scores (logits)."""
 
-    def __init__(self, out_ch: int, channels=CHANNELS):
+    def __init__(self, out_ch: int, channels=CHANNELS, upsampling: str = "transposed"):
         super().__init__()
         self.ups = nn.ModuleList(
-            Up(channels[i + 1], channels[i], channels[i]) for i in reversed(range(len(channels) - 1))
+            Up(channels[i + 1], channels[i], channels[i], upsampling) for i in reversed(range(len(channels) - 1))
         )
         self.head = nn.Conv2d(channels[0], out_ch, 1)
 
@@ -78,10 +91,10 @@ class Decoder(nn.Module):
 class UNet(nn.Module):
     """(B, in_ch, H, W) in [0, 1] -> (B, num_classes, H, W) logits."""
 
-    def __init__(self, in_ch: int = 1, num_classes: int = 4):
+    def __init__(self, in_ch: int = 1, num_classes: int = 4, upsampling: str = "transposed"):
         super().__init__()
         self.encoder = Encoder(in_ch)
-        self.decoder = Decoder(num_classes)
+        self.decoder = Decoder(num_classes, upsampling=upsampling)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))
@@ -123,14 +136,15 @@ class DualDecoderUNet(nn.Module):
     :meth:`forward` (inference): the main decoder's logits only.
     """
 
-    def __init__(self, in_ch: int = 1, num_classes: int = 4, perturbation: str = "dropout"):
+    def __init__(self, in_ch: int = 1, num_classes: int = 4, perturbation: str = "dropout",
+                 upsampling: str = "transposed"):
         super().__init__()
         if perturbation not in FEATURE_PERTURBATIONS:
             raise ValueError(f"unknown feature perturbation {perturbation!r}; choose from "
                              f"{sorted(FEATURE_PERTURBATIONS)}")
         self.encoder = Encoder(in_ch)
-        self.decoder = Decoder(num_classes)
-        self.aux_decoder = Decoder(num_classes)
+        self.decoder = Decoder(num_classes, upsampling=upsampling)
+        self.aux_decoder = Decoder(num_classes, upsampling=upsampling)
         self.feature_dropout = FEATURE_PERTURBATIONS[perturbation]()
 
     def forward_both(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
