@@ -27,9 +27,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from dataloaders.acdc import SliceDataset, dense_training_cases, make_split  # noqa: E402
 
-# What the training targets depend on, as train.py saves it in config.json.
-CONFIG_KEYS = ("method", "root_path", "fold", "val_fraction", "select_on_test", "sup_type", "seed",
-               "patch_size", "input_size")
+# What the training targets depend on, as train.py saves it in config.json (labeled_patients and
+# target_spacing are absent from configs older than those flags).
+TARGET_KEYS = ("fold", "val_fraction", "select_on_test", "sup_type", "seed", "patch_size", "input_size")
+CONFIG_KEYS = ("method", "root_path", *TARGET_KEYS)
 
 
 def _json_object(path: str) -> dict:
@@ -79,7 +80,8 @@ def effort_rows(paths: list[str], labels: list[str], root: str | None = None) ->
     for path, label in zip(paths, labels):
         result, cfg = read_result(path)
         n = cfg.get("labeled_patients", 0)
-        key = (root or cfg["root_path"], cfg["fold"], cfg["val_fraction"], cfg["sup_type"], n, cfg["seed"])
+        # Runs whose training targets are built alike share one count.
+        key = (root or cfg["root_path"], json.dumps([cfg[k] for k in TARGET_KEYS]), n, str(cfg.get("target_spacing")))
         if key not in counted:
             counted[key] = annotation(cfg, root)
         supervision = cfg["sup_type"] + (f" + {n} dense" if n and cfg["sup_type"] != "label" else "")

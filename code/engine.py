@@ -340,9 +340,10 @@ def _train(cfg, method_cls, folder: RunFolder, ckpt: dict | None, device: torch.
     train_set = SliceDataset(cfg.root_path, train_cases, cfg.sup_type, cfg.patch_size, progress=cfg.progress,
                              input_size=cfg.input_size, fg_prob=cfg.fg_prob,
                              target_spacing=cfg.target_spacing, dense_cases=dense_cases)
-    effort = train_set.annotation()
-    log.info("supervision %s: %d of %d training pixels labelled (%.3f%%), %d drawn", cfg.sup_type,
-             effort["labelled"], effort["pixels"], 100 * effort["labelled"] / effort["pixels"], effort["drawn"])
+    if dist.is_main:  # only rank 0 logs; the others need not count
+        effort = train_set.annotation()
+        log.info("supervision %s: %d of %d training pixels labelled (%.3f%%), %d drawn", cfg.sup_type,
+                 effort["labelled"], effort["pixels"], 100 * effort["labelled"] / effort["pixels"], effort["drawn"])
     val_set = list(VolumeSet(cfg.root_path, split.val)) if dist.is_main else []
     if dist.is_main and not val_set:
         log.info("no validation split (--val_fraction 0, or no 'val' in splits.json): no model "

@@ -221,8 +221,8 @@ class SliceDataset(Dataset):
         targets = iter(SUPERVISION[sup_type](root, [s for s, d in zip(slices, dense) if not d], progress))
         labels = iter(label_targets(root, [s for s, d in zip(slices, dense) if d], progress))
         self.targets = [next(labels if d else targets).astype(np.int64) for d in dense]
-        self.fills = [FILL["label" if d else sup_type] for d in dense]
         self.dense = [d or sup_type == "label" for d in dense]
+        self.fills = [FILL["label" if d else sup_type] for d in self.dense]
         if target_spacing is not None:
             self._resample(slices, target_spacing)
 
