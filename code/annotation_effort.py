@@ -26,6 +26,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from dataloaders.acdc import SliceDataset, dense_training_cases, make_split  # noqa: E402
+from plot_curves import run_name  # noqa: E402
 
 # What the training targets depend on, as train.py saves it in config.json (labeled_patients and
 # target_spacing are absent from configs older than those flags).
@@ -143,7 +144,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.labels and len(args.labels) != len(args.results):
         p.error(f"--labels: {len(args.labels)} labels for {len(args.results)} results")
-    labels = args.labels or [os.path.basename(r).removesuffix(".json") for r in args.results]
+    labels = args.labels or [run_name(r) for r in args.results]
     try:
         rows = effort_rows(args.results, labels, args.root)
     except (OSError, ValueError) as e:

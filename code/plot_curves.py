@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     items = args.runs or args.results
     if args.labels and len(args.labels) != len(items):
         p.error(f"--labels: {len(args.labels)} labels for {len(items)} inputs")
-    labels = args.labels or [_name(i) for i in items]
+    labels = args.labels or [run_name(i) for i in items]
     try:
         (plot_curves if args.runs else plot_bars)(items, labels, args.out, args.title)
     except (OSError, ValueError, KeyError) as e:
@@ -110,7 +110,9 @@ def main(argv=None) -> int:
     return 0
 
 
-def _name(path: str) -> str:
+def run_name(path: str) -> str:
+    """A short label for a run folder or a result JSON: the file name without .json, or the
+    experiment folder of ``model/<exp>_<fold>/<sup_type>``."""
     path = os.path.normpath(path)
     if path.endswith(".json"):
         return os.path.basename(path)[:-5]

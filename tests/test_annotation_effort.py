@@ -41,7 +41,7 @@ def test_contour_pixels_by_hand():
     assert contour_pixels(np.zeros((5, 5), np.uint8)) == 0
 
 
-def test_annotation_is_counted_as_the_engine_trains(phantom_root, tmp_path):
+def test_annotation_is_counted_as_the_engine_trains(phantom_root, tmp_path, capsys):
     train = fold_split(io.list_cases(phantom_root), "fold1").train
     dense = labeled_patients(train, 1, 2022)
     scribbles = slice_arrays(phantom_root, train, "scribble")
@@ -67,6 +67,8 @@ def test_annotation_is_counted_as_the_engine_trains(phantom_root, tmp_path):
     out = tmp_path / "effort.png"
     assert annotation_effort.main([*results, "--out", str(out)]) == 0
     assert out.read_bytes()[:4] == b"\x89PNG"
+    # Without --labels each row is named by its result file.
+    assert [line.split(" | ")[0] for line in capsys.readouterr().out.splitlines()[2:5]] == ["| scribble", "| plus1", "| fully1"]
 
 
 def test_bad_inputs_are_one_line_errors(phantom_root, tmp_path, capsys):

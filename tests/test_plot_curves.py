@@ -32,7 +32,7 @@ def test_curves_and_bars_are_written(tmp_path):
     result = {"dice": {"RV": 0.8, "MYO": 0.7, "LV": 0.9, "mean": 0.8}}
     (tmp_path / "r.json").write_text(json.dumps(result))
     assert plot_curves.main(["--results", str(tmp_path / "r.json"), "--out", str(tmp_path / "b.png")]) == 0
-    assert plot_curves._name(runs[0]) == "pce_fold1"
+    assert plot_curves.run_name(runs[0]) == "pce_fold1"
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
