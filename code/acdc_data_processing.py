@@ -15,7 +15,9 @@ label uint8, scribble uint16, and the voxel spacing (z, y, x) mm as the ``spacin
 Scribbles are read from ``--scribbles DIR/<case>_scribble.nii.gz`` (e.g.
 ``patient001_frame01_scribble.nii.gz``; 0..3 classes, 4 unlabeled, same grid as the image), or,
 without ``--scribbles``, generated from the mask (``dataloaders.scribbles``, seeded by ``--seed``
-and the case, so reruns agree).
+and the case, so reruns agree). Masks and scribbles must have the image's shape, spacing, origin
+and direction (a file written without geometry, unit spacing at the origin, is matched by shape)
+and whole-number labels.
 
 ``--nifti``: SRC holds one folder per split, ``train/``, ``val/``, ``test/`` or ``TestSet/`` (any
 subset), each with ``images/<case>.nii.gz`` and ``labels/`` (the layout of MS-CMRSeg). A label
@@ -51,7 +53,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dataloaders import io
-from dataloaders.io import KEYS, UNLABELED, Case, read_h5, read_nifti, write_case, write_slices
+from dataloaders.io import KEYS, UNLABELED, Case, read_h5, write_case, write_slices
 from dataloaders.phantoms import normalise_intensity
 from dataloaders.scribbles import scribble_volume
 
@@ -78,15 +80,26 @@ def find_raw_cases(raw: str) -> dict[str, tuple[str | None, str | None]]:
     return {c: tuple(p) for c, p in sorted(cases.items())}
 
 
-def read_volume(path: str) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """(array (Z, H, W), spacing (z, y, x) mm) of a 3-D NIfTI; ``CaseError`` naming the file."""
+def read_volume(path: str) -> Case:
+    """A 3-D NIfTI with its geometry (``io.read_scan``); ``CaseError`` naming the file."""
     try:
-        array, spacing = read_nifti(path)
-    except OSError as e:
+        return io.read_scan(path)
+    except (OSError, ValueError) as e:
         raise CaseError(str(e)) from e
-    if array.ndim != 3:
-        raise CaseError(f"{path}: expected a 3-D image, got {array.ndim}-D")
-    return array, spacing
+
+
+def read_labels_on(path: str, image: Case, top: int) -> np.ndarray:
+    """The label volume of ``path`` on ``image``'s grid, whole numbers in 0..``top``; ``CaseError``
+    naming the file otherwise. A file without geometry (``io.header_free``) is matched by shape."""
+    labels = read_volume(path)
+    if io.header_free(labels):
+        labels = Case(labels.name, labels.image)
+    try:
+        io.check_same_grid(path, labels, image, "the image")
+        io.check_labels(path, labels.image, top)
+    except ValueError as e:
+        raise CaseError(str(e)) from e
+    return labels.image
 
 
 def case_seed(seed: int, case: str) -> list[int]:
@@ -101,28 +114,16 @@ def process_raw_case(case: str, image_path: str | None, gt_path: str | None,
         raise CaseError(f"{gt_path}: mask without its image {case}.nii.gz")
     if gt_path is None:
         raise CaseError(f"{image_path}: image without its mask {case}_gt.nii.gz")
-    image, spacing = read_volume(image_path)
-    if not np.isfinite(image).all():
-        raise CaseError(f"{image_path}: image has non-finite values (NaN or inf)")
-    label, _ = read_volume(gt_path)
-    if label.shape != image.shape:
-        raise CaseError(f"{gt_path}: mask shape {label.shape} differs from image shape {image.shape}")
-    if label.min() < 0 or label.max() > 3:
-        raise CaseError(f"{gt_path}: mask values outside 0..3")
-    label = label.astype(np.uint8)
+    image = read_volume(image_path)
+    label = read_labels_on(gt_path, image, 3).astype(np.uint8)
     if scribble_dir is not None:
         path = os.path.join(scribble_dir, f"{case}_scribble.nii.gz")
         if not os.path.isfile(path):
             raise CaseError(f"{path}: missing scribble file")
-        scribble, _ = read_volume(path)
-        if scribble.shape != image.shape:
-            raise CaseError(f"{path}: scribble shape {scribble.shape} differs from image shape {image.shape}")
-        if scribble.min() < 0 or scribble.max() > UNLABELED:
-            raise CaseError(f"{path}: scribble values outside 0..{UNLABELED}")
-        scribble = scribble.astype(np.uint16)
+        scribble = read_labels_on(path, image, UNLABELED).astype(np.uint16)
     else:
         scribble = scribble_volume(label, np.random.default_rng(case_seed(seed, case)))
-    return Case(case, normalise_intensity(image), label, scribble, spacing)
+    return Case(case, normalise_intensity(image.image), label, scribble, image.spacing)
 
 
 def process_nifti_case(split: str, image_path: str, label_path: str, seed: int,
@@ -132,11 +133,7 @@ def process_nifti_case(split: str, image_path: str, label_path: str, seed: int,
     dense mask of a training case)."""
     try:
         scan, lab = io.read_scan(image_path), io.read_scan(label_path)
-        if lab.image.shape != scan.image.shape:
-            raise ValueError(f"{label_path}: shape {lab.image.shape} differs from the image's {scan.image.shape}")
-        if not np.allclose(lab.spacing, scan.spacing, rtol=1e-3) or \
-                not np.allclose(lab.direction, scan.direction, atol=1e-3):
-            raise ValueError(f"{label_path}: spacing or direction differs from the image's")
+        io.check_same_grid(label_path, lab, scan, "the image")
         kind = io.label_kind(label_path, lab.image)
         io.check_labels(label_path, lab.image, UNLABELED if kind == "scribble" else num_classes - 1)
     except (OSError, ValueError) as e:

@@ -104,6 +104,33 @@ def test_shape_mismatch_reported(phantom, tmp_path):
     assert r.returncode == 1 and str(gt) in r.stderr and "shape" in r.stderr
 
 
+@pytest.mark.parametrize("change, message", [
+    ("fraction", "values must be whole numbers 0..3"),  # 2.6 would have been truncated to MYO
+    ("direction", "direction"),
+    ("spacing", "spacing"),
+])
+def test_a_mask_that_does_not_fit_its_image_is_named(phantom, tmp_path, change, message):
+    import SimpleITK as sitk
+    raw = tmp_path / "raw"
+    shutil.copytree(phantom / "raw", raw)
+    gt = raw / "patient001" / "patient001_frame01_gt.nii.gz"
+    mask = sitk.ReadImage(str(gt))
+    if change == "fraction":
+        values = sitk.GetArrayFromImage(mask).astype(np.float32)
+        values[values == 2] = 2.6
+        changed = sitk.GetImageFromArray(values)
+        changed.CopyInformation(mask)
+        mask = changed
+    elif change == "direction":
+        mask.SetDirection((-1, 0, 0, 0, 1, 0, 0, 0, 1))
+    else:
+        mask.SetSpacing(tuple(3 * s for s in mask.GetSpacing()))
+    sitk.WriteImage(mask, str(gt))
+    r = run("--raw", str(raw), "--out", str(tmp_path / "out"))
+    assert r.returncode == 1 and f"{gt}: {message}" in r.stderr and "Traceback" not in r.stderr
+    assert "patient001_frame01" not in list_cases(str(tmp_path / "out"))
+
+
 def test_volumes_to_slices(phantom, tmp_path):
     vols = phantom / "truth" / "ACDC_training_volumes"
     out = tmp_path / "out"

@@ -42,6 +42,37 @@ def test_truncated_or_corrupt_nifti_is_named(tmp_path):
         io.read_nifti(str(plain))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nan_or_inf_voxels_in_a_nifti_are_refused(tmp_path, dtype):
+    # ITK itself reads them as 0, so without this check a NaN scan would be segmented silently.
+    array = np.ones((3, 4, 5), dtype)
+    array[0, 1, 2], array[2, 3, 4] = np.nan, -np.inf
+    path = str(tmp_path / "nan.nii.gz")
+    io.write_nifti(path, array)
+    with pytest.raises(ValueError, match=r"nan.nii.gz: 2 voxels are NaN or inf"):
+        io.read_nifti(path)
+    with pytest.raises(ValueError, match="nan.nii.gz: 2 voxels"):
+        io.read_scan(path)
+    array[0, 1, 2] = array[2, 3, 4] = 7
+    io.write_nifti(path, array)
+    assert io.read_scan(path).image[2, 3, 4] == 7
+
+
+def test_check_same_grid_names_what_differs():
+    image = np.zeros((2, 3, 4))
+    ref = io.Case("ref", image, spacing=(10.0, 1.5, 1.5), origin=(1.0, 2.0, 3.0), direction=tuple(np.eye(3).ravel()))
+    same = io.Case("s", image.copy(), spacing=(10.0, 1.5, 1.5), origin=(1.0, 2.0, 3.1), direction=ref.direction)
+    io.check_same_grid("s.nii.gz", same, ref)  # 0.1 mm off: within a tenth of a voxel
+    io.check_same_grid("bare", io.Case("b", image), ref)  # no geometry on one side: shape only
+    flipped = tuple((np.eye(3) * [-1, 1, 1]).ravel())
+    for other, message in [(io.Case("x", np.zeros((2, 3, 5))), r"x.nii.gz: shape \(2, 3, 5\) differs from the scan's"),
+                           (io.Case("x", image, spacing=(10.0, 1.5, 3.0)), "x.nii.gz: spacing"),
+                           (io.Case("x", image, direction=flipped), "x.nii.gz: direction"),
+                           (io.Case("x", image, origin=(1.0, 2.0, 3.2)), r"x.nii.gz: origin \(1.0, 2.0, 3.2\) differs")]:
+        with pytest.raises(ValueError, match=message):
+            io.check_same_grid("x.nii.gz", other, ref)
+
+
 @pytest.mark.parametrize("key, values, message", [
     ("label", [0, 1, 9], "label: values must lie in 0..3, found 9"),
     ("label", [0, -1, 2], "label: values must lie in 0..3, found -1"),

@@ -193,45 +193,56 @@ def num_slices(root: str, case: str) -> int:
         raise OSError(f"{path}: cannot read h5 ({e})") from e
 
 
-def check_nifti_complete(path: str) -> None:
-    """OSError naming ``path`` when a NIfTI file is truncated or corrupt.
+# NIfTI datatype codes of floating-point voxels and their numpy types.
+NIFTI_FLOATS = {16: "f4", 64: "f8"}
 
-    ITK reads such files as partly zero arrays without an error, so the whole file is
-    decompressed here (gzip checks its CRC and length) and the voxel data's size is compared
-    with what the header promises (NIfTI-1 and NIfTI-2, either byte order).
+
+def check_nifti_file(path: str) -> None:
+    """OSError naming ``path`` when a NIfTI file is truncated or corrupt, ValueError when its
+    floating-point voxels hold NaN or inf.
+
+    ITK reads truncated files as partly zero arrays, and NaN or inf voxels as 0, without an
+    error, so the whole file is decompressed here (gzip checks its CRC and length), the voxel
+    data's size is compared with what the header promises (NIfTI-1 and NIfTI-2, either byte
+    order) and float voxels are checked before ITK reads them.
     """
     opener = gzip.open if path.endswith(".gz") else open
     try:
         with opener(path, "rb") as f:
-            header = f.read(540)
-            size = len(header)
-            while chunk := f.read(1 << 22):
-                size += len(chunk)
+            data = f.read()
     except (OSError, EOFError, zlib.error) as e:
         raise OSError(f"{path}: corrupt or truncated NIfTI ({e})") from e
     for order in "<>":
-        if len(header) >= 348 and struct.unpack(order + "i", header[:4])[0] == 348:
-            dims = struct.unpack(order + "8h", header[40:56])
-            bitpix = struct.unpack(order + "h", header[72:74])[0]
-            offset = int(struct.unpack(order + "f", header[108:112])[0])
+        if len(data) >= 348 and struct.unpack(order + "i", data[:4])[0] == 348:
+            dims = struct.unpack(order + "8h", data[40:56])
+            datatype, bitpix = struct.unpack(order + "2h", data[70:74])
+            offset = int(struct.unpack(order + "f", data[108:112])[0])
             break
-        if len(header) >= 540 and struct.unpack(order + "i", header[:4])[0] == 540:
-            bitpix = struct.unpack(order + "h", header[14:16])[0]
-            dims = struct.unpack(order + "8q", header[16:80])
-            offset = struct.unpack(order + "q", header[168:176])[0]
+        if len(data) >= 540 and struct.unpack(order + "i", data[:4])[0] == 540:
+            datatype, bitpix = struct.unpack(order + "2h", data[12:16])
+            dims = struct.unpack(order + "8q", data[16:80])
+            offset = struct.unpack(order + "q", data[168:176])[0]
             break
     else:
         raise OSError(f"{path}: not a NIfTI file (no NIfTI-1 or NIfTI-2 header)")
     n_dims = max(0, min(int(dims[0]), 7))
-    expected = max(offset, 348) + int(np.prod([max(1, int(d)) for d in dims[1:n_dims + 1]])) * bitpix // 8
-    if size < expected:
-        raise OSError(f"{path}: truncated NIfTI ({size} bytes of data, the header needs {expected})")
+    offset = max(offset, 348)
+    voxels = int(np.prod([max(1, int(d)) for d in dims[1:n_dims + 1]]))
+    expected = offset + voxels * bitpix // 8
+    if len(data) < expected:
+        raise OSError(f"{path}: truncated NIfTI ({len(data)} bytes of data, the header needs {expected})")
+    if datatype in NIFTI_FLOATS:
+        values = np.frombuffer(data, order + NIFTI_FLOATS[datatype], count=voxels, offset=offset)
+        bad = int(voxels - np.isfinite(values).sum())
+        if bad:
+            raise ValueError(f"{path}: {bad} voxels are NaN or inf")
 
 
 def read_nifti(path: str) -> tuple[np.ndarray, tuple[float, ...]]:
     """(array in ``GetArrayFromImage`` order, e.g. (Z, H, W); spacing in the same axis order, mm)
-    of a NIfTI file; OSError naming the file when it cannot be read, is truncated or corrupt."""
-    check_nifti_complete(path)
+    of a NIfTI file; OSError naming the file when it cannot be read, is truncated or corrupt,
+    ValueError when it holds NaN or inf."""
+    check_nifti_file(path)
     try:
         img = sitk.ReadImage(path)
     except RuntimeError as e:
@@ -246,9 +257,9 @@ def read_scan(path: str) -> Case:
     voxel axis as the slice axis, which is how short-axis stacks are stored (one acquired plane
     per k). Nothing is resampled or flipped: ``origin`` and ``direction`` are kept, so a
     prediction written with them (:func:`write_nifti`) overlays exactly on the scan, whatever its
-    orientation. OSError (unreadable, truncated) or ValueError (not 3-D) naming the file.
+    orientation. OSError (unreadable, truncated) or ValueError (not 3-D, NaN or inf) naming the file.
     """
-    check_nifti_complete(path)
+    check_nifti_file(path)
     try:
         img = sitk.ReadImage(path)
     except RuntimeError as e:
@@ -261,6 +272,29 @@ def read_scan(path: str) -> Case:
                 spacing=tuple(float(s) for s in reversed(img.GetSpacing())),
                 origin=tuple(float(o) for o in img.GetOrigin()),
                 direction=tuple(float(d) for d in img.GetDirection()))
+
+
+def header_free(case: Case) -> bool:
+    """True for a volume read from a NIfTI written without geometry (unit spacing, zero origin,
+    identity direction), as label files from array tools often are."""
+    return (case.spacing is not None and np.allclose(case.spacing, 1.0) and np.allclose(case.origin, 0.0)
+            and np.allclose(case.direction, np.eye(3).ravel()))
+
+
+def check_same_grid(what: str, other: Case, ref: Case, ref_name: str = "the scan") -> None:
+    """ValueError naming ``what`` unless ``other`` lies on ``ref``'s voxel grid: the same shape,
+    spacing (to 0.1%), direction (to 1e-3) and origin (to a tenth of the smallest voxel side).
+    Geometry that either side lacks (h5 files without it) is not compared."""
+    if other.image.shape != ref.image.shape:
+        raise ValueError(f"{what}: shape {other.image.shape} differs from {ref_name}'s {ref.image.shape}")
+    checks = [("spacing", lambda a, b: np.allclose(a, b, rtol=1e-3)),
+              ("direction", lambda a, b: np.allclose(a, b, atol=1e-3)),
+              ("origin", lambda a, b: np.allclose(a, b, rtol=0, atol=0.1 * min(ref.spacing or (1.0,))))]
+    for key, same in checks:
+        a, b = getattr(other, key), getattr(ref, key)
+        if a is not None and b is not None and not same(a, b):
+            raise ValueError(f"{what}: {key} {tuple(round(v, 4) for v in a)} differs from {ref_name}'s "
+                             f"{tuple(round(v, 4) for v in b)}")
 
 
 def nifti_stem(path: str) -> str:
