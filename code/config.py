@@ -134,6 +134,8 @@ def finalize(cfg: argparse.Namespace, method_cls) -> argparse.Namespace:
     if any(s % 16 or s < p for s, p in zip(cfg.input_size, cfg.patch_size)):
         raise ValueError(f"--input_size must be multiples of 16 and >= --patch_size {cfg.patch_size}, "
                          f"got {cfg.input_size}")
+    if not 0.0 <= cfg.val_fraction < 1.0:
+        raise ValueError(f"--val_fraction must lie in [0, 1), got {cfg.val_fraction}")
     if not 0.0 <= cfg.fg_prob <= 1.0:
         raise ValueError(f"--fg_prob must lie in [0, 1], got {cfg.fg_prob}")
     cfg.target_spacing = parse_target_spacing(cfg.target_spacing, cfg.root_path)

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from config import build_parser, finalize, input_size, save_config
+from dataloaders import io
 from dataloaders.acdc import (SliceDataset, Split, TrainBatchSampler, VolumeSet, dense_training_cases,
                               labeled_patients, make_split)
 from distributed import Distributed
@@ -218,6 +219,16 @@ def check_same_split(saved: dict | None, split: Split, path: str) -> None:
                              f"(e.g. {changed[0] if changed else 'their order'}); use the same --root_path")
 
 
+def check_unseen(saved: dict | None, cases: list[str], path: str) -> None:
+    """ValueError when a checkpoint would be scored on cases it trained on (another fold, a data
+    root that lacks a volume and so shifts the folds, another validation fraction); ``saved``
+    is the checkpoint's ``split``."""
+    seen = sorted(set((saved or {}).get("train") or []) & set(cases))
+    if seen:
+        raise ValueError(f"{path} trained on {len(seen)} of the {len(cases)} cases to score (e.g. {seen[0]}); "
+                         "score the fold and data root it was trained with")
+
+
 def check_same_world(ckpt: dict, dist: Distributed, path: str) -> None:
     """ValueError when a run is resumed with another number of processes (which would change
     its effective batch and its batches)."""
@@ -297,6 +308,10 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
         check_resumable(ckpt["config"], cfg, method_cls)
         check_same_world(ckpt, dist, folder.file("last.pth"))
     device = resolve_device(cfg.device)
+    names = io.class_names(cfg.root_path)
+    if cfg.num_classes != len(names) + 1:
+        raise ValueError(f"--num_classes {cfg.num_classes}: {cfg.root_path} has {len(names) + 1} classes "
+                         f"(background, {', '.join(names)})")
     split = make_split(cfg.root_path, cfg.fold, cfg.val_fraction, cfg.select_on_test)
     if ckpt is not None:
         check_same_split(ckpt.get("split"), split, folder.file("last.pth"))

@@ -13,6 +13,8 @@ import train
     (["--method", "s2l", "--patch_size", "32", "32", "--input_size", "64", "64"], "--input_size: s2l"),
     (["--method", "pce", "--labeled_patients", "-1"], "--labeled_patients must be >= 0"),
     (["--method", "pce", "--labeled_patients", "99"], "--labeled_patients must be in 0..3"),
+    (["--method", "pce", "--val_fraction", "-0.5"], "--val_fraction must lie in [0, 1)"),
+    (["--method", "pce", "--num_classes", "2"], "--num_classes 2: "),
 ])
 def test_bad_flags_are_one_line_errors(argv, message, phantom_root, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
@@ -21,6 +23,17 @@ def test_bad_flags_are_one_line_errors(argv, message, phantom_root, tmp_path, ca
     err = capsys.readouterr().err
     assert e.value.code == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_bad_flag_with_overwrite_keeps_the_old_run(phantom_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.pth").write_bytes(b"weights")
+    with pytest.raises(SystemExit) as e:
+        train.main(["--method", "pce", "--num_classes", "3", "--overwrite", "--root_path", phantom_root,
+                    "--out_dir", str(run), "--no_progress"])
+    assert e.value.code == 2 and "has 4 classes (background, RV, MYO, LV)" in capsys.readouterr().err
+    assert sorted(p.name for p in run.iterdir()) == ["last.pth"] and (run / "last.pth").read_bytes() == b"weights"
 
 
 def test_unknown_method_lists_the_registry(capsys):
