@@ -54,6 +54,24 @@ def input_files(path: str) -> list[str]:
     return files
 
 
+def output_paths(files: list[str], output: str) -> list[str]:
+    """``output/<name>.nii.gz`` for each input file; ValueError when ``output`` is a file, when two
+    inputs would be written to one path (``a.nii`` and ``a.nii.gz``) or an output is an input."""
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise ValueError(f"--output {output} is a file, not a folder")
+    outs = [os.path.join(output, os.path.basename(f) + ("" if f.endswith(".gz") else ".gz")) for f in files]
+    first = {}
+    for f, o in zip(files, outs):
+        if o in first:
+            raise ValueError(f"--input: {first[o]} and {f} would both be written to {o}")
+        first[o] = f
+    inputs = {os.path.realpath(f) for f in files}
+    for o in outs:
+        if os.path.realpath(o) in inputs:
+            raise ValueError(f"--output {output}: {o} is an input scan; it would be overwritten")
+    return outs
+
+
 def segment_scan(path: str, model, cfg, device, tta: bool, post: str) -> tuple[io.Case, np.ndarray]:
     """(the scan with its geometry, its (Z, H, W) uint8 prediction)."""
     scan = io.read_scan(path)
@@ -96,8 +114,7 @@ def main(argv=None) -> int:
 
     try:
         files = input_files(args.input)
-        if os.path.isdir(args.input) and os.path.isdir(args.output) and os.path.samefile(args.input, args.output):
-            raise ValueError(f"--output {args.output} is the input folder; the scans would be overwritten")
+        outs = output_paths(files, args.output)
         device = resolve_device(args.device)
         method, cfg = load_method(args.checkpoint, device)
     except (ValueError, FileNotFoundError, OSError) as e:
@@ -106,11 +123,9 @@ def main(argv=None) -> int:
     post = args.postprocess or getattr(cfg, "postprocess", "none")
     os.makedirs(args.output, exist_ok=True)
     failed = 0
-    for path in tqdm(files, desc="predicting", unit="scan"):
+    for path, out in tqdm(list(zip(files, outs)), desc="predicting", unit="scan"):
         try:
             scan, pred = segment_scan(path, model, cfg, device, args.tta, post)
-            name = os.path.basename(path)
-            out = os.path.join(args.output, name if name.endswith(".gz") else name + ".gz")
             io.write_nifti(out, pred, scan.spacing, scan.origin, scan.direction)
             if args.overlay:
                 draw_overlay(os.path.join(args.output, f"{scan.name}.png"), scan, pred)

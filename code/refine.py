@@ -5,10 +5,10 @@
     python code/refine.py --simulate K --checkpoint CKPT --root ROOT --fold fold1 [--worst_slices 3]
 
 The strokes are a label NIfTI on the scan's grid: 0 background, 1 RV, 2 MYO, 3 LV on stroked
-voxels, 4 (or nothing) elsewhere. The scan is normalised as the training data (99th-percentile
+voxels, 4 elsewhere, with the scan's shape, spacing, origin and direction. The scan is normalised as the training data (99th-percentile
 clip, min-max), the model fine-tuned on it (``refinement.refine_volume``), and the corrected
 segmentation written as ``DIR/<scan>_refined.nii.gz`` with the scan's geometry (origin, spacing,
-direction). The checkpoint is only read; ``--save`` writes the fine-tuned model elsewhere.
+direction). The checkpoint is only read; ``--save`` writes the fine-tuned model to a new path.
 ``--simulate K`` draws K strokes per slice on each test (``--split val``: validation) volume of
 ``--fold`` (``--worst_slices`` slices per volume) and prints the Dice before and after and the
 time per refinement.
@@ -23,7 +23,7 @@ import torch
 from dataloaders import io
 from dataloaders.acdc import make_split
 from dataloaders.phantoms import normalise_intensity
-from engine import load_method, read_checkpoint, resolve_device
+from engine import check_unseen, method_from_checkpoint, read_checkpoint, resolve_device
 from refinement import SCOPES, RefineSettings, check_strokes, refine_volume, simulate_case, summarize_simulation
 
 
@@ -32,9 +32,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Correct a segmentation with a few strokes.")
     p.add_argument("--checkpoint", required=True, help="a .pth written by train.py (read only)")
     p.add_argument("--input", help="the scan, NIfTI (3-D)")
-    p.add_argument("--strokes", help="label NIfTI on the scan's grid: 0..3 stroked, 4 or 0-free elsewhere")
+    p.add_argument("--strokes", help="label NIfTI on the scan's grid: 0..3 stroked, 4 elsewhere")
     p.add_argument("--output", help="folder for <scan>_refined.nii.gz")
-    p.add_argument("--save", help="also write the fine-tuned model to this checkpoint path")
+    p.add_argument("--save", help="also write the fine-tuned model to this new checkpoint path")
     p.add_argument("--simulate", type=int, metavar="K", help="simulated user: K strokes per slice")
     p.add_argument("--root", help="--simulate: data root in the ACDC h5 layout")
     p.add_argument("--fold", default="fold1", help="--simulate: the fold whose volumes are refined")
@@ -81,8 +81,11 @@ def save_refined(path: str, checkpoint: str, method) -> None:
 
 
 def refine_scan(args, method, cfg, device) -> str:
-    scan = io.read_scan(args.input)
-    strokes = check_strokes(io.read_nifti(args.strokes)[0], scan.image.shape, args.strokes)
+    if args.save and os.path.exists(args.save):
+        raise ValueError(f"--save {args.save} exists; the refined model goes to a new path")
+    scan, drawn = io.read_scan(args.input), io.read_scan(args.strokes)
+    io.check_same_grid(args.strokes, drawn, scan, args.input)
+    strokes = check_strokes(drawn.image, scan.image.shape, args.strokes)
     out = refined_path(args.output, args.input)
     if os.path.abspath(out) in (os.path.abspath(args.input), os.path.abspath(args.strokes)):
         raise ValueError(f"--output {args.output}: would overwrite {out}")
@@ -96,10 +99,11 @@ def refine_scan(args, method, cfg, device) -> str:
     return out
 
 
-def simulate(args, method, cfg, device) -> dict:
+def simulate(args, method, cfg, device, trained_split) -> dict:
     names = getattr(make_split(args.root, args.fold, cfg.val_fraction), args.split)
     if not names:
         raise ValueError(f"--split {args.split}: {args.fold} of {args.root} has no {args.split} volumes")
+    check_unseen(trained_split, names, args.checkpoint)
     rows = []
     print(f"{'case':22s} {'dice before':>11s} {'after':>7s} {'change':>7s} {'voxels':>7s} {'steps':>5s} {'s':>6s}")
     for name in names:
@@ -124,12 +128,15 @@ def main(argv=None):
     args, parser = parse_args(argv)
     try:
         device = resolve_device(args.device)
-        method, cfg = load_method(args.checkpoint, device)
+        ckpt = read_checkpoint(args.checkpoint, device)
+        method, cfg = method_from_checkpoint(ckpt, device)
         if getattr(cfg, "target_spacing", None):
             # Refinement resizes whole slices; such a model would see the heart at the wrong scale.
             raise ValueError(f"{args.checkpoint}: trained with --target_spacing {cfg.target_spacing}, "
                              "which refine.py does not support yet; use a run that resizes whole slices")
-        return simulate(args, method, cfg, device) if args.simulate else refine_scan(args, method, cfg, device)
+        if args.simulate:
+            return simulate(args, method, cfg, device, ckpt.get("split"))
+        return refine_scan(args, method, cfg, device)
     except (ValueError, FileNotFoundError, KeyError, OSError) as e:
         parser.exit(2, f"error: {e}\n")
 

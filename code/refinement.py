@@ -54,14 +54,24 @@ class RefineSettings:
             raise ValueError(f"refinement scope must be one of {SCOPES}, got {self.scope!r}")
 
 
+# Strokes are a few lines; a file that "strokes" most of the scan marks its unstroked voxels
+# with 0 (the background class) instead of 4.
+MAX_STROKED = 0.5
+
+
 def check_strokes(strokes: np.ndarray, shape, name: str = "strokes") -> np.ndarray:
     """``strokes`` as uint8 (Z, H, W) with 0..3 on stroked voxels and 4 elsewhere; ValueError
-    naming ``name`` for another shape or values outside 0..4."""
+    naming ``name`` for another shape, values outside 0..4, or more than ``MAX_STROKED`` of the
+    voxels stroked."""
     strokes = np.asarray(strokes)
     if strokes.shape != tuple(shape):
         raise ValueError(f"{name}: shape {strokes.shape} differs from the scan's {tuple(shape)}")
     if strokes.dtype.kind not in "biu" or (strokes.size and (strokes.min() < 0 or strokes.max() > UNLABELED)):
         raise ValueError(f"{name}: stroke values must be integers in 0..{UNLABELED} (4 = no stroke)")
+    stroked = float(np.mean(strokes != UNLABELED)) if strokes.size else 0.0
+    if stroked > MAX_STROKED:
+        raise ValueError(f"{name}: {100 * stroked:.0f}% of the voxels are stroked; mark the voxels "
+                         f"without a stroke {UNLABELED} (0 is a background stroke)")
     return strokes.astype(np.uint8)
 
 

@@ -54,28 +54,38 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if bool(args.pred_dir) == bool(args.exp or args.model_dir or args.checkpoint not in ("best", "last")):
         p.error("give either --pred_dir or a trained run (--exp / --model_dir, or --checkpoint PATH)")
+    if not args.out_json.endswith(".json"):
+        p.error(f"--out_json {args.out_json} must end with .json (the per-volume CSV goes beside it)")
+    if args.pred_dir and args.save_nii and os.path.realpath(args.pred_dir) == os.path.realpath(args.save_nii):
+        p.error(f"--save_nii {args.save_nii} is --pred_dir: the predictions scored would be overwritten")
     return args, p
 
 
-def read_prediction(pred_dir: str, case: str) -> np.ndarray:
+def read_prediction(pred_dir: str, case: io.Case) -> np.ndarray:
+    """The label volume ``<case>.nii.gz|.nii|.h5`` of ``pred_dir``. A NIfTI prediction of a case
+    converted from NIfTI (which keeps its origin and direction) must lie on the case's grid: the
+    same array order is only guaranteed by the same geometry."""
     for ext in (".nii.gz", ".nii", ".h5"):
-        path = os.path.join(pred_dir, case + ext)
+        path = os.path.join(pred_dir, case.name + ext)
         if os.path.exists(path):
+            if ext != ".h5" and case.direction is not None:
+                io.check_same_grid(path, io.read_scan(path), case, f"case {case.name}")
             return io.read_label_file(path)
-    raise FileNotFoundError(f"--pred_dir {pred_dir}: no prediction for case {case} "
-                            f"({case}.nii.gz or {case}.h5)")
+    raise FileNotFoundError(f"--pred_dir {pred_dir}: no prediction for case {case.name} "
+                            f"({case.name}.nii.gz or {case.name}.h5)")
 
 
 def predict_checkpoint(args, cases) -> tuple[dict[str, np.ndarray], dict]:
     """Predictions of a trained run for ``cases`` and what was scored: method, checkpoint path,
     its iteration, a hash of its configuration, post-processing."""
-    from engine import method_from_checkpoint, read_checkpoint, resolve_device
+    from engine import check_unseen, method_from_checkpoint, read_checkpoint, resolve_device
 
     model_dir = args.model_dir or os.path.join("model", f"{args.exp}_{args.fold}", args.sup_type)
     path = args.checkpoint if args.checkpoint not in ("best", "last") else \
         os.path.join(model_dir, f"{args.checkpoint}.pth")
     device = resolve_device(args.device)
     ckpt = read_checkpoint(path, device)
+    check_unseen(ckpt.get("split"), [c.name for c in cases], path)
     method, cfg = method_from_checkpoint(ckpt, device)
     model = method.segmenter()
     post = args.postprocess or getattr(cfg, "postprocess", "none")
@@ -131,7 +141,7 @@ def main(argv=None) -> dict:
             raise ValueError(f"--fold {args.fold} of {args.root_path} has no {args.on} cases")
         cases = list(VolumeSet(args.root_path, part))
         if args.pred_dir:
-            preds = {c.name: read_prediction(args.pred_dir, c.name) for c in cases}
+            preds = {c.name: read_prediction(args.pred_dir, c) for c in cases}
             scored = {"pred_dir": os.path.abspath(args.pred_dir)}
         else:
             preds, scored = predict_checkpoint(args, cases)

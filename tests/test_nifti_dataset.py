@@ -101,6 +101,21 @@ def test_unmatched_files_are_listed_in_one_error(nifti_src, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_label_off_the_image_grid_is_named(nifti_src, tmp_path, capsys):
+    src = tmp_path / "src"
+    (src / "train" / "images").mkdir(parents=True)
+    (src / "train" / "labels").mkdir()
+    image = nifti_src / "train" / "images" / "subject1_ED.nii.gz"
+    (src / "train" / "images" / "subject1_ED.nii.gz").write_bytes(image.read_bytes())
+    scribble = sitk.ReadImage(str(nifti_src / "train" / "labels" / "subject1_ED_scribble.nii.gz"))
+    scribble.SetOrigin(tuple(o + 500 for o in ORIGIN))  # the same voxels 50 cm away
+    label = src / "train" / "labels" / "subject1_ED_scribble.nii.gz"
+    sitk.WriteImage(scribble, str(label))
+    assert acdc_data_processing.main(["--nifti", str(src), "--out", str(tmp_path / "out")]) != 0
+    err = capsys.readouterr().err
+    assert f"{label}: origin" in err and "differs from the image's" in err and "Traceback" not in err
+
+
 def test_a_2d_image_is_a_one_line_error_naming_it(tmp_path, capsys):
     src = tmp_path / "src"
     for sub in ("images", "labels"):
@@ -158,6 +173,17 @@ def test_train_score_and_predict_a_nifti_data_set(nifti_src, nifti_root, trained
     on_val = test_2D_fully.main(["--root_path", str(nifti_root), "--fold", "split", "--model_dir", str(trained),
                                  "--on", "val", "--out_json", str(tmp_path / "val.json")])
     assert on_val["n_volumes"] == 2 and on_val["scored"]["on"] == "val"
+    # Predictions of NIfTI cases must be on the case's grid: a flipped copy of the truth holds
+    # the same voxels in another array order.
+    preds = tmp_path / "flipped"
+    preds.mkdir()
+    for name in ("subject5_ED", "subject5_ES"):
+        truth = sitk.ReadImage(str(nifti_src / "TestSet" / "labels" / f"{name}_manual.nii.gz"))
+        sitk.WriteImage(sitk.Flip(truth, [True, False, False]), str(preds / f"{name}.nii.gz"))
+    with pytest.raises(SystemExit) as e:
+        test_2D_fully.main(["--root_path", str(nifti_root), "--fold", "split", "--pred_dir", str(preds),
+                            "--out_json", str(tmp_path / "flipped.json")])
+    assert e.value.code == 2 and "subject5_ED.nii.gz: direction" in capsys.readouterr().err
 
     out = tmp_path / "pred"
     images = nifti_src / "TestSet" / "images"
@@ -194,6 +220,27 @@ def test_predict_skips_a_bad_file_and_counts_it(nifti_src, trained, tmp_path, ca
     with pytest.raises(SystemExit) as e:
         predict.main(["--checkpoint", str(trained / "best.pth"), "--input", str(inp), "--output", str(inp)])
     assert e.value.code == 2 and "would be overwritten" in capsys.readouterr().err
+
+
+def test_predict_never_writes_over_a_scan(nifti_src, trained, tmp_path, capsys):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    scan = (nifti_src / "val" / "images" / "subject4_ED.nii.gz").read_bytes()
+    (inp / "a.nii.gz").write_bytes(scan)
+    ckpt = str(trained / "best.pth")
+    # The output folder holds the input file itself; a folder with a.nii and a.nii.gz; a file as --output.
+    sitk.WriteImage(sitk.ReadImage(str(inp / "a.nii.gz")), str(tmp_path / "a.nii"))
+    both = tmp_path / "both"
+    both.mkdir()
+    (both / "a.nii.gz").write_bytes(scan)
+    (both / "a.nii").write_bytes((tmp_path / "a.nii").read_bytes())
+    for args, message in [(["--input", str(inp / "a.nii.gz"), "--output", str(inp)], "is an input scan"),
+                          (["--input", str(both), "--output", str(tmp_path / "o")], "would both be written to"),
+                          (["--input", str(inp), "--output", str(tmp_path / "a.nii")], "is a file, not a folder")]:
+        with pytest.raises(SystemExit) as e:
+            predict.main(["--checkpoint", ckpt, *args])
+        assert e.value.code == 2 and message in capsys.readouterr().err
+    assert (inp / "a.nii.gz").read_bytes() == scan and not (tmp_path / "o").exists()
 
 
 def test_a_split_without_validation_keeps_the_last_model(nifti_root, tmp_path):

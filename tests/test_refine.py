@@ -171,6 +171,34 @@ def test_refine_cli_errors(phantom_root, bad_model, tmp_path, capsys):
     assert "--split val: fold1 of" in capsys.readouterr().err
 
 
+def test_refine_refuses_what_would_give_wrong_output_or_lose_files(phantom_root, bad_model, tmp_path, capsys):
+    import refine
+
+    write_scan(tmp_path / "scan.nii.gz", np.zeros((3, 16, 16), np.int16))
+    strokes = np.full((3, 16, 16), UNLABELED, np.uint8)
+    strokes[1, 4, 2:9] = 3
+    write_scan(tmp_path / "moved.nii.gz", strokes, origin=(3.0, -2.0, 17.0))  # one slice further up
+    write_scan(tmp_path / "zero_free.nii.gz", np.where(strokes == UNLABELED, 0, strokes).astype(np.uint8))
+    write_scan(tmp_path / "strokes.nii.gz", strokes)
+    (tmp_path / "keep.pth").write_bytes(b"an earlier model")
+    base = ["--checkpoint", bad_model, "--input", str(tmp_path / "scan.nii.gz"), "--output", str(tmp_path / "out"),
+            "--device", "cpu", "--iters", "1"]
+    for extra, message in [(["--strokes", str(tmp_path / "moved.nii.gz")], "moved.nii.gz: origin (3.0, -2.0, 17.0) differs"),
+                           (["--strokes", str(tmp_path / "zero_free.nii.gz")], "zero_free.nii.gz: 100% of the voxels are stroked"),
+                           (["--strokes", str(tmp_path / "strokes.nii.gz"), "--save", str(tmp_path / "keep.pth")],
+                            "--save {} exists".format(tmp_path / "keep.pth")),
+                           (["--strokes", str(tmp_path / "strokes.nii.gz"), "--save", bad_model], "exists")]:
+        with pytest.raises(SystemExit) as e:
+            refine.main(base + extra)
+        assert e.value.code == 2 and message in capsys.readouterr().err
+    assert (tmp_path / "keep.pth").read_bytes() == b"an earlier model" and not os.path.exists(tmp_path / "out")
+    # The simulated user on another fold would refine volumes the model trained on.
+    with pytest.raises(SystemExit) as e:
+        refine.main(["--checkpoint", bad_model, "--simulate", "1", "--root", phantom_root, "--fold", "fold2",
+                     "--device", "cpu"])
+    assert e.value.code == 2 and "trained on" in capsys.readouterr().err
+
+
 def test_refine_cli_simulate_prints_the_table(phantom_root, bad_model, capsys):
     import refine
 

@@ -110,6 +110,53 @@ def test_results_say_what_was_scored(phantom_root, tmp_path):
     flipped = test_2D_fully.main(["--root_path", phantom_root, "--checkpoint", str(tmp_path / "run" / "last.pth"),
                                   "--tta", "--out_json", str(tmp_path / "t.json")])["scored"]
     assert flipped["tta"] is True and flipped["checkpoint"] == scored["checkpoint"]
+    # Another fold's test cases, or a validation split of another --val_fraction, include
+    # volumes this checkpoint trained on.
+    last = str(tmp_path / "run" / "last.pth")
+    for extra in (["--fold", "fold2"], ["--root_path", str(without_first_patient(phantom_root, tmp_path))]):
+        with pytest.raises(SystemExit) as e:
+            test_2D_fully.main(["--root_path", phantom_root, "--checkpoint", last, "--out_json",
+                                str(tmp_path / "x.json"), *extra])
+        assert e.value.code == 2
+    assert not (tmp_path / "x.json").exists()
+
+
+def without_first_patient(root, tmp_path):
+    """A copy of the phantom root that lacks patient001: its folds shift by one patient."""
+    import os
+    import shutil
+
+    copy = tmp_path / "fewer"
+    shutil.copytree(root, copy)
+    for d in (io.VOLUME_DIR, io.SLICE_DIR):
+        for f in os.listdir(copy / d):
+            if f.startswith("patient001_"):
+                os.remove(copy / d / f)
+    return copy
+
+
+def test_scoring_a_checkpoint_on_its_training_cases_is_refused(phantom_root, tmp_path, capsys):
+    import engine
+    from conftest import tiny_cfg
+    from methods import get_method
+
+    engine.train(tiny_cfg(get_method("pce"), phantom_root, tmp_path / "run", "--fold", "fold2"), get_method("pce"))
+    with pytest.raises(SystemExit) as e:
+        test_2D_fully.main(["--root_path", phantom_root, "--fold", "fold1", "--checkpoint",
+                            str(tmp_path / "run" / "last.pth"), "--out_json", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "last.pth trained on 2 of the 2 cases to score (e.g. patient001_frame01)" in err
+
+
+def test_outputs_never_replace_other_files(phantom_root, tmp_path, capsys):
+    for c in fold1_test_cases(phantom_root):
+        io.write_h5(str(tmp_path / f"{c}.h5"), {"label": io.read_case(phantom_root, c).label})
+    for args, message in [(["--out_json", str(tmp_path / "r.csv")], "--out_json"),
+                          (["--out_json", str(tmp_path / "r.json"), "--save_nii", str(tmp_path)], "--save_nii")]:
+        with pytest.raises(SystemExit) as e:
+            test_2D_fully.main(["--root_path", phantom_root, "--pred_dir", str(tmp_path), *args])
+        assert e.value.code == 2 and message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{c}.h5" for c in fold1_test_cases(phantom_root))
 
 
 def test_a_bare_state_dict_is_a_one_line_error(phantom_root, tmp_path, capsys):
