@@ -12,37 +12,72 @@ import sys
 import numpy as np
 
 
+METRICS = ("dice", "hd95", "asd")
+
+
+def read_result(path: str, fold: str) -> dict:
+    """The summary JSON of ``path``, checked: it scored the test part of ``fold`` (when it says),
+    and holds a finite number for every class of every metric. ValueError naming the file."""
+    try:
+        with open(path) as fh:
+            result = json.load(fh)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not readable JSON ({e})") from e
+    if not isinstance(result, dict) or not all(isinstance(result.get(m), dict) and "mean" in result[m]
+                                               for m in METRICS):
+        raise ValueError(f"{path}: not a test_2D_fully.py result (needs dice, hd95, asd per class and mean)")
+    scored = result.get("scored") or {}
+    if scored.get("fold", fold) != fold or scored.get("on", "test") != "test":
+        raise ValueError(f"{path}: scored the {scored.get('on', 'test')} part of {scored.get('fold')}, "
+                         f"not the test part of {fold}")
+    for m in METRICS:
+        bad = [c for c, v in result[m].items() if not isinstance(v, (int, float)) or not np.isfinite(v)]
+        if bad:
+            raise ValueError(f"{path}: {m} of {', '.join(bad)} is not a finite number")
+    return result
+
+
 def load_results(folder: str, methods, folds, prefix: str = "") -> dict[str, list[dict]]:
-    """{method: [summary JSON of each fold found]}; a missing fold is reported on stderr."""
+    """{method: [summary JSON of each fold found]}; a missing fold is reported on stderr.
+    ValueError naming the file for a result that is unreadable or scored something else, and
+    when the results differ in classes or distance units (they cannot share one table)."""
     out = {}
     for m in methods:
         out[m] = []
         for f in folds:
             path = os.path.join(folder, f"{prefix}{m}_{f}.json")
             if os.path.exists(path):
-                with open(path) as fh:
-                    out[m].append(json.load(fh))
+                out[m].append((path, read_result(path, f)))
             else:
                 print(f"{m}: no result for {f} ({path})", file=sys.stderr)
-    return out
+    found = [pr for runs in out.values() for pr in runs]
+    for key, what in ((lambda r: sorted(r["dice"]), "classes"), (lambda r: r.get("units"), "distance units")):
+        for path, r in found[1:]:
+            if key(r) != key(found[0][1]):
+                raise ValueError(f"{path}: its {what} {key(r)} differ from {found[0][0]}'s {key(found[0][1])}")
+    return {m: [r for _, r in runs] for m, runs in out.items()}
 
 
-def _row(name: str, n: int | None, runs: list[dict], stat) -> str:
-    """One table line: ``stat`` over the folds of Dice (RV, MYO, LV, mean), mean HD95 and ASD."""
+def _row(name: str, n: int | None, runs: list[dict], stat, classes) -> str:
+    """One table line: ``stat`` over the folds of Dice (each class and mean), mean HD95 and ASD."""
     v = lambda metric, c: stat([r[metric][c] for r in runs])  # noqa: E731
-    return (f"{name:14s} {'' if n is None else n:>5} {v('dice', 'RV'):8.4f} {v('dice', 'MYO'):7.4f} "
-            f"{v('dice', 'LV'):7.4f} {v('dice', 'mean'):7.4f} {v('hd95', 'mean'):7.2f} {v('asd', 'mean'):7.2f}")
+    return (f"{name:14s} {'' if n is None else n:>5} "
+            + "".join(f"{v('dice', c):8.4f}" for c in classes)
+            + f"{v('dice', 'mean'):8.4f} {v('hd95', 'mean'):7.2f} {v('asd', 'mean'):7.2f}")
 
 
 def format_table(results: dict[str, list[dict]]) -> str:
-    lines = [f"{'method':14s} {'folds':>5s} {'Dice RV':>8s} {'MYO':>7s} {'LV':>7s} {'mean':>7s} "
-             f"{'HD95':>7s} {'ASD':>7s}"]
+    first = next((runs[0] for runs in results.values() if runs), None)
+    classes = [c for c in first["dice"] if c != "mean"] if first else ["RV", "MYO", "LV"]
+    lines = [f"{'method':14s} {'folds':>5s} " + "".join(f"{'Dice ' + c if i == 0 else c:>8s}"
+                                                     for i, c in enumerate(classes))
+             + f"{'mean':>8s} {'HD95':>7s} {'ASD':>7s}"]
     for m, runs in results.items():
         if runs:
-            lines.append(_row(m, len(runs), runs, np.mean))
+            lines.append(_row(m, len(runs), runs, np.mean, classes))
         if len(runs) > 1:  # the spread between folds (sample standard deviation)
-            lines.append(_row("  +- std", None, runs, lambda v: np.std(v, ddof=1)))
-    units = sorted({r["units"] for runs in results.values() for r in runs})
+            lines.append(_row("  +- std", None, runs, lambda v: np.std(v, ddof=1), classes))
+    units = sorted({r.get("units", "n/a") for runs in results.values() for r in runs})
     lines.append(f"distances (HD95, ASD) in {', '.join(units) or 'n/a'}")
     return "\n".join(lines)
 
@@ -54,7 +89,10 @@ def main(argv=None) -> int:
     p.add_argument("--folds", nargs="+", required=True)
     p.add_argument("--exp_prefix", default="")
     args = p.parse_args(argv)
-    results = load_results(args.results, args.methods, args.folds, args.exp_prefix)
+    try:
+        results = load_results(args.results, args.methods, args.folds, args.exp_prefix)
+    except ValueError as e:
+        p.exit(2, f"error: {e}\n")
     print(format_table(results))
     return 0 if all(len(r) == len(args.folds) for r in results.values()) else 1
 

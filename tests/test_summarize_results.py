@@ -20,3 +20,30 @@ def test_table_averages_folds_and_reports_missing_ones(tmp_path, capsys):
     spread = out.splitlines()[out.splitlines().index(row) + 1]  # sample std: 0.1 * sqrt(2), 5 * sqrt(2)
     assert spread.split() == ["+-", "std", "0.1414", "0.1414", "0.1414", "0.1414", "7.07", "0.00"]
     assert "distances (HD95, ASD) in mm" in out
+
+
+def test_results_that_cannot_share_a_table_are_named(tmp_path, capsys):
+    import pytest
+
+    (tmp_path / "pce_fold1.json").write_text(json.dumps(result(0.6, 10.0)))
+    voxels = {**result(0.8, 20.0), "units": "voxel"}
+    other_fold = {**result(0.8, 20.0), "scored": {"fold": "fold1", "on": "test"}}
+    nan = result(float("nan"), 20.0)
+    for bad, message in [(voxels, "pce_fold2.json: its distance units voxel differ from"),
+                         (other_fold, "pce_fold2.json: scored the test part of fold1, not the test part of fold2"),
+                         (nan, "pce_fold2.json: dice of RV, MYO, LV, mean is not a finite number"),
+                         ([1, 2], "pce_fold2.json: not a test_2D_fully.py result"),
+                         ("{", "pce_fold2.json: not readable JSON")]:
+        (tmp_path / "pce_fold2.json").write_text(bad if isinstance(bad, str) else json.dumps(bad))
+        with pytest.raises(SystemExit) as e:
+            summarize_results.main(["--results", str(tmp_path), "--methods", "pce", "--folds", "fold1", "fold2"])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and message in err and "Traceback" not in err
+
+
+def test_classes_come_from_the_results(tmp_path, capsys):
+    per = {"scar": 0.5, "mean": 0.5}
+    (tmp_path / "pce_fold1.json").write_text(json.dumps({"dice": per, "hd95": per, "asd": per, "units": "mm"}))
+    assert summarize_results.main(["--results", str(tmp_path), "--methods", "pce", "--folds", "fold1"]) == 0
+    out = capsys.readouterr().out
+    assert "Dice scar" in out.splitlines()[0] and out.splitlines()[1].split()[1:] == ["1", "0.5000", "0.5000", "0.50", "0.50"]
