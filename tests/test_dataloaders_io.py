@@ -58,6 +58,21 @@ def test_nan_or_inf_voxels_in_a_nifti_are_refused(tmp_path, dtype):
     assert io.read_scan(path).image[2, 3, 4] == 7
 
 
+@pytest.mark.parametrize("spacing_xyz, thick", [((10.0, 1.6, 1.6), "i is 10 mm"), ((1.6, 10.0, 1.6), "j is 10 mm"),
+                                                 ((1.5, 1.5, 10.0), None), ((1.25, 1.25, 1.25), None)])
+def test_a_stack_whose_slices_are_not_the_third_axis_is_refused(tmp_path, spacing_xyz, thick):
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(np.zeros((5, 6, 7), np.int16))
+    img.SetSpacing(spacing_xyz)
+    sitk.WriteImage(img, str(tmp_path / "stack.nii.gz"))
+    if thick is None:
+        assert io.read_scan(str(tmp_path / "stack.nii.gz")).spacing == tuple(reversed(spacing_xyz))
+    else:
+        with pytest.raises(ValueError, match=f"stack.nii.gz: voxel axis {thick} thick, over twice the slice axis"):
+            io.read_scan(str(tmp_path / "stack.nii.gz"))
+
+
 def test_check_same_grid_names_what_differs():
     image = np.zeros((2, 3, 4))
     ref = io.Case("ref", image, spacing=(10.0, 1.5, 1.5), origin=(1.0, 2.0, 3.0), direction=tuple(np.eye(3).ravel()))

@@ -257,7 +257,9 @@ def read_scan(path: str) -> Case:
     voxel axis as the slice axis, which is how short-axis stacks are stored (one acquired plane
     per k). Nothing is resampled or flipped: ``origin`` and ``direction`` are kept, so a
     prediction written with them (:func:`write_nifti`) overlays exactly on the scan, whatever its
-    orientation. OSError (unreadable, truncated) or ValueError (not 3-D, NaN or inf) naming the file.
+    orientation. OSError (unreadable, truncated) or ValueError (not 3-D, NaN or inf, or an in-plane
+    voxel side over twice the slice spacing: the slices would not be the acquired planes) naming
+    the file.
     """
     check_nifti_file(path)
     try:
@@ -268,6 +270,11 @@ def read_scan(path: str) -> Case:
         raise ValueError(f"{path}: expected a 3-D stack of 2-D slices, got a {img.GetDimension()}-D image"
                          + (f" with {img.GetNumberOfComponentsPerPixel()} components"
                             if img.GetNumberOfComponentsPerPixel() != 1 else ""))
+    (si, sj, sk), (ni, nj, nk) = img.GetSpacing(), img.GetSize()
+    thick = max((si, "i"), (sj, "j")) if min(ni, nj) > 1 else (0.0, "")
+    if thick[0] > 2 * sk and nk > 1:
+        raise ValueError(f"{path}: voxel axis {thick[1]} is {thick[0]:g} mm thick, over twice the slice axis k's "
+                         f"{sk:g} mm; store the stack with its slices along the third voxel axis")
     return Case(nifti_stem(path), sitk.GetArrayFromImage(img),
                 spacing=tuple(float(s) for s in reversed(img.GetSpacing())),
                 origin=tuple(float(o) for o in img.GetOrigin()),
