@@ -12,7 +12,6 @@ result JSON that ``test_2D_fully.py`` wrote. Labels default to the run folder's 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -22,6 +21,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from summarize_results import read_result  # noqa: E402
 
 VALIDATION_LINE = re.compile(r"iteration (\d+):.*\| val dice ([-\d.naif]+) hd95 ([-\d.naif]+)")
 
@@ -61,14 +62,12 @@ def plot_curves(runs: list[str], labels: list[str], out: str, title: str = "") -
 
 
 def plot_bars(results: list[str], labels: list[str], out: str, title: str = "") -> None:
-    classes = ["RV", "MYO", "LV", "mean"]
-    scores = []
-    for path in results:
-        with open(path) as f:
-            summary = json.load(f)
-        if "dice" not in summary:
-            raise ValueError(f"{path}: not a test_2D_fully.py result (no 'dice')")
-        scores.append([summary["dice"][c] for c in classes])
+    summaries = [read_result(path) for path in results]
+    classes = list(summaries[0]["dice"])
+    for path, summary in zip(results, summaries):
+        if list(summary["dice"]) != classes:
+            raise ValueError(f"{path}: classes {list(summary['dice'])} differ from {results[0]}'s {classes}")
+    scores = [[summary["dice"][c] for c in classes] for summary in summaries]
     x, width = np.arange(len(classes)), 0.8 / len(results)
     fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(classes), 3.8))
     for i, (row, label) in enumerate(zip(scores, labels)):

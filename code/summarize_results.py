@@ -15,9 +15,9 @@ import numpy as np
 METRICS = ("dice", "hd95", "asd")
 
 
-def read_result(path: str, fold: str) -> dict:
-    """The summary JSON of ``path``, checked: it scored the test part of ``fold`` (when it says),
-    and holds a finite number for every class of every metric. ValueError naming the file."""
+def read_result(path: str, fold: str | None = None) -> dict:
+    """The summary JSON of ``path``, checked: it scored the test part of ``fold`` (when both say
+    which), and holds a finite number for every class of every metric. ValueError naming the file."""
     try:
         with open(path) as fh:
             result = json.load(fh)
@@ -27,7 +27,7 @@ def read_result(path: str, fold: str) -> dict:
                                                for m in METRICS):
         raise ValueError(f"{path}: not a test_2D_fully.py result (needs dice, hd95, asd per class and mean)")
     scored = result.get("scored") or {}
-    if scored.get("fold", fold) != fold or scored.get("on", "test") != "test":
+    if fold is not None and (scored.get("fold", fold) != fold or scored.get("on", "test") != "test"):
         raise ValueError(f"{path}: scored the {scored.get('on', 'test')} part of {scored.get('fold')}, "
                          f"not the test part of {fold}")
     for m in METRICS:

@@ -29,7 +29,8 @@ def test_curves_and_bars_are_written(tmp_path):
     out = tmp_path / "curves.png"
     assert plot_curves.main(["--runs", *runs, "--out", str(out)]) == 0
     assert out.read_bytes()[:4] == b"\x89PNG"
-    result = {"dice": {"RV": 0.8, "MYO": 0.7, "LV": 0.9, "mean": 0.8}}
+    per = {"RV": 0.8, "MYO": 0.7, "LV": 0.9, "mean": 0.8}
+    result = {"dice": per, "hd95": per, "asd": per}
     (tmp_path / "r.json").write_text(json.dumps(result))
     assert plot_curves.main(["--results", str(tmp_path / "r.json"), "--out", str(tmp_path / "b.png")]) == 0
     assert plot_curves.run_name(runs[0]) == "pce_fold1"
@@ -47,4 +48,10 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         plot_curves.main(["--results", str(tmp_path / "x.json"), "--out", str(tmp_path / "b.png")])
     assert "not a test_2D_fully.py result" in capsys.readouterr().err
+    per = {"RV": 0.8, "LV": 0.9, "mean": 0.8}
+    (tmp_path / "y.json").write_text(json.dumps({"dice": {**per, "MYO": 0.7}, "hd95": per, "asd": per}))
+    (tmp_path / "z.json").write_text(json.dumps({"dice": per, "hd95": per, "asd": per}))
+    with pytest.raises(SystemExit):
+        plot_curves.main(["--results", str(tmp_path / "y.json"), str(tmp_path / "z.json"), "--out", str(tmp_path / "b.png")])
+    assert "z.json: classes ['RV', 'LV', 'mean'] differ from" in capsys.readouterr().err
     assert not (tmp_path / "c.png").exists() and not (tmp_path / "b.png").exists()
