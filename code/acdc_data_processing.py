@@ -89,17 +89,11 @@ def read_volume(path: str) -> Case:
 
 
 def read_labels_on(path: str, image: Case, top: int) -> np.ndarray:
-    """The label volume of ``path`` on ``image``'s grid, whole numbers in 0..``top``; ``CaseError``
-    naming the file otherwise. A file without geometry (``io.header_free``) is matched by shape."""
-    labels = read_volume(path)
-    if io.header_free(labels):
-        labels = Case(labels.name, labels.image)
+    """(Z, H, W) labels of ``path`` on ``image``'s grid (``io.read_labels_on``); ``CaseError``."""
     try:
-        io.check_same_grid(path, labels, image, "the image")
-        io.check_labels(path, labels.image, top)
-    except ValueError as e:
+        return io.read_labels_on(path, image, top, "the image")
+    except (OSError, ValueError) as e:
         raise CaseError(str(e)) from e
-    return labels.image
 
 
 def case_seed(seed: int, case: str) -> list[int]:
@@ -132,15 +126,15 @@ def process_nifti_case(split: str, image_path: str, label_path: str, seed: int,
     image float32 [0, 1], ``label`` (dense mask) or ``scribble`` (given, or generated from the
     dense mask of a training case)."""
     try:
-        scan, lab = io.read_scan(image_path), io.read_scan(label_path)
-        io.check_same_grid(label_path, lab, scan, "the image")
-        kind = io.label_kind(label_path, lab.image)
-        io.check_labels(label_path, lab.image, UNLABELED if kind == "scribble" else num_classes - 1)
+        scan = io.read_scan(image_path)
+        labels = io.read_labels_on(label_path, scan, UNLABELED, "the image")
+        kind = io.label_kind(label_path, labels)
+        io.check_labels(label_path, labels, UNLABELED if kind == "scribble" else num_classes - 1)
     except (OSError, ValueError) as e:
         raise CaseError(str(e)) from e
-    label = lab.image.astype(np.uint8) if kind == "label" else None
+    label = labels.astype(np.uint8) if kind == "label" else None
     if kind == "scribble":
-        scribble = lab.image.astype(np.uint16)
+        scribble = labels.astype(np.uint16)
     elif split == "train":
         scribble = scribble_volume(label, np.random.default_rng(case_seed(seed, scan.name)))
     else:

@@ -27,6 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from dataloaders.acdc import SliceDataset, dense_training_cases, make_split  # noqa: E402
 from plot_curves import run_name  # noqa: E402
+from summarize_results import check_same, classes_of, read_result, units_of  # noqa: E402
 
 # What the training targets depend on, as train.py saves it in config.json (labeled_patients and
 # target_spacing are absent from configs older than those flags).
@@ -45,12 +46,12 @@ def _json_object(path: str) -> dict:
     return data
 
 
-def read_result(path: str) -> tuple[dict, dict]:
+def result_and_config(path: str) -> tuple[dict, dict]:
     """(result, training config) of a ``test_2D_fully.py`` JSON scored on a checkpoint."""
-    result = _json_object(path)
+    result = read_result(path)
     checkpoint = (result.get("scored") or {}).get("checkpoint")
-    if "dice" not in result or "hd95" not in result or not checkpoint:
-        raise ValueError(f"{path}: not a test_2D_fully.py result of a checkpoint (no dice, hd95 or scored checkpoint)")
+    if not checkpoint:
+        raise ValueError(f"{path}: a test_2D_fully.py result of predictions, not of a checkpoint")
     config_path = os.path.join(os.path.dirname(checkpoint), "config.json")
     if not os.path.isfile(config_path):
         raise FileNotFoundError(f"{config_path}: no run config beside the checkpoint {path} scored")
@@ -77,9 +78,12 @@ def annotation(cfg: dict, root: str | None = None) -> dict[str, int]:
 def effort_rows(paths: list[str], labels: list[str], root: str | None = None) -> list[dict]:
     """One row per result: label, method, supervision, drawn/labelled/all training pixels, Dice, HD95."""
     counted: dict[tuple, dict[str, int]] = {}
-    rows = []
+    rows, results = [], []
     for path, label in zip(paths, labels):
-        result, cfg = read_result(path)
+        result, cfg = result_and_config(path)
+        results.append((path, result))
+        check_same(results, "classes", classes_of)
+        check_same(results, "distance units", units_of)
         n = cfg.get("labeled_patients", 0)
         # Runs whose training targets are built alike share one count.
         key = (root or cfg["root_path"], json.dumps([cfg[k] for k in TARGET_KEYS]), n, str(cfg.get("target_spacing")))
@@ -94,13 +98,14 @@ def effort_rows(paths: list[str], labels: list[str], root: str | None = None) ->
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = ["| run | method | supervision | drawn pixels | labelled pixels | % of its training pixels "
-             "| RV | MYO | LV | mean Dice | HD95 |", "|---" * 11 + "|"]
+    classes = [c for c in rows[0]["dice"] if c != "mean"] if rows else []
+    lines = ["| run | method | supervision | drawn pixels | labelled pixels | % of its training pixels | "
+             + " | ".join(classes) + " | mean Dice | HD95 |", "|---" * (8 + len(classes)) + "|"]
     for r in rows:
         d = r["dice"]
         lines.append(f"| {r['label']} | {r['method']} | {r['supervision']} | {r['drawn']:,} | {r['labelled']:,} "
-                     f"| {100 * r['labelled'] / r['pixels']:.3f} | {d['RV']:.3f} | {d['MYO']:.3f} | {d['LV']:.3f} "
-                     f"| {d['mean']:.3f} | {r['hd95']:.2f} |")
+                     f"| {100 * r['labelled'] / r['pixels']:.3f} | "
+                     + " | ".join(f"{d[c]:.3f}" for c in classes) + f" | {d['mean']:.3f} | {r['hd95']:.2f} |")
     return "\n".join(lines)
 
 

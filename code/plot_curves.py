@@ -22,7 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from summarize_results import read_result  # noqa: E402
+from summarize_results import check_same, classes_of, read_result  # noqa: E402
 
 VALIDATION_LINE = re.compile(r"iteration (\d+):.*\| val dice ([-\d.naif]+) hd95 ([-\d.naif]+)")
 
@@ -63,10 +63,8 @@ def plot_curves(runs: list[str], labels: list[str], out: str, title: str = "") -
 
 def plot_bars(results: list[str], labels: list[str], out: str, title: str = "") -> None:
     summaries = [read_result(path) for path in results]
+    check_same(list(zip(results, summaries)), "classes", classes_of)
     classes = list(summaries[0]["dice"])
-    for path, summary in zip(results, summaries):
-        if list(summary["dice"]) != classes:
-            raise ValueError(f"{path}: classes {list(summary['dice'])} differ from {results[0]}'s {classes}")
     scores = [[summary["dice"][c] for c in classes] for summary in summaries]
     x, width = np.arange(len(classes)), 0.8 / len(results)
     fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(classes), 3.8))

@@ -54,11 +54,14 @@ def input_files(path: str) -> list[str]:
     return files
 
 
-def output_paths(files: list[str], output: str) -> list[str]:
-    """``output/<name>.nii.gz`` for each input file; ValueError when ``output`` is a file, when two
-    inputs would be written to one path (``a.nii`` and ``a.nii.gz``) or an output is an input."""
+def output_paths(source: str, files: list[str], output: str) -> list[str]:
+    """``output/<name>.nii.gz`` for each input file of ``source`` (a file or folder); ValueError
+    when ``output`` is a file or the input folder (predictions would mix with the scans), when
+    two inputs would be written to one path (``a.nii`` and ``a.nii.gz``) or an output is an input."""
     if os.path.exists(output) and not os.path.isdir(output):
         raise ValueError(f"--output {output} is a file, not a folder")
+    if os.path.isdir(source) and os.path.isdir(output) and os.path.samefile(source, output):
+        raise ValueError(f"--output {output} is the input folder; the scans would be overwritten")
     outs = [os.path.join(output, os.path.basename(f) + ("" if f.endswith(".gz") else ".gz")) for f in files]
     first = {}
     for f, o in zip(files, outs):
@@ -114,7 +117,7 @@ def main(argv=None) -> int:
 
     try:
         files = input_files(args.input)
-        outs = output_paths(files, args.output)
+        outs = output_paths(args.input, files, args.output)
         device = resolve_device(args.device)
         method, cfg = load_method(args.checkpoint, device)
     except (ValueError, FileNotFoundError, OSError) as e:

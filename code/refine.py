@@ -4,14 +4,15 @@
         [--save CKPT2] [--iters 30] [--time_limit 60] [--device auto]
     python code/refine.py --simulate K --checkpoint CKPT --root ROOT --fold fold1 [--worst_slices 3]
 
-The strokes are a label NIfTI on the scan's grid: 0 background, 1 RV, 2 MYO, 3 LV on stroked
-voxels, 4 elsewhere, with the scan's shape, spacing, origin and direction. The scan is normalised as the training data (99th-percentile
-clip, min-max), the model fine-tuned on it (``refinement.refine_volume``), and the corrected
-segmentation written as ``DIR/<scan>_refined.nii.gz`` with the scan's geometry (origin, spacing,
-direction). The checkpoint is only read; ``--save`` writes the fine-tuned model to a new path.
-``--simulate K`` draws K strokes per slice on each test (``--split val``: validation) volume of
-``--fold`` (``--worst_slices`` slices per volume) and prints the Dice before and after and the
-time per refinement.
+The strokes are a label NIfTI on the scan's grid (its shape, spacing, origin and direction):
+0 background, 1 RV, 2 MYO, 3 LV on stroked voxels, 4 elsewhere. The scan is normalised as the
+training data (99th-percentile clip, min-max), the model fine-tuned on it
+(``refinement.refine_volume``), and the corrected segmentation written as
+``DIR/<scan>_refined.nii.gz`` with the scan's geometry. The checkpoint is only read; ``--save``
+writes the fine-tuned model (with the run's config and split) to a new path. ``--simulate K``
+draws K strokes per slice on each test (``--split val``: validation) volume of ``--fold``
+(``--worst_slices`` slices per volume) and prints the Dice before and after and the time per
+refinement.
 """
 from __future__ import annotations
 
@@ -76,16 +77,17 @@ def save_refined(path: str, checkpoint: str, method) -> None:
     ckpt = read_checkpoint(checkpoint)
     tmp = f"{path}.{os.getpid()}.tmp"
     torch.save({"config": ckpt["config"], "method": ckpt["method"], "model": method.state_dict(),
-                "iteration": ckpt["iteration"], "refined_from": os.path.abspath(checkpoint)}, tmp)
+                "iteration": ckpt["iteration"], "split": ckpt.get("split"),
+                "refined_from": os.path.abspath(checkpoint)}, tmp)
     os.replace(tmp, path)
 
 
 def refine_scan(args, method, cfg, device) -> str:
     if args.save and os.path.exists(args.save):
         raise ValueError(f"--save {args.save} exists; the refined model goes to a new path")
-    scan, drawn = io.read_scan(args.input), io.read_scan(args.strokes)
-    io.check_same_grid(args.strokes, drawn, scan, args.input)
-    strokes = check_strokes(drawn.image, scan.image.shape, args.strokes)
+    scan = io.read_scan(args.input)
+    strokes = check_strokes(io.read_labels_on(args.strokes, scan, io.UNLABELED, args.input), scan.image.shape,
+                            args.strokes)
     out = refined_path(args.output, args.input)
     if os.path.abspath(out) in (os.path.abspath(args.input), os.path.abspath(args.strokes)):
         raise ValueError(f"--output {args.output}: would overwrite {out}")

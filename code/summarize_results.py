@@ -37,6 +37,22 @@ def read_result(path: str, fold: str | None = None) -> dict:
     return result
 
 
+def classes_of(result: dict) -> list[str]:
+    return sorted(result["dice"])
+
+
+def units_of(result: dict):
+    return result.get("units")
+
+
+def check_same(results: list[tuple[str, dict]], what: str, key) -> None:
+    """ValueError naming the first of the (path, result) pairs whose ``key`` (e.g. :func:`classes_of`,
+    :func:`units_of`) differs from the first pair's: such results cannot share a table."""
+    for path, r in results[1:]:
+        if key(r) != key(results[0][1]):
+            raise ValueError(f"{path}: its {what} {key(r)} differ from {results[0][0]}'s {key(results[0][1])}")
+
+
 def load_results(folder: str, methods, folds, prefix: str = "") -> dict[str, list[dict]]:
     """{method: [summary JSON of each fold found]}; a missing fold is reported on stderr.
     ValueError naming the file for a result that is unreadable or scored something else, and
@@ -51,10 +67,8 @@ def load_results(folder: str, methods, folds, prefix: str = "") -> dict[str, lis
             else:
                 print(f"{m}: no result for {f} ({path})", file=sys.stderr)
     found = [pr for runs in out.values() for pr in runs]
-    for key, what in ((lambda r: sorted(r["dice"]), "classes"), (lambda r: r.get("units"), "distance units")):
-        for path, r in found[1:]:
-            if key(r) != key(found[0][1]):
-                raise ValueError(f"{path}: its {what} {key(r)} differ from {found[0][0]}'s {key(found[0][1])}")
+    check_same(found, "classes", classes_of)
+    check_same(found, "distance units", units_of)
     return {m: [r for _, r in runs] for m, runs in out.items()}
 
 

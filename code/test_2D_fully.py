@@ -25,6 +25,7 @@ import os
 import sys
 
 import numpy as np
+import torch
 
 import metrics
 from dataloaders import io
@@ -69,22 +70,29 @@ def read_prediction(pred_dir: str, case: io.Case) -> np.ndarray:
         path = os.path.join(pred_dir, case.name + ext)
         if os.path.exists(path):
             if ext != ".h5" and case.direction is not None:
-                io.check_same_grid(path, io.read_scan(path), case, f"case {case.name}")
+                return io.read_labels_on(path, case, ref_name=f"case {case.name}")
             return io.read_label_file(path)
     raise FileNotFoundError(f"--pred_dir {pred_dir}: no prediction for case {case.name} "
                             f"({case.name}.nii.gz or {case.name}.h5)")
 
 
-def predict_checkpoint(args, cases) -> tuple[dict[str, np.ndarray], dict]:
-    """Predictions of a trained run for ``cases`` and what was scored: method, checkpoint path,
-    its iteration, a hash of its configuration, post-processing."""
-    from engine import check_unseen, method_from_checkpoint, read_checkpoint, resolve_device
+def read_run(args) -> tuple[str, dict, torch.device]:
+    """(path, contents, device) of the checkpoint that ``--exp``/``--model_dir``/``--checkpoint`` name."""
+    from engine import read_checkpoint, resolve_device
 
     model_dir = args.model_dir or os.path.join("model", f"{args.exp}_{args.fold}", args.sup_type)
     path = args.checkpoint if args.checkpoint not in ("best", "last") else \
         os.path.join(model_dir, f"{args.checkpoint}.pth")
     device = resolve_device(args.device)
-    ckpt = read_checkpoint(path, device)
+    return path, read_checkpoint(path, device), device
+
+
+def predict_checkpoint(args, run, cases) -> tuple[dict[str, np.ndarray], dict]:
+    """Predictions of a trained run (:func:`read_run`) for ``cases`` and what was scored: method,
+    checkpoint path, its iteration, a hash of its configuration, post-processing."""
+    from engine import check_unseen, method_from_checkpoint
+
+    path, ckpt, device = run
     check_unseen(ckpt.get("split"), [c.name for c in cases], path)
     method, cfg = method_from_checkpoint(ckpt, device)
     model = method.segmenter()
@@ -135,7 +143,11 @@ def main(argv=None) -> dict:
     args, parser = parse_args(argv)
     try:
         names = io.class_names(args.root_path)
-        split = make_split(args.root_path, args.fold)
+        run = None if args.pred_dir else read_run(args)
+        # A run's validation cases depend on its own --val_fraction and --select_on_test.
+        trained = {} if run is None else run[1]["config"]
+        split = make_split(args.root_path, args.fold, trained.get("val_fraction", 0.1),
+                           trained.get("select_on_test", False))
         part = split.val if args.on == "val" else split.test
         if not part:
             raise ValueError(f"--fold {args.fold} of {args.root_path} has no {args.on} cases")
@@ -144,7 +156,7 @@ def main(argv=None) -> dict:
             preds = {c.name: read_prediction(args.pred_dir, c) for c in cases}
             scored = {"pred_dir": os.path.abspath(args.pred_dir)}
         else:
-            preds, scored = predict_checkpoint(args, cases)
+            preds, scored = predict_checkpoint(args, run, cases)
         for c in cases:
             if preds[c.name].shape != c.label.shape:
                 raise ValueError(f"prediction for {c.name} has shape {preds[c.name].shape}, "

@@ -18,8 +18,8 @@ def fake_run(tmp_path, root, name, *extra):
     cfg.labeled_patient_ids = []
     os.makedirs(cfg.out_dir)
     save_config(cfg, os.path.join(cfg.out_dir, "config.json"))
-    result = {"dice": {"RV": 0.5, "MYO": 0.4, "LV": 0.6, "mean": 0.5}, "hd95": {"mean": 7.0},
-              "scored": {"checkpoint": os.path.join(cfg.out_dir, "best.pth")}}
+    result = {"dice": {"RV": 0.5, "MYO": 0.4, "LV": 0.6, "mean": 0.5}, "hd95": {"mean": 7.0}, "asd": {"mean": 2.0},
+              "units": "mm", "scored": {"checkpoint": os.path.join(cfg.out_dir, "best.pth")}}
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(result))
     return str(path)
@@ -75,8 +75,13 @@ def test_bad_inputs_are_one_line_errors(phantom_root, tmp_path, capsys):
     (tmp_path / "x.json").write_text(json.dumps({"dice": {}}))
     with pytest.raises(SystemExit) as e:
         annotation_effort.main([str(tmp_path / "x.json"), "--out", str(tmp_path / "e.png")])
-    assert e.value.code == 2 and "x.json: not a test_2D_fully.py result of a checkpoint" in capsys.readouterr().err
-    orphan = {"dice": {}, "hd95": {}, "scored": {"checkpoint": str(tmp_path / "gone" / "best.pth")}}
+    assert e.value.code == 2 and "x.json: not a test_2D_fully.py result" in capsys.readouterr().err
+    metrics = {m: {"mean": 1.0} for m in ("dice", "hd95", "asd")}
+    (tmp_path / "p.json").write_text(json.dumps({**metrics, "scored": {"pred_dir": "preds"}}))
+    with pytest.raises(SystemExit):
+        annotation_effort.main([str(tmp_path / "p.json"), "--out", str(tmp_path / "e.png")])
+    assert "p.json: a test_2D_fully.py result of predictions, not of a checkpoint" in capsys.readouterr().err
+    orphan = {**metrics, "scored": {"checkpoint": str(tmp_path / "gone" / "best.pth")}}
     (tmp_path / "o.json").write_text(json.dumps(orphan))
     with pytest.raises(SystemExit):
         annotation_effort.main([str(tmp_path / "o.json"), "--out", str(tmp_path / "e.png")])
@@ -87,8 +92,8 @@ def test_bad_inputs_are_one_line_errors(phantom_root, tmp_path, capsys):
     assert "nowhere: data root of the run not found" in capsys.readouterr().err
     (tmp_path / "list.json").write_text("[1, 2]")
     (tmp_path / "broken.json").write_text("{")
-    for name, says in [("list.json", "list.json: expected a JSON object, got list"),
-                       ("broken.json", "broken.json: not JSON")]:
+    for name, says in [("list.json", "list.json: not a test_2D_fully.py result"),
+                       ("broken.json", "broken.json: not readable JSON")]:
         with pytest.raises(SystemExit):
             annotation_effort.main([str(tmp_path / name), "--out", str(tmp_path / "e.png")])
         assert says in capsys.readouterr().err

@@ -88,6 +88,30 @@ def test_check_same_grid_names_what_differs():
             io.check_same_grid("x.nii.gz", other, ref)
 
 
+def test_read_labels_on_matches_geometry_or_a_file_without_any(tmp_path):
+    import SimpleITK as sitk
+
+    ref = io.Case("ref", np.zeros((2, 3, 4)), spacing=(8.0, 1.5, 1.5), origin=(5.0, 6.0, 7.0),
+                  direction=tuple(np.eye(3).ravel()))
+    labels = np.zeros((2, 3, 4), np.uint8)
+    labels[1, 1, 1:3] = 2
+    bare = sitk.GetImageFromArray(labels)  # unit spacing, zero origin, identity direction
+    sitk.WriteImage(bare, str(tmp_path / "bare.nii.gz"))
+    bare.SetDirection((-1, 0, 0, 0, -1, 0, 0, 0, 1))  # an identity affine, as ITK reads it
+    sitk.WriteImage(bare, str(tmp_path / "ras.nii.gz"))
+    for name in ("bare", "ras"):
+        assert np.array_equal(io.read_labels_on(str(tmp_path / f"{name}.nii.gz"), ref), labels)
+    bare.SetOrigin((0.0, 0.0, 2.0))  # geometry of its own, not the scan's
+    sitk.WriteImage(bare, str(tmp_path / "moved.nii.gz"))
+    with pytest.raises(ValueError, match="moved.nii.gz: spacing"):
+        io.read_labels_on(str(tmp_path / "moved.nii.gz"), ref)
+    labels[0, 0, 0] = 4
+    sitk.WriteImage(sitk.GetImageFromArray(labels), str(tmp_path / "four.nii.gz"))
+    with pytest.raises(ValueError, match="four.nii.gz: values must lie in 0..3, found 4"):
+        io.read_labels_on(str(tmp_path / "four.nii.gz"), ref)
+    assert io.read_labels_on(str(tmp_path / "four.nii.gz"), ref, top=4)[0, 0, 0] == 4
+
+
 @pytest.mark.parametrize("key, values, message", [
     ("label", [0, 1, 9], "label: values must lie in 0..3, found 9"),
     ("label", [0, -1, 2], "label: values must lie in 0..3, found -1"),

@@ -53,5 +53,5 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     (tmp_path / "z.json").write_text(json.dumps({"dice": per, "hd95": per, "asd": per}))
     with pytest.raises(SystemExit):
         plot_curves.main(["--results", str(tmp_path / "y.json"), str(tmp_path / "z.json"), "--out", str(tmp_path / "b.png")])
-    assert "z.json: classes ['RV', 'LV', 'mean'] differ from" in capsys.readouterr().err
+    assert "z.json: its classes ['LV', 'RV', 'mean'] differ from" in capsys.readouterr().err
     assert not (tmp_path / "c.png").exists() and not (tmp_path / "b.png").exists()

@@ -133,6 +133,8 @@ def test_refine_cli_keeps_geometry_honours_strokes_never_writes_the_checkpoint(p
                  "--device", "cpu", "--save", str(saved)])
     from engine import load_method
 
+    # The refined model keeps the run's split, so scoring it on its training cases is refused too.
+    assert torch.load(saved, weights_only=False)["split"] == torch.load(bad_model, weights_only=False)["split"]
     refined, _ = load_method(str(saved), torch.device("cpu"))
     original, _ = load_method(bad_model, torch.device("cpu"))
     assert any(not torch.equal(a, b) for a, b in zip(refined.state_dict().values(),

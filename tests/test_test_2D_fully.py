@@ -7,7 +7,7 @@ import SimpleITK as sitk
 
 import test_2D_fully
 from dataloaders import io
-from dataloaders.acdc import fold_split
+from dataloaders.acdc import fold_split, make_split
 
 
 def fold1_test_cases(root):
@@ -92,7 +92,7 @@ def test_prediction_values_outside_the_classes_are_named(phantom_root, tmp_path,
     assert not (tmp_path / "r.json").exists()
 
 
-def test_results_say_what_was_scored(phantom_root, tmp_path):
+def test_results_say_what_was_scored(phantom_root, tmp_path, capsys):
     import engine
     from conftest import tiny_cfg
     from methods import get_method
@@ -110,28 +110,29 @@ def test_results_say_what_was_scored(phantom_root, tmp_path):
     flipped = test_2D_fully.main(["--root_path", phantom_root, "--checkpoint", str(tmp_path / "run" / "last.pth"),
                                   "--tta", "--out_json", str(tmp_path / "t.json")])["scored"]
     assert flipped["tta"] is True and flipped["checkpoint"] == scored["checkpoint"]
-    # Another fold's test cases, or a validation split of another --val_fraction, include
-    # volumes this checkpoint trained on.
+    # Another fold's test cases, or those of a data root whose folds shifted, include volumes
+    # this checkpoint trained on.
     last = str(tmp_path / "run" / "last.pth")
     for extra in (["--fold", "fold2"], ["--root_path", str(without_first_patient(phantom_root, tmp_path))]):
         with pytest.raises(SystemExit) as e:
             test_2D_fully.main(["--root_path", phantom_root, "--checkpoint", last, "--out_json",
                                 str(tmp_path / "x.json"), *extra])
-        assert e.value.code == 2
+        assert e.value.code == 2 and "last.pth trained on" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
 
 
 def without_first_patient(root, tmp_path):
-    """A copy of the phantom root that lacks patient001: its folds shift by one patient."""
+    """A copy of the phantom root whose patient001 became patient099: its folds shift by one
+    patient, so fold 1 now tests patient002, a training patient of fold 1 before."""
     import os
     import shutil
 
-    copy = tmp_path / "fewer"
+    copy = tmp_path / "shifted"
     shutil.copytree(root, copy)
     for d in (io.VOLUME_DIR, io.SLICE_DIR):
         for f in os.listdir(copy / d):
             if f.startswith("patient001_"):
-                os.remove(copy / d / f)
+                os.rename(copy / d / f, copy / d / f.replace("patient001_", "patient099_"))
     return copy
 
 
@@ -146,6 +147,26 @@ def test_scoring_a_checkpoint_on_its_training_cases_is_refused(phantom_root, tmp
                             str(tmp_path / "run" / "last.pth"), "--out_json", str(tmp_path / "r.json")])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "last.pth trained on 2 of the 2 cases to score (e.g. patient001_frame01)" in err
+
+
+def test_on_val_scores_the_runs_own_validation_split(phantom_root, tmp_path, capsys):
+    import engine
+    import torch
+    from conftest import tiny_cfg
+    from methods import get_method
+
+    for name, fraction in (("half", "0.5"), ("none", "0")):
+        engine.train(tiny_cfg(get_method("pce"), phantom_root, tmp_path / name, "--val_fraction", fraction),
+                     get_method("pce"))
+    val = torch.load(tmp_path / "half" / "last.pth", weights_only=False)["split"]["val"]
+    assert len(val) > len(make_split(phantom_root, "fold1").val)  # more than the default fraction holds
+    summary = test_2D_fully.main(["--root_path", phantom_root, "--checkpoint", str(tmp_path / "half" / "last.pth"),
+                                  "--on", "val", "--out_json", str(tmp_path / "v.json")])
+    assert summary["n_volumes"] == len(val)
+    with pytest.raises(SystemExit) as e:
+        test_2D_fully.main(["--root_path", phantom_root, "--checkpoint", str(tmp_path / "none" / "last.pth"),
+                            "--on", "val", "--out_json", str(tmp_path / "n.json")])
+    assert e.value.code == 2 and "has no val cases" in capsys.readouterr().err
 
 
 def test_outputs_never_replace_other_files(phantom_root, tmp_path, capsys):

@@ -216,22 +216,24 @@ def check_nifti_file(path: str) -> None:
         if len(data) >= 348 and struct.unpack(order + "i", data[:4])[0] == 348:
             dims = struct.unpack(order + "8h", data[40:56])
             datatype, bitpix = struct.unpack(order + "2h", data[70:74])
-            offset = int(struct.unpack(order + "f", data[108:112])[0])
+            offset, header = int(struct.unpack(order + "f", data[108:112])[0]), 348
             break
         if len(data) >= 540 and struct.unpack(order + "i", data[:4])[0] == 540:
             datatype, bitpix = struct.unpack(order + "2h", data[12:16])
             dims = struct.unpack(order + "8q", data[16:80])
-            offset = struct.unpack(order + "q", data[168:176])[0]
+            offset, header = struct.unpack(order + "q", data[168:176])[0], 540
             break
     else:
         raise OSError(f"{path}: not a NIfTI file (no NIfTI-1 or NIfTI-2 header)")
     n_dims = max(0, min(int(dims[0]), 7))
-    offset = max(offset, 348)
+    offset = max(offset, header)
     voxels = int(np.prod([max(1, int(d)) for d in dims[1:n_dims + 1]]))
     expected = offset + voxels * bitpix // 8
     if len(data) < expected:
         raise OSError(f"{path}: truncated NIfTI ({len(data)} bytes of data, the header needs {expected})")
     if datatype in NIFTI_FLOATS:
+        if bitpix != 8 * np.dtype(NIFTI_FLOATS[datatype]).itemsize:
+            raise OSError(f"{path}: inconsistent NIfTI header (datatype {datatype}, bitpix {bitpix})")
         values = np.frombuffer(data, order + NIFTI_FLOATS[datatype], count=voxels, offset=offset)
         bad = int(voxels - np.isfinite(values).sum())
         if bad:
@@ -282,10 +284,11 @@ def read_scan(path: str) -> Case:
 
 
 def header_free(case: Case) -> bool:
-    """True for a volume read from a NIfTI written without geometry (unit spacing, zero origin,
-    identity direction), as label files from array tools often are."""
+    """True for a volume read from a NIfTI written without geometry: unit spacing, zero origin
+    and an identity direction up to axis signs (array tools write identity; an identity affine
+    reads back in ITK's LPS frame as diag(-1, -1, 1))."""
     return (case.spacing is not None and np.allclose(case.spacing, 1.0) and np.allclose(case.origin, 0.0)
-            and np.allclose(case.direction, np.eye(3).ravel()))
+            and np.allclose(np.abs(case.direction), np.eye(3).ravel()))
 
 
 def check_same_grid(what: str, other: Case, ref: Case, ref_name: str = "the scan") -> None:
@@ -302,6 +305,18 @@ def check_same_grid(what: str, other: Case, ref: Case, ref_name: str = "the scan
         if a is not None and b is not None and not same(a, b):
             raise ValueError(f"{what}: {key} {tuple(round(v, 4) for v in a)} differs from {ref_name}'s "
                              f"{tuple(round(v, 4) for v in b)}")
+
+
+def read_labels_on(path: str, ref: Case, top: int = NUM_CLASSES - 1, ref_name: str = "the scan") -> np.ndarray:
+    """(Z, H, W) label volume of the NIfTI ``path``, whole numbers in 0..``top``, on ``ref``'s grid
+    (:func:`check_same_grid`; a file without geometry, :func:`header_free`, is matched by shape).
+    OSError or ValueError naming the file otherwise."""
+    labels = read_scan(path)
+    if header_free(labels):
+        labels = Case(labels.name, labels.image)
+    check_same_grid(path, labels, ref, ref_name)
+    check_labels(path, labels.image, top)
+    return labels.image
 
 
 def nifti_stem(path: str) -> str:
