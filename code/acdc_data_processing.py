@@ -16,7 +16,7 @@ Scribbles are read from ``--scribbles DIR/<case>_scribble.nii.gz`` (e.g.
 ``patient001_frame01_scribble.nii.gz``; 0..3 classes, 4 unlabeled, same grid as the image), or,
 without ``--scribbles``, generated from the mask (``dataloaders.scribbles``, seeded by ``--seed``
 and the case, so reruns agree). Masks and scribbles must have the image's shape, spacing, origin
-and direction (a file written without geometry, unit spacing at the origin, is matched by shape)
+and direction (a file written without geometry, unit spacing and zero origin, is matched by shape)
 and whole-number labels.
 
 ``--nifti``: SRC holds one folder per split, ``train/``, ``val/``, ``test/`` or ``TestSet/`` (any

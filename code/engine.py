@@ -219,10 +219,18 @@ def check_same_split(saved: dict | None, split: Split, path: str) -> None:
                              f"(e.g. {changed[0] if changed else 'their order'}); use the same --root_path")
 
 
+def check_classes(cfg) -> None:
+    """ValueError unless ``--num_classes`` is the data root's background + foreground classes."""
+    names = io.class_names(cfg.root_path)
+    if cfg.num_classes != len(names) + 1:
+        raise ValueError(f"--num_classes {cfg.num_classes}: {cfg.root_path} has {len(names) + 1} classes "
+                         f"(background, {', '.join(names)})")
+
+
 def check_unseen(saved: dict | None, cases: list[str], path: str) -> None:
-    """ValueError when a checkpoint would be scored on cases it trained on (another fold, a data
-    root that lacks a volume and so shifts the folds, another validation fraction); ``saved``
-    is the checkpoint's ``split``."""
+    """ValueError when a checkpoint would be scored on cases it trained on (another fold, or a
+    data root whose patients differ so that its positional folds shift); ``saved`` is the
+    checkpoint's ``split``."""
     seen = sorted(set((saved or {}).get("train") or []) & set(cases))
     if seen:
         raise ValueError(f"{path} trained on {len(seen)} of the {len(cases)} cases to score (e.g. {seen[0]}); "
@@ -308,10 +316,7 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
         check_resumable(ckpt["config"], cfg, method_cls)
         check_same_world(ckpt, dist, folder.file("last.pth"))
     device = resolve_device(cfg.device)
-    names = io.class_names(cfg.root_path)
-    if cfg.num_classes != len(names) + 1:
-        raise ValueError(f"--num_classes {cfg.num_classes}: {cfg.root_path} has {len(names) + 1} classes "
-                         f"(background, {', '.join(names)})")
+    check_classes(cfg)
     split = make_split(cfg.root_path, cfg.fold, cfg.val_fraction, cfg.select_on_test)
     if ckpt is not None:
         check_same_split(ckpt.get("split"), split, folder.file("last.pth"))
