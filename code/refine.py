@@ -72,9 +72,9 @@ def refined_path(output: str, scan: str) -> str:
     return os.path.join(output, f"{io.nifti_stem(scan)}_refined.nii.gz")
 
 
-def save_refined(path: str, checkpoint: str, method) -> None:
-    """A checkpoint ``load_method`` reads: the original's config, the refined weights."""
-    ckpt = read_checkpoint(checkpoint)
+def save_refined(path: str, checkpoint: str, ckpt: dict, method) -> None:
+    """A checkpoint ``load_method`` reads: the original's (``ckpt``, read from ``checkpoint``)
+    config and split, the refined weights."""
     tmp = f"{path}.{os.getpid()}.tmp"
     torch.save({"config": ckpt["config"], "method": ckpt["method"], "model": method.state_dict(),
                 "iteration": ckpt["iteration"], "split": ckpt.get("split"),
@@ -82,7 +82,7 @@ def save_refined(path: str, checkpoint: str, method) -> None:
     os.replace(tmp, path)
 
 
-def refine_scan(args, method, cfg, device) -> str:
+def refine_scan(args, ckpt, method, cfg, device) -> str:
     if args.save and os.path.exists(args.save):
         raise ValueError(f"--save {args.save} exists; the refined model goes to a new path")
     scan = io.read_scan(args.input)
@@ -96,7 +96,7 @@ def refine_scan(args, method, cfg, device) -> str:
     os.makedirs(args.output, exist_ok=True)
     io.write_nifti(out, pred, scan.spacing, scan.origin, scan.direction)
     if args.save:
-        save_refined(args.save, args.checkpoint, method)
+        save_refined(args.save, args.checkpoint, ckpt, method)
     print(f"{out}: {info['steps']} steps, {info['seconds']:.1f} s")
     return out
 
@@ -138,7 +138,7 @@ def main(argv=None):
                              "which refine.py does not support yet; use a run that resizes whole slices")
         if args.simulate:
             return simulate(args, method, cfg, device, ckpt.get("split"))
-        return refine_scan(args, method, cfg, device)
+        return refine_scan(args, ckpt, method, cfg, device)
     except (ValueError, FileNotFoundError, KeyError, OSError) as e:
         parser.exit(2, f"error: {e}\n")
 
