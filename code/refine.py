@@ -102,7 +102,8 @@ def refine_scan(args, ckpt, method, cfg, device) -> str:
 
 
 def simulate(args, method, cfg, device, trained_split) -> dict:
-    names = getattr(make_split(args.root, args.fold, cfg.val_fraction), args.split)
+    # The run's own split: its --val_fraction and --select_on_test decide which cases it held out.
+    names = getattr(make_split(args.root, args.fold, cfg.val_fraction, cfg.select_on_test), args.split)
     if not names:
         raise ValueError(f"--split {args.split}: {args.fold} of {args.root} has no {args.split} volumes")
     check_unseen(trained_split, names, args.checkpoint)

@@ -214,6 +214,21 @@ def test_refine_cli_simulate_prints_the_table(phantom_root, bad_model, capsys):
     assert val["n"] == len(val_cases) and val_cases[0] in capsys.readouterr().out
 
 
+def test_refine_simulate_uses_the_runs_select_on_test(phantom_root, bad_model, tmp_path, capsys):
+    import refine
+
+    # A run with --select_on_test trained on every non-test patient and validated on the test fold,
+    # so its "val" volumes are the test ones, not the default held-out (trained-on) patients.
+    split = make_split(phantom_root, "fold1")
+    ckpt = torch.load(bad_model, weights_only=False)
+    ckpt["config"]["select_on_test"] = True
+    ckpt["split"] = {"train": split.train + split.val, "val": split.test, "test": split.test}
+    torch.save(ckpt, tmp_path / "on_test.pth")
+    s = refine.main(["--checkpoint", str(tmp_path / "on_test.pth"), "--simulate", "1", "--root", phantom_root,
+                     "--split", "val", "--iters", "1", "--device", "cpu"])
+    assert s["n"] == len(split.test) and split.test[0] in capsys.readouterr().out
+
+
 def test_scope_slices_leaves_unstroked_slices_alone(phantom_root, bad_model):
     method, cfg, case, strokes, before = stroked_case(phantom_root, bad_model, slice(10, 40), 1)
     out, info = refine_volume(method.segmenter(), case.image, strokes, cfg.input_size, torch.device("cpu"),
