@@ -43,7 +43,7 @@ def make_method(tmp_path, phantom_root, *extra):
     torch.manual_seed(0)
     method = MaskMixAdv(cfg)
     labels = np.zeros((32, 32), np.int64)
-    labels[8:24, 8:24], labels[12:20, 12:20] = 2, 3
+    labels[8:24, 8:24], labels[12:20, 12:20], labels[8:24, 4:8] = 2, 3, 1
     method.prior = ShapePrior([labels], (32, 32))
     return cfg, method
 

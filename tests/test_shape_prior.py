@@ -13,6 +13,7 @@ def test_prior_from_h5_and_nifti_is_one_hot_at_patch_size(tmp_path):
     label = np.zeros((3, 40, 40), np.uint8)
     label[1, 10:30, 10:30] = 3
     label[1, 15:25, 15:25] = 1
+    label[1, 12:14, 12:28] = 2
     io.write_h5(str(tmp_path / "a" / "x.h5"), {"label": label})
     sitk.WriteImage(sitk.GetImageFromArray(label.astype(np.int16)), str(tmp_path / "a" / "y.nii.gz"))
     prior = ShapePrior.from_source(str(tmp_path / "a"), (32, 32))
@@ -26,6 +27,7 @@ def test_prior_from_h5_and_nifti_is_one_hot_at_patch_size(tmp_path):
 def test_prior_is_cropped_like_the_training_slices():
     label = np.zeros((64, 64), np.uint8)
     label[40:50, 40:50] = 3
+    label[42:44, 40:50], label[50:54, 40:50] = 2, 1
     prior = ShapePrior([label], (32, 32), input_size=(64, 64), fg_prob=1.0)
     masks = prior.sample(6, torch.device("cpu"), seed=[0, 1])
     assert masks.shape == (6, 4, 32, 32)
@@ -43,6 +45,13 @@ def test_prior_errors(tmp_path):
         ShapePrior([np.zeros((8, 8))], (16, 16))
     with pytest.raises(ValueError, match="0..3, found 7"):
         ShapePrior([np.full((8, 8), 7)], (16, 16))
+    heart = np.zeros((8, 8), np.uint8)
+    heart[2:6, 2:6] = 1
+    with pytest.raises(ValueError, match="no voxel of class 2, 3 of 1..3"):  # binary heart masks
+        ShapePrior([heart], (16, 16))
+    heart[3:5, 3:5] = 2
+    heart[0, 0] = 3
+    assert len(ShapePrior([heart], (16, 16))) == 1
     (tmp_path / "bad.nii.gz").write_bytes(b"not a nifti")
     with pytest.raises(OSError, match="bad.nii.gz"):
         ShapePrior.from_source(str(tmp_path / "bad.nii.gz"), (16, 16))
@@ -74,6 +83,7 @@ def test_samples_are_dihedral_variants_or_small_rotations_of_the_mask():
     mask = np.zeros((32, 32), np.int64)
     mask[6:20, 8:14] = 1  # asymmetric, off-centre
     mask[20:26, 8:24] = 3
+    mask[0, 31] = 2  # the prior must hold every class
     prior = ShapePrior([mask], (32, 32))
     variants = [np.flip(np.rot90(mask, k), a) for k in range(4) for a in (0, 1)]
     exact = 0

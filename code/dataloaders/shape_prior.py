@@ -87,6 +87,12 @@ class ShapePrior:
         bad = [int(m.max()) for m in masks if m.max() >= num_classes or m.min() < 0]
         if bad:
             raise ValueError(f"shape prior labels must lie in 0..{num_classes - 1}, found {max(bad)}")
+        # A prior without some structure (e.g. binary heart masks) would teach the discriminator
+        # that predictions of that class are fake.
+        missing = sorted(set(range(1, num_classes)) - set().union(*(np.unique(m).tolist() for m in masks)))
+        if missing:
+            raise ValueError(f"the shape prior has no voxel of class {', '.join(map(str, missing))} of "
+                             f"1..{num_classes - 1}: its masks must label every structure")
         # Resized once here; sampling then augments whole batches with torch on the device.
         self.masks = torch.from_numpy(np.stack([resize(m.astype(np.uint8), self.input_size, order=0)
                                                 for m in masks]))
