@@ -1,6 +1,9 @@
 """Seconds per training step of each method, side by side in one run (CPU or GPU).
 
     python benchmarks/bench_train_step.py --methods pce maskmixadv --patch 128 --batch 8 --amp bf16 off
+    python benchmarks/bench_train_step.py --methods maskmixadv "maskmixadv --disc_ndf 32" --amp bf16
+
+A method may carry its own flags, quoted with its name (as ``train.py`` takes them).
 
 Random images and scribble-like targets; each method does ``--warmup`` steps, then the timed
 ones. Prints s/step and the ratio to the first method (ratios, not absolute times, are what
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import time
 
@@ -38,11 +42,20 @@ class NullLog:
         pass
 
 
-def time_method(name, amp, args, device):
+def parse_method(spec: str) -> tuple[str, list[str]]:
+    """``"maskmixadv --disc_ndf 32"`` -> ``("maskmixadv", ["--disc_ndf", "32"])``."""
+    name, *flags = shlex.split(spec)
+    if name not in METHODS:
+        raise SystemExit(f"--methods: unknown method {name!r}; choose from {sorted(METHODS)}")
+    return name, flags
+
+
+def time_method(spec, amp, args, device):
+    name, flags = parse_method(spec)
     method_cls = get_method(name)
     cfg = finalize(build_parser(method_cls).parse_args(
         ["--amp", amp, "--batch_size", str(args.batch), "--patch_size", str(args.patch), str(args.patch),
-         "--device", str(device)]), method_cls)
+         "--device", str(device), *flags]), method_cls)
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     method = method_cls(cfg)
@@ -71,7 +84,8 @@ def time_method(name, amp, args, device):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--methods", nargs="+", default=["pce", "maskmixadv"], choices=list(METHODS))
+    p.add_argument("--methods", nargs="+", default=["pce", "maskmixadv"],
+                   help="method names, each optionally quoted with its own flags")
     p.add_argument("--amp", nargs="+", default=["bf16", "off"])
     p.add_argument("--patch", type=int, default=128)
     p.add_argument("--batch", type=int, default=8)
@@ -79,15 +93,17 @@ def main():
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--device", default="auto")
     args = p.parse_args()
+    for spec in args.methods:
+        parse_method(spec)
     device = resolve_device(args.device)
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
           f"torch {torch.__version__}, patch {args.patch}, batch {args.batch}")
     base = None
     for amp in args.amp:
-        for name in args.methods:
-            t = time_method(name, amp, args, device)
+        for spec in args.methods:
+            t = time_method(spec, amp, args, device)
             base = base or t
-            print(f"{name:14s} amp {amp:5s} {t:8.4f} s/step  x{t / base:5.2f}", flush=True)
+            print(f"{spec:40s} amp {amp:5s} {t:8.4f} s/step  x{t / base:5.2f}", flush=True)
 
 
 if __name__ == "__main__":
