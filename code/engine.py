@@ -208,6 +208,19 @@ def check_resumable(saved: dict, cfg, method_cls) -> None:
                              f"{saved.get(key)!r}; use the same value or another --exp")
 
 
+# Bookkeeping flags whose change says nothing about how the weights were trained.
+NOT_RECORDED = {"resume", "overwrite", "progress", "resumes"}
+
+
+def record_resume(saved: dict, cfg, iteration: int) -> None:
+    """Append to ``cfg.resumes`` (kept in config.json and the checkpoints) the iteration of this
+    resume and every allowed change of a setting, ``{flag: [before, after]}`` (e.g. ``--amp``),
+    so that a run's record says how each part of it was trained."""
+    changed = {k: [saved.get(k), v] for k, v in sorted(vars(cfg).items())
+               if k in RESUME_MAY_CHANGE - NOT_RECORDED and k in saved and saved[k] != v}
+    cfg.resumes = [*saved.get("resumes", []), {"iteration": iteration, "changed": changed}]
+
+
 def check_same_split(saved: dict | None, split: Split, path: str) -> None:
     """ValueError when the data now gives another split than the saved run trained on."""
     if saved is None:
@@ -315,6 +328,7 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
     if ckpt is not None:
         check_resumable(ckpt["config"], cfg, method_cls)
         check_same_world(ckpt, dist, folder.file("last.pth"))
+        record_resume(ckpt["config"], cfg, ckpt["iteration"])
     device = resolve_device(cfg.device)
     check_classes(cfg)
     split = make_split(cfg.root_path, cfg.fold, cfg.val_fraction, cfg.select_on_test)
@@ -398,7 +412,8 @@ def _train(cfg, method_cls, folder: RunFolder, ckpt: dict | None, device: torch.
     if cfg.resume:
         # Restored only now: creating the loader's iterator draws from the global RNG.
         set_rng_state(ckpt["rng_ranks"][dist.rank] if dist.enabled else ckpt["rng"])
-        log.info("resumed from %s at iteration %d", last_path, state.iteration)
+        log.info("resumed from %s at iteration %d; changed: %s", last_path, state.iteration,
+                 ", ".join(f"--{k} {a!r} -> {b!r}" for k, (a, b) in cfg.resumes[-1]["changed"].items()) or "nothing")
     writer = SummaryWriter(os.path.join(cfg.out_dir, "tb")) if dist.is_main else _NoWriter()
     log.info("training %s on %s (amp %s) for %d iterations from %d", cfg.method, device, cfg.amp,
              cfg.max_iterations, state.iteration)

@@ -95,6 +95,20 @@ def test_resume_refuses_a_changed_schedule_but_accepts_other_workers(tmp_path, p
     assert run("pce", phantom_root, tmp_path, "--resume", "--num_workers", "1")["iteration"] == 4
 
 
+def test_a_resume_with_a_changed_setting_is_recorded(tmp_path, phantom_root):
+    run("pce", phantom_root, tmp_path, "--max_iterations", "2", "--val_interval", "2")
+    config = json.load(open(tmp_path / "config.json"))
+    assert config["amp"] == "off" and "resumes" not in config
+    ckpt = torch.load(tmp_path / "last.pth", weights_only=False)
+    ckpt["config"]["max_iterations"] = 4  # as if the run had been stopped at iteration 2 of 4
+    torch.save(ckpt, tmp_path / "last.pth")
+    run("pce", phantom_root, tmp_path, "--max_iterations", "4", "--val_interval", "2", "--resume", "--amp", "bf16")
+    config = json.load(open(tmp_path / "config.json"))
+    assert config["amp"] == "bf16"
+    assert config["resumes"] == [{"iteration": 2, "changed": {"amp": ["off", "bf16"]}}]
+    assert "at iteration 2; changed: --amp 'off' -> 'bf16'" in open(tmp_path / "log.txt").read()
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_resume_on_cuda(tmp_path, phantom_root, monkeypatch):
     with pytest.raises(Interrupt):
