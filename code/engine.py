@@ -92,10 +92,14 @@ def _logger(out_dir: str) -> logging.Logger:
     log = logging.getLogger(f"maskmixadv.{out_dir}")
     log.setLevel(logging.INFO)
     log.propagate = False
-    if not log.handlers:
-        fh = logging.FileHandler(os.path.join(out_dir, "log.txt"))
-        fh.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-        log.addHandler(fh)
+    # A fresh handler per run: an earlier run in this process (same folder) may have left one
+    # open on a log.txt that --overwrite has since moved away.
+    for h in list(log.handlers):
+        log.removeHandler(h)
+        h.close()
+    fh = logging.FileHandler(os.path.join(out_dir, "log.txt"))
+    fh.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    log.addHandler(fh)
     return log
 
 

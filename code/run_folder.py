@@ -20,10 +20,13 @@ class RunFolder:
     :meth:`check` (before anything is written) refuses a folder that holds any artefact of a run
     unless it is resumed (``--resume``) or replaced (``--overwrite``); :meth:`open` creates it and
     takes an exclusive ``fcntl`` lock on ``.lock`` inside it for the life of the run, so a second
-    run in the same folder stops with the PID of the one that holds it.
+    run in the same folder stops with the PID of the one that holds it. With ``--overwrite`` the
+    old run is set aside in ``.replaced`` and only removed when the new run ends (or stops on a
+    signal with its own ``last.pth``); if the new run fails, the old one is put back.
     """
 
     ARTEFACTS = ("last.pth", "best.pth", "best.json", "config.json", "log.txt", "tb")
+    REPLACED = ".replaced"
 
     def __init__(self, path: str, resume: bool = False, overwrite: bool = False):
         if resume and overwrite:
@@ -47,7 +50,7 @@ class RunFolder:
                                   "--resume to continue it, --overwrite to replace it, or another --exp")
 
     def open(self) -> "RunFolder":
-        """Create the folder and lock it; with ``overwrite``, then remove the old run's files."""
+        """Create the folder and lock it; with ``overwrite``, then set the old run's files aside."""
         os.makedirs(self.path, exist_ok=True)
         lock = open(self.file(".lock"), "a+")
         try:
@@ -64,11 +67,23 @@ class RunFolder:
         lock.flush()
         self._lock = lock
         if self.overwrite:
+            aside = self.file(self.REPLACED)
+            _remove(aside)  # left by a replacement that was killed (-9) before it ended
+            os.makedirs(aside)
             for a in self.existing():
-                (shutil.rmtree if os.path.isdir(self.file(a)) else os.remove)(self.file(a))
+                os.replace(self.file(a), os.path.join(aside, a))
         return self
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """Release the lock; with ``overwrite``, drop the old run, or restore it if ``failed``."""
+        aside = self.file(self.REPLACED)
+        if self._lock is not None and self.overwrite and os.path.isdir(aside):
+            if failed:
+                for a in self.existing():
+                    _remove(self.file(a))
+                for a in os.listdir(aside):
+                    os.replace(os.path.join(aside, a), self.file(a))
+            _remove(aside)
         if self._lock is not None:
             self._lock.close()  # closing the file releases the lock
             self._lock = None
@@ -76,8 +91,15 @@ class RunFolder:
     def __enter__(self):
         return self.open()
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, exc, tb):
+        self.close(failed=exc_type is not None and not issubclass(exc_type, Interrupted))
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    elif os.path.exists(path):
+        os.remove(path)
 
 
 class StopSignals:

@@ -39,6 +39,23 @@ def test_any_artefact_of_a_run_refuses_a_new_run_unless_overwrite(tmp_path, phan
         RunFolder(str(run), resume=True, overwrite=True)
 
 
+def test_overwrite_puts_the_old_run_back_when_the_new_one_fails(tmp_path, phantom_root, monkeypatch):
+    run = tmp_path / "run"
+    engine.train(tiny_cfg(PCE, phantom_root, run), PCE)
+    old = {a: (run / a).read_bytes() for a in ("best.pth", "last.pth", "config.json", "log.txt")}
+
+    def fail(*args):
+        raise RuntimeError("a slice file went bad")
+    monkeypatch.setattr(PCE, "training_step", fail)
+    with pytest.raises(RuntimeError, match="went bad"):
+        engine.train(tiny_cfg(PCE, phantom_root, run, "--overwrite", "--seed", "7"), PCE)
+    assert {a: (run / a).read_bytes() for a in old} == old and (run / "tb").is_dir()
+    assert not (run / RunFolder.REPLACED).exists()
+    monkeypatch.undo()
+    engine.train(tiny_cfg(PCE, phantom_root, run, "--overwrite", "--seed", "7"), PCE)
+    assert (run / "config.json").read_bytes() != old["config.json"] and not (run / RunFolder.REPLACED).exists()
+
+
 def test_nothing_is_created_when_the_device_or_data_is_wrong(tmp_path, phantom_root):
     if torch.cuda.is_available():
         pytest.skip("needs a machine without CUDA")
