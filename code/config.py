@@ -12,7 +12,7 @@ import os
 
 from dataloaders.acdc import FOLD_CHOICES, SUPERVISION
 from dataloaders.spacing import parse_target_spacing
-from networks.unet import UPSAMPLING
+from networks.unet import HEAD_KERNELS, UPSAMPLING
 from postprocess import POSTPROCESS
 
 DEFAULTS = dict(
@@ -24,6 +24,7 @@ DEFAULTS = dict(
     out_dir=None,
     num_classes=4,
     upsampling="transposed",
+    head_kernel=1,
     max_iterations=60000,
     batch_size=12,
     patch_size=[256, 256],
@@ -69,6 +70,8 @@ def build_parser(method_cls=None, method_choices=None) -> argparse.ArgumentParse
     p.add_argument("--upsampling", default=d["upsampling"], choices=UPSAMPLING,
                    help="decoders' x2 upsampling: transposed convolution, or 1x1 conv + bilinear as the "
                         "WSL4MIS and MaskMixAdv releases run it")
+    p.add_argument("--head_kernel", type=int, default=d["head_kernel"], choices=HEAD_KERNELS,
+                   help="kernel of the decoders' last convolution: 1, or 3 as the releases' out_conv")
     p.add_argument("--max_iterations", type=int, default=d["max_iterations"])
     p.add_argument("--batch_size", type=int, default=d["batch_size"])
     p.add_argument("--patch_size", type=int, nargs=2, default=d["patch_size"], metavar=("H", "W"))

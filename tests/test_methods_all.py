@@ -35,15 +35,19 @@ def test_method_trains_and_is_scored(name, phantom_root, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["pce", "dmpls", "maskmixadv"])
-def test_upsampling_flag_reaches_the_network(name, phantom_root, tmp_path):
+def test_decoder_flags_reach_the_network(name, phantom_root, tmp_path):
     import argparse
 
     from torch import nn
 
     cls = METHODS[name]
-    cfg = tiny_cfg(cls, phantom_root, tmp_path / "run", "--upsampling", "bilinear")
-    kinds = {type(m) for m in cls(cfg).modules()}
+    cfg = tiny_cfg(cls, phantom_root, tmp_path / "run", "--upsampling", "bilinear", "--head_kernel", "3")
+    method = cls(cfg)
+    kinds = {type(m) for m in method.modules()}
     assert nn.Upsample in kinds and nn.ConvTranspose2d not in kinds
-    # A config saved before the flag existed builds the transposed convolutions it trained.
-    old = argparse.Namespace(**{k: v for k, v in vars(cfg).items() if k != "upsampling"})
+    heads = [m.head.kernel_size for m in method.modules() if hasattr(m, "head")]
+    assert heads and set(heads) == {(3, 3)}
+    # A config saved before the flags existed builds the transposed convolutions and 1x1 heads it trained.
+    old = argparse.Namespace(**{k: v for k, v in vars(cfg).items() if k not in ("upsampling", "head_kernel")})
     assert nn.ConvTranspose2d in {type(m) for m in cls(old).modules()}
+    assert {m.head.kernel_size for m in cls(old).modules() if hasattr(m, "head")} == {(1, 1)}

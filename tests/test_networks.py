@@ -15,13 +15,16 @@ def test_every_network_maps_image_to_class_logits(name, upsampling):
     assert (nn.Upsample in kinds) == (upsampling == "bilinear")
 
 
-def test_bilinear_unet_has_the_releases_parameters():
-    # WSL4MIS's UNet (bilinear UpBlocks) has 1,813,764 parameters, counted from its code; its
-    # head is a 3x3 conv where ours is 1x1: 16 * 4 * (9 - 1) = 512 fewer here.
-    count = sum(p.numel() for p in build_network("unet", upsampling="bilinear").parameters())
-    assert count == 1_813_764 - 512
+def test_bilinear_unet_with_a_3x3_head_has_the_releases_parameters():
+    # WSL4MIS's UNet (bilinear UpBlocks, 3x3 out_conv) has 1,813,764 parameters, counted from its
+    # code; with a 1x1 head 16 * 4 * (9 - 1) = 512 fewer.
+    count = lambda **d: sum(p.numel() for p in build_network("unet", **d).parameters())  # noqa: E731
+    assert count(upsampling="bilinear", head_kernel=3) == 1_813_764
+    assert count(upsampling="bilinear") == 1_813_764 - 512
     with pytest.raises(ValueError, match="--upsampling must be one of"):
         build_network("unet", upsampling="nearest")
+    with pytest.raises(ValueError, match="--head_kernel must be one of"):
+        build_network("unet", head_kernel=2)
 
 
 def test_unknown_network_names_the_choices():

@@ -67,8 +67,9 @@ class Method(nn.Module):
     def __init__(self, cfg: argparse.Namespace):
         super().__init__()
         self.cfg = cfg
-        # Configs saved before --upsampling existed trained transposed convolutions.
-        self.net = build_network(self.network, 1, cfg.num_classes, getattr(cfg, "upsampling", "transposed"))
+        # Configs saved before --upsampling / --head_kernel existed trained their defaults.
+        self.net = build_network(self.network, 1, cfg.num_classes, upsampling=getattr(cfg, "upsampling", "transposed"),
+                                 head_kernel=getattr(cfg, "head_kernel", 1))
 
     def prepare(self, train_set, log) -> None:
         """Hook run once before training (e.g. to load a shape prior); default: nothing."""

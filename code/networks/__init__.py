@@ -9,20 +9,21 @@ from networks.unet import DualDecoderUNet, UNet
 NETWORKS = {
     "unet": UNet,
     "unet_dual": DualDecoderUNet,
-    "unet_dual_attention": lambda in_ch=1, num_classes=4, upsampling="transposed": DualDecoderUNet(
-        in_ch, num_classes, "attention_dropout", upsampling),
+    "unet_dual_attention": lambda in_ch=1, num_classes=4, **decoder: DualDecoderUNet(
+        in_ch, num_classes, "attention_dropout", **decoder),
     "maskmixadv": MaskMixAdvNet,
-    "maskmixadv_shared": lambda in_ch=1, num_classes=4, upsampling="transposed": MaskMixAdvNet(
-        in_ch, num_classes, True, upsampling),
+    "maskmixadv_shared": lambda in_ch=1, num_classes=4, **decoder: MaskMixAdvNet(
+        in_ch, num_classes, True, **decoder),
 }
 
 
-def build_network(name: str, in_ch: int = 1, num_classes: int = 4, upsampling: str = "transposed") -> nn.Module:
-    """A segmentation network by registry name, its decoders upsampling by ``upsampling``
-    (see :mod:`networks.unet`); raises ValueError listing the known names."""
+def build_network(name: str, in_ch: int = 1, num_classes: int = 4, **decoder) -> nn.Module:
+    """A segmentation network by registry name; ``decoder``: its decoders' options
+    (``upsampling``, ``head_kernel``: see :mod:`networks.unet`). Raises ValueError listing the
+    known names."""
     if name not in NETWORKS:
         raise ValueError(f"unknown network {name!r}; choose from {sorted(NETWORKS)}")
-    return NETWORKS[name](in_ch=in_ch, num_classes=num_classes, upsampling=upsampling)
+    return NETWORKS[name](in_ch=in_ch, num_classes=num_classes, **decoder)
 
 
 __all__ = ["NETWORKS", "build_network", "UNet", "DualDecoderUNet", "MaskMixAdvNet",

@@ -19,13 +19,12 @@ class MaskMixAdvNet(nn.Module):
     - :meth:`forward_views`: the two masked views -> segmentation logits and reconstructions.
     """
 
-    def __init__(self, in_ch: int = 1, num_classes: int = 4, shared_decoder: bool = False,
-                 upsampling: str = "transposed"):
+    def __init__(self, in_ch: int = 1, num_classes: int = 4, shared_decoder: bool = False, **decoder):
         super().__init__()
         self.encoder = Encoder(in_ch)
         n_seg = 1 if shared_decoder else 2
-        self.seg_decoders = nn.ModuleList(Decoder(num_classes, upsampling=upsampling) for _ in range(n_seg))
-        self.rec_decoder = Decoder(in_ch, upsampling=upsampling)
+        self.seg_decoders = nn.ModuleList(Decoder(num_classes, **decoder) for _ in range(n_seg))
+        self.rec_decoder = Decoder(in_ch, **decoder)
 
     def _seg(self, view: int, feats: list[torch.Tensor]) -> torch.Tensor:
         return self.seg_decoders[view % len(self.seg_decoders)](feats)

@@ -2,7 +2,9 @@
 
 Encoder: five stages of two 3x3 conv + BatchNorm + LeakyReLU (channels 16-32-64-128-256, dropout
 0.05/0.1/0.2/0.3/0.5), 2x2 max-pooling between stages. Decoder: x2 upsampling, skip concatenation,
-two conv blocks, a 1x1 head. Input height and width must be multiples of 16.
+two conv blocks, a ``head_kernel`` x ``head_kernel`` head (1, or 3 as the releases' ``out_conv``).
+Input height and width must be multiples of 16. The decoder options (``upsampling``,
+``head_kernel``) are passed as keyword arguments through every network of this package.
 
 Upsampling (``upsampling``): ``"transposed"``, a 2x2 stride-2 transposed convolution, or
 ``"bilinear"``, a 1x1 convolution then bilinear x2 (align_corners): what the WSL4MIS and
@@ -17,6 +19,7 @@ from torch import nn
 CHANNELS = (16, 32, 64, 128, 256)
 DROPOUT = (0.05, 0.1, 0.2, 0.3, 0.5)
 UPSAMPLING = ("transposed", "bilinear")
+HEAD_KERNELS = (1, 3)
 
 
 class ConvBlock(nn.Sequential):
@@ -74,12 +77,14 @@ class Up(nn.Module):
 class Decoder(nn.Module):
     """Encoder features (see :class:`Encoder`) -> (B, out_ch, H, W) raw scores (logits)."""
 
-    def __init__(self, out_ch: int, channels=CHANNELS, upsampling: str = "transposed"):
+    def __init__(self, out_ch: int, channels=CHANNELS, upsampling: str = "transposed", head_kernel: int = 1):
         super().__init__()
+        if head_kernel not in HEAD_KERNELS:
+            raise ValueError(f"--head_kernel must be one of {HEAD_KERNELS}, got {head_kernel!r}")
         self.ups = nn.ModuleList(
             Up(channels[i + 1], channels[i], channels[i], upsampling) for i in reversed(range(len(channels) - 1))
         )
-        self.head = nn.Conv2d(channels[0], out_ch, 1)
+        self.head = nn.Conv2d(channels[0], out_ch, head_kernel, padding=head_kernel // 2)
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
         x = feats[-1]
@@ -91,10 +96,10 @@ class Decoder(nn.Module):
 class UNet(nn.Module):
     """(B, in_ch, H, W) in [0, 1] -> (B, num_classes, H, W) logits."""
 
-    def __init__(self, in_ch: int = 1, num_classes: int = 4, upsampling: str = "transposed"):
+    def __init__(self, in_ch: int = 1, num_classes: int = 4, **decoder):
         super().__init__()
         self.encoder = Encoder(in_ch)
-        self.decoder = Decoder(num_classes, upsampling=upsampling)
+        self.decoder = Decoder(num_classes, **decoder)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))
@@ -136,15 +141,14 @@ class DualDecoderUNet(nn.Module):
     :meth:`forward` (inference): the main decoder's logits only.
     """
 
-    def __init__(self, in_ch: int = 1, num_classes: int = 4, perturbation: str = "dropout",
-                 upsampling: str = "transposed"):
+    def __init__(self, in_ch: int = 1, num_classes: int = 4, perturbation: str = "dropout", **decoder):
         super().__init__()
         if perturbation not in FEATURE_PERTURBATIONS:
             raise ValueError(f"unknown feature perturbation {perturbation!r}; choose from "
                              f"{sorted(FEATURE_PERTURBATIONS)}")
         self.encoder = Encoder(in_ch)
-        self.decoder = Decoder(num_classes, upsampling=upsampling)
-        self.aux_decoder = Decoder(num_classes, upsampling=upsampling)
+        self.decoder = Decoder(num_classes, **decoder)
+        self.aux_decoder = Decoder(num_classes, **decoder)
         self.feature_dropout = FEATURE_PERTURBATIONS[perturbation]()
 
     def forward_both(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
