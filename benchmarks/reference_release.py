@@ -1,0 +1,237 @@
+"""Train a baseline with the MaskMixAdv authors' released code and score it with ours, so that
+our baselines can be compared with their reference implementations at the same budget.
+
+    git clone https://github.com/lichen14/MaskMixAdv RELEASE
+    python benchmarks/reference_release.py --release RELEASE --root data/ACDC --out OUT \\
+        --variant dmpls --iterations 1500 --batch 8 --patch 128
+
+The release's own pieces do the training: its data set class's augmentation
+(``dataloaders.dataset.RandomGenerator``), its networks (``UNet_CCT``, ``UNet``), its losses
+(``pDLoss``), SGD (lr 0.01, momentum 0.9, weight decay 1e-4) with its poly schedule, its seed
+2022, on all 80 training patients of the fold (it holds out no validation split) and the last
+model. The training loop is the few lines of its scripts, repeated here because the scripts do
+not run as published (CUDA only, ``torchvision`` transforms, three outputs unpacked from a
+two-output network, a mask file read for every slice). Variants:
+
+- ``dmpls_published``: ``train_weakly_supervised_pCE_WSL4MIS.py`` as released: pCE of both
+  branches summed, its pseudo-label term commented out;
+- ``dmpls``: the same with the pseudo-label term of the paper and WSL4MIS
+  (0.5 (pCE1 + pCE2) + 0.5 * 0.5 (Dice(p1, y) + Dice(p2, y)));
+- ``pce``: ``train_weakly_supervised_pCE_2D.py``, a UNet on pCE.
+
+``--ours augment`` / ``--ours network`` swap in this project's augmentation or DMPLS network, to
+find which piece makes a difference. The test fold is predicted as the release's test script
+does (each slice resized to the patch with order 0, argmax, resized back with order 0) and
+scored by ``metrics.volume_metrics`` in a second process (the release's packages are named
+like ours). Writes ``OUT/result.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+import types
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CODE = os.path.join(HERE, "..", "code")
+VARIANTS = ("dmpls_published", "dmpls", "pce")
+SEED = 2022
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--release", help="a checkout of github.com/lichen14/MaskMixAdv")
+    p.add_argument("--root", default="data/ACDC", help="ACDC in the h5 layout of acdc_data_processing.py")
+    p.add_argument("--out", required=True, help="folder for last.pth, predictions and result.json")
+    p.add_argument("--variant", choices=VARIANTS, default="dmpls")
+    p.add_argument("--ours", nargs="*", default=[], choices=["augment", "network"])
+    p.add_argument("--fold", type=int, default=1, choices=range(1, 6))
+    p.add_argument("--iterations", type=int, default=1500)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--patch", type=int, default=128)
+    p.add_argument("--score", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if not args.score and not (args.release and os.path.isdir(os.path.join(args.release, "code", "networks"))):
+        p.error(f"--release {args.release}: not a checkout of the MaskMixAdv release (no code/networks)")
+    if not os.path.isdir(os.path.join(args.root, "ACDC_training_slices")):
+        p.error(f"--root {args.root}: no ACDC_training_slices (run code/acdc_data_processing.py)")
+    if "network" in args.ours and args.variant == "pce":
+        p.error("--ours network is the DMPLS network; use it with a dmpls variant")
+    return args
+
+
+def import_release(release: str):
+    """The release's modules, with stand-ins for the imports that training does not use."""
+    tv, tvt = types.ModuleType("torchvision"), types.ModuleType("torchvision.transforms")
+    for name in ("Compose", "CenterCrop", "ToTensor", "Resize"):
+        setattr(tvt, name, None)
+    tv.transforms = tvt
+    sys.modules.update({"torchvision": tv, "torchvision.transforms": tvt,
+                        "cv2": types.ModuleType("cv2"), "nibabel": types.ModuleType("nibabel")})
+    sys.path.insert(0, os.path.join(release, "code"))
+    from dataloaders.dataset import RandomGenerator
+    from networks.unet import UNet, UNet_CCT
+    from utils.losses import pDLoss
+    return RandomGenerator, UNet, UNet_CCT, pDLoss
+
+
+def load_ours(name: str, path: str):
+    """One of our modules by file (our packages' names are taken by the release's)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, os.path.join(CODE, path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fold_patients(fold: int) -> tuple[list[str], list[str]]:
+    test = [f"patient{i:03d}" for i in range(20 * (fold - 1) + 1, 20 * fold + 1)]
+    return [f"patient{i:03d}" for i in range(1, 101) if f"patient{i:03d}" not in test], test
+
+
+class Slices(torch.utils.data.Dataset):
+    """The training slices with their scribbles, augmented by the release (or by us)."""
+
+    def __init__(self, root, names, patch, release_augment, our_augment=None):
+        self.root, self.names, self.patch = root, names, patch
+        self.release_augment, self.our_augment = release_augment, our_augment
+
+    def __len__(self):
+        return len(self.names)
+
+    def __getitem__(self, i):
+        import h5py
+
+        with h5py.File(os.path.join(self.root, "ACDC_training_slices", self.names[i]), "r") as f:
+            image, scribble = f["image"][:], f["scribble"][:]
+        if self.our_augment is None:
+            return self.release_augment({"image": image, "label": scribble, "mask": np.zeros((8, 8), np.uint8)})
+        rng = np.random.default_rng([SEED, i, random.getrandbits(32)])
+        image, (scribble,) = self.our_augment(image, [scribble], [4], (self.patch, self.patch), rng)
+        return {"image": torch.from_numpy(np.ascontiguousarray(image))[None],
+                "label": torch.from_numpy(scribble.astype(np.uint8))}
+
+
+def build_model(args, UNet, UNet_CCT):
+    """(B, 1, H, W) -> tuple of logits (B, 4, H, W): both branches in training, main first."""
+    if args.variant == "pce":
+        net = UNet(in_chns=1, class_num=4)
+        return net, lambda x: (net(x),)
+    if "network" in args.ours:
+        net = load_ours("our_unet", "networks/unet.py").DualDecoderUNet(1, 4, "attention_dropout")
+        return net, lambda x: net.forward_both(x) if net.training else (net(x),)
+    net = UNet_CCT(in_chns=1, class_num=4)
+    return net, net
+
+
+def loss_of(args, outputs, target, ce, dice):
+    if args.variant == "pce":
+        return ce(outputs[0], target)
+    (o1, o2), (p1, p2) = outputs, (outputs[0].softmax(1), outputs[1].softmax(1))
+    if args.variant == "dmpls_published":
+        return ce(o1, target) + ce(o2, target)
+    beta = random.random() + 1e-10
+    pseudo = torch.argmax(beta * p1.detach() + (1.0 - beta) * p2.detach(), 1, keepdim=True)
+    return 0.5 * (ce(o1, target) + ce(o2, target)) + 0.5 * 0.5 * (dice(p1, pseudo) + dice(p2, pseudo))
+
+
+def train(args) -> None:
+    from scipy.ndimage import zoom
+
+    RandomGenerator, UNet, UNet_CCT, pDLoss = import_release(os.path.abspath(args.release))
+    random.seed(SEED)
+    np.random.seed(SEED)
+    torch.manual_seed(SEED)
+    train_ids, test_ids = fold_patients(args.fold)
+    names = sorted(n for n in os.listdir(os.path.join(args.root, "ACDC_training_slices")) if n[:10] in train_ids)
+    our_augment = load_ours("our_augment", "dataloaders/augment.py").augment if "augment" in args.ours else None
+    data = Slices(args.root, names, args.patch, RandomGenerator([args.patch, args.patch]), our_augment)
+    loader = torch.utils.data.DataLoader(data, batch_size=args.batch, shuffle=True, num_workers=1,
+                                         worker_init_fn=lambda w: random.seed(SEED + w))
+    net, model = build_model(args, UNet, UNet_CCT)
+    net.train()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    ce, dice = torch.nn.CrossEntropyLoss(ignore_index=4), pDLoss(4, ignore_index=4)
+    os.makedirs(args.out, exist_ok=True)
+    start, iteration = time.time(), 0
+    with open(os.path.join(args.out, "log.txt"), "w") as log:
+        while iteration < args.iterations:
+            for batch in loader:
+                loss = loss_of(args, model(batch["image"]), batch["label"].long(), ce, dice)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                for group in optimizer.param_groups:  # the release's poly schedule, set after the step
+                    group["lr"] = 0.01 * (1.0 - iteration / args.iterations) ** 0.9
+                iteration += 1
+                if iteration % 50 == 0:
+                    print(iteration, f"{loss.item():.4f}", f"{time.time() - start:.0f} s", file=log, flush=True)
+                if iteration >= args.iterations:
+                    break
+    torch.save(net.state_dict(), os.path.join(args.out, "last.pth"))
+    net.eval()
+    predictions = {}
+    import h5py
+
+    for volume in sorted(os.listdir(os.path.join(args.root, "ACDC_training_volumes"))):
+        if volume[:10] not in test_ids:
+            continue
+        with h5py.File(os.path.join(args.root, "ACDC_training_volumes", volume), "r") as f:
+            image = f["image"][:]
+        pred = np.zeros(image.shape, np.uint8)
+        for z, s in enumerate(image):
+            x = torch.from_numpy(zoom(s, (args.patch / s.shape[0], args.patch / s.shape[1]), order=0)).float()
+            with torch.no_grad():
+                out = model(x[None, None])[0].argmax(1)[0].numpy()
+            pred[z] = zoom(out, (s.shape[0] / args.patch, s.shape[1] / args.patch), order=0)
+        predictions[volume[:-3]] = pred
+    np.savez_compressed(os.path.join(args.out, "predictions.npz"), **predictions)
+    with open(os.path.join(args.out, "train.json"), "w") as f:
+        json.dump({**vars(args), "train_seconds": time.time() - start, "train_slices": len(names)}, f, indent=1)
+
+
+def score(args) -> dict:
+    """Mean per-class Dice / HD95 / ASD (voxels) of the saved predictions, by our metrics."""
+    sys.path.insert(0, CODE)
+    import h5py
+    from metrics import volume_metrics
+
+    predictions = np.load(os.path.join(args.out, "predictions.npz"))
+    rows = []
+    for case in sorted(predictions.files):
+        with h5py.File(os.path.join(args.root, "ACDC_training_volumes", case + ".h5"), "r") as f:
+            label = f["label"][:].astype(np.int64)
+        rows.append(volume_metrics(predictions[case].astype(np.int64), label))
+    names = {1: "RV", 2: "MYO", 3: "LV"}
+    result = {names[c]: {m: float(np.mean([r[c][m] for r in rows])) for m in ("dice", "hd95", "asd")}
+              for c in names}
+    result["mean"] = {m: float(np.mean([result[n][m] for n in names.values()])) for m in ("dice", "hd95", "asd")}
+    with open(os.path.join(args.out, "train.json")) as f:
+        result.update(volumes=len(rows), run=json.load(f))
+    with open(os.path.join(args.out, "result.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"{' '.join([args.variant, *args.ours])}: Dice RV {result['RV']['dice']:.3f} MYO {result['MYO']['dice']:.3f} "
+          f"LV {result['LV']['dice']:.3f} mean {result['mean']['dice']:.3f} HD95 {result['mean']['hd95']:.1f}")
+    return result
+
+
+def main(argv=None):
+    args = parse(argv)
+    if args.score:
+        return score(args)
+    train(args)
+    # A fresh interpreter, where `networks`, `dataloaders` and `utils` are ours again.
+    subprocess.run([sys.executable, os.path.abspath(__file__), "--score", "--out", args.out, "--root", args.root,
+                    "--variant", args.variant, *(["--ours", *args.ours] if args.ours else [])], check=True)
+
+
+if __name__ == "__main__":
+    main()
