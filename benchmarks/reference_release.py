@@ -201,25 +201,20 @@ def train(args) -> None:
 def score(args) -> dict:
     """Mean per-class Dice / HD95 / ASD (voxels) of the saved predictions, by our metrics."""
     sys.path.insert(0, CODE)
-    import h5py
-    from metrics import volume_metrics
+    from dataloaders.io import read_case
+    from metrics import summarize, volume_metrics
 
     predictions = np.load(os.path.join(args.out, "predictions.npz"))
-    rows = []
-    for case in sorted(predictions.files):
-        with h5py.File(os.path.join(args.root, "ACDC_training_volumes", case + ".h5"), "r") as f:
-            label = f["label"][:].astype(np.int64)
-        rows.append(volume_metrics(predictions[case].astype(np.int64), label))
-    names = {1: "RV", 2: "MYO", 3: "LV"}
-    result = {names[c]: {m: float(np.mean([r[c][m] for r in rows])) for m in ("dice", "hd95", "asd")}
-              for c in names}
-    result["mean"] = {m: float(np.mean([result[n][m] for n in names.values()])) for m in ("dice", "hd95", "asd")}
+    rows = [volume_metrics(predictions[case].astype(np.int64), read_case(args.root, case).label.astype(np.int64))
+            for case in sorted(predictions.files)]
+    result = summarize(rows)
     with open(os.path.join(args.out, "train.json")) as f:
         result.update(volumes=len(rows), run=json.load(f))
     with open(os.path.join(args.out, "result.json"), "w") as f:
         json.dump(result, f, indent=1)
-    print(f"{' '.join([args.variant, *args.ours])}: Dice RV {result['RV']['dice']:.3f} MYO {result['MYO']['dice']:.3f} "
-          f"LV {result['LV']['dice']:.3f} mean {result['mean']['dice']:.3f} HD95 {result['mean']['hd95']:.1f}")
+    dice = result["dice"]
+    print(f"{' '.join([args.variant, *args.ours])}: Dice RV {dice['RV']:.3f} MYO {dice['MYO']:.3f} "
+          f"LV {dice['LV']:.3f} mean {dice['mean']:.3f} HD95 {result['hd95']['mean']:.1f}")
     return result
 
 
