@@ -213,7 +213,7 @@ def check_resumable(saved: dict, cfg, method_cls) -> None:
 
 
 # Bookkeeping flags whose change says nothing about how the weights were trained.
-NOT_RECORDED = {"resume", "overwrite", "progress", "resumes"}
+NOT_RECORDED = {"resume", "overwrite", "progress"}
 
 
 def record_resume(saved: dict, cfg, iteration: int) -> None:

@@ -76,17 +76,18 @@ class RunFolder:
 
     def close(self, failed: bool = False) -> None:
         """Release the lock; with ``overwrite``, drop the old run, or restore it if ``failed``."""
+        if self._lock is None:
+            return
         aside = self.file(self.REPLACED)
-        if self._lock is not None and self.overwrite and os.path.isdir(aside):
+        if self.overwrite and os.path.isdir(aside):
             if failed:
                 for a in self.existing():
                     _remove(self.file(a))
                 for a in os.listdir(aside):
                     os.replace(os.path.join(aside, a), self.file(a))
             _remove(aside)
-        if self._lock is not None:
-            self._lock.close()  # closing the file releases the lock
-            self._lock = None
+        self._lock.close()  # closing the file releases the lock
+        self._lock = None
 
     def __enter__(self):
         return self.open()
