@@ -17,7 +17,12 @@ two-output network, a mask file read for every slice). Variants:
   branches summed, its pseudo-label term commented out;
 - ``dmpls``: the same with the pseudo-label term of the paper and WSL4MIS
   (0.5 (pCE1 + pCE2) + 0.5 * 0.5 (Dice(p1, y) + Dice(p2, y)));
-- ``pce``: ``train_weakly_supervised_pCE_2D.py``, a UNet on pCE.
+- ``pce``: ``train_weakly_supervised_pCE_2D.py``, a UNet on pCE;
+- ``pce_entmin``, ``pce_tv``, ``pce_ms``: its ``..._Entropy_Mini_2D.py``, ``..._TV_2D.py`` and
+  ``..._MumfordShah_Loss_2D.py``: the same UNet, pCE plus the script's regulariser at the script's
+  weight (0.1, 1e-2, 1e-6), with the release's own loss functions as released (its TV term skips
+  the first image of each batch, ``outputs_soft[1:]``; its entropy is divided by log C over all
+  pixels). The release's losses call ``.cuda()``, which is the identity here on a CPU machine.
 
 ``--ours augment`` / ``--ours network`` swap in this project's augmentation or DMPLS network, to
 find which piece makes a difference. The test fold is predicted as the release's test script
@@ -41,7 +46,11 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CODE = os.path.join(HERE, "..", "code")
-VARIANTS = ("dmpls_published", "dmpls", "pce")
+# The release's pCE + regulariser scripts: variant -> (script, regulariser weight).
+REGULARIZED = {"pce_entmin": ("train_weakly_supervised_pCE_Entropy_Mini_2D.py", 0.1),
+               "pce_tv": ("train_weakly_supervised_pCE_TV_2D.py", 1e-2),
+               "pce_ms": ("train_weakly_supervised_pCE_MumfordShah_Loss_2D.py", 1e-6)}
+VARIANTS = ("dmpls_published", "dmpls", "pce", *REGULARIZED)
 SEED = 2022
 
 
@@ -62,7 +71,7 @@ def parse(argv=None):
         p.error(f"--release {args.release}: not a checkout of the MaskMixAdv release (no code/networks)")
     if not os.path.isdir(os.path.join(args.root, "ACDC_training_slices")):
         p.error(f"--root {args.root}: no ACDC_training_slices (run code/acdc_data_processing.py)")
-    if "network" in args.ours and args.variant == "pce":
+    if "network" in args.ours and not args.variant.startswith("dmpls"):
         p.error("--ours network is the DMPLS network; use it with a dmpls variant")
     return args
 
@@ -78,8 +87,31 @@ def import_release(release: str):
     sys.path.insert(0, os.path.join(release, "code"))
     from dataloaders.dataset import RandomGenerator
     from networks.unet import UNet, UNet_CCT
-    from utils.losses import pDLoss
-    return RandomGenerator, UNet, UNet_CCT, pDLoss
+    from utils import losses
+    return RandomGenerator, UNet, UNet_CCT, losses
+
+
+def release_regularizer(release: str, variant: str):
+    """The regulariser term of one of the release's pCE scripts: (images, softmax) -> 0-dim."""
+    import ast
+
+    from utils import losses
+
+    script, weight = REGULARIZED[variant]
+    if not torch.cuda.is_available():
+        torch.Tensor.cuda = lambda self, *args, **kwargs: self  # its losses move constants with .cuda()
+    if variant == "pce_entmin":
+        return lambda images, probs: weight * losses.entropy_loss(probs, C=4)
+    if variant == "pce_ms":
+        ms = losses.MumfordShah_Loss()
+        return lambda images, probs: weight * ms(images, probs)
+    # tv_loss lives in the script, whose import would parse the command line: take its source.
+    with open(os.path.join(release, "code", script)) as f:
+        tree = ast.parse(f.read())
+    source = ast.Module([n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "tv_loss"], [])
+    namespace = {"nn": torch.nn, "torch": torch}
+    exec(compile(source, script, "exec"), namespace)
+    return lambda images, probs: weight * namespace["tv_loss"](probs[1:])
 
 
 def load_ours(name: str, path: str):
@@ -122,7 +154,7 @@ class Slices(torch.utils.data.Dataset):
 
 def build_model(args, UNet, UNet_CCT):
     """(B, 1, H, W) -> tuple of logits (B, 4, H, W): both branches in training, main first."""
-    if args.variant == "pce":
+    if args.variant.startswith("pce"):
         net = UNet(in_chns=1, class_num=4)
         return net, lambda x: (net(x),)
     if "network" in args.ours:
@@ -132,9 +164,11 @@ def build_model(args, UNet, UNet_CCT):
     return net, net
 
 
-def loss_of(args, outputs, target, ce, dice):
+def loss_of(args, images, outputs, target, ce, dice, regularizer):
     if args.variant == "pce":
         return ce(outputs[0], target)
+    if args.variant in REGULARIZED:
+        return ce(outputs[0], target) + regularizer(images, outputs[0].softmax(1))
     (o1, o2), (p1, p2) = outputs, (outputs[0].softmax(1), outputs[1].softmax(1))
     if args.variant == "dmpls_published":
         return ce(o1, target) + ce(o2, target)
@@ -146,7 +180,9 @@ def loss_of(args, outputs, target, ce, dice):
 def train(args) -> None:
     from scipy.ndimage import zoom
 
-    RandomGenerator, UNet, UNet_CCT, pDLoss = import_release(os.path.abspath(args.release))
+    release = os.path.abspath(args.release)
+    RandomGenerator, UNet, UNet_CCT, losses = import_release(release)
+    regularizer = release_regularizer(release, args.variant) if args.variant in REGULARIZED else None
     random.seed(SEED)
     np.random.seed(SEED)
     torch.manual_seed(SEED)
@@ -159,13 +195,13 @@ def train(args) -> None:
     net, model = build_model(args, UNet, UNet_CCT)
     net.train()
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-    ce, dice = torch.nn.CrossEntropyLoss(ignore_index=4), pDLoss(4, ignore_index=4)
+    ce, dice = torch.nn.CrossEntropyLoss(ignore_index=4), losses.pDLoss(4, ignore_index=4)
     os.makedirs(args.out, exist_ok=True)
     start, iteration = time.time(), 0
     with open(os.path.join(args.out, "log.txt"), "w") as log:
         while iteration < args.iterations:
             for batch in loader:
-                loss = loss_of(args, model(batch["image"]), batch["label"].long(), ce, dice)
+                loss = loss_of(args, batch["image"], model(batch["image"]), batch["label"].long(), ce, dice, regularizer)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
