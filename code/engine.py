@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -124,15 +125,18 @@ def save_checkpoint(path: str, cfg, method, optimizers, schedulers, state: Train
     data is refused), written atomically and durably: a uniquely named temporary file, fsync'ed,
     renamed, and the folder fsync'ed, so a crash or power cut never leaves half a file.
     ``rngs``: every rank's RNG states in a data-parallel job (default: this process's).
-    A model with a non-finite weight is never written (FloatingPointError naming the tensor)."""
-    for name, t in method.state_dict().items():
+    A model with a non-finite weight is never written (FloatingPointError naming the tensor); the
+    weights' digest (:func:`weights_digest`) is written with them, so a damaged file is refused."""
+    model = method.state_dict()
+    for name, t in model.items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise FloatingPointError(f"iteration {state.iteration}: {name} holds NaN or inf; "
                                      f"not writing {path}")
     ckpt = {
         "config": vars(cfg),
         "method": cfg.method,
-        "model": method.state_dict(),
+        "model": model,
+        "model_sha256": weights_digest(model),
         "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
         "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
         "scaler": state.scaler.state_dict(),
@@ -160,9 +164,21 @@ def save_checkpoint(path: str, cfg, method, optimizers, schedulers, state: Train
 CHECKPOINT_KEYS = ("config", "method", "model", "iteration")
 
 
+def weights_digest(state_dict: dict) -> str:
+    """SHA-256 of a state_dict's names and tensor bytes: torch.load does not notice a changed byte
+    inside a tensor, this does."""
+    digest = hashlib.sha256()
+    for name, t in sorted(state_dict.items()):
+        digest.update(name.encode())
+        digest.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def read_checkpoint(path: str, device="cpu") -> dict:
     """A checkpoint written by :func:`save_checkpoint`; FileNotFoundError, OSError (unreadable,
-    truncated) or ValueError (not this project's, e.g. a bare state_dict) naming ``path``."""
+    truncated) or ValueError (not this project's, e.g. a bare state_dict; a NaN or inf weight; weights
+    that differ from the digest written with them) naming ``path``. Checkpoints written before
+    the digest existed are read without it."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such checkpoint")
     try:
@@ -174,6 +190,11 @@ def read_checkpoint(path: str, device="cpu") -> dict:
     if missing:
         raise ValueError(f"{path}: not a checkpoint of this project (no {', '.join(missing)}; "
                          "a bare state_dict?)")
+    for name, t in ckpt["model"].items():
+        if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{path}: weight {name} holds NaN or inf")
+    if "model_sha256" in ckpt and weights_digest(ckpt["model"]) != ckpt["model_sha256"]:
+        raise ValueError(f"{path}: damaged checkpoint (its weights differ from the digest written with them)")
     return ckpt
 
 

@@ -155,3 +155,21 @@ def test_foreign_or_damaged_checkpoints_are_one_line_errors(tmp_path, phantom_ro
     torch.save(torch.load(tmp_path / "last.pth", weights_only=False)["model"], tmp_path / "bare.pth")
     with pytest.raises(ValueError, match="bare.pth: not a checkpoint of this project .*bare state_dict"):
         engine.load_method(str(tmp_path / "bare.pth"), torch.device("cpu"))
+
+
+def test_checkpoints_with_non_finite_or_changed_weights_are_refused(tmp_path, phantom_root):
+    run("pce", phantom_root, tmp_path)
+    ckpt = torch.load(tmp_path / "last.pth", weights_only=False)
+    name = next(k for k, t in ckpt["model"].items() if t.is_floating_point())
+    changed = {**ckpt, "model": {**ckpt["model"], name: ckpt["model"][name].clone()}}
+    changed["model"][name].view(-1)[0] += 1e-3  # a damaged byte: torch.load does not notice
+    torch.save(changed, tmp_path / "changed.pth")
+    with pytest.raises(ValueError, match="changed.pth: damaged checkpoint"):
+        engine.read_checkpoint(str(tmp_path / "changed.pth"))
+    del changed["model_sha256"]  # written before the digest existed: read, as before
+    torch.save(changed, tmp_path / "old.pth")
+    engine.read_checkpoint(str(tmp_path / "old.pth"))
+    changed["model"][name].view(-1)[0] = float("nan")
+    torch.save(changed, tmp_path / "nan.pth")
+    with pytest.raises(ValueError, match=f"nan.pth: weight {name} holds NaN or inf"):
+        engine.read_checkpoint(str(tmp_path / "nan.pth"))
