@@ -120,6 +120,10 @@ def process_raw_case(case: str, image_path: str | None, gt_path: str | None,
     return Case(case, normalise_intensity(image.image), label, scribble, image.spacing)
 
 
+# A scribble file labelling more of its voxels than this is a dense mask with stray 4s.
+MAX_SCRIBBLED = 0.5
+
+
 def process_nifti_case(split: str, image_path: str, label_path: str, seed: int,
                        num_classes: int = io.NUM_CLASSES) -> Case:
     """Read one image and its label file of a NIfTI data set into a ``Case`` with its geometry:
@@ -132,6 +136,14 @@ def process_nifti_case(split: str, image_path: str, label_path: str, seed: int,
         io.check_labels(label_path, labels, UNLABELED if kind == "scribble" else num_classes - 1)
     except (OSError, ValueError) as e:
         raise CaseError(str(e)) from e
+    if kind == "scribble":
+        labelled = float(np.mean(labels != UNLABELED))
+        if labelled > MAX_SCRIBBLED:
+            raise CaseError(f"{label_path}: {UNLABELED} (unlabeled) on only {100 * (1 - labelled):.1f}% of the voxels: "
+                            f"a dense mask must not hold {UNLABELED}, a scribble leaves most voxels {UNLABELED}")
+        if split != "train":
+            raise CaseError(f"{label_path}: a scribble, but {split} cases are scored and need a dense mask "
+                            f"(0..{num_classes - 1} everywhere)")
     label = labels.astype(np.uint8) if kind == "label" else None
     if kind == "scribble":
         scribble = labels.astype(np.uint16)

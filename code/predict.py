@@ -7,8 +7,9 @@ Each scan (any size, spacing, orientation; a 3-D stack of 2-D slices, the file's
 being the slice axis, see ``dataloaders.io.read_scan``) is normalised as in training
 (99th-percentile clip, min-max), segmented slice by slice by the same function as validation and
 ``test_2D_fully.py`` (``inference.predict_volume``), and written as ``OUT/<name>`` (the input's file
-name) with labels 0..C and the input's exact geometry (size, spacing, origin, direction).
-``--overlay`` also writes ``OUT/<stem>.png``, a grid of slices with the predicted contours.
+stem + ``.nii.gz``) with labels 0..C and the input's exact geometry (size, spacing, origin,
+direction). ``--overlay`` also writes ``OUT/<stem>.png``, a grid of slices with the predicted
+contours. Existing files are never replaced unless ``--overwrite`` is given, and never an input.
 A file that cannot be segmented is named on stderr and skipped; the exit status is the number of
 failed files (0: all written).
 """
@@ -39,6 +40,7 @@ def parse_args(argv=None):
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--tta", action="store_true", help="average the softmax over flips")
     p.add_argument("--postprocess", choices=POSTPROCESS, help="default: the run's own")
+    p.add_argument("--overwrite", action="store_true", help="replace existing predictions of the same name")
     return p.parse_args(argv), p
 
 
@@ -48,21 +50,25 @@ def input_files(path: str) -> list[str]:
         return [path]
     if not os.path.isdir(path):
         raise ValueError(f"--input {path}: no such file or folder")
-    files = sorted(os.path.join(path, f) for f in os.listdir(path) if f.endswith((".nii", ".nii.gz")))
+    files = sorted(os.path.join(path, f) for f in os.listdir(path) if io.is_nifti(f))
     if not files:
         raise ValueError(f"--input {path}: no .nii or .nii.gz files")
     return files
 
 
-def output_paths(source: str, files: list[str], output: str) -> list[str]:
-    """``output/<name>.nii.gz`` for each input file of ``source`` (a file or folder); ValueError
+def output_paths(source: str, files: list[str], output: str, overlay: bool = False,
+                 overwrite: bool = False) -> list[str]:
+    """``output/<stem>.nii.gz`` for each input file of ``source`` (a file or folder); ValueError
     when ``output`` is a file or the input folder (predictions would mix with the scans), when
-    two inputs would be written to one path (``a.nii`` and ``a.nii.gz``) or an output is an input."""
+    two inputs would be written to one path (``a.nii`` and ``a.nii.gz``) or an output is an input,
+    and (unless ``overwrite``) when an output or its ``overlay`` PNG exists."""
     if os.path.exists(output) and not os.path.isdir(output):
         raise ValueError(f"--output {output} is a file, not a folder")
-    if os.path.isdir(source) and os.path.isdir(output) and os.path.samefile(source, output):
-        raise ValueError(f"--output {output} is the input folder; the scans would be overwritten")
-    outs = [os.path.join(output, os.path.basename(f) + ("" if f.endswith(".gz") else ".gz")) for f in files]
+    if os.path.isdir(output) and os.path.samefile(source if os.path.isdir(source) else os.path.dirname(
+            os.path.abspath(source)), output):
+        raise ValueError(f"--output {output} is the input's folder; predictions would mix with the scans or "
+                         "a scan of the same name would be overwritten")
+    outs = [os.path.join(output, io.nifti_stem(f) + ".nii.gz") for f in files]
     first = {}
     for f, o in zip(files, outs):
         if o in first:
@@ -72,6 +78,7 @@ def output_paths(source: str, files: list[str], output: str) -> list[str]:
     for o in outs:
         if os.path.realpath(o) in inputs:
             raise ValueError(f"--output {output}: {o} is an input scan; it would be overwritten")
+    io.check_outputs("--output", outs + ([o[:-len(".nii.gz")] + ".png" for o in outs] if overlay else []), overwrite)
     return outs
 
 
@@ -117,7 +124,7 @@ def main(argv=None) -> int:
 
     try:
         files = input_files(args.input)
-        outs = output_paths(args.input, files, args.output)
+        outs = output_paths(args.input, files, args.output, args.overlay, args.overwrite)
         device = resolve_device(args.device)
         method, cfg = load_method(args.checkpoint, device)
     except (ValueError, FileNotFoundError, OSError) as e:

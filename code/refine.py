@@ -8,8 +8,9 @@ The strokes are a label NIfTI on the scan's grid (its shape, spacing, origin and
 0 background, 1 RV, 2 MYO, 3 LV on stroked voxels, 4 elsewhere. The scan is normalised as the
 training data (99th-percentile clip, min-max), the model fine-tuned on it
 (``refinement.refine_volume``), and the corrected segmentation written as
-``DIR/<scan>_refined.nii.gz`` with the scan's geometry. The checkpoint is only read; ``--save``
-writes the fine-tuned model (with the run's config and split) to a new path. ``--simulate K``
+``DIR/<scan>_refined.nii.gz`` with the scan's geometry (an existing one only replaced with
+``--overwrite``). The checkpoint is only read; ``--save`` writes the fine-tuned model (with the
+run's config and split) to a new path. ``--simulate K``
 draws K strokes per slice on each test (``--split val``: validation) volume of ``--fold``
 (``--worst_slices`` slices per volume) and prints the Dice before and after and the time per
 refinement.
@@ -24,7 +25,7 @@ import torch
 from dataloaders import io
 from dataloaders.acdc import make_split
 from dataloaders.phantoms import normalise_intensity
-from engine import check_unseen, method_from_checkpoint, read_checkpoint, resolve_device
+from engine import check_unseen, method_from_checkpoint, read_checkpoint, resolve_device, weights_digest
 from refinement import SCOPES, RefineSettings, check_strokes, refine_volume, simulate_case, summarize_simulation
 
 
@@ -36,6 +37,7 @@ def parse_args(argv=None):
     p.add_argument("--strokes", help="label NIfTI on the scan's grid: 0..3 stroked, 4 elsewhere")
     p.add_argument("--output", help="folder for <scan>_refined.nii.gz")
     p.add_argument("--save", help="also write the fine-tuned model to this new checkpoint path")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing DIR/<scan>_refined.nii.gz")
     p.add_argument("--simulate", type=int, metavar="K", help="simulated user: K strokes per slice")
     p.add_argument("--root", help="--simulate: data root in the ACDC h5 layout")
     p.add_argument("--fold", default="fold1", help="--simulate: the fold whose volumes are refined")
@@ -76,8 +78,9 @@ def save_refined(path: str, checkpoint: str, ckpt: dict, method) -> None:
     """A checkpoint ``load_method`` reads: the original's (``ckpt``, read from ``checkpoint``)
     config and split, the refined weights."""
     tmp = f"{path}.{os.getpid()}.tmp"
-    torch.save({"config": ckpt["config"], "method": ckpt["method"], "model": method.state_dict(),
-                "iteration": ckpt["iteration"], "split": ckpt.get("split"),
+    model = method.state_dict()
+    torch.save({"config": ckpt["config"], "method": ckpt["method"], "model": model,
+                "model_sha256": weights_digest(model), "iteration": ckpt["iteration"], "split": ckpt.get("split"),
                 "refined_from": os.path.abspath(checkpoint)}, tmp)
     os.replace(tmp, path)
 
@@ -87,10 +90,13 @@ def refine_scan(args, ckpt, method, cfg, device) -> str:
         raise ValueError(f"--save {args.save} exists; the refined model goes to a new path")
     scan = io.read_scan(args.input)
     strokes = check_strokes(io.read_labels_on(args.strokes, scan, io.UNLABELED, args.input), scan.image.shape,
-                            args.strokes)
+                            args.strokes, cfg.num_classes)
+    if not (strokes != io.UNLABELED).any():
+        raise ValueError(f"{args.strokes}: no voxel is stroked (all {io.UNLABELED}); nothing to correct")
     out = refined_path(args.output, args.input)
     if os.path.abspath(out) in (os.path.abspath(args.input), os.path.abspath(args.strokes)):
         raise ValueError(f"--output {args.output}: would overwrite {out}")
+    io.check_outputs("--output", [out], args.overwrite)
     pred, info = refine_volume(method.segmenter(), normalise_intensity(scan.image), strokes, cfg.input_size,
                                device, cfg.amp, cfg.channels_last, settings_of(args))
     os.makedirs(args.output, exist_ok=True)

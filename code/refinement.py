@@ -59,15 +59,19 @@ class RefineSettings:
 MAX_STROKED = 0.5
 
 
-def check_strokes(strokes: np.ndarray, shape, name: str = "strokes") -> np.ndarray:
-    """``strokes`` as uint8 (Z, H, W) with 0..3 on stroked voxels and 4 elsewhere; ValueError
-    naming ``name`` for another shape, values outside 0..4, or more than ``MAX_STROKED`` of the
-    voxels stroked."""
+def check_strokes(strokes: np.ndarray, shape, name: str = "strokes", num_classes: int = 4) -> np.ndarray:
+    """``strokes`` as uint8 (Z, H, W) with 0..``num_classes``-1 on stroked voxels and 4 elsewhere;
+    ValueError naming ``name`` for another shape, other values, or more than ``MAX_STROKED`` of
+    the voxels stroked."""
     strokes = np.asarray(strokes)
     if strokes.shape != tuple(shape):
         raise ValueError(f"{name}: shape {strokes.shape} differs from the scan's {tuple(shape)}")
-    if strokes.dtype.kind not in "biu" or (strokes.size and (strokes.min() < 0 or strokes.max() > UNLABELED)):
-        raise ValueError(f"{name}: stroke values must be integers in 0..{UNLABELED} (4 = no stroke)")
+    if strokes.dtype.kind not in "biu":
+        raise ValueError(f"{name}: stroke values must be integers (dtype {strokes.dtype})")
+    bad = np.setdiff1d(np.unique(strokes), [*range(num_classes), UNLABELED])
+    if bad.size:
+        raise ValueError(f"{name}: stroke values must be classes 0..{num_classes - 1} of the model, or "
+                         f"{UNLABELED} (no stroke); found {', '.join(map(str, bad[:5].tolist()))}")
     stroked = float(np.mean(strokes != UNLABELED)) if strokes.size else 0.0
     if stroked > MAX_STROKED:
         raise ValueError(f"{name}: {100 * stroked:.0f}% of the voxels are stroked; mark the voxels "

@@ -48,6 +48,7 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint", default="best", help="best | last | a checkpoint path")
     p.add_argument("--device", default="auto")
     p.add_argument("--save_nii", help="write the predictions as <case>.nii.gz here")
+    p.add_argument("--overwrite", action="store_true", help="--save_nii may replace existing files")
     p.add_argument("--postprocess", choices=POSTPROCESS,
                    help="post-processing of a trained run's predictions (default: the run's own)")
     p.add_argument("--tta", action="store_true",
@@ -62,16 +63,17 @@ def parse_args(argv=None):
     return args, p
 
 
-def read_prediction(pred_dir: str, case: io.Case) -> np.ndarray:
-    """The label volume ``<case>.nii.gz|.nii|.h5`` of ``pred_dir``. A NIfTI prediction of a case
-    converted from NIfTI (which keeps its origin and direction) must lie on the case's grid: the
-    same array order is only guaranteed by the same geometry."""
+def read_prediction(pred_dir: str, case: io.Case, top: int) -> np.ndarray:
+    """The label volume ``<case>.nii.gz|.nii|.h5`` of ``pred_dir``, classes 0..``top``. A NIfTI
+    prediction with a header must lie on the case's grid (what the case records of it: spacing,
+    and origin and direction for data converted from NIfTI): the same array order is only
+    guaranteed by the same geometry. One without (unit spacing, zero origin) is matched by shape."""
     for ext in (".nii.gz", ".nii", ".h5"):
         path = os.path.join(pred_dir, case.name + ext)
         if os.path.exists(path):
-            if ext != ".h5" and case.direction is not None:
-                return io.read_labels_on(path, case, ref_name=f"case {case.name}")
-            return io.read_label_file(path)
+            if ext != ".h5":  # compares the geometry the case has (spacing only for h5 data)
+                return io.read_labels_on(path, case, top, ref_name=f"case {case.name}")
+            return io.read_label_file(path, top)
     raise FileNotFoundError(f"--pred_dir {pred_dir}: no prediction for case {case.name} "
                             f"({case.name}.nii.gz or {case.name}.h5)")
 
@@ -87,13 +89,18 @@ def read_run(args) -> tuple[str, dict, torch.device]:
     return path, read_checkpoint(path, device), device
 
 
-def predict_checkpoint(args, run, cases) -> tuple[dict[str, np.ndarray], dict]:
+def predict_checkpoint(args, run, cases, num_classes: int) -> tuple[dict[str, np.ndarray], dict]:
     """Predictions of a trained run (:func:`read_run`) for ``cases`` and what was scored: method,
-    checkpoint path, its iteration, a hash of its configuration, post-processing."""
+    checkpoint path, its iteration, a hash of its configuration, post-processing. ValueError when
+    the run predicts another number of classes than the data root's ``num_classes``."""
     from engine import check_unseen, method_from_checkpoint
 
     path, ckpt, device = run
     check_unseen(ckpt.get("split"), [c.name for c in cases], path)
+    trained = ckpt["config"].get("num_classes")
+    if trained != num_classes:
+        raise ValueError(f"{path} predicts {trained} classes, {args.root_path} has {num_classes} "
+                         "(background and the classes of its dataset.json)")
     method, cfg = method_from_checkpoint(ckpt, device)
     model = method.segmenter()
     post = args.postprocess or getattr(cfg, "postprocess", "none")
@@ -108,10 +115,13 @@ def predict_checkpoint(args, run, cases) -> tuple[dict[str, np.ndarray], dict]:
                    "config_sha256": hashlib.sha256(config_text.encode()).hexdigest()[:16]}
 
 
+def nii_path(out_dir: str, case: io.Case) -> str:
+    return os.path.join(out_dir, f"{case.name}.nii.gz")
+
+
 def save_nii(out_dir: str, case: io.Case, pred: np.ndarray) -> None:
     os.makedirs(out_dir, exist_ok=True)
-    io.write_nifti(os.path.join(out_dir, f"{case.name}.nii.gz"), pred.astype(np.uint8), case.spacing,
-                   case.origin, case.direction)
+    io.write_nifti(nii_path(out_dir, case), pred.astype(np.uint8), case.spacing, case.origin, case.direction)
 
 
 def write_results(out_json: str, scores: dict, units: str, scored: dict | None = None,
@@ -152,11 +162,13 @@ def main(argv=None) -> dict:
         if not part:
             raise ValueError(f"--fold {args.fold} of {args.root_path} has no {args.on} cases")
         cases = list(VolumeSet(args.root_path, part))
+        if args.save_nii:
+            io.check_outputs("--save_nii", [nii_path(args.save_nii, c) for c in cases], args.overwrite)
         if args.pred_dir:
-            preds = {c.name: read_prediction(args.pred_dir, c) for c in cases}
+            preds = {c.name: read_prediction(args.pred_dir, c, len(names)) for c in cases}
             scored = {"pred_dir": os.path.abspath(args.pred_dir)}
         else:
-            preds, scored = predict_checkpoint(args, run, cases)
+            preds, scored = predict_checkpoint(args, run, cases, len(names) + 1)
         for c in cases:
             if preds[c.name].shape != c.label.shape:
                 raise ValueError(f"prediction for {c.name} has shape {preds[c.name].shape}, "

@@ -42,6 +42,19 @@ def test_truncated_or_corrupt_nifti_is_named(tmp_path):
         io.read_nifti(str(plain))
 
 
+@pytest.mark.parametrize("side", [0.0, -1.5, float("nan")])
+def test_a_header_without_a_positive_voxel_size_is_refused(tmp_path, side):
+    import SimpleITK as sitk
+
+    path = tmp_path / "a.nii"
+    sitk.WriteImage(sitk.GetImageFromArray(np.ones((2, 4, 4), np.int16)), str(path))
+    data = bytearray(path.read_bytes())
+    data[80:84] = np.float32(side).tobytes()  # pixdim[1], the x side, which ITK would read as 1 mm
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"a.nii: voxel size \((0.0|-1.5|nan), 1.0, 1.0\) in its header is not positive"):
+        io.read_scan(str(path))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_nan_or_inf_voxels_in_a_nifti_are_refused(tmp_path, dtype):
     # ITK itself reads them as 0, so without this check a NaN scan would be segmented silently.

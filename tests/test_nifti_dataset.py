@@ -116,6 +116,36 @@ def test_a_label_off_the_image_grid_is_named(nifti_src, tmp_path, capsys):
     assert f"{label}: origin" in err and "differs from the image's" in err and "Traceback" not in err
 
 
+def test_conversion_refuses_twin_names_scribbles_to_score_and_masks_with_stray_4s(nifti_src, tmp_path, capsys):
+    src = tmp_path / "src"
+    for folder in ("train", "val"):
+        for sub in ("images", "labels"):
+            (src / folder / sub).mkdir(parents=True)
+    image, dense = (nifti_src / "val" / "images" / "subject4_ED.nii.gz"), sitk.ReadImage(
+        str(nifti_src / "val" / "labels" / "subject4_ED_manual.nii.gz"))
+    scribble = nifti_src / "train" / "labels" / "subject1_ED_scribble.nii.gz"
+    (src / "train" / "images" / "a.nii.gz").write_bytes((nifti_src / "train" / "images" / "subject1_ED.nii.gz").read_bytes())
+    (src / "train" / "images" / "a.NII").write_bytes(b"a second file of that name")
+    (src / "train" / "labels" / "a_scribble.nii.gz").write_bytes(scribble.read_bytes())
+    with pytest.raises(SystemExit):
+        acdc_data_processing.main(["--nifti", str(src), "--out", str(tmp_path / "out")])
+    assert "a.nii.gz (same name as a.NII)" in capsys.readouterr().err.splitlines()[-1]
+    os.remove(src / "train" / "images" / "a.NII")
+    stray = sitk.GetArrayFromImage(dense)
+    stray[0, 0, 0] = 4  # one voxel of a dense mask marked unlabeled
+    stray_image = sitk.GetImageFromArray(stray)
+    stray_image.CopyInformation(dense)
+    (src / "val" / "images" / "b.nii.gz").write_bytes(image.read_bytes())
+    sitk.WriteImage(stray_image, str(src / "val" / "labels" / "b_manual.nii.gz"))
+    (src / "val" / "images" / "c.nii.gz").write_bytes((nifti_src / "train" / "images" / "subject1_ED.nii.gz").read_bytes())
+    (src / "val" / "labels" / "c_scribble.nii.gz").write_bytes(scribble.read_bytes())
+    assert acdc_data_processing.main(["--nifti", str(src), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "b_manual.nii.gz: 4 (unlabeled) on only 0.0% of the voxels" in err
+    assert "c_scribble.nii.gz: a scribble, but val cases are scored and need a dense mask" in err
+    assert json.loads((tmp_path / "out" / "splits.json").read_text()) == {"train": ["a"], "val": []}
+
+
 def test_a_2d_image_is_a_one_line_error_naming_it(tmp_path, capsys):
     src = tmp_path / "src"
     for sub in ("images", "labels"):
@@ -234,13 +264,40 @@ def test_predict_never_writes_over_a_scan(nifti_src, trained, tmp_path, capsys):
     both.mkdir()
     (both / "a.nii.gz").write_bytes(scan)
     (both / "a.nii").write_bytes((tmp_path / "a.nii").read_bytes())
-    for args, message in [(["--input", str(inp / "a.nii.gz"), "--output", str(inp)], "is an input scan"),
+    for args, message in [(["--input", str(inp / "a.nii.gz"), "--output", str(inp)], "is the input's folder"),
                           (["--input", str(both), "--output", str(tmp_path / "o")], "would both be written to"),
                           (["--input", str(inp), "--output", str(tmp_path / "a.nii")], "is a file, not a folder")]:
         with pytest.raises(SystemExit) as e:
             predict.main(["--checkpoint", ckpt, *args])
         assert e.value.code == 2 and message in capsys.readouterr().err
     assert (inp / "a.nii.gz").read_bytes() == scan and not (tmp_path / "o").exists()
+
+
+def test_predict_keeps_existing_files_reads_any_letter_case_and_refuses_twins(nifti_src, trained, tmp_path, capsys):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    scan = (nifti_src / "val" / "images" / "subject4_ED.nii.gz").read_bytes()
+    (inp / "a.nii.gz").write_bytes(scan)
+    (inp / "B.NII.GZ").write_bytes(scan)
+    ckpt = str(trained / "best.pth")
+    assert predict.main(["--checkpoint", ckpt, "--input", str(inp), "--output", str(out), "--device", "cpu"]) == 0
+    assert sorted(os.listdir(out)) == ["B.nii.gz", "a.nii.gz"]
+    (out / "a.nii.gz").write_bytes(b"an earlier result")
+    with pytest.raises(SystemExit) as e:
+        predict.main(["--checkpoint", ckpt, "--input", str(inp), "--output", str(out), "--device", "cpu"])
+    assert e.value.code == 2 and "B.nii.gz exists; pass --overwrite" in capsys.readouterr().err
+    assert (out / "a.nii.gz").read_bytes() == b"an earlier result"
+    assert predict.main(["--checkpoint", ckpt, "--input", str(inp), "--output", str(out), "--device", "cpu",
+                         "--overwrite"]) == 0
+    assert sitk.ReadImage(str(out / "a.nii.gz")).GetSize() == sitk.ReadImage(str(inp / "a.nii.gz")).GetSize()
+    # ITK given a.nii.gz may read the voxels of an a.nii beside it.
+    twins = tmp_path / "twins"
+    twins.mkdir()
+    (twins / "a.nii.gz").write_bytes(scan)
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((2, 8, 8), np.int16)), str(twins / "a.nii"))
+    assert predict.main(["--checkpoint", ckpt, "--input", str(twins / "a.nii.gz"), "--output", str(tmp_path / "o"),
+                         "--device", "cpu"]) == 1
+    assert "a.nii beside it has the same name" in capsys.readouterr().err
 
 
 def test_a_split_without_validation_keeps_the_last_model(nifti_root, tmp_path):

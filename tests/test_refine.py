@@ -128,9 +128,13 @@ def test_refine_cli_keeps_geometry_honours_strokes_never_writes_the_checkpoint(p
     assert open(bad_model, "rb").read() == ckpt_bytes and sorted(os.listdir(tmp_path / "out")) == [
         "scan_refined.nii.gz"]
     saved = tmp_path / "refined.pth"
-    refine.main(["--checkpoint", bad_model, "--input", str(tmp_path / "scan.nii.gz"), "--strokes",
-                 str(tmp_path / "strokes.nii.gz"), "--output", str(tmp_path / "out"), "--iters", "1",
-                 "--device", "cpu", "--save", str(saved)])
+    again = ["--checkpoint", bad_model, "--input", str(tmp_path / "scan.nii.gz"), "--strokes",
+             str(tmp_path / "strokes.nii.gz"), "--output", str(tmp_path / "out"), "--iters", "1",
+             "--device", "cpu", "--save", str(saved)]
+    with pytest.raises(SystemExit):  # the first result is not replaced unasked
+        refine.main(again)
+    assert "scan_refined.nii.gz exists; pass --overwrite" in capsys.readouterr().err and not saved.exists()
+    refine.main(again + ["--overwrite"])
     from engine import load_method
 
     # The refined model keeps the run's split, so scoring it on its training cases is refused too.
@@ -182,11 +186,13 @@ def test_refine_refuses_what_would_give_wrong_output_or_lose_files(phantom_root,
     write_scan(tmp_path / "moved.nii.gz", strokes, origin=(3.0, -2.0, 17.0))  # one slice further up
     write_scan(tmp_path / "zero_free.nii.gz", np.where(strokes == UNLABELED, 0, strokes).astype(np.uint8))
     write_scan(tmp_path / "strokes.nii.gz", strokes)
+    write_scan(tmp_path / "empty.nii.gz", np.full((3, 16, 16), UNLABELED, np.uint8))
     (tmp_path / "keep.pth").write_bytes(b"an earlier model")
     base = ["--checkpoint", bad_model, "--input", str(tmp_path / "scan.nii.gz"), "--output", str(tmp_path / "out"),
             "--device", "cpu", "--iters", "1"]
     for extra, message in [(["--strokes", str(tmp_path / "moved.nii.gz")], "moved.nii.gz: origin (3.0, -2.0, 17.0) differs"),
                            (["--strokes", str(tmp_path / "zero_free.nii.gz")], "zero_free.nii.gz: 100% of the voxels are stroked"),
+                           (["--strokes", str(tmp_path / "empty.nii.gz")], "empty.nii.gz: no voxel is stroked"),
                            (["--strokes", str(tmp_path / "strokes.nii.gz"), "--save", str(tmp_path / "keep.pth")],
                             "--save {} exists".format(tmp_path / "keep.pth")),
                            (["--strokes", str(tmp_path / "strokes.nii.gz"), "--save", bad_model], "exists")]:
@@ -199,6 +205,18 @@ def test_refine_refuses_what_would_give_wrong_output_or_lose_files(phantom_root,
         refine.main(["--checkpoint", bad_model, "--simulate", "1", "--root", phantom_root, "--fold", "fold2",
                      "--device", "cpu"])
     assert e.value.code == 2 and "trained on" in capsys.readouterr().err
+
+
+def test_strokes_must_be_classes_of_the_model():
+    from refinement import check_strokes
+
+    strokes = np.full((2, 8, 8), UNLABELED, np.uint8)
+    strokes[0, 1, 1:4] = 1
+    assert check_strokes(strokes, (2, 8, 8), "s.nii.gz", num_classes=2).dtype == np.uint8
+    strokes[1, 2, 2] = 3
+    with pytest.raises(ValueError, match=r"s.nii.gz: stroke values must be classes 0..1 of the model, or 4 "
+                                         r"\(no stroke\); found 3"):
+        check_strokes(strokes, (2, 8, 8), "s.nii.gz", num_classes=2)
 
 
 def test_refine_cli_simulate_prints_the_table(phantom_root, bad_model, capsys):

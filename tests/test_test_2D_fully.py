@@ -189,3 +189,46 @@ def test_a_bare_state_dict_is_a_one_line_error(phantom_root, tmp_path, capsys):
                             "--checkpoint", str(tmp_path / "bare.pth"), "--out_json", str(tmp_path / "r.json")])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "bare.pth: not a checkpoint of this project" in err and "Traceback" not in err
+
+
+def test_nifti_predictions_may_be_float_but_must_share_the_cases_spacing(phantom_root, tmp_path, capsys):
+    cases = fold1_test_cases(phantom_root)
+    for scale in (1, 2):
+        for c in cases:
+            case = io.read_case(phantom_root, c)
+            image = sitk.GetImageFromArray(case.label.astype(np.float32))  # whole numbers stored as float
+            image.SetSpacing(tuple(scale * s for s in reversed(case.spacing)))
+            sitk.WriteImage(image, str(tmp_path / f"{c}.nii.gz"))
+        if scale == 1:
+            assert score(phantom_root, tmp_path, tmp_path / "r.json")["dice"]["mean"] == 1.0
+    with pytest.raises(SystemExit) as e:
+        score(phantom_root, tmp_path, tmp_path / "x.json")
+    assert e.value.code == 2 and f"{cases[0]}.nii.gz: spacing" in capsys.readouterr().err
+
+
+def test_a_checkpoint_with_other_classes_or_existing_outputs_is_refused(phantom_root, tmp_path, capsys):
+    import engine
+    import torch
+    from conftest import tiny_cfg
+    from methods import get_method
+
+    engine.train(tiny_cfg(get_method("pce"), phantom_root, tmp_path / "run"), get_method("pce"))
+    ckpt = torch.load(tmp_path / "run" / "last.pth", weights_only=False)
+    ckpt["config"]["num_classes"] = 2
+    torch.save(ckpt, tmp_path / "binary.pth")
+    base = ["--root_path", phantom_root, "--out_json", str(tmp_path / "r.json")]
+    with pytest.raises(SystemExit) as e:
+        test_2D_fully.main([*base, "--checkpoint", str(tmp_path / "binary.pth")])
+    assert e.value.code == 2 and "binary.pth predicts 2 classes, " in capsys.readouterr().err
+    first = fold1_test_cases(phantom_root)[0]
+    (tmp_path / "nii").mkdir()
+    (tmp_path / "nii" / f"{first}.nii.gz").write_bytes(b"a scan kept here")
+    last = ["--checkpoint", str(tmp_path / "run" / "last.pth"), "--save_nii", str(tmp_path / "nii")]
+    with pytest.raises(SystemExit) as e:
+        test_2D_fully.main([*base, *last])
+    assert e.value.code == 2 and f"{first}.nii.gz exists; pass --overwrite" in capsys.readouterr().err
+    assert (tmp_path / "nii" / f"{first}.nii.gz").read_bytes() == b"a scan kept here"
+    assert not (tmp_path / "r.json").exists()
+    test_2D_fully.main([*base, *last, "--overwrite"])
+    assert sitk.ReadImage(str(tmp_path / "nii" / f"{first}.nii.gz")).GetSize()[::-1] == \
+        io.read_case(phantom_root, first).label.shape

@@ -206,7 +206,11 @@ def check_nifti_file(path: str) -> None:
     data's size is compared with what the header promises (NIfTI-1 and NIfTI-2, either byte
     order) and float voxels are checked before ITK reads them.
     """
-    opener = gzip.open if path.endswith(".gz") else open
+    twins = same_name_files(path)
+    if twins:
+        raise ValueError(f"{path}: {twins[0]} beside it has the same name, and ITK may read one for the "
+                         "other; rename or remove one")
+    opener = gzip.open if path.lower().endswith(".gz") else open
     try:
         with opener(path, "rb") as f:
             data = f.read()
@@ -216,16 +220,23 @@ def check_nifti_file(path: str) -> None:
         if len(data) >= 348 and struct.unpack(order + "i", data[:4])[0] == 348:
             dims = struct.unpack(order + "8h", data[40:56])
             datatype, bitpix = struct.unpack(order + "2h", data[70:74])
+            pixdim = struct.unpack(order + "8f", data[76:108])
             offset, header = int(struct.unpack(order + "f", data[108:112])[0]), 348
             break
         if len(data) >= 540 and struct.unpack(order + "i", data[:4])[0] == 540:
             datatype, bitpix = struct.unpack(order + "2h", data[12:16])
             dims = struct.unpack(order + "8q", data[16:80])
+            pixdim = struct.unpack(order + "8d", data[104:168])
             offset, header = struct.unpack(order + "q", data[168:176])[0], 540
             break
     else:
         raise OSError(f"{path}: not a NIfTI file (no NIfTI-1 or NIfTI-2 header)")
     n_dims = max(0, min(int(dims[0]), 7))
+    sides = pixdim[1:min(n_dims, 3) + 1]
+    if not all(np.isfinite(d) and d > 0 for d in sides):
+        # ITK would silently read such a side as 1 mm, and distances in mm would be wrong.
+        raise ValueError(f"{path}: voxel size {tuple(round(float(d), 4) for d in sides)} in its header is not "
+                         "positive; the scan's spacing is undefined")
     offset = max(offset, header)
     voxels = int(np.prod([max(1, int(d)) for d in dims[1:n_dims + 1]]))
     expected = offset + voxels * bitpix // 8
@@ -308,7 +319,7 @@ def check_same_grid(what: str, other: Case, ref: Case, ref_name: str = "the scan
 
 
 def read_labels_on(path: str, ref: Case, top: int = NUM_CLASSES - 1, ref_name: str = "the scan") -> np.ndarray:
-    """(Z, H, W) label volume of the NIfTI ``path``, whole numbers in 0..``top``, on ``ref``'s grid
+    """(Z, H, W) uint8 label volume of the NIfTI ``path``, whole numbers in 0..``top``, on ``ref``'s grid
     (:func:`check_same_grid`; a file without geometry, :func:`header_free`, is matched by shape).
     OSError or ValueError naming the file otherwise."""
     labels = read_scan(path)
@@ -316,16 +327,51 @@ def read_labels_on(path: str, ref: Case, top: int = NUM_CLASSES - 1, ref_name: s
         labels = Case(labels.name, labels.image)
     check_same_grid(path, labels, ref, ref_name)
     check_labels(path, labels.image, top)
-    return labels.image
+    return labels.image.astype(np.uint8)  # whole numbers, checked; a float file would fail the metrics
+
+
+NIFTI_EXTENSIONS = (".nii.gz", ".nii")
+
+
+def is_nifti(path: str) -> bool:
+    """True for a ``.nii`` or ``.nii.gz`` name, in any letter case (ITK reads ``.NII.GZ`` too)."""
+    return path.lower().endswith(NIFTI_EXTENSIONS)
 
 
 def nifti_stem(path: str) -> str:
-    """``dir/subject3_DE.nii.gz`` -> ``subject3_DE``."""
+    """``dir/subject3_DE.nii.gz`` (or ``.NII.GZ``, ``.nii``) -> ``subject3_DE``."""
     name = os.path.basename(path)
-    for ext in (".nii.gz", ".nii"):
-        if name.endswith(ext):
+    for ext in NIFTI_EXTENSIONS:
+        if name.lower().endswith(ext):
             return name[:-len(ext)]
     return name
+
+
+def same_name_files(path: str) -> list[str]:
+    """The other NIfTI files beside ``path`` with its stem (``a.nii`` beside ``a.nii.gz``): given
+    one, ITK's NIfTI reader may read the other's voxels under this file's header."""
+    folder, name = os.path.split(os.path.abspath(path))
+    if not is_nifti(name):
+        return []
+    stem = nifti_stem(name)
+    return sorted(os.path.join(folder, f) for f in os.listdir(folder)
+                  if f != name and is_nifti(f) and nifti_stem(f) == stem)
+
+
+def check_outputs(flag: str, paths, overwrite: bool = False) -> None:
+    """ValueError naming ``flag`` when a file of ``paths`` cannot be written (a folder on its way
+    is a file, or it is a folder) or, unless ``overwrite``, already exists. Called before any work,
+    so that a job never fails at its end and nothing on disk is replaced unasked."""
+    for path in paths:
+        parent = os.path.dirname(os.path.abspath(path))
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent):
+            raise ValueError(f"{flag}: {parent} is a file, not a folder")
+        if os.path.isdir(path):
+            raise ValueError(f"{flag}: {path} is a folder")
+        if os.path.exists(path) and not overwrite:
+            raise ValueError(f"{flag}: {path} exists; pass --overwrite to replace it")
 
 
 def write_nifti(path: str, array: np.ndarray, spacing=None, origin=None, direction=None) -> None:
@@ -346,18 +392,19 @@ def write_nifti(path: str, array: np.ndarray, spacing=None, origin=None, directi
     os.replace(tmp, path)
 
 
-def read_label_file(path: str) -> np.ndarray:
-    """A (Z, H, W) label map with classes 0..3 from an h5 file (key ``label``) or a NIfTI file
-    (array order of ``GetArrayFromImage``); OSError or KeyError naming the file when it cannot be
-    read, ValueError when it holds other values."""
+def read_label_file(path: str, top: int = NUM_CLASSES - 1) -> np.ndarray:
+    """A (Z, H, W) uint8 label map with classes 0..``top`` from an h5 file (key ``label``) or a NIfTI
+    file (array order of ``GetArrayFromImage``); OSError or KeyError naming the file when it
+    cannot be read, ValueError when it holds other values."""
     if path.endswith(".h5"):
         arrays = read_h5(path, keys=("label",))
         if "label" not in arrays:
             raise KeyError(f"{path}: no 'label' dataset")
-        return arrays["label"]
-    labels = read_nifti(path)[0]
-    check_labels(path, labels)
-    return labels
+        labels = arrays["label"]
+    else:
+        labels = read_nifti(path)[0]
+    check_labels(path, labels, top)
+    return labels.astype(np.uint8)  # whole numbers, checked; a float file would fail the metrics
 
 
 def read_case(root: str, case: str) -> Case:
@@ -431,9 +478,12 @@ def find_nifti_dataset(src: str) -> dict[str, list[tuple[str, str]]]:
         listing = {}
         for sub in ("images", "labels"):
             d = os.path.join(base, sub)
-            listing[sub] = sorted(os.path.join(d, f) for f in os.listdir(d)
-                                  if f.endswith((".nii", ".nii.gz"))) if os.path.isdir(d) else []
-        images = {nifti_stem(p): p for p in listing["images"]}
+            listing[sub] = sorted(os.path.join(d, f) for f in os.listdir(d) if is_nifti(f)) if os.path.isdir(d) else []
+        images = {}
+        for path in listing["images"]:
+            if nifti_stem(path) in images:
+                problems.append(f"{path} (same name as {os.path.basename(images[nifti_stem(path)])})")
+            images.setdefault(nifti_stem(path), path)
         labels: dict[str, list[str]] = {s: [] for s in images}
         for lab in listing["labels"]:
             stem = nifti_stem(lab)
