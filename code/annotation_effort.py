@@ -27,7 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from dataloaders.acdc import SliceDataset, dense_training_cases, make_split  # noqa: E402
 from plot_curves import run_name  # noqa: E402
-from summarize_results import check_same, classes_of, read_result, units_of  # noqa: E402
+from summarize_results import check_same, classes_of, read_result, scored_part, units_of  # noqa: E402
 
 # What the training targets depend on, as train.py saves it in config.json (labeled_patients and
 # target_spacing are absent from configs older than those flags).
@@ -59,7 +59,26 @@ def result_and_config(path: str) -> tuple[dict, dict]:
     missing = [k for k in CONFIG_KEYS if k not in cfg]
     if missing:
         raise ValueError(f"{config_path}: not a run config (missing {', '.join(missing)})")
+    check_same_run(path, result["scored"], cfg, config_path)
     return result, cfg
+
+
+def check_same_run(path: str, scored: dict, cfg: dict, config_path: str) -> None:
+    """ValueError when the run folder no longer holds what the result ``path`` scored: its
+    checkpoint's configuration differs from the one recorded (``config_sha256``), e.g. because
+    the run was replaced by another, or ``config.json`` disagrees with the checkpoint."""
+    from engine import config_digest, read_checkpoint
+
+    if "config_sha256" not in scored:  # a result written before the digest was recorded
+        return
+    trained = read_checkpoint(scored["checkpoint"])["config"]
+    if config_digest(trained) != scored["config_sha256"]:
+        raise ValueError(f"{path}: {scored['checkpoint']} is no longer the checkpoint it scored "
+                         "(another configuration: was the run replaced?); score it again")
+    differ = [k for k in CONFIG_KEYS if trained.get(k) != cfg.get(k)]
+    if differ:
+        raise ValueError(f"{config_path}: --{differ[0]} {cfg.get(differ[0])!r} differs from the checkpoint's "
+                         f"{trained.get(differ[0])!r}")
 
 
 def annotation(cfg: dict, root: str | None = None) -> dict[str, int]:
@@ -84,6 +103,8 @@ def effort_rows(paths: list[str], labels: list[str], root: str | None = None) ->
         results.append((path, result))
         check_same(results, "classes", classes_of)
         check_same(results, "distance units", units_of)
+        if scored_part(results) != "test":
+            raise ValueError(f"{path}: scored the validation part; the curve is of test Dice")
         n = cfg.get("labeled_patients", 0)
         # Runs whose training targets are built alike share one count.
         key = (root or cfg["root_path"], json.dumps([cfg[k] for k in TARGET_KEYS]), n, str(cfg.get("target_spacing")))

@@ -164,6 +164,12 @@ def save_checkpoint(path: str, cfg, method, optimizers, schedulers, state: Train
 CHECKPOINT_KEYS = ("config", "method", "model", "iteration")
 
 
+def config_digest(config: dict) -> str:
+    """A short SHA-256 of a checkpoint's configuration: results record it, so a result can be
+    matched with the checkpoint it scored."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def weights_digest(state_dict: dict) -> str:
     """SHA-256 of a state_dict's names and tensor bytes: torch.load does not notice a changed byte
     inside a tensor, this does."""

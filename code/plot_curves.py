@@ -22,7 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from summarize_results import check_same, classes_of, read_result  # noqa: E402
+from summarize_results import check_same, classes_of, read_result, scored_part  # noqa: E402
 
 VALIDATION_LINE = re.compile(r"iteration (\d+):.*\| val dice ([-\d.naif]+) hd95 ([-\d.naif]+)")
 
@@ -64,6 +64,7 @@ def plot_curves(runs: list[str], labels: list[str], out: str, title: str = "") -
 def plot_bars(results: list[str], labels: list[str], out: str, title: str = "") -> None:
     summaries = [read_result(path) for path in results]
     check_same(list(zip(results, summaries)), "classes", classes_of)
+    part = scored_part(list(zip(results, summaries)))
     classes = list(summaries[0]["dice"])
     scores = [[summary["dice"][c] for c in classes] for summary in summaries]
     x, width = np.arange(len(classes)), 0.8 / len(results)
@@ -71,7 +72,7 @@ def plot_bars(results: list[str], labels: list[str], out: str, title: str = "") 
     for i, (row, label) in enumerate(zip(scores, labels)):
         bars = ax.bar(x + (i - (len(results) - 1) / 2) * width, row, width, label=label)
         ax.bar_label(bars, fmt="%.3f", fontsize=6, rotation=90, padding=2)
-    ax.set(xticks=x, xticklabels=classes, ylabel="test Dice", ylim=(0, 1.1))
+    ax.set(xticks=x, xticklabels=classes, ylabel=f"{'test' if part == 'test' else 'validation'} Dice", ylim=(0, 1.1))
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(axis="y", alpha=0.3)
     if title:

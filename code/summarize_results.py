@@ -16,8 +16,8 @@ METRICS = ("dice", "hd95", "asd")
 
 
 def read_result(path: str, fold: str | None = None) -> dict:
-    """The summary JSON of ``path``, checked: it scored the test part of ``fold`` (when both say
-    which), and holds a finite number for every class of every metric. ValueError naming the file."""
+    """The summary JSON of ``path``, checked: it scored the test part of ``fold`` (which it must
+    record when ``fold`` is given), and holds a finite number for every class of every metric. ValueError naming the file."""
     try:
         with open(path) as fh:
             result = json.load(fh)
@@ -27,8 +27,11 @@ def read_result(path: str, fold: str | None = None) -> dict:
                                                for m in METRICS):
         raise ValueError(f"{path}: not a test_2D_fully.py result (needs dice, hd95, asd per class and mean)")
     scored = result.get("scored") or {}
-    if fold is not None and (scored.get("fold", fold) != fold or scored.get("on", "test") != "test"):
-        raise ValueError(f"{path}: scored the {scored.get('on', 'test')} part of {scored.get('fold')}, "
+    if fold is not None and "fold" not in scored:
+        raise ValueError(f"{path}: does not record the fold it scored (a result of an older version?); "
+                         "score it again with test_2D_fully.py")
+    if fold is not None and (scored["fold"] != fold or scored.get("on", "test") != "test"):
+        raise ValueError(f"{path}: scored the {scored.get('on', 'test')} part of {scored['fold']}, "
                          f"not the test part of {fold}")
     for m in METRICS:
         bad = [c for c, v in result[m].items() if not isinstance(v, (int, float)) or not np.isfinite(v)]
@@ -45,18 +48,35 @@ def units_of(result: dict):
     return result.get("units")
 
 
+def root_of(result: dict):
+    return (result.get("scored") or {}).get("root_path")
+
+
 def check_same(results: list[tuple[str, dict]], what: str, key) -> None:
     """ValueError naming the first of the (path, result) pairs whose ``key`` (e.g. :func:`classes_of`,
-    :func:`units_of`) differs from the first pair's: such results cannot share a table."""
+    :func:`units_of`, :func:`root_of`) differs from the first pair's: such results cannot share a table."""
     for path, r in results[1:]:
         if key(r) != key(results[0][1]):
             raise ValueError(f"{path}: its {what} {key(r)} differ from {results[0][0]}'s {key(results[0][1])}")
 
 
+def scored_part(results: list[tuple[str, dict]]) -> str:
+    """The part of the split ("test" or "val") that all the (path, result) pairs scored;
+    ValueError naming a file given twice or one that scored another part than the first."""
+    seen = set()
+    for path, _ in results:
+        if os.path.realpath(path) in seen:
+            raise ValueError(f"{path}: given twice")
+        seen.add(os.path.realpath(path))
+    part = lambda r: (r.get("scored") or {}).get("on", "test")  # noqa: E731
+    check_same(results, "scored part of the split", part)
+    return part(results[0][1]) if results else "test"
+
+
 def load_results(folder: str, methods, folds, prefix: str = "") -> dict[str, list[dict]]:
     """{method: [summary JSON of each fold found]}; a missing fold is reported on stderr.
     ValueError naming the file for a result that is unreadable or scored something else, and
-    when the results differ in classes or distance units (they cannot share one table)."""
+    when the results differ in classes, distance units or data root (they cannot share one table)."""
     out = {}
     for m in methods:
         out[m] = []
@@ -69,6 +89,7 @@ def load_results(folder: str, methods, folds, prefix: str = "") -> dict[str, lis
     found = [pr for runs in out.values() for pr in runs]
     check_same(found, "classes", classes_of)
     check_same(found, "distance units", units_of)
+    check_same(found, "data root", root_of)
     return {m: [r for _, r in runs] for m, runs in out.items()}
 
 
@@ -103,6 +124,10 @@ def main(argv=None) -> int:
     p.add_argument("--folds", nargs="+", required=True)
     p.add_argument("--exp_prefix", default="")
     args = p.parse_args(argv)
+    for flag, values in (("--methods", args.methods), ("--folds", args.folds)):
+        twice = sorted({v for v in values if values.count(v) > 1})
+        if twice:
+            p.error(f"{flag}: {', '.join(twice)} given more than once (a result would count twice)")
     try:
         results = load_results(args.results, args.methods, args.folds, args.exp_prefix)
     except ValueError as e:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import os
 import sys
@@ -93,7 +92,7 @@ def predict_checkpoint(args, run, cases, num_classes: int) -> tuple[dict[str, np
     """Predictions of a trained run (:func:`read_run`) for ``cases`` and what was scored: method,
     checkpoint path, its iteration, a hash of its configuration, post-processing. ValueError when
     the run predicts another number of classes than the data root's ``num_classes``."""
-    from engine import check_unseen, method_from_checkpoint
+    from engine import check_unseen, config_digest, method_from_checkpoint
 
     path, ckpt, device = run
     check_unseen(ckpt.get("split"), [c.name for c in cases], path)
@@ -108,11 +107,10 @@ def predict_checkpoint(args, run, cases, num_classes: int) -> tuple[dict[str, np
     preds = {c.name: postprocess(predict_volume(model, c.image, cfg.input_size, device, cfg.amp, tta=args.tta,
                                                 spacing=c.spacing, target_spacing=target), post, cfg.num_classes)
              for c in cases}
-    config_text = json.dumps(ckpt["config"], sort_keys=True, default=str)
     return preds, {"method": ckpt["method"], "checkpoint": os.path.abspath(path),
                    "iteration": ckpt["iteration"], "postprocess": post, "tta": args.tta,
                    "trained_on": {"root_path": cfg.root_path, "fold": cfg.fold},
-                   "config_sha256": hashlib.sha256(config_text.encode()).hexdigest()[:16]}
+                   "config_sha256": config_digest(ckpt["config"])}
 
 
 def nii_path(out_dir: str, case: io.Case) -> str:

@@ -98,3 +98,29 @@ def test_bad_inputs_are_one_line_errors(phantom_root, tmp_path, capsys):
             annotation_effort.main([str(tmp_path / name), "--out", str(tmp_path / "e.png")])
         assert says in capsys.readouterr().err
     assert not (tmp_path / "e.png").exists()
+
+
+def test_a_replaced_run_a_validation_result_or_a_result_twice_is_refused(phantom_root, tmp_path, capsys):
+    import engine
+    import test_2D_fully
+
+    run = tmp_path / "run"
+    engine.train(tiny_cfg(get_method("pce"), phantom_root, run), get_method("pce"))
+    scored = {}
+    for part in ("test", "val"):
+        scored[part] = str(tmp_path / f"{part}.json")
+        test_2D_fully.main(["--root_path", phantom_root, "--checkpoint", str(run / "last.pth"), "--on", part,
+                            "--out_json", scored[part]])
+    assert len(annotation_effort.effort_rows([scored["test"]], ["t"])) == 1
+    for results, message in [([scored["val"]], "val.json: scored the validation part"),
+                             ([scored["test"], scored["test"]], "test.json: given twice")]:
+        with pytest.raises(SystemExit) as e:
+            annotation_effort.main([*results, "--out", str(tmp_path / "e.png")])
+        assert e.value.code == 2 and message in capsys.readouterr().err
+    # The run folder now holds another run: its counts would no longer belong to the Dice scored.
+    engine.train(tiny_cfg(get_method("pce"), phantom_root, run, "--sup_type", "points", "--overwrite"),
+                 get_method("pce"))
+    with pytest.raises(SystemExit) as e:
+        annotation_effort.main([scored["test"], "--out", str(tmp_path / "e.png")])
+    assert e.value.code == 2 and "last.pth is no longer the checkpoint it scored" in capsys.readouterr().err
+    assert not (tmp_path / "e.png").exists()

@@ -55,3 +55,16 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
         plot_curves.main(["--results", str(tmp_path / "y.json"), str(tmp_path / "z.json"), "--out", str(tmp_path / "b.png")])
     assert "z.json: its classes ['LV', 'RV', 'mean'] differ from" in capsys.readouterr().err
     assert not (tmp_path / "c.png").exists() and not (tmp_path / "b.png").exists()
+
+
+def test_bars_refuse_a_result_twice_or_validation_mixed_with_test(tmp_path, capsys):
+    per = {"RV": 0.8, "MYO": 0.7, "LV": 0.9, "mean": 0.8}
+    for name, part in (("t", "test"), ("v", "val")):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"dice": per, "hd95": per, "asd": per,
+                                                           "scored": {"on": part}}))
+    for files, message in [(["t.json", "t.json"], "t.json: given twice"),
+                           (["t.json", "v.json"], "v.json: its scored part of the split val differ")]:
+        with pytest.raises(SystemExit) as e:
+            plot_curves.main(["--results", *[str(tmp_path / f) for f in files], "--out", str(tmp_path / "b.png")])
+        assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "b.png").exists()

@@ -3,13 +3,14 @@ import json
 import summarize_results
 
 
-def result(dice, hd95):
+def result(dice, hd95, fold="fold2"):
     per = lambda v: {"RV": v, "MYO": v, "LV": v, "mean": v}  # noqa: E731
-    return {"dice": per(dice), "hd95": per(hd95), "asd": per(1.0), "n_volumes": 40, "units": "mm"}
+    return {"dice": per(dice), "hd95": per(hd95), "asd": per(1.0), "n_volumes": 40, "units": "mm",
+            "scored": {"fold": fold, "on": "test", "root_path": "/data/ACDC"}}
 
 
 def test_table_averages_folds_and_reports_missing_ones(tmp_path, capsys):
-    (tmp_path / "pce_fold1.json").write_text(json.dumps(result(0.6, 10.0)))
+    (tmp_path / "pce_fold1.json").write_text(json.dumps(result(0.6, 10.0, "fold1")))
     (tmp_path / "pce_fold2.json").write_text(json.dumps(result(0.8, 20.0)))
     status = summarize_results.main(["--results", str(tmp_path), "--methods", "pce", "dmpls",
                                      "--folds", "fold1", "fold2"])
@@ -25,12 +26,16 @@ def test_table_averages_folds_and_reports_missing_ones(tmp_path, capsys):
 def test_results_that_cannot_share_a_table_are_named(tmp_path, capsys):
     import pytest
 
-    (tmp_path / "pce_fold1.json").write_text(json.dumps(result(0.6, 10.0)))
+    (tmp_path / "pce_fold1.json").write_text(json.dumps(result(0.6, 10.0, "fold1")))
     voxels = {**result(0.8, 20.0), "units": "voxel"}
     other_fold = {**result(0.8, 20.0), "scored": {"fold": "fold1", "on": "test"}}
+    other_root = {**result(0.8, 20.0), "scored": {"fold": "fold2", "on": "test", "root_path": "/data/other"}}
+    unrecorded = {k: v for k, v in result(0.8, 20.0).items() if k != "scored"}
     nan = result(float("nan"), 20.0)
     for bad, message in [(voxels, "pce_fold2.json: its distance units voxel differ from"),
                          (other_fold, "pce_fold2.json: scored the test part of fold1, not the test part of fold2"),
+                         (other_root, "pce_fold2.json: its data root /data/other differ from"),
+                         (unrecorded, "pce_fold2.json: does not record the fold it scored"),
                          (nan, "pce_fold2.json: dice of RV, MYO, LV, mean is not a finite number"),
                          ([1, 2], "pce_fold2.json: not a test_2D_fully.py result"),
                          ("{", "pce_fold2.json: not readable JSON")]:
@@ -41,9 +46,19 @@ def test_results_that_cannot_share_a_table_are_named(tmp_path, capsys):
         assert e.value.code == 2 and message in err and "Traceback" not in err
 
 
+def test_a_fold_or_method_given_twice_is_refused(tmp_path, capsys):
+    import pytest
+
+    (tmp_path / "pce_fold1.json").write_text(json.dumps(result(0.6, 10.0, "fold1")))
+    with pytest.raises(SystemExit) as e:
+        summarize_results.main(["--results", str(tmp_path), "--methods", "pce", "--folds", "fold1", "fold1"])
+    assert e.value.code == 2 and "--folds: fold1 given more than once" in capsys.readouterr().err
+
+
 def test_classes_come_from_the_results(tmp_path, capsys):
     per = {"scar": 0.5, "mean": 0.5}
-    (tmp_path / "pce_fold1.json").write_text(json.dumps({"dice": per, "hd95": per, "asd": per, "units": "mm"}))
+    (tmp_path / "pce_fold1.json").write_text(json.dumps({"dice": per, "hd95": per, "asd": per, "units": "mm",
+                                                         "scored": {"fold": "fold1"}}))
     assert summarize_results.main(["--results", str(tmp_path), "--methods", "pce", "--folds", "fold1"]) == 0
     out = capsys.readouterr().out
     assert "Dice scar" in out.splitlines()[0] and out.splitlines()[1].split()[1:] == ["1", "0.5000", "0.5000", "0.50", "0.50"]
