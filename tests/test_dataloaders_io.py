@@ -173,3 +173,15 @@ def test_training_and_validation_data_are_checked_when_loaded(phantom_root, tmp_
     io.write_h5(io.volume_path(str(root), case), {"image": v.image, "label": label})
     with pytest.raises(ValueError, match=f"{case}.h5: label: values must lie in 0..3, found 7"):
         VolumeSet(str(root), [case])
+
+
+def test_check_outputs_refuses_existing_files_folders_and_paths_under_a_file(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "old.nii.gz").write_text("an earlier result")
+    io.check_outputs("--out", [str(tmp_path / "new" / "deeper" / "a.nii.gz")])
+    for path, message in [(tmp_path / "afile" / "sub" / "a.nii.gz", "afile is a file, not a folder"),
+                          (tmp_path / "old.nii.gz", "old.nii.gz exists; pass --overwrite"),
+                          (tmp_path, "is a folder")]:
+        with pytest.raises(ValueError, match=f"--out: .*{message}"):
+            io.check_outputs("--out", [str(path)])
+    io.check_outputs("--out", [str(tmp_path / "old.nii.gz")], overwrite=True)
