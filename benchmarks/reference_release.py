@@ -7,22 +7,25 @@ our baselines can be compared with their reference implementations at the same b
 
 The release's own pieces do the training: its data set class's augmentation
 (``dataloaders.dataset.RandomGenerator``), its networks (``UNet_CCT``, ``UNet``), its losses
-(``pDLoss``), SGD (lr 0.01, momentum 0.9, weight decay 1e-4) with its poly schedule, its seed
-2022, on all 80 training patients of the fold (it holds out no validation split) and the last
-model. The training loop is the few lines of its scripts, repeated here because the scripts do
-not run as published (CUDA only, ``torchvision`` transforms, three outputs unpacked from a
-two-output network, a mask file read for every slice). Variants:
+(``pDLoss`` and the regularisers below), SGD (lr 0.01, momentum 0.9, weight decay 1e-4) with its
+poly schedule, its seed 2022, on all 80 training patients of the fold (it holds out no validation
+split) and the last model. The training loop is the few lines of its scripts, repeated here
+because the scripts do not run as published (CUDA only, ``torchvision`` transforms, three outputs
+unpacked from a two-output network, a mask file read for every slice). Variants:
 
 - ``dmpls_published``: ``train_weakly_supervised_pCE_WSL4MIS.py`` as released: pCE of both
   branches summed, its pseudo-label term commented out;
 - ``dmpls``: the same with the pseudo-label term of the paper and WSL4MIS
   (0.5 (pCE1 + pCE2) + 0.5 * 0.5 (Dice(p1, y) + Dice(p2, y)));
-- ``pce``: ``train_weakly_supervised_pCE_2D.py``, a UNet on pCE;
+- ``pce``: ``train_weakly_supervised_pCE_2D.py``, a UNet on pCE (with SGD at lr 0.01 like the
+  other scripts and WSL4MIS's pCE script; this script's own default is Adam at lr 0.03);
 - ``pce_entmin``, ``pce_tv``, ``pce_ms``: its ``..._Entropy_Mini_2D.py``, ``..._TV_2D.py`` and
   ``..._MumfordShah_Loss_2D.py``: the same UNet, pCE plus the script's regulariser at the script's
   weight (0.1, 1e-2, 1e-6), with the release's own loss functions as released (its TV term skips
   the first image of each batch, ``outputs_soft[1:]``; its entropy is divided by log C over all
-  pixels). The release's losses call ``.cuda()``, which is the identity here on a CPU machine.
+  pixels). The release's losses call ``.cuda()``, made the identity here (training runs on the
+  CPU). The scripts' default batches (24, 24, 12) and the TV script's seed (1337) give way to
+  ``--batch`` and 2022, as for every variant, so the TV term sees 7 of each 8 images.
 
 ``--ours augment`` / ``--ours network`` swap in this project's augmentation or DMPLS network, to
 find which piece makes a difference. The test fold is predicted as the release's test script
@@ -71,6 +74,9 @@ def parse(argv=None):
         p.error(f"--release {args.release}: not a checkout of the MaskMixAdv release (no code/networks)")
     if not os.path.isdir(os.path.join(args.root, "ACDC_training_slices")):
         p.error(f"--root {args.root}: no ACDC_training_slices (run code/acdc_data_processing.py)")
+    if args.variant in REGULARIZED and not args.score and not os.path.isfile(
+            os.path.join(args.release, "code", REGULARIZED[args.variant][0])):
+        p.error(f"--release {args.release}: no code/{REGULARIZED[args.variant][0]}")
     if "network" in args.ours and not args.variant.startswith("dmpls"):
         p.error("--ours network is the DMPLS network; use it with a dmpls variant")
     return args
@@ -91,15 +97,14 @@ def import_release(release: str):
     return RandomGenerator, UNet, UNet_CCT, losses
 
 
-def release_regularizer(release: str, variant: str):
-    """The regulariser term of one of the release's pCE scripts: (images, softmax) -> 0-dim."""
+def release_regularizer(release: str, variant: str, losses):
+    """The regulariser term of one of the release's pCE scripts (``losses``: its
+    ``utils.losses``): (images, softmax) -> 0-dim."""
     import ast
 
-    from utils import losses
-
     script, weight = REGULARIZED[variant]
-    if not torch.cuda.is_available():
-        torch.Tensor.cuda = lambda self, *args, **kwargs: self  # its losses move constants with .cuda()
+    # Its losses move constants with .cuda(); training here runs on the CPU.
+    torch.Tensor.cuda = lambda self, *args, **kwargs: self
     if variant == "pce_entmin":
         return lambda images, probs: weight * losses.entropy_loss(probs, C=4)
     if variant == "pce_ms":
@@ -109,6 +114,8 @@ def release_regularizer(release: str, variant: str):
     with open(os.path.join(release, "code", script)) as f:
         tree = ast.parse(f.read())
     source = ast.Module([n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "tv_loss"], [])
+    if not source.body:
+        raise SystemExit(f"error: --release {release}: no tv_loss in code/{script}")
     namespace = {"nn": torch.nn, "torch": torch}
     exec(compile(source, script, "exec"), namespace)
     return lambda images, probs: weight * namespace["tv_loss"](probs[1:])
@@ -182,7 +189,7 @@ def train(args) -> None:
 
     release = os.path.abspath(args.release)
     RandomGenerator, UNet, UNet_CCT, losses = import_release(release)
-    regularizer = release_regularizer(release, args.variant) if args.variant in REGULARIZED else None
+    regularizer = release_regularizer(release, args.variant, losses) if args.variant in REGULARIZED else None
     random.seed(SEED)
     np.random.seed(SEED)
     torch.manual_seed(SEED)

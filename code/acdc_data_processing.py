@@ -120,15 +120,17 @@ def process_raw_case(case: str, image_path: str | None, gt_path: str | None,
     return Case(case, normalise_intensity(image.image), label, scribble, image.spacing)
 
 
-# A scribble file labelling more of its voxels than this is a dense mask with stray 4s.
-MAX_SCRIBBLED = 0.5
+# A label file holding 4 (unlabeled) on fewer of its voxels than this is a dense mask with stray 4s.
+MIN_UNLABELED = 0.01
 
 
 def process_nifti_case(split: str, image_path: str, label_path: str, seed: int,
                        num_classes: int = io.NUM_CLASSES) -> Case:
     """Read one image and its label file of a NIfTI data set into a ``Case`` with its geometry:
     image float32 [0, 1], ``label`` (dense mask) or ``scribble`` (given, or generated from the
-    dense mask of a training case)."""
+    dense mask of a training case). ``CaseError`` naming the file for what cannot be read or
+    would mislead: a dense mask with stray 4s (under ``MIN_UNLABELED`` of the voxels), and a
+    scribble for a val or test case (those are scored, against dense masks)."""
     try:
         scan = io.read_scan(image_path)
         labels = io.read_labels_on(label_path, scan, UNLABELED, "the image")
@@ -137,9 +139,9 @@ def process_nifti_case(split: str, image_path: str, label_path: str, seed: int,
     except (OSError, ValueError) as e:
         raise CaseError(str(e)) from e
     if kind == "scribble":
-        labelled = float(np.mean(labels != UNLABELED))
-        if labelled > MAX_SCRIBBLED:
-            raise CaseError(f"{label_path}: {UNLABELED} (unlabeled) on only {100 * (1 - labelled):.1f}% of the voxels: "
+        unlabeled = float(np.mean(labels == UNLABELED))
+        if 0 < unlabeled < MIN_UNLABELED:
+            raise CaseError(f"{label_path}: {UNLABELED} (unlabeled) on only {100 * unlabeled:.2f}% of the voxels: "
                             f"a dense mask must not hold {UNLABELED}, a scribble leaves most voxels {UNLABELED}")
         if split != "train":
             raise CaseError(f"{label_path}: a scribble, but {split} cases are scored and need a dense mask "

@@ -74,8 +74,9 @@ def check_same_run(path: str, scored: dict, cfg: dict, config_path: str) -> None
     trained = read_checkpoint(scored["checkpoint"])["config"]
     if config_digest(trained) != scored["config_sha256"]:
         raise ValueError(f"{path}: {scored['checkpoint']} is no longer the checkpoint it scored "
-                         "(another configuration: was the run replaced?); score it again")
-    differ = [k for k in CONFIG_KEYS if trained.get(k) != cfg.get(k)]
+                         "(another configuration: was the run replaced or continued?); score it again")
+    # root_path may change on --resume (config.json then says where the data is now).
+    differ = [k for k in ("method", *TARGET_KEYS) if trained.get(k) != cfg.get(k)]
     if differ:
         raise ValueError(f"{config_path}: --{differ[0]} {cfg.get(differ[0])!r} differs from the checkpoint's "
                          f"{trained.get(differ[0])!r}")

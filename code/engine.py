@@ -176,7 +176,8 @@ def weights_digest(state_dict: dict) -> str:
     digest = hashlib.sha256()
     for name, t in sorted(state_dict.items()):
         digest.update(name.encode())
-        digest.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        if torch.is_tensor(t):
+            digest.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -196,6 +197,8 @@ def read_checkpoint(path: str, device="cpu") -> dict:
     if missing:
         raise ValueError(f"{path}: not a checkpoint of this project (no {', '.join(missing)}; "
                          "a bare state_dict?)")
+    if not isinstance(ckpt["model"], dict):
+        raise ValueError(f"{path}: its model is a {type(ckpt['model']).__name__}, not a state_dict")
     for name, t in ckpt["model"].items():
         if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise ValueError(f"{path}: weight {name} holds NaN or inf")

@@ -6,8 +6,8 @@
 Each scan (any size, spacing, orientation; a 3-D stack of 2-D slices, the file's third voxel axis
 being the slice axis, see ``dataloaders.io.read_scan``) is normalised as in training
 (99th-percentile clip, min-max), segmented slice by slice by the same function as validation and
-``test_2D_fully.py`` (``inference.predict_volume``), and written as ``OUT/<name>`` (the input's file
-stem + ``.nii.gz``) with labels 0..C and the input's exact geometry (size, spacing, origin,
+``test_2D_fully.py`` (``inference.predict_volume``), and written as ``OUT/<stem>.nii.gz`` (the input's
+file name without its extension) with labels 0..C and the input's exact geometry (size, spacing, origin,
 direction). ``--overlay`` also writes ``OUT/<stem>.png``, a grid of slices with the predicted
 contours. Existing files are never replaced unless ``--overwrite`` is given, and never an input.
 A file that cannot be segmented is named on stderr and skipped; the exit status is the number of

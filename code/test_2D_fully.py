@@ -64,13 +64,13 @@ def parse_args(argv=None):
 
 def read_prediction(pred_dir: str, case: io.Case, top: int) -> np.ndarray:
     """The label volume ``<case>.nii.gz|.nii|.h5`` of ``pred_dir``, classes 0..``top``. A NIfTI
-    prediction with a header must lie on the case's grid (what the case records of it: spacing,
-    and origin and direction for data converted from NIfTI): the same array order is only
-    guaranteed by the same geometry. One without (unit spacing, zero origin) is matched by shape."""
+    prediction of a case converted from NIfTI (which keeps its origin and direction) must lie on
+    the case's grid: the same array order is only guaranteed by the same geometry. For other
+    cases (h5 data, at most a spacing) the shape decides, and the case's own spacing is used."""
     for ext in (".nii.gz", ".nii", ".h5"):
         path = os.path.join(pred_dir, case.name + ext)
         if os.path.exists(path):
-            if ext != ".h5":  # compares the geometry the case has (spacing only for h5 data)
+            if ext != ".h5" and case.direction is not None:
                 return io.read_labels_on(path, case, top, ref_name=f"case {case.name}")
             return io.read_label_file(path, top)
     raise FileNotFoundError(f"--pred_dir {pred_dir}: no prediction for case {case.name} "

@@ -173,3 +173,6 @@ def test_checkpoints_with_non_finite_or_changed_weights_are_refused(tmp_path, ph
     torch.save(changed, tmp_path / "nan.pth")
     with pytest.raises(ValueError, match=f"nan.pth: weight {name} holds NaN or inf"):
         engine.read_checkpoint(str(tmp_path / "nan.pth"))
+    torch.save({**changed, "model": [1, 2]}, tmp_path / "module.pth")  # e.g. a pickled module
+    with pytest.raises(ValueError, match="module.pth: its model is a list, not a state_dict"):
+        engine.read_checkpoint(str(tmp_path / "module.pth"))

@@ -141,7 +141,7 @@ def test_conversion_refuses_twin_names_scribbles_to_score_and_masks_with_stray_4
     (src / "val" / "labels" / "c_scribble.nii.gz").write_bytes(scribble.read_bytes())
     assert acdc_data_processing.main(["--nifti", str(src), "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
-    assert "b_manual.nii.gz: 4 (unlabeled) on only 0.0% of the voxels" in err
+    assert "b_manual.nii.gz: 4 (unlabeled) on only 0.00% of the voxels" in err
     assert "c_scribble.nii.gz: a scribble, but val cases are scored and need a dense mask" in err
     assert json.loads((tmp_path / "out" / "splits.json").read_text()) == {"train": ["a"], "val": []}
 

@@ -199,7 +199,8 @@ NIFTI_FLOATS = {16: "f4", 64: "f8"}
 
 def check_nifti_file(path: str) -> None:
     """OSError naming ``path`` when a NIfTI file is truncated or corrupt, ValueError when its
-    floating-point voxels hold NaN or inf.
+    floating-point voxels hold NaN or inf, its header gives a voxel side of 0 or NaN, or a NIfTI
+    file of the same stem lies beside it (:func:`same_name_files`).
 
     ITK reads truncated files as partly zero arrays, and NaN or inf voxels as 0, without an
     error, so the whole file is decompressed here (gzip checks its CRC and length), the voxel
@@ -232,11 +233,12 @@ def check_nifti_file(path: str) -> None:
     else:
         raise OSError(f"{path}: not a NIfTI file (no NIfTI-1 or NIfTI-2 header)")
     n_dims = max(0, min(int(dims[0]), 7))
-    sides = pixdim[1:min(n_dims, 3) + 1]
-    if not all(np.isfinite(d) and d > 0 for d in sides):
-        # ITK would silently read such a side as 1 mm, and distances in mm would be wrong.
-        raise ValueError(f"{path}: voxel size {tuple(round(float(d), 4) for d in sides)} in its header is not "
-                         "positive; the scan's spacing is undefined")
+    sides = [(d, n) for d, n in zip(pixdim[1:4], dims[1:4])][:min(n_dims, 3)]
+    if any(n > 1 and not (np.isfinite(d) and d != 0) for d, n in sides):
+        # ITK would silently read such a side as 1 mm, and distances in mm would be wrong. (A
+        # negative side is a flip, which ITK reads into the direction.)
+        raise ValueError(f"{path}: voxel size {tuple(round(float(d), 4) for d, _ in sides)} in its header is "
+                         "zero or not finite; the scan's spacing is undefined")
     offset = max(offset, header)
     voxels = int(np.prod([max(1, int(d)) for d in dims[1:n_dims + 1]]))
     expected = offset + voxels * bitpix // 8
@@ -254,7 +256,7 @@ def check_nifti_file(path: str) -> None:
 def read_nifti(path: str) -> tuple[np.ndarray, tuple[float, ...]]:
     """(array in ``GetArrayFromImage`` order, e.g. (Z, H, W); spacing in the same axis order, mm)
     of a NIfTI file; OSError naming the file when it cannot be read, is truncated or corrupt,
-    ValueError when it holds NaN or inf."""
+    ValueError as :func:`check_nifti_file` (NaN or inf, undefined spacing, a same-named twin)."""
     check_nifti_file(path)
     try:
         img = sitk.ReadImage(path)
@@ -270,9 +272,9 @@ def read_scan(path: str) -> Case:
     voxel axis as the slice axis, which is how short-axis stacks are stored (one acquired plane
     per k). Nothing is resampled or flipped: ``origin`` and ``direction`` are kept, so a
     prediction written with them (:func:`write_nifti`) overlays exactly on the scan, whatever its
-    orientation. OSError (unreadable, truncated) or ValueError (not 3-D, NaN or inf, or an in-plane
-    voxel side over twice the slice spacing: the slices would not be the acquired planes) naming
-    the file.
+    orientation. OSError (unreadable, truncated) or ValueError (as :func:`check_nifti_file`; not
+    3-D, or an in-plane voxel side over twice the slice spacing: the slices would not be the
+    acquired planes) naming the file.
     """
     check_nifti_file(path)
     try:
@@ -354,8 +356,11 @@ def same_name_files(path: str) -> list[str]:
     if not is_nifti(name):
         return []
     stem = nifti_stem(name)
-    return sorted(os.path.join(folder, f) for f in os.listdir(folder)
-                  if f != name and is_nifti(f) and nifti_stem(f) == stem)
+    try:
+        names = os.listdir(folder)
+    except OSError:  # a missing or unlistable folder: reading the file itself will say what is wrong
+        return []
+    return sorted(os.path.join(folder, f) for f in names if f != name and is_nifti(f) and nifti_stem(f) == stem)
 
 
 def check_outputs(flag: str, paths, overwrite: bool = False) -> None:
