@@ -7,9 +7,9 @@ our baselines can be compared with their reference implementations at the same b
 
 The release's own pieces do the training: its data set class's augmentation
 (``dataloaders.dataset.RandomGenerator``), its networks (``UNet_CCT``, ``UNet``), its losses
-(``pDLoss`` and the regularisers below), SGD (lr 0.01, momentum 0.9, weight decay 1e-4) with its
-poly schedule, its seed 2022, on all 80 training patients of the fold (it holds out no validation
-split) and the last model. The training loop is the few lines of its scripts, repeated here
+(``pDLoss`` and the regularisers below), SGD (lr 0.01, momentum 0.9, weight decay 1e-4; but see
+``pce_published``) with its poly schedule, its seed 2022, on all 80 training patients of the fold
+(it holds out no validation split) and the last model. The training loop is the few lines of its scripts, repeated here
 because the scripts do not run as published (CUDA only, ``torchvision`` transforms, three outputs
 unpacked from a two-output network, a mask file read for every slice). Variants:
 
@@ -18,7 +18,8 @@ unpacked from a two-output network, a mask file read for every slice). Variants:
 - ``dmpls``: the same with the pseudo-label term of the paper and WSL4MIS
   (0.5 (pCE1 + pCE2) + 0.5 * 0.5 (Dice(p1, y) + Dice(p2, y)));
 - ``pce``: ``train_weakly_supervised_pCE_2D.py``, a UNet on pCE (with SGD at lr 0.01 like the
-  other scripts and WSL4MIS's pCE script; this script's own default is Adam at lr 0.03);
+  other scripts and WSL4MIS's pCE script); ``pce_published``: the same with this script's own
+  default, Adam at lr 0.03 (on the same poly schedule);
 - ``pce_entmin``, ``pce_tv``, ``pce_ms``: its ``..._Entropy_Mini_2D.py``, ``..._TV_2D.py`` and
   ``..._MumfordShah_Loss_2D.py``: the same UNet, pCE plus the script's regulariser at the script's
   weight (0.1, 1e-2, 1e-6), with the release's own loss functions as released (its TV term skips
@@ -53,7 +54,7 @@ CODE = os.path.join(HERE, "..", "code")
 REGULARIZED = {"pce_entmin": ("train_weakly_supervised_pCE_Entropy_Mini_2D.py", 0.1),
                "pce_tv": ("train_weakly_supervised_pCE_TV_2D.py", 1e-2),
                "pce_ms": ("train_weakly_supervised_pCE_MumfordShah_Loss_2D.py", 1e-6)}
-VARIANTS = ("dmpls_published", "dmpls", "pce", *REGULARIZED)
+VARIANTS = ("dmpls_published", "dmpls", "pce", "pce_published", *REGULARIZED)
 SEED = 2022
 
 
@@ -172,7 +173,7 @@ def build_model(args, UNet, UNet_CCT):
 
 
 def loss_of(args, images, outputs, target, ce, dice, regularizer):
-    if args.variant == "pce":
+    if args.variant in ("pce", "pce_published"):
         return ce(outputs[0], target)
     if args.variant in REGULARIZED:
         return ce(outputs[0], target) + regularizer(images, outputs[0].softmax(1))
@@ -201,7 +202,9 @@ def train(args) -> None:
                                          worker_init_fn=lambda w: random.seed(SEED + w))
     net, model = build_model(args, UNet, UNet_CCT)
     net.train()
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    base_lr = 0.03 if args.variant == "pce_published" else 0.01
+    optimizer = torch.optim.Adam(net.parameters(), lr=base_lr) if args.variant == "pce_published" else \
+        torch.optim.SGD(net.parameters(), lr=base_lr, momentum=0.9, weight_decay=1e-4)
     ce, dice = torch.nn.CrossEntropyLoss(ignore_index=4), losses.pDLoss(4, ignore_index=4)
     os.makedirs(args.out, exist_ok=True)
     start, iteration = time.time(), 0
@@ -213,7 +216,7 @@ def train(args) -> None:
                 loss.backward()
                 optimizer.step()
                 for group in optimizer.param_groups:  # the release's poly schedule, set after the step
-                    group["lr"] = 0.01 * (1.0 - iteration / args.iterations) ** 0.9
+                    group["lr"] = base_lr * (1.0 - iteration / args.iterations) ** 0.9
                 iteration += 1
                 if iteration % 50 == 0:
                     print(iteration, f"{loss.item():.4f}", f"{time.time() - start:.0f} s", file=log, flush=True)
