@@ -9,9 +9,10 @@ The release's own pieces do the training: its data set class's augmentation
 (``dataloaders.dataset.RandomGenerator``), its networks (``UNet_CCT``, ``UNet``), its losses
 (``pDLoss`` and the regularisers below), SGD (lr 0.01, momentum 0.9, weight decay 1e-4; but see
 ``pce_published``) with its poly schedule, its seed 2022, on all 80 training patients of the fold
-(it holds out no validation split) and the last model. The training loop is the few lines of its scripts, repeated here
-because the scripts do not run as published (CUDA only, ``torchvision`` transforms, three outputs
-unpacked from a two-output network, a mask file read for every slice). Variants:
+(it holds out no validation split) and the last model. The training loop is the few lines of its
+scripts, repeated here because the scripts do not run as published (CUDA only, ``torchvision``
+transforms, three outputs unpacked from a two-output network, a mask file read for every slice).
+Variants:
 
 - ``dmpls_published``: ``train_weakly_supervised_pCE_WSL4MIS.py`` as released: pCE of both
   branches summed, its pseudo-label term commented out;

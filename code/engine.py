@@ -128,10 +128,9 @@ def save_checkpoint(path: str, cfg, method, optimizers, schedulers, state: Train
     A model with a non-finite weight is never written (FloatingPointError naming the tensor); the
     weights' digest (:func:`weights_digest`) is written with them, so a damaged file is refused."""
     model = method.state_dict()
-    for name, t in model.items():
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise FloatingPointError(f"iteration {state.iteration}: {name} holds NaN or inf; "
-                                     f"not writing {path}")
+    name = non_finite_weight(model)
+    if name is not None:
+        raise FloatingPointError(f"iteration {state.iteration}: {name} holds NaN or inf; not writing {path}")
     ckpt = {
         "config": vars(cfg),
         "method": cfg.method,
@@ -162,6 +161,12 @@ def save_checkpoint(path: str, cfg, method, optimizers, schedulers, state: Train
 
 
 CHECKPOINT_KEYS = ("config", "method", "model", "iteration")
+
+
+def non_finite_weight(state_dict: dict) -> str | None:
+    """The name of the first floating-point tensor of ``state_dict`` holding NaN or inf, or None."""
+    return next((name for name, t in state_dict.items()
+                 if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
 
 
 def config_digest(config: dict) -> str:
@@ -199,9 +204,9 @@ def read_checkpoint(path: str, device="cpu") -> dict:
                          "a bare state_dict?)")
     if not isinstance(ckpt["model"], dict):
         raise ValueError(f"{path}: its model is a {type(ckpt['model']).__name__}, not a state_dict")
-    for name, t in ckpt["model"].items():
-        if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{path}: weight {name} holds NaN or inf")
+    name = non_finite_weight(ckpt["model"])
+    if name is not None:
+        raise ValueError(f"{path}: weight {name} holds NaN or inf")
     if "model_sha256" in ckpt and weights_digest(ckpt["model"]) != ckpt["model_sha256"]:
         raise ValueError(f"{path}: damaged checkpoint (its weights differ from the digest written with them)")
     return ckpt

@@ -78,8 +78,13 @@ def output_paths(source: str, files: list[str], output: str, overlay: bool = Fal
     for o in outs:
         if os.path.realpath(o) in inputs:
             raise ValueError(f"--output {output}: {o} is an input scan; it would be overwritten")
-    io.check_outputs("--output", outs + ([o[:-len(".nii.gz")] + ".png" for o in outs] if overlay else []), overwrite)
+    io.check_outputs("--output", outs + ([overlay_path(o) for o in outs] if overlay else []), overwrite)
     return outs
+
+
+def overlay_path(out: str) -> str:
+    """``OUT/<stem>.png`` beside the prediction ``OUT/<stem>.nii.gz``."""
+    return out[:-len(".nii.gz")] + ".png"
 
 
 def segment_scan(path: str, model, cfg, device, tta: bool, post: str) -> tuple[io.Case, np.ndarray]:
@@ -138,7 +143,7 @@ def main(argv=None) -> int:
             scan, pred = segment_scan(path, model, cfg, device, args.tta, post)
             io.write_nifti(out, pred, scan.spacing, scan.origin, scan.direction)
             if args.overlay:
-                draw_overlay(os.path.join(args.output, f"{scan.name}.png"), scan, pred)
+                draw_overlay(overlay_path(out), scan, pred)
         except (OSError, ValueError, RuntimeError) as e:
             failed += 1
             message = str(e) if path in str(e) else f"{path}: {e}"

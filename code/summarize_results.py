@@ -17,7 +17,8 @@ METRICS = ("dice", "hd95", "asd")
 
 def read_result(path: str, fold: str | None = None) -> dict:
     """The summary JSON of ``path``, checked: it scored the test part of ``fold`` (which it must
-    record when ``fold`` is given), and holds a finite number for every class of every metric. ValueError naming the file."""
+    record when ``fold`` is given), and holds a finite number for every class of every metric.
+    ValueError naming the file."""
     try:
         with open(path) as fh:
             result = json.load(fh)
