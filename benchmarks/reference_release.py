@@ -21,6 +21,11 @@ Variants:
 - ``pce``: ``train_weakly_supervised_pCE_2D.py``, a UNet on pCE (with SGD at lr 0.01 like the
   other scripts and WSL4MIS's pCE script); ``pce_published``: the same with this script's own
   default, Adam at lr 0.03 (on the same poly schedule);
+- ``pce_rw``: ``train_weakly_supervised_pCE_random_walker_2D.py``: the same UNet on 0.5 (CE + Dice)
+  against the release's random-walker labels (its ``pseudo_label_generator_acdc``: beta 100,
+  intensities rescaled, the whole slice background where a class has no scribble). The release
+  recomputes them for every sample it loads; they depend only on the slice, so they are computed
+  once per slice before training (``OUT/rw_labels.npz``, reused by a later run into OUT);
 - ``pce_entmin``, ``pce_tv``, ``pce_ms``: its ``..._Entropy_Mini_2D.py``, ``..._TV_2D.py`` and
   ``..._MumfordShah_Loss_2D.py``: the same UNet, pCE plus the script's regulariser at the script's
   weight (0.1, 1e-2, 1e-6), with the release's own loss functions as released (its TV term skips
@@ -55,7 +60,7 @@ CODE = os.path.join(HERE, "..", "code")
 REGULARIZED = {"pce_entmin": ("train_weakly_supervised_pCE_Entropy_Mini_2D.py", 0.1),
                "pce_tv": ("train_weakly_supervised_pCE_TV_2D.py", 1e-2),
                "pce_ms": ("train_weakly_supervised_pCE_MumfordShah_Loss_2D.py", 1e-6)}
-VARIANTS = ("dmpls_published", "dmpls", "pce", "pce_published", *REGULARIZED)
+VARIANTS = ("dmpls_published", "dmpls", "pce", "pce_published", "pce_rw", *REGULARIZED)
 SEED = 2022
 
 
@@ -93,10 +98,10 @@ def import_release(release: str):
     sys.modules.update({"torchvision": tv, "torchvision.transforms": tvt,
                         "cv2": types.ModuleType("cv2"), "nibabel": types.ModuleType("nibabel")})
     sys.path.insert(0, os.path.join(release, "code"))
-    from dataloaders.dataset import RandomGenerator
+    from dataloaders.dataset import RandomGenerator, pseudo_label_generator_acdc
     from networks.unet import UNet, UNet_CCT
     from utils import losses
-    return RandomGenerator, UNet, UNet_CCT, losses
+    return RandomGenerator, pseudo_label_generator_acdc, UNet, UNet_CCT, losses
 
 
 def release_regularizer(release: str, variant: str, losses):
@@ -139,11 +144,12 @@ def fold_patients(fold: int) -> tuple[list[str], list[str]]:
 
 
 class Slices(torch.utils.data.Dataset):
-    """The training slices with their scribbles, augmented by the release (or by us)."""
+    """The training slices with their scribbles (or the dense ``labels``, name -> (H, W)),
+    augmented by the release (or by us)."""
 
-    def __init__(self, root, names, patch, release_augment, our_augment=None):
+    def __init__(self, root, names, patch, release_augment, our_augment=None, labels=None):
         self.root, self.names, self.patch = root, names, patch
-        self.release_augment, self.our_augment = release_augment, our_augment
+        self.release_augment, self.our_augment, self.labels = release_augment, our_augment, labels
 
     def __len__(self):
         return len(self.names)
@@ -153,6 +159,8 @@ class Slices(torch.utils.data.Dataset):
 
         with h5py.File(os.path.join(self.root, "ACDC_training_slices", self.names[i]), "r") as f:
             image, scribble = f["image"][:], f["scribble"][:]
+        if self.labels is not None:
+            scribble = self.labels[self.names[i]]
         if self.our_augment is None:
             return self.release_augment({"image": image, "label": scribble, "mask": np.zeros((8, 8), np.uint8)})
         rng = np.random.default_rng([SEED, i, random.getrandbits(32)])
@@ -176,6 +184,8 @@ def build_model(args, UNet, UNet_CCT):
 def loss_of(args, images, outputs, target, ce, dice, regularizer):
     if args.variant in ("pce", "pce_published"):
         return ce(outputs[0], target)
+    if args.variant == "pce_rw":
+        return 0.5 * (ce(outputs[0], target) + dice(outputs[0].softmax(1), target[:, None]))
     if args.variant in REGULARIZED:
         return ce(outputs[0], target) + regularizer(images, outputs[0].softmax(1))
     (o1, o2), (p1, p2) = outputs, (outputs[0].softmax(1), outputs[1].softmax(1))
@@ -186,11 +196,28 @@ def loss_of(args, images, outputs, target, ce, dice, regularizer):
     return 0.5 * (ce(o1, target) + ce(o2, target)) + 0.5 * 0.5 * (dice(p1, pseudo) + dice(p2, pseudo))
 
 
+def walker_labels(args, names, generator) -> dict:
+    """The release's random-walker label of each training slice (cached in OUT/rw_labels.npz)."""
+    import h5py
+
+    path = os.path.join(args.out, "rw_labels.npz")
+    if os.path.isfile(path):
+        with np.load(path) as cached:
+            if sorted(cached.files) == sorted(names):
+                return {n: cached[n] for n in names}
+    labels = {}
+    for name in names:
+        with h5py.File(os.path.join(args.root, "ACDC_training_slices", name), "r") as f:
+            labels[name] = generator(f["image"][:], f["scribble"][:]).astype(np.uint8)
+    np.savez_compressed(path, **labels)
+    return labels
+
+
 def train(args) -> None:
     from scipy.ndimage import zoom
 
     release = os.path.abspath(args.release)
-    RandomGenerator, UNet, UNet_CCT, losses = import_release(release)
+    RandomGenerator, walker, UNet, UNet_CCT, losses = import_release(release)
     regularizer = release_regularizer(release, args.variant, losses) if args.variant in REGULARIZED else None
     random.seed(SEED)
     np.random.seed(SEED)
@@ -198,7 +225,9 @@ def train(args) -> None:
     train_ids, test_ids = fold_patients(args.fold)
     names = sorted(n for n in os.listdir(os.path.join(args.root, "ACDC_training_slices")) if n[:10] in train_ids)
     our_augment = load_ours("our_augment", "dataloaders/augment.py").augment if "augment" in args.ours else None
-    data = Slices(args.root, names, args.patch, RandomGenerator([args.patch, args.patch]), our_augment)
+    os.makedirs(args.out, exist_ok=True)
+    labels = walker_labels(args, names, walker) if args.variant == "pce_rw" else None
+    data = Slices(args.root, names, args.patch, RandomGenerator([args.patch, args.patch]), our_augment, labels)
     loader = torch.utils.data.DataLoader(data, batch_size=args.batch, shuffle=True, num_workers=1,
                                          worker_init_fn=lambda w: random.seed(SEED + w))
     net, model = build_model(args, UNet, UNet_CCT)
@@ -206,8 +235,8 @@ def train(args) -> None:
     base_lr = 0.03 if args.variant == "pce_published" else 0.01
     optimizer = torch.optim.Adam(net.parameters(), lr=base_lr) if args.variant == "pce_published" else \
         torch.optim.SGD(net.parameters(), lr=base_lr, momentum=0.9, weight_decay=1e-4)
-    ce, dice = torch.nn.CrossEntropyLoss(ignore_index=4), losses.pDLoss(4, ignore_index=4)
-    os.makedirs(args.out, exist_ok=True)
+    ce = torch.nn.CrossEntropyLoss(ignore_index=4)
+    dice = losses.DiceLoss(4) if args.variant == "pce_rw" else losses.pDLoss(4, ignore_index=4)
     start, iteration = time.time(), 0
     with open(os.path.join(args.out, "log.txt"), "w") as log:
         while iteration < args.iterations:
