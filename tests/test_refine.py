@@ -255,3 +255,23 @@ def test_scope_slices_leaves_unstroked_slices_alone(phantom_root, bad_model):
     assert np.array_equal(np.delete(out, 1, 0), np.delete(before, 1, 0))
     with pytest.raises(ValueError, match="scope"):
         RefineSettings(scope="everything")
+
+
+def test_refine_bound_fixes_only_the_regions_a_stroke_touches():
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "refine_bound.py")
+    spec = importlib.util.spec_from_file_location("refine_bound", path)
+    bound = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bound)
+    truth = np.zeros((2, 6, 6), np.uint8)
+    truth[0, 0:2, 0:2] = 1   # missed, stroked with class 1
+    truth[0, 4:6, 4:6] = 1   # missed, not stroked
+    truth[1, 0:2, 0:2] = 3   # missed, stroked with the wrong class (2): not fixed
+    pred = np.zeros_like(truth)
+    strokes = np.full(truth.shape, UNLABELED, np.uint8)
+    strokes[0, 0, 0] = 1
+    strokes[1, 0, 0] = 2
+    fixed = bound.fix_stroked_regions(pred, truth, strokes)
+    assert (fixed[0, 0:2, 0:2] == 1).all() and (fixed[0, 4:6, 4:6] == 0).all() and (fixed[1] == 0).all()
+    assert (fixed != pred).sum() == 4 and (pred == 0).all()

@@ -1,0 +1,78 @@
+"""How much the simulated user's strokes can be worth: upper bounds for ``refine.py --simulate``.
+
+    python benchmarks/refine_bound.py --checkpoint CKPT --root data/ACDC --fold fold1 --split val \\
+        [--simulate 1] [--worst_slices 3] [--seed 0]
+
+For each volume of the split, the checkpoint's prediction and the simulated strokes exactly as
+``refine.py --simulate`` draws them (``refinement.simulate_strokes``), then the mean Dice of
+three volumes: the prediction; the prediction with every wrong region that a stroke touches set
+to its true class (each stroke's region: the connected wrong pixels of the stroke's class, in its
+slice), what a refinement could reach if it fixed exactly what the user pointed at; and the
+prediction with the stroked slices replaced by the truth. Prints the means over all volumes and
+over the 10 with the lowest Dice before, as ``refine.py --simulate`` does. Trains nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+from scipy import ndimage
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "code"))
+
+from dataloaders import io  # noqa: E402
+from dataloaders.acdc import make_split  # noqa: E402
+from engine import check_unseen, method_from_checkpoint, read_checkpoint, resolve_device  # noqa: E402
+from inference import predict_volume  # noqa: E402
+from refinement import mean_dice, simulate_strokes  # noqa: E402
+
+
+def fix_stroked_regions(pred: np.ndarray, truth: np.ndarray, strokes: np.ndarray) -> np.ndarray:
+    """``pred`` with each connected wrong region (of one true class, in one slice) that a stroke
+    of that class touches set to the truth. All (Z, H, W) integer label volumes."""
+    fixed = pred.copy()
+    wrong = pred != truth
+    for z in np.flatnonzero((strokes != io.UNLABELED).reshape(len(strokes), -1).any(1)):
+        for c in np.unique(strokes[z][strokes[z] != io.UNLABELED]):
+            regions, _ = ndimage.label(wrong[z] & (truth[z] == c))
+            hit = np.unique(regions[(strokes[z] == c) & (regions > 0)])
+            fixed[z][np.isin(regions, hit) & (regions > 0)] = c
+    return fixed
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--root", required=True)
+    p.add_argument("--fold", default="fold1")
+    p.add_argument("--split", default="val", choices=["val", "test"])
+    p.add_argument("--simulate", type=int, default=1, metavar="K")
+    p.add_argument("--worst_slices", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    device = resolve_device("auto")
+    ckpt = read_checkpoint(args.checkpoint, device)
+    method, cfg = method_from_checkpoint(ckpt, device)
+    model = method.segmenter().eval()
+    names = getattr(make_split(args.root, args.fold, cfg.val_fraction, cfg.select_on_test), args.split)
+    check_unseen(ckpt.get("split"), names, args.checkpoint)
+    rows = []
+    for name in names:
+        case = io.read_case(args.root, name)
+        pred = predict_volume(model, case.image, cfg.input_size, device, cfg.amp, channels_last=cfg.channels_last)
+        strokes = simulate_strokes(pred, case.label, args.simulate, args.seed, args.worst_slices)
+        slices = (strokes != io.UNLABELED).reshape(len(strokes), -1).any(1)
+        perfect = pred.copy()
+        perfect[slices] = case.label[slices]
+        rows.append([mean_dice(v, case.label) for v in (pred, fix_stroked_regions(pred, case.label, strokes), perfect)])
+    rows = np.array(sorted(rows))
+    for label, part in (("all", rows), ("worst 10", rows[:10])):
+        before, regions, slices = part.mean(0)
+        print(f"{label} ({len(part)} volumes): before {before:.4f}; stroked regions fixed {regions:.4f} "
+              f"({regions - before:+.4f}); stroked slices perfect {slices:.4f} ({slices - before:+.4f})")
+
+
+if __name__ == "__main__":
+    main()
