@@ -459,6 +459,7 @@ def _train(cfg, method_cls, folder: RunFolder, ckpt: dict | None, device: torch.
     # Redirected to a file, a bar redraws ~10 times a second: slow it to keep logs readable.
     bar = tqdm(total=cfg.max_iterations, initial=state.iteration, disable=not (cfg.progress and dist.is_main), desc=cfg.method,
                mininterval=0.1 if sys.stderr.isatty() else 30)
+    folder.started = True
     start = time.time()
     method.train()
     # Every iteration's losses are checked on the device (no host sync); the flag is read before

@@ -22,7 +22,9 @@ class RunFolder:
     takes an exclusive ``fcntl`` lock on ``.lock`` inside it for the life of the run, so a second
     run in the same folder stops with the PID of the one that holds it. With ``--overwrite`` the
     old run is set aside in ``.replaced`` and only removed when the new run ends (or stops on a
-    signal with its own ``last.pth``); if the new run fails, the old one is put back.
+    signal with its own ``last.pth``); if the new run fails, the old one is put back. A new run
+    that fails before its first training step (:attr:`started`; bad data found while loading)
+    removes what it wrote, and the folder if it made it, so the same command can be rerun.
     """
 
     ARTEFACTS = ("last.pth", "best.pth", "best.json", "config.json", "log.txt", "tb")
@@ -33,6 +35,8 @@ class RunFolder:
             raise ValueError("--resume and --overwrite exclude each other")
         self.path, self.resume, self.overwrite = path, resume, overwrite
         self._lock = None
+        self._made = False
+        self.started = False  # set by the engine when the training loop begins
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
@@ -51,6 +55,7 @@ class RunFolder:
 
     def open(self) -> "RunFolder":
         """Create the folder and lock it; with ``overwrite``, then set the old run's files aside."""
+        self._made = not os.path.exists(self.path)
         os.makedirs(self.path, exist_ok=True)
         lock = open(self.file(".lock"), "a+")
         try:
@@ -86,8 +91,14 @@ class RunFolder:
                 for a in os.listdir(aside):
                     os.replace(os.path.join(aside, a), self.file(a))
             _remove(aside)
+        failed_start = failed and not self.started and not self.resume and not self.overwrite
+        if failed_start:
+            for a in self.existing():
+                _remove(self.file(a))
         self._lock.close()  # closing the file releases the lock
         self._lock = None
+        if failed_start and self._made and os.listdir(self.path) == [".lock"]:
+            _remove(self.path)
 
     def __enter__(self):
         return self.open()

@@ -66,6 +66,26 @@ def test_nothing_is_created_when_the_device_or_data_is_wrong(tmp_path, phantom_r
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+def test_a_run_that_fails_while_loading_its_data_leaves_nothing_in_the_way(tmp_path, phantom_root):
+    import shutil
+
+    from dataloaders import io
+
+    root = tmp_path / "data"
+    shutil.copytree(phantom_root, root)
+    bad = root / io.SLICE_DIR / "patient002_frame01_slice_1.h5"
+    good = io.read_h5(str(bad))
+    io.write_h5(str(bad), {"image": good["image"], "label": good["label"], "scribble": good["scribble"] * 0 + 9})
+    (tmp_path / "mine").mkdir()
+    for run in (tmp_path / "new", tmp_path / "mine"):
+        with pytest.raises(ValueError, match="patient002_frame01_slice_1.h5: scribble"):
+            engine.train(tiny_cfg(PCE, str(root), run), PCE)
+    assert not (tmp_path / "new").exists() and os.listdir(tmp_path / "mine") == [".lock"]
+    io.write_h5(str(bad), {k: good[k] for k in ("image", "label", "scribble")})
+    engine.train(tiny_cfg(PCE, str(root), tmp_path / "new"), PCE)  # the same command, rerun
+    assert (tmp_path / "new" / "last.pth").exists()
+
+
 def test_resume_refuses_other_data_and_accepts_configs_older_than_a_flag(tmp_path, phantom_root):
     import shutil
 
