@@ -113,6 +113,17 @@ def predict_checkpoint(args, run, cases, num_classes: int) -> tuple[dict[str, np
                    "config_sha256": config_digest(ckpt["config"])}
 
 
+def distance_units(root: str, cases) -> str:
+    """The units of HD95 and ASD: "mm" when every case has a spacing, "voxel" when none has.
+    ValueError naming a volume without a spacing and one with: their mean would mix the two."""
+    without = [c for c in cases if c.spacing is None]
+    if without and len(without) < len(cases):
+        other = next(c for c in cases if c.spacing is not None)
+        raise ValueError(f"{io.volume_path(root, without[0].name)} has no spacing attribute but "
+                         f"{io.volume_path(root, other.name)} has one: HD95 and ASD would average voxels with mm")
+    return metrics.units_of(cases[0].spacing)
+
+
 def nii_path(out_dir: str, case: io.Case) -> str:
     return os.path.join(out_dir, f"{case.name}.nii.gz")
 
@@ -160,6 +171,7 @@ def main(argv=None) -> dict:
         if not part:
             raise ValueError(f"--fold {args.fold} of {args.root_path} has no {args.on} cases")
         cases = list(VolumeSet(args.root_path, part))
+        units = distance_units(args.root_path, cases)
         if args.save_nii:
             io.check_outputs("--save_nii", [nii_path(args.save_nii, c) for c in cases], args.overwrite)
         if args.pred_dir:
@@ -177,9 +189,8 @@ def main(argv=None) -> dict:
     if args.save_nii:
         for c in cases:
             save_nii(args.save_nii, c, preds[c.name])
-    units = {metrics.units_of(c.spacing) for c in cases}
     scored.update(root_path=os.path.abspath(args.root_path), fold=args.fold, on=args.on)
-    summary = write_results(args.out_json, scores, units.pop() if len(units) == 1 else "mixed", scored, names)
+    summary = write_results(args.out_json, scores, units, scored, names)
     print(format_table(summary))
     return summary
 

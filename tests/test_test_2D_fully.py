@@ -224,3 +224,29 @@ def test_a_checkpoint_with_other_classes_or_existing_outputs_is_refused(phantom_
     test_2D_fully.main([*base, *last, "--overwrite"])
     assert sitk.ReadImage(str(tmp_path / "nii" / f"{first}.nii.gz")).GetSize()[::-1] == \
         io.read_case(phantom_root, first).label.shape
+
+
+def test_volumes_with_and_without_a_spacing_are_refused(phantom_root, tmp_path, capsys):
+    # Their HD95 and ASD would be in voxels and mm, and the mean of the two meaningless.
+    import shutil
+
+    import h5py
+
+    root = tmp_path / "root"
+    shutil.copytree(phantom_root, root)
+    cases = fold1_test_cases(str(root))
+    (tmp_path / "pred").mkdir()
+    for c in cases:
+        io.write_h5(str(tmp_path / "pred" / f"{c}.h5"), {"label": io.read_case(str(root), c).label})
+    with h5py.File(io.volume_path(str(root), cases[0]), "a") as f:
+        del f.attrs["spacing"]
+    with pytest.raises(SystemExit) as e:
+        score(str(root), tmp_path / "pred", tmp_path / "r.json")
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"{cases[0]}.h5 has no spacing attribute but " in err
+    assert f"{cases[1]}.h5 has one: HD95 and ASD would average voxels with mm" in err
+    assert not (tmp_path / "r.json").exists()
+    for c in cases[1:]:
+        with h5py.File(io.volume_path(str(root), c), "a") as f:
+            del f.attrs["spacing"]
+    assert score(str(root), tmp_path / "pred", tmp_path / "r.json")["units"] == "voxel"
