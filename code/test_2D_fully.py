@@ -8,8 +8,8 @@ Two sources of predictions:
 
 - a trained checkpoint: ``--exp NAME --sup_type scribble [--checkpoint best|last|PATH]`` (the run
   in ``model/<exp>_<fold>/<sup_type>``), predicted slice by slice at the training input size;
-- ``--pred_dir DIR``: label volumes ``<case>.nii.gz`` or ``<case>.h5`` (key ``label``), in the
-  same (Z, H, W) order as the h5 ``label``.
+- ``--pred_dir DIR``: label volumes ``<case>.nii.gz`` or ``<case>.h5`` (key ``label``; extensions
+  in any letter case, one file per case), in the same (Z, H, W) order as the h5 ``label``.
 
 Writes the summary JSON (``--out_json``), a per-volume, per-class CSV beside it, optionally the
 predictions as NIfTI with the scan's geometry (``--save_nii``: spacing, and origin and direction
@@ -62,19 +62,32 @@ def parse_args(argv=None):
     return args, p
 
 
+def prediction_files(pred_dir: str, case: str) -> list[str]:
+    """The files of ``pred_dir`` named ``<case>.nii.gz|.nii|.h5``, extensions in any letter case."""
+    found = []
+    for f in sorted(os.listdir(pred_dir)):
+        stem = io.nifti_stem(f) if io.is_nifti(f) else f[:-3] if f.lower().endswith(".h5") else None
+        if stem == case:
+            found.append(os.path.join(pred_dir, f))
+    return found
+
+
 def read_prediction(pred_dir: str, case: io.Case, top: int) -> np.ndarray:
-    """The label volume ``<case>.nii.gz|.nii|.h5`` of ``pred_dir``, classes 0..``top``. A NIfTI
-    prediction of a case converted from NIfTI (which keeps its origin and direction) must lie on
-    the case's grid: the same array order is only guaranteed by the same geometry. For other
-    cases (h5 data, at most a spacing) the shape decides, and the case's own spacing is used."""
-    for ext in (".nii.gz", ".nii", ".h5"):
-        path = os.path.join(pred_dir, case.name + ext)
-        if os.path.exists(path):
-            if ext != ".h5" and case.direction is not None:
-                return io.read_labels_on(path, case, top, ref_name=f"case {case.name}")
-            return io.read_label_file(path, top)
-    raise FileNotFoundError(f"--pred_dir {pred_dir}: no prediction for case {case.name} "
-                            f"({case.name}.nii.gz or {case.name}.h5)")
+    """The label volume ``<case>.nii.gz|.nii|.h5`` of ``pred_dir``, classes 0..``top``; ValueError
+    when the case has several (which one was meant?). A NIfTI prediction of a case converted from
+    NIfTI (which keeps its origin and direction) must lie on the case's grid: the same array order
+    is only guaranteed by the same geometry. For other cases (h5 data, at most a spacing) the
+    shape decides, and the case's own spacing is used."""
+    paths = prediction_files(pred_dir, case.name)
+    if not paths:
+        raise FileNotFoundError(f"--pred_dir {pred_dir}: no prediction for case {case.name} "
+                                f"({case.name}.nii.gz or {case.name}.h5)")
+    if len(paths) > 1:
+        raise ValueError(f"--pred_dir {pred_dir}: {' and '.join(map(os.path.basename, paths))} are predictions "
+                         f"of the same case {case.name}; remove all but one")
+    if io.is_nifti(paths[0]) and case.direction is not None:
+        return io.read_labels_on(paths[0], case, top, ref_name=f"case {case.name}")
+    return io.read_label_file(paths[0], top)
 
 
 def read_run(args) -> tuple[str, dict, torch.device]:

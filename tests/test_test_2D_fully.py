@@ -250,3 +250,25 @@ def test_volumes_with_and_without_a_spacing_are_refused(phantom_root, tmp_path, 
         with h5py.File(io.volume_path(str(root), c), "a") as f:
             del f.attrs["spacing"]
     assert score(str(root), tmp_path / "pred", tmp_path / "r.json")["units"] == "voxel"
+
+
+def test_two_predictions_of_a_case_are_refused_and_capital_extensions_read(phantom_root, tmp_path, capsys):
+    import os
+
+    cases = fold1_test_cases(phantom_root)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for c in cases:
+        io.write_h5(str(pred / f"{c}.h5"), {"label": io.read_case(phantom_root, c).label})
+    # Which one was meant? The NIfTI was scored silently before.
+    io.write_nifti(str(pred / f"{cases[0]}.nii.gz"), np.zeros_like(io.read_case(phantom_root, cases[0]).label))
+    with pytest.raises(SystemExit) as e:
+        score(phantom_root, pred, tmp_path / "r.json")
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"{cases[0]}.h5 and {cases[0]}.nii.gz are predictions of the same case" in err
+    assert not (tmp_path / "r.json").exists()
+    os.remove(pred / f"{cases[0]}.h5")
+    io.write_nifti(str(pred / f"{cases[0]}.nii.gz"), io.read_case(phantom_root, cases[0]).label)
+    os.rename(pred / f"{cases[0]}.nii.gz", pred / f"{cases[0]}.NII.GZ")
+    os.rename(pred / f"{cases[1]}.h5", pred / f"{cases[1]}.H5")
+    assert score(phantom_root, pred, tmp_path / "r.json")["dice"]["mean"] == 1.0
