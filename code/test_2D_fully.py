@@ -90,13 +90,18 @@ def read_prediction(pred_dir: str, case: io.Case, top: int) -> np.ndarray:
     return io.read_label_file(paths[0], top)
 
 
+def checkpoint_path(args) -> str:
+    """The checkpoint that ``--exp``/``--model_dir``/``--checkpoint`` name."""
+    model_dir = args.model_dir or os.path.join("model", f"{args.exp}_{args.fold}", args.sup_type)
+    return args.checkpoint if args.checkpoint not in ("best", "last") else \
+        os.path.join(model_dir, f"{args.checkpoint}.pth")
+
+
 def read_run(args) -> tuple[str, dict, torch.device]:
     """(path, contents, device) of the checkpoint that ``--exp``/``--model_dir``/``--checkpoint`` name."""
     from engine import read_checkpoint, resolve_device
 
-    model_dir = args.model_dir or os.path.join("model", f"{args.exp}_{args.fold}", args.sup_type)
-    path = args.checkpoint if args.checkpoint not in ("best", "last") else \
-        os.path.join(model_dir, f"{args.checkpoint}.pth")
+    path = checkpoint_path(args)
     device = resolve_device(args.device)
     return path, read_checkpoint(path, device), device
 
@@ -137,6 +142,45 @@ def distance_units(root: str, cases) -> str:
     return metrics.units_of(cases[0].spacing)
 
 
+def csv_path(out_json: str) -> str:
+    """The per-volume CSV written beside the summary JSON ``out_json``."""
+    return os.path.splitext(out_json)[0] + ".csv"
+
+
+def is_inside(path: str, folder: str) -> bool:
+    folder = os.path.realpath(folder)
+    return os.path.commonpath([os.path.realpath(path), folder]) == folder
+
+
+def is_result(path: str) -> bool:
+    """True for a summary JSON or per-volume CSV that :func:`write_results` wrote."""
+    try:
+        with open(path, newline="") as f:
+            if path.endswith(".csv"):
+                return next(csv.reader(f), None) == ["case", "class", *metrics.METRICS]
+            result = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(result, dict) and isinstance(result.get("scored"), dict) and \
+        all(isinstance(result.get(m), dict) for m in metrics.METRICS)
+
+
+def check_out_json(args) -> None:
+    """ValueError naming ``--out_json`` when it or its CSV would replace an input: a path inside
+    ``--root_path`` or ``--pred_dir`` (splits.json, dataset.json, predictions), or an existing
+    file of the checkpoint's run folder other than an earlier result (config.json, best.json).
+    Called before any work."""
+    inputs = [("--root_path", args.root_path)] + ([("--pred_dir", args.pred_dir)] if args.pred_dir else [])
+    run_dir = None if args.pred_dir else os.path.dirname(os.path.abspath(checkpoint_path(args)))
+    for path in (args.out_json, csv_path(args.out_json)):
+        for flag, folder in inputs:
+            if is_inside(path, folder):
+                raise ValueError(f"--out_json: {path} lies inside {flag} {folder}; write results outside it")
+        if run_dir and is_inside(path, run_dir) and os.path.exists(path) and not is_result(path):
+            raise ValueError(f"--out_json: {path} is a file of the run in {run_dir}, not a result of "
+                             "test_2D_fully.py; choose another name")
+
+
 def nii_path(out_dir: str, case: io.Case) -> str:
     return os.path.join(out_dir, f"{case.name}.nii.gz")
 
@@ -155,7 +199,7 @@ def write_results(out_json: str, scores: dict, units: str, scored: dict | None =
     os.makedirs(os.path.dirname(os.path.abspath(out_json)), exist_ok=True)
     with open(out_json, "w") as f:
         json.dump(summary, f, indent=2)
-    with open(os.path.splitext(out_json)[0] + ".csv", "w", newline="") as f:
+    with open(csv_path(out_json), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["case", "class", *metrics.METRICS])
         w.writeheader()
         w.writerows(table_rows(scores, names))
@@ -174,6 +218,7 @@ def format_table(summary: dict) -> str:
 def main(argv=None) -> dict:
     args, parser = parse_args(argv)
     try:
+        check_out_json(args)
         names = io.class_names(args.root_path)
         run = None if args.pred_dir else read_run(args)
         # A run's validation cases depend on its own --val_fraction and --select_on_test.
