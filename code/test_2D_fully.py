@@ -142,12 +142,16 @@ def distance_units(root: str, cases) -> str:
     return metrics.units_of(cases[0].spacing)
 
 
+CSV_FIELDS = ("case", "class", *metrics.METRICS)  # the per-volume CSV's header
+
+
 def csv_path(out_json: str) -> str:
     """The per-volume CSV written beside the summary JSON ``out_json``."""
     return os.path.splitext(out_json)[0] + ".csv"
 
 
 def is_inside(path: str, folder: str) -> bool:
+    """True when ``path`` is ``folder`` or lies below it, links resolved."""
     folder = os.path.realpath(folder)
     return os.path.commonpath([os.path.realpath(path), folder]) == folder
 
@@ -157,7 +161,7 @@ def is_result(path: str) -> bool:
     try:
         with open(path, newline="") as f:
             if path.endswith(".csv"):
-                return next(csv.reader(f), None) == ["case", "class", *metrics.METRICS]
+                return tuple(next(csv.reader(f), ())) == CSV_FIELDS
             result = json.load(f)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return False
@@ -200,7 +204,7 @@ def write_results(out_json: str, scores: dict, units: str, scored: dict | None =
     with open(out_json, "w") as f:
         json.dump(summary, f, indent=2)
     with open(csv_path(out_json), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["case", "class", *metrics.METRICS])
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         w.writeheader()
         w.writerows(table_rows(scores, names))
     return summary
