@@ -15,9 +15,10 @@ import numpy as np
 METRICS = ("dice", "hd95", "asd")
 
 
-def read_result(path: str, fold: str | None = None) -> dict:
+def read_result(path: str, fold: str | None = None, method: str | None = None) -> dict:
     """The summary JSON of ``path``, checked: it scored the test part of ``fold`` (which it must
-    record when ``fold`` is given), and holds a finite number for every class of every metric.
+    record when ``fold`` is given), a checkpoint of ``method`` when it records one (predictions
+    of ``--pred_dir`` do not), and holds a finite number for every class of every metric.
     ValueError naming the file."""
     try:
         with open(path) as fh:
@@ -34,6 +35,8 @@ def read_result(path: str, fold: str | None = None) -> dict:
     if fold is not None and (scored["fold"] != fold or scored.get("on", "test") != "test"):
         raise ValueError(f"{path}: scored the {scored.get('on', 'test')} part of {scored['fold']}, "
                          f"not the test part of {fold}")
+    if method is not None and scored.get("method", method) != method:
+        raise ValueError(f"{path}: scored a {scored['method']} checkpoint, not {method}")
     for m in METRICS:
         bad = [c for c, v in result[m].items() if not isinstance(v, (int, float)) or not np.isfinite(v)]
         if bad:
@@ -85,7 +88,7 @@ def load_results(folder: str, methods, folds, prefix: str = "") -> dict[str, lis
         for f in folds:
             path = os.path.join(folder, f"{prefix}{m}_{f}.json")
             if os.path.exists(path):
-                out[m].append((path, read_result(path, f)))
+                out[m].append((path, read_result(path, f, m)))
             else:
                 print(f"{m}: no result for {f} ({path})", file=sys.stderr)
     found = [pr for runs in out.values() for pr in runs]

@@ -8,8 +8,8 @@ Two sources of predictions:
 
 - a trained checkpoint: ``--exp NAME --sup_type scribble [--checkpoint best|last|PATH]`` (the run
   in ``model/<exp>_<fold>/<sup_type>``), predicted slice by slice at the training input size;
-- ``--pred_dir DIR``: label volumes ``<case>.nii.gz`` or ``<case>.h5`` (key ``label``), in the
-  same (Z, H, W) order as the h5 ``label``.
+- ``--pred_dir DIR``: label volumes ``<case>.nii.gz`` or ``<case>.h5`` (key ``label``; extensions
+  in any letter case, one file per case), in the same (Z, H, W) order as the h5 ``label``.
 
 Writes the summary JSON (``--out_json``), a per-volume, per-class CSV beside it, optionally the
 predictions as NIfTI with the scan's geometry (``--save_nii``: spacing, and origin and direction
@@ -62,28 +62,46 @@ def parse_args(argv=None):
     return args, p
 
 
+def prediction_files(pred_dir: str, case: str) -> list[str]:
+    """The files of ``pred_dir`` named ``<case>.nii.gz|.nii|.h5``, extensions in any letter case."""
+    found = []
+    for f in sorted(os.listdir(pred_dir)):
+        stem = io.nifti_stem(f) if io.is_nifti(f) else f[:-3] if f.lower().endswith(".h5") else None
+        if stem == case:
+            found.append(os.path.join(pred_dir, f))
+    return found
+
+
 def read_prediction(pred_dir: str, case: io.Case, top: int) -> np.ndarray:
-    """The label volume ``<case>.nii.gz|.nii|.h5`` of ``pred_dir``, classes 0..``top``. A NIfTI
-    prediction of a case converted from NIfTI (which keeps its origin and direction) must lie on
-    the case's grid: the same array order is only guaranteed by the same geometry. For other
-    cases (h5 data, at most a spacing) the shape decides, and the case's own spacing is used."""
-    for ext in (".nii.gz", ".nii", ".h5"):
-        path = os.path.join(pred_dir, case.name + ext)
-        if os.path.exists(path):
-            if ext != ".h5" and case.direction is not None:
-                return io.read_labels_on(path, case, top, ref_name=f"case {case.name}")
-            return io.read_label_file(path, top)
-    raise FileNotFoundError(f"--pred_dir {pred_dir}: no prediction for case {case.name} "
-                            f"({case.name}.nii.gz or {case.name}.h5)")
+    """The label volume ``<case>.nii.gz|.nii|.h5`` of ``pred_dir``, classes 0..``top``; ValueError
+    when the case has several (which one was meant?). A NIfTI prediction of a case converted from
+    NIfTI (which keeps its origin and direction) must lie on the case's grid: the same array order
+    is only guaranteed by the same geometry. For other cases (h5 data, at most a spacing) the
+    shape decides, and the case's own spacing is used."""
+    paths = prediction_files(pred_dir, case.name)
+    if not paths:
+        raise FileNotFoundError(f"--pred_dir {pred_dir}: no prediction for case {case.name} "
+                                f"({case.name}.nii.gz or {case.name}.h5)")
+    if len(paths) > 1:
+        raise ValueError(f"--pred_dir {pred_dir}: {' and '.join(map(os.path.basename, paths))} are predictions "
+                         f"of the same case {case.name}; remove all but one")
+    if io.is_nifti(paths[0]) and case.direction is not None:
+        return io.read_labels_on(paths[0], case, top, ref_name=f"case {case.name}")
+    return io.read_label_file(paths[0], top)
+
+
+def checkpoint_path(args) -> str:
+    """The checkpoint that ``--exp``/``--model_dir``/``--checkpoint`` name."""
+    model_dir = args.model_dir or os.path.join("model", f"{args.exp}_{args.fold}", args.sup_type)
+    return args.checkpoint if args.checkpoint not in ("best", "last") else \
+        os.path.join(model_dir, f"{args.checkpoint}.pth")
 
 
 def read_run(args) -> tuple[str, dict, torch.device]:
     """(path, contents, device) of the checkpoint that ``--exp``/``--model_dir``/``--checkpoint`` name."""
     from engine import read_checkpoint, resolve_device
 
-    model_dir = args.model_dir or os.path.join("model", f"{args.exp}_{args.fold}", args.sup_type)
-    path = args.checkpoint if args.checkpoint not in ("best", "last") else \
-        os.path.join(model_dir, f"{args.checkpoint}.pth")
+    path = checkpoint_path(args)
     device = resolve_device(args.device)
     return path, read_checkpoint(path, device), device
 
@@ -113,6 +131,60 @@ def predict_checkpoint(args, run, cases, num_classes: int) -> tuple[dict[str, np
                    "config_sha256": config_digest(ckpt["config"])}
 
 
+def distance_units(root: str, cases) -> str:
+    """The units of HD95 and ASD: "mm" when every case has a spacing, "voxel" when none has.
+    ValueError naming a volume without a spacing and one with: their mean would mix the two."""
+    without = [c for c in cases if c.spacing is None]
+    if without and len(without) < len(cases):
+        other = next(c for c in cases if c.spacing is not None)
+        raise ValueError(f"{io.volume_path(root, without[0].name)} has no spacing attribute but "
+                         f"{io.volume_path(root, other.name)} has one: HD95 and ASD would average voxels with mm")
+    return metrics.units_of(cases[0].spacing)
+
+
+CSV_FIELDS = ("case", "class", *metrics.METRICS)  # the per-volume CSV's header
+
+
+def csv_path(out_json: str) -> str:
+    """The per-volume CSV written beside the summary JSON ``out_json``."""
+    return os.path.splitext(out_json)[0] + ".csv"
+
+
+def is_inside(path: str, folder: str) -> bool:
+    """True when ``path`` is ``folder`` or lies below it, links resolved."""
+    folder = os.path.realpath(folder)
+    return os.path.commonpath([os.path.realpath(path), folder]) == folder
+
+
+def is_result(path: str) -> bool:
+    """True for a summary JSON or per-volume CSV that :func:`write_results` wrote."""
+    try:
+        with open(path, newline="") as f:
+            if path.endswith(".csv"):
+                return tuple(next(csv.reader(f), ())) == CSV_FIELDS
+            result = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(result, dict) and isinstance(result.get("scored"), dict) and \
+        all(isinstance(result.get(m), dict) for m in metrics.METRICS)
+
+
+def check_out_json(args) -> None:
+    """ValueError naming ``--out_json`` when it or its CSV would replace an input: a path inside
+    ``--root_path`` or ``--pred_dir`` (splits.json, dataset.json, predictions), or an existing
+    file of the checkpoint's run folder other than an earlier result (config.json, best.json).
+    Called before any work."""
+    inputs = [("--root_path", args.root_path)] + ([("--pred_dir", args.pred_dir)] if args.pred_dir else [])
+    run_dir = None if args.pred_dir else os.path.dirname(os.path.abspath(checkpoint_path(args)))
+    for path in (args.out_json, csv_path(args.out_json)):
+        for flag, folder in inputs:
+            if is_inside(path, folder):
+                raise ValueError(f"--out_json: {path} lies inside {flag} {folder}; write results outside it")
+        if run_dir and is_inside(path, run_dir) and os.path.exists(path) and not is_result(path):
+            raise ValueError(f"--out_json: {path} is a file of the run in {run_dir}, not a result of "
+                             "test_2D_fully.py; choose another name")
+
+
 def nii_path(out_dir: str, case: io.Case) -> str:
     return os.path.join(out_dir, f"{case.name}.nii.gz")
 
@@ -131,8 +203,8 @@ def write_results(out_json: str, scores: dict, units: str, scored: dict | None =
     os.makedirs(os.path.dirname(os.path.abspath(out_json)), exist_ok=True)
     with open(out_json, "w") as f:
         json.dump(summary, f, indent=2)
-    with open(os.path.splitext(out_json)[0] + ".csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["case", "class", *metrics.METRICS])
+    with open(csv_path(out_json), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         w.writeheader()
         w.writerows(table_rows(scores, names))
     return summary
@@ -150,6 +222,7 @@ def format_table(summary: dict) -> str:
 def main(argv=None) -> dict:
     args, parser = parse_args(argv)
     try:
+        check_out_json(args)
         names = io.class_names(args.root_path)
         run = None if args.pred_dir else read_run(args)
         # A run's validation cases depend on its own --val_fraction and --select_on_test.
@@ -160,6 +233,7 @@ def main(argv=None) -> dict:
         if not part:
             raise ValueError(f"--fold {args.fold} of {args.root_path} has no {args.on} cases")
         cases = list(VolumeSet(args.root_path, part))
+        units = distance_units(args.root_path, cases)
         if args.save_nii:
             io.check_outputs("--save_nii", [nii_path(args.save_nii, c) for c in cases], args.overwrite)
         if args.pred_dir:
@@ -177,9 +251,8 @@ def main(argv=None) -> dict:
     if args.save_nii:
         for c in cases:
             save_nii(args.save_nii, c, preds[c.name])
-    units = {metrics.units_of(c.spacing) for c in cases}
     scored.update(root_path=os.path.abspath(args.root_path), fold=args.fold, on=args.on)
-    summary = write_results(args.out_json, scores, units.pop() if len(units) == 1 else "mixed", scored, names)
+    summary = write_results(args.out_json, scores, units, scored, names)
     print(format_table(summary))
     return summary
 

@@ -158,6 +158,29 @@ def test_non_finite_images_and_misaligned_keys_are_named(tmp_path):
         io.read_h5(str(tmp_path / "shift.h5"))
 
 
+@pytest.mark.parametrize("spacing, shown", [
+    ((0.0, 1.5, 1.5), r"\(0.0, 1.5, 1.5\)"), ((10.0, -1.5, 1.5), r"\(10.0, -1.5, 1.5\)"),
+    ((float("nan"), 1.5, 1.5), r"\(nan, 1.5, 1.5\)"), ("10,1.5,1.5", "'10,1.5,1.5'"), ((1.5, 1.5), r"\(1.5, 1.5\)"),
+])
+def test_a_bad_spacing_attribute_is_named_when_read(phantom_root, tmp_path, spacing, shown):
+    # Found only at scoring before, by metrics, with no file name; validation volumes are read
+    # when training starts (VolumeSet), so a run fails there too.
+    import shutil
+
+    import h5py
+
+    root = tmp_path / "root"
+    shutil.copytree(phantom_root, root)
+    case = io.list_cases(str(root))[0]
+    with h5py.File(io.volume_path(str(root), case), "a") as f:
+        f.attrs["spacing"] = spacing
+    message = f"{case}.h5: attribute spacing {shown} must be 3 finite positive numbers"
+    with pytest.raises(ValueError, match=message):
+        io.read_case(str(root), case)
+    with pytest.raises(ValueError, match=message):
+        VolumeSet(str(root), [case])
+
+
 def test_training_and_validation_data_are_checked_when_loaded(phantom_root, tmp_path):
     import shutil
 

@@ -6,7 +6,7 @@ import summarize_results
 def result(dice, hd95, fold="fold2"):
     per = lambda v: {"RV": v, "MYO": v, "LV": v, "mean": v}  # noqa: E731
     return {"dice": per(dice), "hd95": per(hd95), "asd": per(1.0), "n_volumes": 40, "units": "mm",
-            "scored": {"fold": fold, "on": "test", "root_path": "/data/ACDC"}}
+            "scored": {"fold": fold, "on": "test", "root_path": "/data/ACDC", "method": "pce"}}
 
 
 def test_table_averages_folds_and_reports_missing_ones(tmp_path, capsys):
@@ -31,10 +31,12 @@ def test_results_that_cannot_share_a_table_are_named(tmp_path, capsys):
     other_fold = {**result(0.8, 20.0), "scored": {"fold": "fold1", "on": "test"}}
     unrecorded = {k: v for k, v in result(0.8, 20.0).items() if k != "scored"}
     nan = result(float("nan"), 20.0)
+    other_method = {**result(0.8, 20.0), "scored": {"fold": "fold2", "on": "test", "method": "maskmixadv"}}
     for bad, message in [(voxels, "pce_fold2.json: its distance units voxel differ from"),
                          (other_fold, "pce_fold2.json: scored the test part of fold1, not the test part of fold2"),
                          (unrecorded, "pce_fold2.json: does not record the fold it scored"),
                          (nan, "pce_fold2.json: dice of RV, MYO, LV, mean is not a finite number"),
+                         (other_method, "pce_fold2.json: scored a maskmixadv checkpoint, not pce"),
                          ([1, 2], "pce_fold2.json: not a test_2D_fully.py result"),
                          ("{", "pce_fold2.json: not readable JSON")]:
         (tmp_path / "pce_fold2.json").write_text(bad if isinstance(bad, str) else json.dumps(bad))

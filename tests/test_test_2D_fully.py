@@ -10,6 +10,13 @@ from dataloaders import io
 from dataloaders.acdc import fold_split, make_split
 
 
+@pytest.fixture
+def pred(tmp_path):
+    """A folder for predictions; results go beside it (--out_json inside --pred_dir is refused)."""
+    (tmp_path / "pred").mkdir()
+    return tmp_path / "pred"
+
+
 def fold1_test_cases(root):
     return fold_split(io.list_cases(root), "fold1").test
 
@@ -19,15 +26,15 @@ def score(root, pred_dir, out):
                                "--out_json", str(out)])
 
 
-def test_perfect_predictions_score_perfectly(phantom_root, tmp_path, capsys):
+def test_perfect_predictions_score_perfectly(phantom_root, pred, tmp_path, capsys):
     cases = fold1_test_cases(phantom_root)
     for i, c in enumerate(cases):
         label = io.read_case(phantom_root, c).label
         if i % 2:  # one prediction as NIfTI, the other as h5
-            sitk.WriteImage(sitk.GetImageFromArray(label), str(tmp_path / f"{c}.nii.gz"))
+            sitk.WriteImage(sitk.GetImageFromArray(label), str(pred / f"{c}.nii.gz"))
         else:
-            io.write_h5(str(tmp_path / f"{c}.h5"), {"label": label})
-    summary = score(phantom_root, tmp_path, tmp_path / "out" / "r.json")
+            io.write_h5(str(pred / f"{c}.h5"), {"label": label})
+    summary = score(phantom_root, pred, tmp_path / "out" / "r.json")
     assert summary["dice"] == {"RV": 1.0, "MYO": 1.0, "LV": 1.0, "mean": 1.0}
     assert summary["hd95"]["mean"] == 0 and summary["n_volumes"] == len(cases)
     assert summary["units"] == "mm"
@@ -37,30 +44,30 @@ def test_perfect_predictions_score_perfectly(phantom_root, tmp_path, capsys):
     assert "MYO" in capsys.readouterr().out
 
 
-def test_a_missed_class_is_penalised_not_skipped(phantom_root, tmp_path):
+def test_a_missed_class_is_penalised_not_skipped(phantom_root, pred, tmp_path):
     cases = fold1_test_cases(phantom_root)
     for c in cases:
         label = io.read_case(phantom_root, c).label.copy()
         label[label == 1] = 0  # RV never predicted
-        io.write_h5(str(tmp_path / f"{c}.h5"), {"label": label})
-    summary = score(phantom_root, tmp_path, tmp_path / "r.json")
+        io.write_h5(str(pred / f"{c}.h5"), {"label": label})
+    summary = score(phantom_root, pred, tmp_path / "r.json")
     assert summary["dice"]["RV"] == 0 and summary["hd95"]["RV"] > 100
     assert summary["dice"]["LV"] == 1
 
 
-def test_missing_prediction_names_the_case(phantom_root, tmp_path, capsys):
+def test_missing_prediction_names_the_case(phantom_root, pred, tmp_path, capsys):
     first = fold1_test_cases(phantom_root)[0]
     with pytest.raises(SystemExit):
-        score(phantom_root, tmp_path, tmp_path / "r.json")
+        score(phantom_root, pred, tmp_path / "r.json")
     assert f"no prediction for case {first}" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
 
 
-def test_wrong_shape_is_an_error(phantom_root, tmp_path, capsys):
+def test_wrong_shape_is_an_error(phantom_root, pred, tmp_path, capsys):
     for c in fold1_test_cases(phantom_root):
-        io.write_h5(str(tmp_path / f"{c}.h5"), {"label": np.zeros((2, 8, 8), np.uint8)})
+        io.write_h5(str(pred / f"{c}.h5"), {"label": np.zeros((2, 8, 8), np.uint8)})
     with pytest.raises(SystemExit):
-        score(phantom_root, tmp_path, tmp_path / "r.json")
+        score(phantom_root, pred, tmp_path / "r.json")
     assert "has shape (2, 8, 8)" in capsys.readouterr().err
 
 
@@ -69,24 +76,24 @@ def test_needs_exactly_one_source(phantom_root, tmp_path):
         test_2D_fully.main(["--root_path", phantom_root, "--out_json", str(tmp_path / "r.json")])
 
 
-def test_corrupt_prediction_file_is_named(phantom_root, tmp_path, capsys):
+def test_corrupt_prediction_file_is_named(phantom_root, pred, tmp_path, capsys):
     first = fold1_test_cases(phantom_root)[0]
-    (tmp_path / f"{first}.nii.gz").write_bytes(b"garbage")
+    (pred / f"{first}.nii.gz").write_bytes(b"garbage")
     with pytest.raises(SystemExit):
-        score(phantom_root, tmp_path, tmp_path / "r.json")
+        score(phantom_root, pred, tmp_path / "r.json")
     assert f"{first}.nii.gz: corrupt or truncated NIfTI" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("bad", [9, -1])
-def test_prediction_values_outside_the_classes_are_named(phantom_root, tmp_path, capsys, bad):
+def test_prediction_values_outside_the_classes_are_named(phantom_root, pred, tmp_path, capsys, bad):
     cases = fold1_test_cases(phantom_root)
     for c in cases:
         label = io.read_case(phantom_root, c).label.astype(np.int16)
         if c == cases[0]:
             label[0, 0, 0] = bad
-        sitk.WriteImage(sitk.GetImageFromArray(label), str(tmp_path / f"{c}.nii.gz"))
+        sitk.WriteImage(sitk.GetImageFromArray(label), str(pred / f"{c}.nii.gz"))
     with pytest.raises(SystemExit) as e:
-        score(phantom_root, tmp_path, tmp_path / "r.json")
+        score(phantom_root, pred, tmp_path / "r.json")
     err = capsys.readouterr().err
     assert e.value.code == 2 and f"{cases[0]}.nii.gz: values must lie in 0..3, found {bad}" in err
     assert not (tmp_path / "r.json").exists()
@@ -191,11 +198,11 @@ def test_a_bare_state_dict_is_a_one_line_error(phantom_root, tmp_path, capsys):
     assert e.value.code == 2 and "bare.pth: not a checkpoint of this project" in err and "Traceback" not in err
 
 
-def test_nifti_predictions_may_store_whole_numbers_as_float(phantom_root, tmp_path):
+def test_nifti_predictions_may_store_whole_numbers_as_float(phantom_root, pred, tmp_path):
     for c in fold1_test_cases(phantom_root):
         sitk.WriteImage(sitk.GetImageFromArray(io.read_case(phantom_root, c).label.astype(np.float32)),
-                        str(tmp_path / f"{c}.nii.gz"))
-    assert score(phantom_root, tmp_path, tmp_path / "r.json")["dice"]["mean"] == 1.0
+                        str(pred / f"{c}.nii.gz"))
+    assert score(phantom_root, pred, tmp_path / "r.json")["dice"]["mean"] == 1.0
 
 
 def test_a_checkpoint_with_other_classes_or_existing_outputs_is_refused(phantom_root, tmp_path, capsys):
@@ -224,3 +231,83 @@ def test_a_checkpoint_with_other_classes_or_existing_outputs_is_refused(phantom_
     test_2D_fully.main([*base, *last, "--overwrite"])
     assert sitk.ReadImage(str(tmp_path / "nii" / f"{first}.nii.gz")).GetSize()[::-1] == \
         io.read_case(phantom_root, first).label.shape
+
+
+def test_volumes_with_and_without_a_spacing_are_refused(phantom_root, pred, tmp_path, capsys):
+    # Their HD95 and ASD would be in voxels and mm, and the mean of the two meaningless.
+    import shutil
+
+    import h5py
+
+    root = tmp_path / "root"
+    shutil.copytree(phantom_root, root)
+    cases = fold1_test_cases(str(root))
+    for c in cases:
+        io.write_h5(str(pred / f"{c}.h5"), {"label": io.read_case(str(root), c).label})
+    with h5py.File(io.volume_path(str(root), cases[0]), "a") as f:
+        del f.attrs["spacing"]
+    with pytest.raises(SystemExit) as e:
+        score(str(root), pred, tmp_path / "r.json")
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"{cases[0]}.h5 has no spacing attribute but " in err
+    assert f"{cases[1]}.h5 has one: HD95 and ASD would average voxels with mm" in err
+    assert not (tmp_path / "r.json").exists()
+    for c in cases[1:]:
+        with h5py.File(io.volume_path(str(root), c), "a") as f:
+            del f.attrs["spacing"]
+    assert score(str(root), pred, tmp_path / "r.json")["units"] == "voxel"
+
+
+def test_two_predictions_of_a_case_are_refused_and_capital_extensions_read(phantom_root, pred, tmp_path, capsys):
+    import os
+
+    cases = fold1_test_cases(phantom_root)
+    for c in cases:
+        io.write_h5(str(pred / f"{c}.h5"), {"label": io.read_case(phantom_root, c).label})
+    # Which one was meant? The NIfTI was scored silently before.
+    io.write_nifti(str(pred / f"{cases[0]}.nii.gz"), np.zeros_like(io.read_case(phantom_root, cases[0]).label))
+    with pytest.raises(SystemExit) as e:
+        score(phantom_root, pred, tmp_path / "r.json")
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"{cases[0]}.h5 and {cases[0]}.nii.gz are predictions of the same case" in err
+    assert not (tmp_path / "r.json").exists()
+    os.remove(pred / f"{cases[0]}.h5")
+    io.write_nifti(str(pred / f"{cases[0]}.nii.gz"), io.read_case(phantom_root, cases[0]).label)
+    os.rename(pred / f"{cases[0]}.nii.gz", pred / f"{cases[0]}.NII.GZ")
+    os.rename(pred / f"{cases[1]}.h5", pred / f"{cases[1]}.H5")
+    assert score(phantom_root, pred, tmp_path / "r.json")["dice"]["mean"] == 1.0
+
+
+def test_out_json_never_replaces_an_input(phantom_root, pred, tmp_path, capsys):
+    import shutil
+
+    import engine
+    from conftest import tiny_cfg
+    from methods import get_method
+
+    root = tmp_path / "root"
+    shutil.copytree(phantom_root, root)
+    (root / "splits.json").write_text("the data's split")
+    for c in fold1_test_cases(str(root)):
+        io.write_h5(str(pred / f"{c}.h5"), {"label": io.read_case(str(root), c).label})
+    for out, message in [(root / "splits.json", f"splits.json lies inside --root_path {root}"),
+                         (pred / "r.json", f"r.json lies inside --pred_dir {pred}")]:
+        with pytest.raises(SystemExit) as e:
+            score(str(root), pred, out)
+        assert e.value.code == 2 and message in capsys.readouterr().err
+    assert (root / "splits.json").read_text() == "the data's split" and not (root / "splits.csv").exists()
+    assert not (pred / "r.json").exists()
+    # A run's own files, or one beside the CSV name; an earlier result may be replaced.
+    engine.train(tiny_cfg(get_method("pce"), phantom_root, tmp_path / "run"), get_method("pce"))
+    (tmp_path / "run" / "notes.csv").write_text("my notes")
+    before = {f: (tmp_path / "run" / f).read_bytes() for f in ("config.json", "best.json", "notes.csv")}
+    for name in ("config.json", "best.json", "notes.json"):
+        with pytest.raises(SystemExit) as e:
+            test_2D_fully.main(["--root_path", phantom_root, "--checkpoint", str(tmp_path / "run" / "last.pth"),
+                                "--out_json", str(tmp_path / "run" / name)])
+        expected = name.replace("notes.json", "notes.csv")
+        assert e.value.code == 2 and f"{expected} is a file of the run in " in capsys.readouterr().err
+    assert before == {f: (tmp_path / "run" / f).read_bytes() for f in before}
+    for _ in range(2):
+        test_2D_fully.main(["--root_path", phantom_root, "--model_dir", str(tmp_path / "run"),
+                            "--out_json", str(tmp_path / "run" / "test.json")])

@@ -164,8 +164,8 @@ def check_labels(what: str, labels: np.ndarray, top: int = NUM_CLASSES - 1) -> N
 
 
 def read_h5(path: str, keys=KEYS) -> dict:
-    """Arrays of ``keys`` present in the file, plus ``spacing`` (tuple or None), checked by
-    :func:`check_arrays`.
+    """Arrays of ``keys`` present in the file, checked by :func:`check_arrays`, plus its geometry
+    (``spacing``, ``origin``, ``direction``: tuples or None, checked by :func:`read_geometry`).
 
     Raises ``OSError`` naming the file when it is unreadable or lacks ``image``, ValueError when
     its values are bad.
@@ -179,8 +179,31 @@ def read_h5(path: str, keys=KEYS) -> dict:
     if "image" in keys and "image" not in out:
         raise OSError(f"{path}: no 'image' dataset")
     check_arrays(path, out)
-    out.update({a: tuple(float(v) for v in g) if g is not None else None for a, g in geometry.items()})
+    out.update({a: read_geometry(path, a, g) for a, g in geometry.items()})
     return out
+
+
+# Values of each geometry attribute: (z, y, x) mm, (x, y, z) mm, a row-major 3x3.
+GEOMETRY_SIZES = {"spacing": 3, "origin": 3, "direction": 9}
+
+
+def read_geometry(path: str, name: str, value) -> tuple[float, ...] | None:
+    """The geometry attribute ``name`` of the h5 file ``path`` as floats (None when absent).
+    ValueError naming the file unless it holds ``GEOMETRY_SIZES[name]`` finite numbers, and for
+    ``spacing`` positive ones: a bad spacing would otherwise surface only at scoring, without a
+    file name."""
+    if value is None:
+        return None
+    try:
+        values = np.asarray(value, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        values = None
+    if (values is None or values.size != GEOMETRY_SIZES[name] or not np.isfinite(values).all()
+            or (name == "spacing" and not (values > 0).all())):
+        shown = repr(value) if values is None else tuple(values.tolist())
+        want = "positive " if name == "spacing" else ""
+        raise ValueError(f"{path}: attribute {name} {shown} must be {GEOMETRY_SIZES[name]} finite {want}numbers")
+    return tuple(float(v) for v in values)
 
 
 def num_slices(root: str, case: str) -> int:
@@ -401,7 +424,7 @@ def read_label_file(path: str, top: int = NUM_CLASSES - 1) -> np.ndarray:
     """A (Z, H, W) uint8 label map with classes 0..``top`` from an h5 file (key ``label``) or a NIfTI
     file (array order of ``GetArrayFromImage``); OSError or KeyError naming the file when it
     cannot be read, ValueError when it holds other values."""
-    if path.endswith(".h5"):
+    if path.lower().endswith(".h5"):
         arrays = read_h5(path, keys=("label",))
         if "label" not in arrays:
             raise KeyError(f"{path}: no 'label' dataset")
