@@ -203,5 +203,5 @@ def test_dataset_json_with_a_bad_patient_pattern_is_refused(phantom_root, tmp_pa
     root = tmp_path / "root"
     shutil.copytree(phantom_root, root)
     io.write_dataset_json(str(root), io.CLASS_NAMES, patient_pattern=pattern)
-    with pytest.raises(ValueError, match=f"{root / 'dataset.json'}: patient_pattern .*(not a valid regex|regex string)"):
+    with pytest.raises(ValueError, match=f"{root / 'dataset.json'}: patient_pattern: .*(not a valid regex|regex string)"):
         make_split(str(root), "fold1")

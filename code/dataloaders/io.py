@@ -84,11 +84,11 @@ def check_class_names(what: str, names) -> None:
 def check_patient_pattern(what: str, pattern) -> None:
     """ValueError naming ``what`` unless ``pattern`` is a string that compiles as a regex."""
     if not isinstance(pattern, str):
-        raise ValueError(f"{what}: patient_pattern must be a regex string, got {pattern!r}")
+        raise ValueError(f"{what}: must be a regex string, got {pattern!r}")
     try:
         re.compile(pattern)
     except re.error as e:
-        raise ValueError(f"{what}: patient_pattern {pattern!r} is not a valid regex ({e})") from e
+        raise ValueError(f"{what}: {pattern!r} is not a valid regex ({e})") from e
 
 
 def read_dataset_json(root: str) -> dict:
@@ -105,7 +105,7 @@ def read_dataset_json(root: str) -> dict:
     if not isinstance(meta, dict):
         raise ValueError(f"{path}: expected a JSON object")
     if "patient_pattern" in meta:
-        check_patient_pattern(path, meta["patient_pattern"])
+        check_patient_pattern(f"{path}: patient_pattern", meta["patient_pattern"])
     return meta
 
 
