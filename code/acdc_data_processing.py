@@ -29,7 +29,9 @@ the value 4, a dense mask (0..C) otherwise; training cases with only a dense mas
 generated from it, as with ``--raw``. Each case keeps its geometry (spacing, origin, direction;
 see ``dataloaders.io.read_scan`` for the orientation rule), ``OUT/splits.json`` records the
 split of every case (``--fold split`` trains and tests on it), and ``OUT/dataset.json`` the
-class names and the optional patient-grouping regex (default: a case is its own patient).
+class names (distinct) and the optional patient-grouping regex (default: a case is its own patient;
+a regex must match every case name, and the log says how many patients it finds; one that makes
+all cases of a set one patient is refused).
 
 ``--volumes``: DIR holds ``<case>.h5`` volumes (image, label, scribble); their 2-D slices
 ``volume[key][z]`` (dtypes kept) are written to ``OUT/ACDC_training_slices``. With
@@ -206,10 +208,10 @@ def main(argv=None) -> int:
     ap.add_argument("--scribbles", help="folder of <case>_scribble.nii.gz (with --raw)")
     ap.add_argument("--seed", type=int, default=0, help="seed of generated scribbles (--raw, --nifti)")
     ap.add_argument("--class_names", nargs="+", default=list(io.CLASS_NAMES),
-                    help="names of labels 1..C, written to OUT/dataset.json (with --nifti)")
+                    help="distinct names of labels 1..C, written to OUT/dataset.json (with --nifti)")
     ap.add_argument("--patient_pattern",
-                    help="regex whose first group is a case's patient, for k-fold splits (with --nifti; "
-                         "default: each case is its own patient)")
+                    help="regex whose first group is a case's patient, for k-fold splits; it must match every "
+                         "case name (with --nifti; default: each case is its own patient)")
     args = ap.parse_args(argv)
     if args.raw is None and args.scribbles is not None:
         ap.error("--scribbles only applies to --raw")
@@ -218,6 +220,12 @@ def main(argv=None) -> int:
                  f"got {len(args.class_names)}")
     if args.scribbles is not None and not os.path.isdir(args.scribbles):
         ap.error(f"--scribbles {args.scribbles}: no such folder")
+    try:
+        io.check_class_names("--class_names", args.class_names)
+        if args.patient_pattern:
+            io.check_patient_pattern("--patient_pattern", args.patient_pattern)
+    except ValueError as e:
+        ap.error(str(e))
 
     if args.nifti is not None:
         try:
@@ -227,6 +235,16 @@ def main(argv=None) -> int:
         stems = [io.nifti_stem(img) for pairs in found.values() for img, _ in pairs]
         if len(set(stems)) != len(stems):
             ap.error(f"--nifti {args.nifti}: a case name appears in two splits")
+        if args.patient_pattern:
+            # Checked here, not when k-fold training groups the cases long after.
+            try:
+                patients = {io.patient_of(s, args.patient_pattern) for s in stems}
+            except ValueError as e:
+                ap.error(f"--patient_pattern: {e}")
+            if len(stems) > 1 and len(patients) == 1:
+                ap.error(f"--patient_pattern {args.patient_pattern!r}: all {len(stems)} cases are one patient "
+                         f"{patients.pop()!r}; its first group must name the patient")
+            print(f"--patient_pattern: {len(patients)} patients in {len(stems)} cases")
 
         def nifti_job(split, img, lab):
             return lambda: write_case(args.out, process_nifti_case(split, img, lab, args.seed,

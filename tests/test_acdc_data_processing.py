@@ -21,6 +21,18 @@ def phantom(tmp_path_factory):
     return d
 
 
+@pytest.fixture(scope="module")
+def nifti_src(phantom, tmp_path_factory):
+    """The raw phantom frames as a ``--nifti`` data set: SRC/train/{images,labels}/."""
+    src = tmp_path_factory.mktemp("nifti_src")
+    for sub in ("images", "labels"):
+        (src / "train" / sub).mkdir(parents=True)
+    for image, mask in adp.find_raw_cases(str(phantom / "raw")).values():
+        shutil.copy(image, src / "train" / "images")
+        shutil.copy(mask, src / "train" / "labels")
+    return src
+
+
 def run(*args):
     return subprocess.run([sys.executable, os.path.join(ROOT, "code", "acdc_data_processing.py"), *args],
                           capture_output=True, text=True, cwd=ROOT)
@@ -171,3 +183,22 @@ def test_bad_flags(tmp_path, args, flag):
     r = subprocess.run([sys.executable, os.path.join(ROOT, "code", "acdc_data_processing.py"), *args],
                        capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 2 and flag in r.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--class_names", "A", "A", "A"], "--class_names: class names must differ, 'A' repeated"),
+    (["--patient_pattern", "["], "--patient_pattern: '[' is not a valid regex"),
+    (["--patient_pattern", r"subject(\d+)"], "--patient_pattern: case name 'patient001_frame01' does not match"),
+    # patient00(\d) would be right; patient(\d) takes the first digit, 0, of every case
+    (["--patient_pattern", r"patient(\d)"], "all 4 cases are one patient '0'; its first group must name"),
+])
+def test_bad_class_names_and_patient_patterns_are_refused(nifti_src, tmp_path, args, message):
+    r = run("--nifti", str(nifti_src), "--out", str(tmp_path / "out"), *args)
+    assert r.returncode == 2 and message in r.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "out").exists()
+
+
+def test_patient_pattern_reports_its_patients(nifti_src, tmp_path, capsys):
+    assert adp.main(["--nifti", str(nifti_src), "--out", str(tmp_path / "out"),
+                     "--patient_pattern", r"(patient\d+)_"]) == 0
+    assert "--patient_pattern: 2 patients in 4 cases" in capsys.readouterr().out
