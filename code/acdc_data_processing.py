@@ -29,7 +29,9 @@ the value 4, a dense mask (0..C) otherwise; training cases with only a dense mas
 generated from it, as with ``--raw``. Each case keeps its geometry (spacing, origin, direction;
 see ``dataloaders.io.read_scan`` for the orientation rule), ``OUT/splits.json`` records the
 split of every case (``--fold split`` trains and tests on it), and ``OUT/dataset.json`` the
-class names and the optional patient-grouping regex (default: a case is its own patient).
+class names (distinct) and the optional patient-grouping regex (default: a case is its own patient;
+a regex must match every case name, and the log says how many patients it finds; one that makes
+all cases of a set one patient is refused).
 
 ``--volumes``: DIR holds ``<case>.h5`` volumes (image, label, scribble); their 2-D slices
 ``volume[key][z]`` (dtypes kept) are written to ``OUT/ACDC_training_slices``. With
@@ -37,8 +39,15 @@ class names and the optional patient-grouping regex (default: a case is its own 
 
 A case that cannot be read (unreadable NIfTI or h5, missing mask or image, shapes that disagree,
 missing key) is reported on stderr in one line naming the file; the other cases are still
-written, and the exit status is 1. Files are written atomically, so a failing case never
-destroys a good file already in OUT.
+written, and the exit status is 1.
+
+An OUT that already holds converted data (``ACDC_training_volumes`` or ``ACDC_training_slices``
+with files, ``dataset.json``, ``splits.json``; with ``--volumes`` into its own root, the slices
+only) is refused unless ``--overwrite``: its old files would mix with the new ones (the extra
+slices of a shortened volume, a patient removed from the source) and train. With
+``--overwrite`` the conversion is written to a new folder beside OUT and replaces those entries
+only when every case converted, so a failed conversion leaves OUT as it was. Other files in OUT
+(caches such as ``random_walker_cache``) stay.
 """
 from __future__ import annotations
 
@@ -46,7 +55,9 @@ import argparse
 import json
 import os
 import re
+import shutil
 import sys
+import tempfile
 import zlib
 
 import numpy as np
@@ -181,19 +192,42 @@ def process_volume_file(path: str, out: str) -> int:
     return write_slices(out, case, arrays, d["spacing"])
 
 
-def _run(jobs, desc: str, failed_names: list | None = None) -> int:
-    """Run ``(name, fn)`` jobs with a progress bar; one stderr line per failure (its name added to
-    ``failed_names``); the failure count."""
-    failed = 0
+def _run(jobs, dest: str, desc: str) -> list[str]:
+    """Run ``(name, fn)`` jobs, ``fn(dest)``, with a progress bar; one stderr line per failure;
+    the names that failed."""
+    failed = []
     for name, fn in tqdm(jobs, desc=desc, unit="case"):
         try:
-            fn()
+            fn(dest)
         except CaseError as e:
-            failed += 1
-            if failed_names is not None:
-                failed_names.append(name)
+            failed.append(name)
             tqdm.write(f"error: {e}", file=sys.stderr)
     return failed
+
+
+SPLITS_JSON = "splits.json"  # dataloaders.acdc's, not imported from there: it pulls in torch
+# What a conversion writes into OUT; other files there (caches such as random_walker_cache) stay.
+OUTPUTS = (io.VOLUME_DIR, io.SLICE_DIR, io.DATASET_JSON, SPLITS_JSON)
+
+
+def held_outputs(out: str, names) -> list[str]:
+    """The entries of ``names`` that ``out`` holds: a file, or a folder with anything in it."""
+    return [n for n in names if os.path.isfile(os.path.join(out, n))
+            or (os.path.isdir(os.path.join(out, n)) and os.listdir(os.path.join(out, n)))]
+
+
+def replace_outputs(new: str, out: str, names) -> None:
+    """Make the entries ``names`` of ``out`` those of the finished conversion in ``new`` (one it
+    did not write is removed from ``out``). Out's old entries move into ``new``, which the caller
+    deletes; renames within one file system, so nothing is copied."""
+    old = os.path.join(new, ".old")
+    os.mkdir(old)
+    for n in names:
+        if os.path.lexists(os.path.join(out, n)):
+            os.rename(os.path.join(out, n), os.path.join(old, n))
+    for n in names:
+        if os.path.lexists(os.path.join(new, n)):
+            os.rename(os.path.join(new, n), os.path.join(out, n))
 
 
 def main(argv=None) -> int:
@@ -205,11 +239,14 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="data root to write into")
     ap.add_argument("--scribbles", help="folder of <case>_scribble.nii.gz (with --raw)")
     ap.add_argument("--seed", type=int, default=0, help="seed of generated scribbles (--raw, --nifti)")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="replace the converted data already in --out (volumes, slices, dataset.json, "
+                         "splits.json); it is replaced only when every case converts (default: refuse)")
     ap.add_argument("--class_names", nargs="+", default=list(io.CLASS_NAMES),
-                    help="names of labels 1..C, written to OUT/dataset.json (with --nifti)")
+                    help="distinct names of labels 1..C, written to OUT/dataset.json (with --nifti)")
     ap.add_argument("--patient_pattern",
-                    help="regex whose first group is a case's patient, for k-fold splits (with --nifti; "
-                         "default: each case is its own patient)")
+                    help="regex whose first group is a case's patient, for k-fold splits; it must match every "
+                         "case name (with --nifti; default: each case is its own patient)")
     args = ap.parse_args(argv)
     if args.raw is None and args.scribbles is not None:
         ap.error("--scribbles only applies to --raw")
@@ -218,6 +255,12 @@ def main(argv=None) -> int:
                  f"got {len(args.class_names)}")
     if args.scribbles is not None and not os.path.isdir(args.scribbles):
         ap.error(f"--scribbles {args.scribbles}: no such folder")
+    try:
+        io.check_class_names("--class_names", args.class_names)
+        if args.patient_pattern:
+            io.check_patient_pattern("--patient_pattern", args.patient_pattern)
+    except ValueError as e:
+        ap.error(str(e))
 
     if args.nifti is not None:
         try:
@@ -227,22 +270,32 @@ def main(argv=None) -> int:
         stems = [io.nifti_stem(img) for pairs in found.values() for img, _ in pairs]
         if len(set(stems)) != len(stems):
             ap.error(f"--nifti {args.nifti}: a case name appears in two splits")
+        if args.patient_pattern:
+            # Checked here, not when k-fold training groups the cases long after.
+            try:
+                patients = {io.patient_of(s, args.patient_pattern) for s in stems}
+            except ValueError as e:
+                ap.error(f"--patient_pattern: {e}")
+            if len(stems) > 1 and len(patients) == 1:
+                ap.error(f"--patient_pattern {args.patient_pattern!r}: all {len(stems)} cases are one patient "
+                         f"{patients.pop()!r}; its first group must name the patient")
+            print(f"--patient_pattern: {len(patients)} patients in {len(stems)} cases")
 
         def nifti_job(split, img, lab):
-            return lambda: write_case(args.out, process_nifti_case(split, img, lab, args.seed,
-                                                                   len(args.class_names) + 1))
+            return lambda dest: write_case(dest, process_nifti_case(split, img, lab, args.seed,
+                                                                    len(args.class_names) + 1))
+
+        def finish(dest, failed_names):
+            # Failed cases have no volume, so they stay out of splits.json.
+            write_splits_json(dest, {split: [io.nifti_stem(img) for img, _ in pairs
+                                             if io.nifti_stem(img) not in failed_names]
+                                     for split, pairs in found.items()})
+            extra = {"patient_pattern": args.patient_pattern} if args.patient_pattern else {}
+            io.write_dataset_json(dest, args.class_names, **extra)
 
         jobs = [(io.nifti_stem(img), nifti_job(split, img, lab)) for split, pairs in found.items()
                 for img, lab in pairs]
-        failed_names: list[str] = []
-        failed = _run(jobs, "cases", failed_names)
-        total = len(jobs)
-        # Failed cases stay out of splits.json (an old volume of the same name would be stale).
-        write_splits_json(args.out, {split: [io.nifti_stem(img) for img, _ in pairs
-                                             if io.nifti_stem(img) not in failed_names]
-                                     for split, pairs in found.items()})
-        extra = {"patient_pattern": args.patient_pattern} if args.patient_pattern else {}
-        io.write_dataset_json(args.out, args.class_names, **extra)
+        desc = "cases"
     elif args.raw is not None:
         try:
             cases = find_raw_cases(args.raw)
@@ -252,20 +305,44 @@ def main(argv=None) -> int:
             ap.error(f"--raw {args.raw}: no patientXXX/patientXXX_frameYY[_gt].nii.gz files")
 
         def job(case, paths):
-            return lambda: write_case(args.out, process_raw_case(case, *paths, args.scribbles, args.seed))
+            return lambda dest: write_case(dest, process_raw_case(case, *paths, args.scribbles, args.seed))
 
-        failed = _run([(c, job(c, p)) for c, p in cases.items()], "cases")
-        total = len(cases)
+        jobs, desc, finish = [(c, job(c, p)) for c, p in cases.items()], "cases", None
     else:
         if not os.path.isdir(args.volumes):
             ap.error(f"--volumes {args.volumes}: no such folder")
         files = sorted(os.path.join(args.volumes, f) for f in os.listdir(args.volumes) if f.endswith(".h5"))
         if not files:
             ap.error(f"--volumes {args.volumes}: no .h5 volumes")
-        failed = _run([(f, lambda f=f: process_volume_file(f, args.out)) for f in files], "volumes")
-        total = len(files)
-    print(f"{total - failed} of {total} cases written to {args.out}"
-          + (f"; {failed} failed" if failed else ""), file=sys.stderr if failed else sys.stdout)
+        jobs = [(f, lambda dest, f=f: process_volume_file(f, dest)) for f in files]
+        desc, finish = "volumes", None
+
+    # --volumes into its own root adds the slices to the volumes and json files already there.
+    in_place = args.volumes is not None and (os.path.realpath(args.volumes)
+                                             == os.path.realpath(os.path.join(args.out, io.VOLUME_DIR)))
+    outputs = (io.SLICE_DIR,) if in_place else OUTPUTS
+    held = held_outputs(args.out, outputs)
+    if held and not args.overwrite:
+        ap.error(f"--out {args.out} already holds converted data ({', '.join(held)}); pass --overwrite to "
+                 "replace it (files of two conversions must not mix)")
+    # A replacement is written to a new folder beside OUT first, so that a failed conversion
+    # leaves OUT as it was (the same file system as OUT, so that it moves in by renaming).
+    dest = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.realpath(args.out))}.converting.",
+                            dir=os.path.dirname(os.path.realpath(args.out))) if held else args.out
+    try:
+        failed = _run(jobs, dest, desc)
+        if finish is not None:
+            finish(dest, failed)
+        if held and not failed:
+            replace_outputs(dest, args.out, outputs)
+    finally:
+        if held:
+            shutil.rmtree(dest, ignore_errors=True)
+    if held and failed:
+        print(f"{len(failed)} of {len(jobs)} cases failed; {args.out} left as it was", file=sys.stderr)
+    else:
+        print(f"{len(jobs) - len(failed)} of {len(jobs)} cases written to {args.out}"
+              + (f"; {len(failed)} failed" if failed else ""), file=sys.stderr if failed else sys.stdout)
     return 1 if failed else 0
 
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import acdc_data_processing as adp
-from dataloaders.io import SLICE_DIR, UNLABELED, list_cases, read_case, read_h5, slice_path, write_h5
+from dataloaders.io import (SLICE_DIR, UNLABELED, list_cases, num_slices, read_case, read_h5, slice_path,
+                            volume_path, write_h5)
 from dataloaders.phantoms import write_phantoms
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -19,6 +20,18 @@ def phantom(tmp_path_factory):
     d = tmp_path_factory.mktemp("acdc")
     write_phantoms(str(d / "truth"), 2, seed=11, size=48, raw=str(d / "raw"))
     return d
+
+
+@pytest.fixture(scope="module")
+def nifti_src(phantom, tmp_path_factory):
+    """The raw phantom frames as a ``--nifti`` data set: SRC/train/{images,labels}/."""
+    src = tmp_path_factory.mktemp("nifti_src")
+    for sub in ("images", "labels"):
+        (src / "train" / sub).mkdir(parents=True)
+    for image, mask in adp.find_raw_cases(str(phantom / "raw")).values():
+        shutil.copy(image, src / "train" / "images")
+        shutil.copy(mask, src / "train" / "labels")
+    return src
 
 
 def run(*args):
@@ -78,9 +91,6 @@ def test_corrupt_case_reported_others_written(phantom, tmp_path):
     raw, out = tmp_path / "raw", tmp_path / "out"
     shutil.copytree(phantom / "raw", raw)
     bad = raw / "patient002" / "patient002_frame01.nii.gz"
-    good = read_case(str(phantom / "truth"), "patient002_frame01")
-    # a good file from an earlier run must survive the failing case
-    write_h5(str(out / "ACDC_training_volumes" / "patient002_frame01.h5"), {"image": good.image})
     bad.write_bytes(bad.read_bytes()[:40])  # truncated gzip
     gt_only = raw / "patient001" / "patient001_frame01_gt.nii.gz"
     os.remove(raw / "patient001" / "patient001_frame01.nii.gz")
@@ -90,8 +100,68 @@ def test_corrupt_case_reported_others_written(phantom, tmp_path):
     assert len(errors) == 2
     assert any(str(bad) in e for e in errors) and any(str(gt_only) in e for e in errors)
     written = list_cases(str(out))
-    assert len(written) == 3 and "patient001_frame01" not in written
-    assert np.array_equal(read_case(str(out), "patient002_frame01").image, good.image)
+    assert written == ["patient001_frame14", "patient002_frame08"]
+
+
+def files_of(root):
+    return {os.path.relpath(os.path.join(d, f), root): open(os.path.join(d, f), "rb").read()
+            for d, _, fs in os.walk(root) for f in fs}
+
+
+def slices_expected(root):
+    return {os.path.basename(slice_path(str(root), c, z)) for c in list_cases(str(root))
+            for z in range(num_slices(str(root), c))}
+
+
+@pytest.mark.parametrize("change", ["shorten", "remove"])
+def test_converting_again_needs_overwrite_and_leaves_no_stale_file(phantom, tmp_path, change):
+    import SimpleITK as sitk
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    shutil.copytree(phantom / "raw", raw)
+    assert adp.main(["--raw", str(raw), "--out", str(out)]) == 0
+    (out / "random_walker_cache").mkdir()
+    (out / "random_walker_cache" / "digest.npz").write_bytes(b"a cache keyed by content stays")
+    if change == "shorten":  # the old patient001_frame01_slice_2.. must not survive
+        for name in ("patient001_frame01.nii.gz", "patient001_frame01_gt.nii.gz"):
+            path = str(raw / "patient001" / name)
+            sitk.WriteImage(sitk.ReadImage(path)[:, :, :2], path)
+    else:  # nor the volume and slices of a patient no longer in the source
+        shutil.rmtree(raw / "patient002")
+    before = files_of(out)
+    r = run("--raw", str(raw), "--out", str(out))
+    assert r.returncode == 2 and (f"--out {out} already holds converted data (ACDC_training_volumes, "
+                                  "ACDC_training_slices); pass --overwrite" in r.stderr.strip().splitlines()[-1])
+    assert files_of(out) == before
+    assert adp.main(["--raw", str(raw), "--out", str(out), "--overwrite"]) == 0
+    assert list_cases(str(out)) == sorted(adp.find_raw_cases(str(raw)))
+    assert set(os.listdir(out / SLICE_DIR)) == slices_expected(out)
+    assert (out / "random_walker_cache" / "digest.npz").exists()
+    assert sorted(os.listdir(tmp_path)) == ["out", "raw"]  # no temporary folder left beside OUT
+    if change == "shorten":
+        assert num_slices(str(out), "patient001_frame01") == 2
+
+
+def test_a_failed_overwrite_leaves_out_as_it_was(phantom, tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    shutil.copytree(phantom / "raw", raw)
+    assert adp.main(["--raw", str(raw), "--out", str(out)]) == 0
+    before = files_of(out)
+    bad = raw / "patient002" / "patient002_frame01.nii.gz"
+    bad.write_bytes(bad.read_bytes()[:40])
+    r = run("--raw", str(raw), "--out", str(out), "--overwrite")
+    assert r.returncode == 1 and str(bad) in r.stderr and f"1 of 4 cases failed; {out} left as it was" in r.stderr
+    assert files_of(out) == before and sorted(os.listdir(tmp_path)) == ["out", "raw"]
+
+
+def test_overwrite_removes_what_the_new_conversion_does_not_write(nifti_src, phantom, tmp_path):
+    out = tmp_path / "out"
+    assert adp.main(["--nifti", str(nifti_src), "--out", str(out)]) == 0
+    r = run("--nifti", str(nifti_src), "--out", str(out))
+    assert r.returncode == 2 and ("(ACDC_training_volumes, ACDC_training_slices, dataset.json, splits.json)"
+                                  in r.stderr)
+    # a --raw conversion writes no splits.json: the old one would still split the new cases
+    assert adp.main(["--raw", str(phantom / "raw"), "--out", str(out), "--overwrite"]) == 0
+    assert not (out / "splits.json").exists() and not (out / "dataset.json").exists()
 
 
 def test_shape_mismatch_reported(phantom, tmp_path):
@@ -147,6 +217,21 @@ def test_volumes_to_slices(phantom, tmp_path):
     assert len(os.listdir(out / SLICE_DIR)) == n
 
 
+def test_volumes_into_their_own_root_replace_only_the_slices(phantom, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(phantom / "truth" / "ACDC_training_volumes", root / "ACDC_training_volumes")
+    (root / "dataset.json").write_text('{"labels": {"1": "RV", "2": "MYO", "3": "LV"}}')
+    args = ["--volumes", str(root / "ACDC_training_volumes"), "--out", str(root)]
+    assert adp.main(args) == 0  # the volumes and dataset.json there are not a reason to refuse
+    r = run(*args)
+    assert r.returncode == 2 and "(ACDC_training_slices); pass --overwrite" in r.stderr
+    c = read_case(str(root), "patient001_frame01")
+    write_h5(volume_path(str(root), c.name), {"image": c.image[:2], "label": c.label[:2], "scribble": c.scribble[:2]})
+    assert adp.main(args + ["--overwrite"]) == 0
+    assert set(os.listdir(root / SLICE_DIR)) == slices_expected(root)
+    assert (root / "dataset.json").exists() and len(list_cases(str(root))) == 4
+
+
 def test_volumes_missing_key_and_garbage(phantom, tmp_path):
     vols = tmp_path / "vols"
     shutil.copytree(phantom / "truth" / "ACDC_training_volumes", vols)
@@ -171,3 +256,22 @@ def test_bad_flags(tmp_path, args, flag):
     r = subprocess.run([sys.executable, os.path.join(ROOT, "code", "acdc_data_processing.py"), *args],
                        capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 2 and flag in r.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--class_names", "A", "A", "A"], "--class_names: class names must differ, 'A' repeated"),
+    (["--patient_pattern", "["], "--patient_pattern: '[' is not a valid regex"),
+    (["--patient_pattern", r"subject(\d+)"], "--patient_pattern: case name 'patient001_frame01' does not match"),
+    # patient00(\d) would be right; patient(\d) takes the first digit, 0, of every case
+    (["--patient_pattern", r"patient(\d)"], "all 4 cases are one patient '0'; its first group must name"),
+])
+def test_bad_class_names_and_patient_patterns_are_refused(nifti_src, tmp_path, args, message):
+    r = run("--nifti", str(nifti_src), "--out", str(tmp_path / "out"), *args)
+    assert r.returncode == 2 and message in r.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "out").exists()
+
+
+def test_patient_pattern_reports_its_patients(nifti_src, tmp_path, capsys):
+    assert adp.main(["--nifti", str(nifti_src), "--out", str(tmp_path / "out"),
+                     "--patient_pattern", r"(patient\d+)_"]) == 0
+    assert "--patient_pattern: 2 patients in 4 cases" in capsys.readouterr().out

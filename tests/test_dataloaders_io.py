@@ -2,12 +2,13 @@
 range, non-finite images, misaligned keys)."""
 import gzip
 import os
+import shutil
 
 import numpy as np
 import pytest
 
 from dataloaders import io
-from dataloaders.acdc import SliceDataset, VolumeSet
+from dataloaders.acdc import SliceDataset, VolumeSet, make_split
 
 
 def nifti_bytes(tmp_path, array):
@@ -211,3 +212,19 @@ def test_check_outputs_refuses_existing_files_folders_and_paths_under_a_file(tmp
         with pytest.raises(ValueError, match=f"--out: .*{message}"):
             io.check_outputs("--out", [str(path)])
     io.check_outputs("--out", [str(tmp_path / "old.nii.gz")], overwrite=True)
+
+
+def test_dataset_json_with_a_repeated_class_name_is_refused(tmp_path):
+    # per-class results are keyed by name: "A A A" would score one column with the mean of one class
+    io.write_dataset_json(str(tmp_path), ("A", "B", "A"))
+    with pytest.raises(ValueError, match=r"dataset.json: class names must differ, 'A' repeated"):
+        io.class_names(str(tmp_path))
+
+
+@pytest.mark.parametrize("pattern", ["[", 3])
+def test_dataset_json_with_a_bad_patient_pattern_is_refused(phantom_root, tmp_path, pattern):
+    root = tmp_path / "root"
+    shutil.copytree(phantom_root, root)
+    io.write_dataset_json(str(root), io.CLASS_NAMES, patient_pattern=pattern)
+    with pytest.raises(ValueError, match=f"{root / 'dataset.json'}: patient_pattern: .*(not a valid regex|regex string)"):
+        make_split(str(root), "fold1")

@@ -73,8 +73,27 @@ def patient_of(case: str, pattern: str | None = None) -> str:
     return m.group(1) if m else case
 
 
+def check_class_names(what: str, names) -> None:
+    """ValueError naming ``what`` when a class name repeats: results are keyed by name, so a
+    repeated name would overwrite another class's scores and the mean would be wrong."""
+    repeated = sorted({n for n in names if list(names).count(n) > 1})
+    if repeated:
+        raise ValueError(f"{what}: class names must differ, {', '.join(map(repr, repeated))} repeated")
+
+
+def check_patient_pattern(what: str, pattern) -> None:
+    """ValueError naming ``what`` unless ``pattern`` is a string that compiles as a regex."""
+    if not isinstance(pattern, str):
+        raise ValueError(f"{what}: must be a regex string, got {pattern!r}")
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        raise ValueError(f"{what}: {pattern!r} is not a valid regex ({e})") from e
+
+
 def read_dataset_json(root: str) -> dict:
-    """``root/dataset.json`` as a dict ({} when absent); ValueError naming the file when bad."""
+    """``root/dataset.json`` as a dict ({} when absent); ValueError naming the file when bad (not
+    JSON, not an object, a ``patient_pattern`` that is not a regex)."""
     path = os.path.join(root, DATASET_JSON)
     if not os.path.isfile(path):
         return {}
@@ -85,12 +104,14 @@ def read_dataset_json(root: str) -> dict:
         raise ValueError(f"{path}: not readable JSON ({e})") from e
     if not isinstance(meta, dict):
         raise ValueError(f"{path}: expected a JSON object")
+    if "patient_pattern" in meta:
+        check_patient_pattern(f"{path}: patient_pattern", meta["patient_pattern"])
     return meta
 
 
 def class_names(root: str) -> tuple[str, ...]:
     """Names of the foreground labels 1..C of a data root (``dataset.json`` ``labels``), or
-    RV/MYO/LV. ValueError naming the file when the labels are not exactly "1".."C"."""
+    RV/MYO/LV. ValueError naming the file when the labels are not exactly "1".."C" or a name repeats."""
     labels = read_dataset_json(root).get("labels")
     if labels is None:
         return CLASS_NAMES
@@ -98,7 +119,9 @@ def class_names(root: str) -> tuple[str, ...]:
     if not keys or keys != [str(i) for i in range(1, len(keys) + 1)]:
         raise ValueError(f"{os.path.join(root, DATASET_JSON)}: 'labels' must map \"1\"..\"C\" to "
                          f"names, got {labels!r}")
-    return tuple(str(labels[k]) for k in keys)
+    names = tuple(str(labels[k]) for k in keys)
+    check_class_names(os.path.join(root, DATASET_JSON), names)
+    return names
 
 
 def write_dataset_json(root: str, names=CLASS_NAMES, **extra) -> None:
