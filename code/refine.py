@@ -63,6 +63,14 @@ def parse_args(argv=None):
         p.error("--simulate needs K >= 1 and --root")
     if args.iters < 0 or args.time_limit <= 0:
         p.error("--iters must be >= 0 and --time_limit > 0")
+    if args.lr <= 0:
+        p.error(f"--lr must be > 0, got {args.lr}")
+    # A negative anchor would reward moving away from the first prediction.
+    for flag in ("anchor_weight", "anchor_margin"):
+        if getattr(args, flag) < 0:
+            p.error(f"--{flag} must be >= 0, got {getattr(args, flag)}")
+    if args.worst_slices < 1:
+        p.error(f"--worst_slices must be >= 1, got {args.worst_slices}")
     return args, p
 
 

@@ -175,6 +175,14 @@ def test_refine_cli_errors(phantom_root, bad_model, tmp_path, capsys):
         refine.main(["--checkpoint", str(tmp_path / "noval.pth"), "--simulate", "1", "--root", phantom_root,
                      "--split", "val", "--device", "cpu"])
     assert "--split val: fold1 of" in capsys.readouterr().err
+    for extra, message in [(["--worst_slices", "0"], "--worst_slices must be >= 1"),
+                           (["--worst_slices", "-2"], "--worst_slices must be >= 1"),
+                           (["--anchor_weight", "-1"], "--anchor_weight must be >= 0"),
+                           (["--anchor_margin", "-5"], "--anchor_margin must be >= 0"),
+                           (["--lr", "-1"], "--lr must be > 0")]:
+        with pytest.raises(SystemExit):
+            refine.main(["--checkpoint", bad_model, "--simulate", "1", "--root", phantom_root, *extra])
+        assert message in capsys.readouterr().err
 
 
 def test_refine_refuses_what_would_give_wrong_output_or_lose_files(phantom_root, bad_model, tmp_path, capsys):
