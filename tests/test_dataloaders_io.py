@@ -146,7 +146,7 @@ def test_labels_out_of_range_are_named_at_load(tmp_path, key, values, message):
         io.read_h5(path)
 
 
-def test_non_finite_images_and_misaligned_keys_are_named(tmp_path):
+def test_empty_raw_or_non_finite_images_and_misaligned_keys_are_named(tmp_path):
     image = np.zeros((2, 4, 4), np.float32)
     image[1, 2, 2] = np.nan
     image[0, 0, 0] = np.inf
@@ -157,6 +157,14 @@ def test_non_finite_images_and_misaligned_keys_are_named(tmp_path):
                                              "scribble": np.full((4, 5), 4, np.uint16)})
     with pytest.raises(ValueError, match=r"shift.h5: arrays of different shapes"):
         io.read_h5(str(tmp_path / "shift.h5"))
+    io.write_h5(str(tmp_path / "empty.h5"), {"image": np.zeros((0, 0), np.float32)})
+    with pytest.raises(ValueError, match=r"empty.h5: image is empty \(shape \(0, 0\)\)"):
+        io.read_h5(str(tmp_path / "empty.h5"))
+    io.write_h5(str(tmp_path / "raw.h5"), {"image": np.array([[0.0, 255.0]], np.float32)})
+    with pytest.raises(ValueError, match=r"raw.h5: image values lie in \[0, 255\], not in \[0, 1\]"):
+        io.read_h5(str(tmp_path / "raw.h5"))
+    io.write_h5(str(tmp_path / "unit.h5"), {"image": np.array([[0.0, 1.0]], np.float32)})
+    assert io.read_h5(str(tmp_path / "unit.h5"))["image"].max() == 1.0
 
 
 @pytest.mark.parametrize("spacing, shown", [

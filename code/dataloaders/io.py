@@ -153,9 +153,14 @@ def list_cases(root: str) -> list[str]:
 MAX_VALUE = {"label": NUM_CLASSES - 1, "scribble": UNLABELED}
 
 
+# Rounding room around [0, 1] for the intensities of an h5 image.
+IMAGE_SLACK = 1e-4
+
+
 def check_arrays(path: str, arrays: dict) -> None:
-    """Refuse data that would train or score silently wrong: a non-finite image, labels or
-    scribbles that are not integers in their range (``MAX_VALUE``), keys of different shapes.
+    """Refuse data that would train or score silently wrong: an empty image, one with non-finite
+    values or outside [0, 1], labels or scribbles that are not integers in their range
+    (``MAX_VALUE``), keys of different shapes.
     Raises ValueError naming ``path``, the key and the bad values."""
     shapes = {k: np.shape(arrays[k]) for k in KEYS if arrays.get(k) is not None}
     if len(set(shapes.values())) > 1:
@@ -164,9 +169,17 @@ def check_arrays(path: str, arrays: dict) -> None:
     if image is not None:
         if not np.issubdtype(image.dtype, np.number):
             raise ValueError(f"{path}: image has dtype {image.dtype}, expected numbers")
+        if image.size == 0:
+            raise ValueError(f"{path}: image is empty (shape {image.shape})")
         bad = int(np.size(image) - np.isfinite(image).sum())
         if bad:
             raise ValueError(f"{path}: image has {bad} non-finite values (NaN or inf)")
+        # Validation and prediction normalise scans to [0, 1]; raw intensities (0..255, MRI
+        # units) would train a model that segments nothing at validation.
+        lo, hi = float(image.min()), float(image.max())
+        if lo < -IMAGE_SLACK or hi > 1 + IMAGE_SLACK:
+            raise ValueError(f"{path}: image values lie in [{lo:.4g}, {hi:.4g}], not in [0, 1]; the h5 layout "
+                             "holds normalised intensities (acdc_data_processing.py writes them)")
     for key, top in MAX_VALUE.items():
         if arrays.get(key) is not None:
             check_labels(f"{path}: {key}", arrays[key], top)
