@@ -55,6 +55,10 @@ def test_prior_errors(tmp_path):
     (tmp_path / "bad.nii.gz").write_bytes(b"not a nifti")
     with pytest.raises(OSError, match="bad.nii.gz"):
         ShapePrior.from_source(str(tmp_path / "bad.nii.gz"), (16, 16))
+    (tmp_path / "flat").mkdir()
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((16, 16), np.uint8)), str(tmp_path / "flat" / "x_gt.nii.gz"))
+    with pytest.raises(ValueError, match=r"x_gt.nii.gz: expected a 3-D label volume, got shape \(16, 16\)"):
+        ShapePrior.from_source(str(tmp_path / "flat"), (16, 16))
 
 
 def test_training_labels_are_refused_as_prior_by_place_and_by_content(tmp_path, phantom_root):

@@ -101,7 +101,12 @@ class ShapePrior:
     @classmethod
     def from_source(cls, source: str, patch_size, num_classes: int = 4, input_size=None,
                     fg_prob: float = 0.5) -> "ShapePrior":
-        masks = [s for f in mask_files(source) for s in read_label_file(f)]
+        masks = []
+        for f in mask_files(source):
+            volume = read_label_file(f)
+            if volume.ndim != 3:  # a 2-D file's rows would pass for slices
+                raise ValueError(f"{f}: expected a 3-D label volume, got shape {volume.shape}")
+            masks.extend(volume)
         return cls(masks, patch_size, num_classes, input_size, fg_prob)
 
     def __len__(self) -> int:
