@@ -230,7 +230,8 @@ def method_from_checkpoint(ckpt: dict, device: torch.device):
 
 # Settings that may change when a run is resumed; any other change would silently alter the run
 # (e.g. a longer --max_iterations would keep the finished poly schedule at lr 0).
-RESUME_MAY_CHANGE = {"resume", "overwrite", "save_every", "postprocess", "device", "num_workers", "progress",
+# Not --postprocess: the best model so far was chosen on validation scores with the old setting.
+RESUME_MAY_CHANGE = {"resume", "overwrite", "save_every", "device", "num_workers", "progress",
                      "val_interval", "out_dir", "amp", "channels_last", "root_path", "exp"}
 
 

@@ -108,6 +108,10 @@ def test_resume_refuses_other_data_and_accepts_configs_older_than_a_flag(tmp_pat
     with pytest.raises(ValueError, match="--fg_prob is 0.9"):
         engine.check_resumable(ckpt["config"], tiny_cfg(PCE, phantom_root, run, "--resume", "--fg_prob", "0.9",
                                                          *longer), PCE)
+    # the best model so far was chosen with the run's own post-processing
+    with pytest.raises(ValueError, match="--postprocess is 'lcc'"):
+        engine.check_resumable(ckpt["config"], tiny_cfg(PCE, phantom_root, run, "--resume", "--postprocess", "lcc",
+                                                         *longer), PCE)
 
 
 def train_cmd(root, out, *extra):
