@@ -28,6 +28,9 @@ exp_prefix=""
 extra=()
 declare -A method_args=()
 while [ $# -gt 0 ]; do
+  # Every option but --, -h and --help takes a value (--args two): a missing one is named here.
+  case "$1" in --args) need=3 ;; --|-h|--help) need=1 ;; *) need=2 ;; esac
+  [ $# -ge $need ] || { echo "train_wss.sh: $1 needs $((need - 1)) value(s)" >&2; exit 2; }
   case "$1" in
     --methods) methods="$2"; shift 2 ;;
     --folds) folds="$2"; shift 2 ;;
@@ -55,6 +58,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ "$folds" = all ] && folds="fold1 fold2 fold3 fold4 fold5"
+for list in "$methods" "$folds"; do  # a repeat would train twice and then fail the summary
+  repeated=$(tr -s ' ' '\n' <<< "$list" | sed '/^$/d' | sort | uniq -d | head -1)
+  [ -z "$repeated" ] || { echo "train_wss.sh: $repeated given twice (--methods / --folds)" >&2; exit 2; }
+done
 PY=${PYTHON:-python3}
 
 declare -A sup=()
@@ -74,16 +81,24 @@ if [ ! -d "$root/ACDC_training_volumes" ]; then
 fi
 
 run_one() {  # method fold [gpu]
-  local m=$1 f=$2 exp="${exp_prefix}$1" resume=() gpu=() own=()
+  local m=$1 f=$2 exp="${exp_prefix}$1" resume=() gpu=() own=() s=${sup[$m]} i
   [ -n "${3:-}" ] && gpu=(env "CUDA_VISIBLE_DEVICES=$3")
-  [ -f "model/${exp}_${f}/${sup[$m]}/last.pth" ] && resume=(--resume)
   read -ra own <<< "${method_args[$m]:-}"
+  # The run folder is named after the supervision: a --sup_type given to the run decides it.
+  local given=("${own[@]}" "${extra[@]}")
+  for i in "${!given[@]}"; do
+    case "${given[$i]}" in
+      --sup_type) s=${given[$((i + 1))]:-$s} ;;
+      --sup_type=*) s=${given[$i]#--sup_type=} ;;
+    esac
+  done
+  [ -f "model/${exp}_${f}/${s}/last.pth" ] && resume=(--resume)
   "${gpu[@]}" $PY code/train.py --method "$m" --exp "$exp" --root_path "$root" --fold "$f" \
     --max_iterations "$iters" --patch_size "$patch" "$patch" --input_size "${input:-$patch}" "${input:-$patch}" \
     --batch_size "$batch" --amp "$amp" \
     --val_interval "$val" "${resume[@]}" "${own[@]}" "${extra[@]}"
   "${gpu[@]}" $PY code/test_2D_fully.py --root_path "$root" --fold "$f" --exp "$exp" \
-    --sup_type "${sup[$m]}" --out_json "model/results/${exp}_${f}.json"
+    --sup_type "$s" --out_json "model/results/${exp}_${f}.json"
 }
 
 mkdir -p model/results

@@ -1,6 +1,9 @@
+import os
+
 import pytest
 
 import train
+from conftest import ROOT
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -47,3 +50,13 @@ def test_missing_data_root_is_named(tmp_path, capsys):
         train.main(["--method", "pce", "--root_path", str(tmp_path / "nowhere"), "--out_dir",
                     str(tmp_path / "run")])
     assert "nowhere/ACDC_training_volumes: no such folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--methods", "pce pce"], "pce given twice"), (["--folds", "fold1 fold2 fold1"], "fold1 given twice"),
+    (["--args", "pce"], "--args needs 2 value"), (["--root"], "--root needs 1 value")])
+def test_train_wss_refuses_bad_arguments_before_any_work(args, message):
+    import subprocess
+
+    r = subprocess.run(["bash", os.path.join(ROOT, "train_wss.sh"), *args], capture_output=True, text=True)
+    assert r.returncode == 2 and message in r.stderr
