@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from losses.regularizers import (entropy_loss, gated_crf_loss, ivm_loss, mumford_shah_loss,
-                                 tv_loss)
+                                 mumford_shah_release_loss, tv_loss)
 
 
 def two_class(p0):
@@ -50,6 +50,30 @@ def test_ivm_zero_on_intensity_split_positive_on_random():
     assert ivm_loss(p, img).item() == pytest.approx(0.0, abs=1e-6)
     torch.manual_seed(0)
     assert ivm_loss(two_class(torch.rand(16, 16)), img).item() > 0.05
+
+
+def test_mumford_shah_release_form_hand_value():
+    # x = (1, 0.5), p0 = (1, 0), p1 = (0, 1): centres c0 = 1/1.5, c1 = 0.5/1.5;
+    # sum_i x_i (p_ci - c_c)^2 = 1/9 + 0.5 * 4/9 = 1/3 for each class.
+    p = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).reshape(1, 2, 1, 2)
+    img = torch.tensor([1.0, 0.5]).reshape(1, 1, 1, 2)
+    assert mumford_shah_release_loss(p, img).item() == pytest.approx(2 / 3, abs=1e-6)
+    assert mumford_shah_release_loss(torch.cat([p, p]), torch.cat([img, img])).item() == pytest.approx(4 / 3, abs=1e-6)
+
+
+def test_pce_ms_form_flag_picks_the_functional(phantom_root, tmp_path):
+    import engine
+    from conftest import tiny_cfg
+    from methods import get_method
+
+    ms = get_method("pce_ms")
+    cfg = tiny_cfg(ms, phantom_root, tmp_path / "run", "--ms_form", "release", "--w_reg", "1e-6")
+    method = ms(cfg)
+    p = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).reshape(1, 2, 1, 2)
+    batch = {"image": torch.tensor([1.0, 0.5]).reshape(1, 1, 1, 2)}
+    assert method.regularizer(p, batch).item() == pytest.approx(2 / 3, abs=1e-6)
+    engine.train(cfg, ms)
+    assert (tmp_path / "run" / "last.pth").exists()
 
 
 def test_mumford_shah_hand_value():

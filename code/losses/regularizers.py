@@ -240,5 +240,24 @@ def mumford_shah_loss(probs: torch.Tensor, images: torch.Tensor,
     return data + tv_weight * tv_loss(p)
 
 
+def mumford_shah_release_loss(probs: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """The Mumford-Shah term as the MaskMixAdv release computes it (``--ms_form release``).
+
+    Its script calls its ``MumfordShah_Loss`` with the image and the softmax in each other's
+    places, which gives, summed over images b, classes c and pixels i::
+
+        L = sum_b sum_c sum_i x_bi (p_bci - c_bc)^2,   c_bc = sum_i p_bci x_bi / sum_i x_bi
+
+    a variance of each class map weighted by the image's brightness (the image's own total
+    variation, its other term, is a constant and left out). A sum, not a mean: the release weighs
+    it by 1e-6. ``probs`` (B, C, H, W) in [0, 1]; ``images`` (B, 1, H, W) in [0, 1]. Returns a
+    0-dim float32 tensor >= 0.
+    """
+    p = _check_probs(probs)
+    x = _check_images(images, p)
+    centre = (p * x).sum((2, 3), keepdim=True) / x.sum((2, 3), keepdim=True).clamp_min(1e-6)
+    return (x * (p - centre) ** 2).sum()
+
+
 __all__ = ["tv_loss", "pixel_entropy", "entropy_loss", "gated_crf_loss", "ivm_loss", "mumford_shah_loss",
-           "DEFAULT_GATED_CRF_KERNELS"]
+           "mumford_shah_release_loss", "DEFAULT_GATED_CRF_KERNELS"]

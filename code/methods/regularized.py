@@ -66,9 +66,18 @@ class PCEIVM(RegularizedPCE):
 
 
 class PCEMumfordShah(RegularizedPCE):
-    """pCE + Mumford-Shah loss (Kim & Ye 2019)."""
+    """pCE + Mumford-Shah loss (Kim & Ye 2019), or with ``--ms_form release`` the form the
+    MaskMixAdv release computes (:func:`losses.regularizers.mumford_shah_release_loss`, a sum:
+    weigh it with ``--w_reg 1e-6`` as the release does)."""
 
     name = "pce_ms"
+    FORMS = {"kim_ye": R.mumford_shah_loss, "release": R.mumford_shah_release_loss}
+
+    @classmethod
+    def add_args(cls, p):
+        super().add_args(p)
+        p.add_argument("--ms_form", choices=sorted(cls.FORMS), default="kim_ye",
+                       help="kim_ye: the paper's functional (default); release: the MaskMixAdv release's")
 
     def regularizer(self, probs, batch):
-        return R.mumford_shah_loss(probs, batch["image"])
+        return self.FORMS[self.cfg.ms_form](probs, batch["image"])
