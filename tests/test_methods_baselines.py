@@ -342,3 +342,17 @@ def test_s2l_pseudo_labels_are_its_confident_unscribbled_memory(monkeypatch):
     calls.clear()
     method.loss(batch, state)
     assert (calls[1] == 4).all()
+
+
+def test_pce_rw_loss_is_half_ce_half_dice_on_the_walker_labels():
+    # the reference's loss for this baseline; CE alone found no RV or LV on ACDC at the quick budget
+    from losses.segmentation import ce_dice_loss, partial_ce
+
+    method, state = build(METHODS["pce_rw"])
+    method.eval()  # no dropout: the two forward passes below must agree
+    batch = random_batch()
+    batch["target"][0, :16] = 0  # a dense-ish label map, with an unlabeled (4) remainder
+    loss, _ = method.loss(batch, state)
+    logits = method.net(batch["image"])
+    assert loss.item() == pytest.approx(ce_dice_loss(logits, batch["target"]).item(), rel=1e-5)
+    assert loss.item() != pytest.approx(partial_ce(logits, batch["target"]).item(), rel=1e-3)
