@@ -158,9 +158,8 @@ class Slices(torch.utils.data.Dataset):
         import h5py
 
         with h5py.File(os.path.join(self.root, "ACDC_training_slices", self.names[i]), "r") as f:
-            image, scribble = f["image"][:], f["scribble"][:]
-        if self.labels is not None:
-            scribble = self.labels[self.names[i]]
+            image = f["image"][:]
+            scribble = f["scribble"][:] if self.labels is None else self.labels[self.names[i]]
         if self.our_augment is None:
             return self.release_augment({"image": image, "label": scribble, "mask": np.zeros((8, 8), np.uint8)})
         rng = np.random.default_rng([SEED, i, random.getrandbits(32)])

@@ -86,19 +86,23 @@ class RunFolder:
         aside = self.file(self.REPLACED)
         if self.overwrite and os.path.isdir(aside):
             if failed:
-                for a in self.existing():
-                    _remove(self.file(a))
+                self._remove_artefacts()
                 for a in os.listdir(aside):
                     os.replace(os.path.join(aside, a), self.file(a))
             _remove(aside)
         failed_start = failed and not self.started and not self.resume and not self.overwrite
         if failed_start:
-            for a in self.existing():
-                _remove(self.file(a))
+            self._remove_artefacts()
         self._lock.close()  # closing the file releases the lock
         self._lock = None
         if failed_start and self._made and os.listdir(self.path) == [".lock"]:
             _remove(self.path)
+
+    def _remove_artefacts(self) -> None:
+        """Remove what a failed run wrote (its artefacts), before the old run is put back or
+        the folder is left for a rerun."""
+        for a in self.existing():
+            _remove(self.file(a))
 
     def __enter__(self):
         return self.open()
