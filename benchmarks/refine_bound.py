@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from dataloaders import io  # noqa: E402
 from dataloaders.acdc import make_split  # noqa: E402
-from engine import check_unseen, method_from_checkpoint, read_checkpoint, resolve_device  # noqa: E402
+from engine import check_predicts, check_unseen, method_from_checkpoint, read_checkpoint, resolve_device  # noqa: E402
 from inference import predict_volume  # noqa: E402
 from refinement import mean_dice, simulate_strokes  # noqa: E402
 
@@ -58,6 +58,7 @@ def main(argv=None):
     model = method.segmenter().eval()
     names = getattr(make_split(args.root, args.fold, cfg.val_fraction, cfg.select_on_test), args.split)
     check_unseen(ckpt.get("split"), names, args.checkpoint)
+    check_predicts(args.checkpoint, cfg.num_classes, args.root)
     rows = []
     for name in names:
         case = io.read_case(args.root, name)
@@ -66,7 +67,7 @@ def main(argv=None):
         slices = (strokes != io.UNLABELED).reshape(len(strokes), -1).any(1)
         perfect = pred.copy()
         perfect[slices] = case.label[slices]
-        rows.append([mean_dice(v, case.label) for v in (pred, fix_stroked_regions(pred, case.label, strokes), perfect)])
+        rows.append([mean_dice(v, case.label, cfg.num_classes) for v in (pred, fix_stroked_regions(pred, case.label, strokes), perfect)])
     rows = np.array(sorted(rows))
     for label, part in (("all", rows), ("worst 10", rows[:10])):
         before, regions, slices = part.mean(0)

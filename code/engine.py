@@ -280,6 +280,15 @@ def check_classes(cfg) -> None:
                          f"(background, {', '.join(names)})")
 
 
+def check_predicts(path: str, trained, root: str) -> None:
+    """ValueError when the checkpoint ``path``, trained for ``trained`` classes, would be scored on
+    a data root with another number of classes (its Dice would count absent classes as perfect)."""
+    classes = len(io.class_names(root)) + 1
+    if trained != classes:
+        raise ValueError(f"{path} predicts {trained} classes, {root} has {classes} "
+                         "(background and the classes of its dataset.json)")
+
+
 def check_unseen(saved: dict | None, cases: list[str], path: str) -> None:
     """ValueError when a checkpoint would be scored on cases it trained on (another fold, or a
     data root whose patients differ so that its positional folds shift); ``saved`` is the
@@ -535,10 +544,11 @@ def validation_point(cfg, method, val_set, device, batch, writer, iteration: int
 
 
 def validate(cfg, method, val_set, device, batch, writer, iteration) -> dict:
-    """Score the method's segmenter on the validation volumes and log scalars and an image grid."""
+    """Score the method's segmenter on the validation volumes (the data root's classes) and log
+    scalars and an image grid."""
     model = method.segmenter()
     _, summary = evaluate(model, val_set, cfg.input_size, device, cfg.amp, cfg.channels_last,
-                          cfg.postprocess, getattr(cfg, "target_spacing", None))
+                          cfg.postprocess, getattr(cfg, "target_spacing", None), io.class_names(cfg.root_path))
     for metric in ("dice", "hd95", "asd"):
         for k, v in summary[metric].items():
             writer.add_scalar(f"val/{metric}_{k}", v, iteration)

@@ -96,14 +96,14 @@ def table_rows(scores: dict[str, dict], names=CLASS_NAMES) -> list[dict]:
 
 
 def evaluate(model, cases: list[Case], size, device, amp="off", channels_last=False, post="none",
-             target_spacing=None):
-    """Predict, post-process (:func:`postprocess.postprocess`) and score ``cases``: (per-volume
-    scores, summary as :func:`metrics.summarize`)."""
+             target_spacing=None, names=CLASS_NAMES):
+    """Predict, post-process (:func:`postprocess.postprocess`) and score ``cases`` on the classes
+    1..C named ``names`` (the data root's): (per-volume scores, summary as :func:`metrics.summarize`)."""
     was_training = model.training
     model.eval()
     preds = {c.name: postprocess(predict_volume(model, c.image, size, device, amp, channels_last=channels_last,
                                                 spacing=c.spacing, target_spacing=target_spacing),
-                                 post) for c in cases}
+                                 post, len(names) + 1) for c in cases}
     model.train(was_training)
-    scores = score_cases(preds, cases)
-    return scores, metrics.summarize(list(scores.values()))
+    scores = score_cases(preds, cases, len(names) + 1)
+    return scores, metrics.summarize(list(scores.values()), names)

@@ -25,7 +25,7 @@ import torch
 from dataloaders import io
 from dataloaders.acdc import make_split
 from dataloaders.phantoms import normalise_intensity
-from engine import check_unseen, method_from_checkpoint, read_checkpoint, resolve_device, weights_digest
+from engine import check_predicts, check_unseen, method_from_checkpoint, read_checkpoint, resolve_device, weights_digest
 from refinement import SCOPES, RefineSettings, check_strokes, refine_volume, simulate_case, summarize_simulation
 
 
@@ -121,6 +121,7 @@ def simulate(args, method, cfg, device, trained_split) -> dict:
     if not names:
         raise ValueError(f"--split {args.split}: {args.fold} of {args.root} has no {args.split} volumes")
     check_unseen(trained_split, names, args.checkpoint)
+    check_predicts(args.checkpoint, cfg.num_classes, args.root)
     rows = []
     print(f"{'case':22s} {'dice before':>11s} {'after':>7s} {'change':>7s} {'voxels':>7s} {'steps':>5s} {'s':>6s}")
     for name in names:
@@ -128,7 +129,7 @@ def simulate(args, method, cfg, device, trained_split) -> dict:
         if case.label is None:
             raise KeyError(f"{io.volume_path(args.root, name)}: no 'label' for the simulated user")
         r = simulate_case(method.segmenter(), case, args.simulate, cfg.input_size, device, cfg.amp,
-                          cfg.channels_last, args.worst_slices, args.seed, settings_of(args))
+                          cfg.channels_last, args.worst_slices, args.seed, settings_of(args), cfg.num_classes)
         rows.append(r)
         print(f"{r['case']:22s} {r['dice_before']:11.4f} {r['dice_after']:7.4f} "
               f"{r['dice_after'] - r['dice_before']:+7.4f} {r['stroked_voxels']:7d} {r['steps']:5d} "

@@ -181,22 +181,24 @@ def simulate_strokes(pred: np.ndarray, truth: np.ndarray, k: int, seed: int = 0,
     return strokes
 
 
-def mean_dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Mean over RV, MYO, LV of the volume's per-class Dice."""
-    return float(np.mean([m["dice"] for m in metrics.volume_metrics(pred, truth).values()]))
+def mean_dice(pred: np.ndarray, truth: np.ndarray, num_classes: int = NUM_CLASSES) -> float:
+    """Mean over classes 1..``num_classes``-1 (RV, MYO, LV) of the volume's per-class Dice."""
+    classes = tuple(range(1, num_classes))
+    return float(np.mean([m["dice"] for m in metrics.volume_metrics(pred, truth, classes=classes).values()]))
 
 
 def simulate_case(model, case, k: int, input_size, device, amp="off", channels_last=False,
-                  worst_slices=None, seed=0, settings=None) -> dict:
+                  worst_slices=None, seed=0, settings=None, num_classes: int = NUM_CLASSES) -> dict:
     """Predict ``case`` with ``model``, draw simulated strokes, refine a copy of the model, and
-    return {"case", "dice_before", "dice_after", "stroked_voxels", "steps", "seconds"}.
-    ``seconds`` is the whole refinement (fine-tuning and the final prediction)."""
+    return {"case", "dice_before", "dice_after", "stroked_voxels", "steps", "seconds"}, the Dice
+    over classes 1..``num_classes``-1. ``seconds`` is the whole refinement (fine-tuning and the
+    final prediction)."""
     before = predict_volume(model, case.image, input_size, device, amp, channels_last=channels_last)
     strokes = simulate_strokes(before, case.label, k, seed, worst_slices)
     after, info = refine_volume(copy.deepcopy(model), case.image, strokes, input_size, device, amp,
                                 channels_last, settings)
-    return {"case": case.name, "dice_before": mean_dice(before, case.label),
-            "dice_after": mean_dice(after, case.label),
+    return {"case": case.name, "dice_before": mean_dice(before, case.label, num_classes),
+            "dice_after": mean_dice(after, case.label, num_classes),
             "stroked_voxels": int((strokes != UNLABELED).sum()), **info}
 
 

@@ -106,18 +106,15 @@ def read_run(args) -> tuple[str, dict, torch.device]:
     return path, read_checkpoint(path, device), device
 
 
-def predict_checkpoint(args, run, cases, num_classes: int) -> tuple[dict[str, np.ndarray], dict]:
+def predict_checkpoint(args, run, cases) -> tuple[dict[str, np.ndarray], dict]:
     """Predictions of a trained run (:func:`read_run`) for ``cases`` and what was scored: method,
     checkpoint path, its iteration, a hash of its configuration, post-processing. ValueError when
-    the run predicts another number of classes than the data root's ``num_classes``."""
-    from engine import check_unseen, config_digest, method_from_checkpoint
+    the run predicts another number of classes than the data root has."""
+    from engine import check_predicts, check_unseen, config_digest, method_from_checkpoint
 
     path, ckpt, device = run
     check_unseen(ckpt.get("split"), [c.name for c in cases], path)
-    trained = ckpt["config"].get("num_classes")
-    if trained != num_classes:
-        raise ValueError(f"{path} predicts {trained} classes, {args.root_path} has {num_classes} "
-                         "(background and the classes of its dataset.json)")
+    check_predicts(path, ckpt["config"].get("num_classes"), args.root_path)
     method, cfg = method_from_checkpoint(ckpt, device)
     model = method.segmenter()
     post = args.postprocess or getattr(cfg, "postprocess", "none")
@@ -240,7 +237,7 @@ def main(argv=None) -> dict:
             preds = {c.name: read_prediction(args.pred_dir, c, len(names)) for c in cases}
             scored = {"pred_dir": os.path.abspath(args.pred_dir)}
         else:
-            preds, scored = predict_checkpoint(args, run, cases, len(names) + 1)
+            preds, scored = predict_checkpoint(args, run, cases)
         for c in cases:
             if preds[c.name].shape != c.label.shape:
                 raise ValueError(f"prediction for {c.name} has shape {preds[c.name].shape}, "

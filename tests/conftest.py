@@ -6,6 +6,7 @@ CODE = os.path.join(ROOT, "code")
 if CODE not in sys.path:
     sys.path.insert(0, CODE)
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 
@@ -27,3 +28,18 @@ def tiny_cfg(method_cls, root, out_dir, *extra):
             "--batch_size", "2", "--num_workers", "0", "--device", "cpu", "--no_progress",
             "--max_iterations", "4", "--val_interval", "2", *extra]
     return finalize(build_parser(method_cls).parse_args(args), method_cls)
+
+
+@pytest.fixture(scope="session")
+def lv_root(phantom_root, tmp_path_factory):
+    """``phantom_root`` with one class: LV (1) and background, named in its ``dataset.json``."""
+    from dataloaders import io
+
+    root = str(tmp_path_factory.mktemp("lv_only"))
+    for name in io.list_cases(phantom_root):
+        case = io.read_case(phantom_root, name)
+        case.label = (case.label == 3).astype(np.uint8)
+        case.scribble = np.where(case.scribble == 3, 1, np.where(case.scribble == 0, 0, io.UNLABELED))
+        io.write_case(root, case)
+    io.write_dataset_json(root, ("LV",))
+    return root

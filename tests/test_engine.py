@@ -81,6 +81,20 @@ def test_crop_training_validates_and_tests_on_the_whole_resized_slice(tmp_path, 
     assert engine.load_method(str(tmp_path / "old.pth"), torch.device("cpu"))[1].input_size == [32, 32]
 
 
+def test_validation_scores_the_classes_of_the_data_root(tmp_path, lv_root):
+    # On a root with one class, classes 2 and 3 (absent from truth and prediction) once scored
+    # Dice 1 each: a validation Dice of 0.69 for an LV Dice of 0.06.
+    import test_2D_fully
+
+    run("pce", lv_root, tmp_path / "run", "--num_classes", "2")
+    with open(tmp_path / "run" / "best.json") as f:
+        best = json.load(f)
+    scored = test_2D_fully.main(["--root_path", lv_root, "--on", "val", "--checkpoint", str(tmp_path / "run" / "best.pth"),
+                                 "--out_json", str(tmp_path / "val.json")])
+    assert list(scored["dice"]) == ["LV", "mean"]
+    assert best["dice"] == pytest.approx(scored["dice"]["mean"]) and best["hd95"] == pytest.approx(scored["hd95"]["mean"])
+
+
 def test_cuda_request_without_cuda_is_a_clear_error():
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")

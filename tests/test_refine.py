@@ -71,6 +71,29 @@ def test_refinement_raises_dice_of_a_bad_model(phantom_root, bad_model):
     assert s["seconds_max"] == 1e6
 
 
+def test_simulation_scores_the_classes_of_the_data_root(lv_root, phantom_root, tmp_path, capsys):
+    # Classes 2 and 3, absent from a one-class root, once counted as Dice 1 in the mean.
+    import refine
+    from conftest import tiny_cfg
+    from engine import load_method, train
+    from inference import predict_volume
+    from methods import get_method
+
+    pce = get_method("pce")
+    train(tiny_cfg(pce, lv_root, tmp_path / "run", "--num_classes", "2"), pce)
+    ckpt = str(tmp_path / "run" / "last.pth")
+    capsys.readouterr()
+    refine.main(["--simulate", "1", "--checkpoint", ckpt, "--root", lv_root, "--split", "val", "--iters", "1"])
+    name, dice_before = capsys.readouterr().out.splitlines()[1].split()[:2]
+    case = io.read_case(lv_root, name)
+    method, cfg = load_method(ckpt, torch.device("cpu"))
+    before = predict_volume(method.segmenter(), case.image, cfg.input_size, torch.device("cpu"))
+    assert float(dice_before) == pytest.approx(mean_dice(before, case.label, 2), abs=1e-4)
+    with pytest.raises(SystemExit) as e:
+        refine.main(["--simulate", "1", "--checkpoint", ckpt, "--root", phantom_root])
+    assert e.value.code == 2 and "last.pth predicts 2 classes, " in capsys.readouterr().err
+
+
 def stroked_case(phantom_root, bad_model, rows, label):
     """(method, cfg, case, strokes with ``label`` on slice 1, rows ``rows`` of column 30, the
     prediction before refinement) for the first phantom case."""
