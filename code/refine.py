@@ -86,6 +86,7 @@ def save_refined(path: str, checkpoint: str, ckpt: dict, method) -> None:
     """A checkpoint ``load_method`` reads: the original's (``ckpt``, read from ``checkpoint``)
     config and split, the refined weights."""
     tmp = f"{path}.{os.getpid()}.tmp"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     model = method.state_dict()
     torch.save({"config": ckpt["config"], "method": ckpt["method"], "model": model,
                 "model_sha256": weights_digest(model), "iteration": ckpt["iteration"], "split": ckpt.get("split"),
@@ -94,8 +95,6 @@ def save_refined(path: str, checkpoint: str, ckpt: dict, method) -> None:
 
 
 def refine_scan(args, ckpt, method, cfg, device) -> str:
-    if args.save and os.path.exists(args.save):
-        raise ValueError(f"--save {args.save} exists; the refined model goes to a new path")
     scan = io.read_scan(args.input)
     strokes = check_strokes(io.read_labels_on(args.strokes, scan, io.UNLABELED, args.input), scan.image.shape,
                             args.strokes, cfg.num_classes)
@@ -105,6 +104,12 @@ def refine_scan(args, ckpt, method, cfg, device) -> str:
     if os.path.abspath(out) in (os.path.abspath(args.input), os.path.abspath(args.strokes)):
         raise ValueError(f"--output {args.output}: would overwrite {out}")
     io.check_outputs("--output", [out], args.overwrite)
+    if args.save:
+        if os.path.realpath(args.save) == os.path.realpath(out):
+            raise ValueError(f"--save {args.save} is the refined segmentation's path; the model would replace it")
+        if os.path.exists(args.save):
+            raise ValueError(f"--save {args.save} exists; the refined model goes to a new path")
+        io.check_outputs("--save", [args.save])
     pred, info = refine_volume(method.segmenter(), normalise_intensity(scan.image), strokes, cfg.input_size,
                                device, cfg.amp, cfg.channels_last, settings_of(args))
     os.makedirs(args.output, exist_ok=True)

@@ -226,7 +226,12 @@ def test_refine_refuses_what_would_give_wrong_output_or_lose_files(phantom_root,
                            (["--strokes", str(tmp_path / "empty.nii.gz")], "empty.nii.gz: no voxel is stroked"),
                            (["--strokes", str(tmp_path / "strokes.nii.gz"), "--save", str(tmp_path / "keep.pth")],
                             "--save {} exists".format(tmp_path / "keep.pth")),
-                           (["--strokes", str(tmp_path / "strokes.nii.gz"), "--save", bad_model], "exists")]:
+                           (["--strokes", str(tmp_path / "strokes.nii.gz"), "--save", bad_model], "exists"),
+                           # the model once replaced the refined segmentation it had just written
+                           (["--strokes", str(tmp_path / "strokes.nii.gz"), "--save",
+                             str(tmp_path / "out" / "scan_refined.nii.gz")], "is the refined segmentation's path"),
+                           (["--strokes", str(tmp_path / "strokes.nii.gz"), "--save",
+                             str(tmp_path / "keep.pth" / "m.pth")], "keep.pth is a file, not a folder")]:
         with pytest.raises(SystemExit) as e:
             refine.main(base + extra)
         assert e.value.code == 2 and message in capsys.readouterr().err
