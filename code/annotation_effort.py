@@ -25,6 +25,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from dataloaders import io  # noqa: E402
 from dataloaders.acdc import SliceDataset, dense_training_cases, make_split  # noqa: E402
 from plot_curves import run_name  # noqa: E402
 from summarize_results import check_same, classes_of, read_result, scored_part, units_of  # noqa: E402
@@ -89,7 +90,8 @@ def annotation(cfg: dict, root: str | None = None) -> dict[str, int]:
     if not os.path.isdir(root):
         raise FileNotFoundError(f"{root}: data root of the run not found (pass --root)")
     split = make_split(root, cfg["fold"], cfg["val_fraction"], cfg["select_on_test"])
-    train, dense = dense_training_cases(split.train, cfg["sup_type"], cfg.get("labeled_patients", 0), cfg["seed"])
+    train, dense = dense_training_cases(split.train, cfg["sup_type"], cfg.get("labeled_patients", 0), cfg["seed"],
+                                        io.patient_pattern(root))
     data = SliceDataset(root, train, cfg["sup_type"], cfg["patch_size"], progress=False,
                         input_size=cfg["input_size"], target_spacing=cfg.get("target_spacing"), dense_cases=dense)
     return data.annotation()

@@ -383,8 +383,9 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
     split = make_split(cfg.root_path, cfg.fold, cfg.val_fraction, cfg.select_on_test)
     if ckpt is not None:
         check_same_split(ckpt.get("split"), split, folder.file("last.pth"))
-    training = dense_training_cases(split.train, cfg.sup_type, cfg.labeled_patients, cfg.seed)
-    cfg.labeled_patient_ids = labeled_patients(split.train, cfg.labeled_patients, cfg.seed)
+    pattern = io.patient_pattern(cfg.root_path)
+    training = dense_training_cases(split.train, cfg.sup_type, cfg.labeled_patients, cfg.seed, pattern)
+    cfg.labeled_patient_ids = labeled_patients(split.train, cfg.labeled_patients, cfg.seed, pattern)
     device = dist.start(device)
     try:
         with folder if dist.is_main else contextlib.nullcontext(), StopSignals() as stop:

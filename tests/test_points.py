@@ -90,6 +90,33 @@ def test_labeled_patients_choice_is_seeded_nested_and_checked():
     assert dense_training_cases(cases, "label", 0, 2022) == (cases, [])
 
 
+def test_labeled_patients_follow_the_roots_patient_pattern(phantom_root, tmp_path):
+    # Cases were once their own patients whatever dataset.json's patient_pattern said:
+    # --labeled_patients 1 gave one frame of a patient its dense mask and left the other scribbled.
+    import json
+
+    from conftest import tiny_cfg
+    from engine import train
+    from methods import get_method
+
+    root = tmp_path / "root"
+    for name in io.list_cases(phantom_root):
+        case = io.read_case(phantom_root, name)
+        patient, frame = name.split("_")
+        case.name = f"sub{int(patient[7:])}_{'ED' if frame == 'frame01' else 'ES'}"
+        io.write_case(str(root), case)
+    io.write_dataset_json(str(root), io.CLASS_NAMES, patient_pattern=r"(sub\d+)_")
+    cases = io.list_cases(str(root))
+    train_cases, dense = dense_training_cases(cases, "scribble", 2, 0, r"(sub\d+)_")
+    assert len(dense) == 4 and len({c.split("_")[0] for c in dense}) == 2
+    pce = get_method("fully")
+    train(tiny_cfg(pce, str(root), tmp_path / "run", "--labeled_patients", "1", "--sup_type", "label",
+                   "--max_iterations", "2"), pce)
+    saved = json.load(open(tmp_path / "run" / "config.json"))
+    assert re.fullmatch(r"sub\d+", saved["labeled_patient_ids"][0])
+    assert "split fold1: 2 train" in open(tmp_path / "run" / "log.txt").read()
+
+
 def test_dense_cases_train_on_their_masks(phantom_root):
     split = fold_split(io.list_cases(phantom_root), "fold1")
     ds = SliceDataset(phantom_root, split.train[:2], "scribble", (32, 32), progress=False,

@@ -106,8 +106,7 @@ def make_split(root: str, fold: str, val_fraction: float = 0.1, select_on_test: 
     if fold == SPLIT_FOLD:
         split = read_splits(root)
         return Split(split.train, split.test, split.test) if select_on_test else split
-    pattern = io.read_dataset_json(root).get("patient_pattern")
-    return fold_split(io.list_cases(root), fold, val_fraction, select_on_test, patient_pattern=pattern)
+    return fold_split(io.list_cases(root), fold, val_fraction, select_on_test, patient_pattern=io.patient_pattern(root))
 
 
 def _key(sup_type: str, slices: list[dict], key: str) -> list[np.ndarray]:
@@ -168,24 +167,27 @@ def contour_pixels(mask: np.ndarray) -> int:
     return int(np.count_nonzero(border & (mask > 0)))
 
 
-def labeled_patients(cases: list[str], n: int, seed: int) -> list[str]:
-    """The ``n`` patients of ``cases`` that train on their dense masks: the first ``n`` of a
-    permutation seeded by ``seed``, so the choices for growing ``n`` are nested (1 in 4 in 8)."""
-    patients = sorted({io.patient_of(c) for c in cases})
+def labeled_patients(cases: list[str], n: int, seed: int, patient_pattern: str | None = None) -> list[str]:
+    """The ``n`` patients of ``cases`` (grouped as the folds group them, by ``patient_pattern``) that
+    train on their dense masks: the first ``n`` of a permutation seeded by ``seed``, so the choices
+    for growing ``n`` are nested (1 in 4 in 8)."""
+    patients = sorted({io.patient_of(c, patient_pattern) for c in cases})
     if not 0 <= n <= len(patients):
         raise ValueError(f"--labeled_patients must be in 0..{len(patients)} (training patients), got {n}")
     return sorted(np.random.default_rng(seed).permutation(patients)[:n].tolist())
 
 
-def dense_training_cases(train: list[str], sup_type: str, n: int, seed: int) -> tuple[list[str], list[str]]:
-    """(training cases, cases trained on dense masks) for ``--labeled_patients n``.
+def dense_training_cases(train: list[str], sup_type: str, n: int, seed: int,
+                         patient_pattern: str | None = None) -> tuple[list[str], list[str]]:
+    """(training cases, cases trained on dense masks) for ``--labeled_patients n`` (every case of
+    each chosen patient, :func:`labeled_patients`).
 
     With a sparse ``sup_type`` every training case is kept and the chosen patients' cases use
     their dense masks; with ``label`` and ``n`` > 0 only the chosen patients train (full
     supervision with fewer patients). ``n`` = 0 keeps the training cases as they are.
     """
-    chosen = set(labeled_patients(train, n, seed))
-    dense = [c for c in train if io.patient_of(c) in chosen]
+    chosen = set(labeled_patients(train, n, seed, patient_pattern))
+    dense = [c for c in train if io.patient_of(c, patient_pattern) in chosen]
     if sup_type == "label":
         return (dense if n else train), []
     return train, dense

@@ -109,6 +109,11 @@ def read_dataset_json(root: str) -> dict:
     return meta
 
 
+def patient_pattern(root: str) -> str | None:
+    """The regex of ``root/dataset.json`` that groups its cases by patient (:func:`patient_of`), or None."""
+    return read_dataset_json(root).get("patient_pattern")
+
+
 def class_names(root: str) -> tuple[str, ...]:
     """Names of the foreground labels 1..C of a data root (``dataset.json`` ``labels``), or
     RV/MYO/LV. ValueError naming the file when the labels are not exactly "1".."C" or a name repeats."""
