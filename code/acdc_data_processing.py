@@ -11,7 +11,8 @@ with its dense mask ``patientXXX_frameYY_gt.nii.gz`` (the 4-D ``_4d.nii.gz`` cin
 ``Info.cfg`` are ignored). Every frame with an image or a mask becomes
 ``OUT/ACDC_training_volumes/<case>.h5`` plus ``OUT/ACDC_training_slices/<case>_slice_<z>.h5``:
 image float32 normalised as the published files (99th-percentile clip, min-max to [0, 1]),
-label uint8, scribble uint16, and the voxel spacing (z, y, x) mm as the ``spacing`` attribute.
+label uint8, scribble uint16, and the scan's geometry as attributes (``spacing`` (z, y, x) mm,
+``origin``, ``direction``), so that ``test_2D_fully.py --save_nii`` writes predictions onto the scan.
 Scribbles are read from ``--scribbles DIR/<case>_scribble.nii.gz`` (e.g.
 ``patient001_frame01_scribble.nii.gz``; 0..3 classes, 4 unlabeled, same grid as the image), or,
 without ``--scribbles``, generated from the mask (``dataloaders.scribbles``, seeded by ``--seed``
@@ -128,7 +129,7 @@ def process_raw_case(case: str, image_path: str | None, gt_path: str | None,
         scribble = read_labels_on(path, image, UNLABELED).astype(np.uint16)
     else:
         scribble = scribble_volume(label, np.random.default_rng(case_seed(seed, case)))
-    return Case(case, normalise_intensity(image.image), label, scribble, image.spacing)
+    return Case(case, normalise_intensity(image.image), label, scribble, image.spacing, image.origin, image.direction)
 
 
 # A label file holding 4 (unlabeled) on fewer of its voxels than this is a dense mask with stray 4s.

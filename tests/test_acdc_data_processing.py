@@ -73,6 +73,24 @@ def test_raw_round_trip(phantom, tmp_path):
     assert np.array_equal(read_case(str(out), c).scribble, read_case(str(out2), c).scribble)
 
 
+def test_raw_keeps_the_scans_origin_and_direction(phantom, tmp_path):
+    # Only the spacing was kept: --save_nii predictions of raw ACDC cases lay off their scans.
+    import SimpleITK as sitk
+
+    raw = tmp_path / "raw"
+    shutil.copytree(phantom / "raw", raw)
+    direction = (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)
+    for f in (raw / "patient001").glob("patient001_frame01*.nii.gz"):
+        img = sitk.ReadImage(str(f))
+        img.SetOrigin((-100.0, 50.0, 20.0))
+        img.SetDirection(direction)
+        sitk.WriteImage(img, str(f))
+    out = tmp_path / "out"
+    assert adp.main(["--raw", str(raw), "--out", str(out)]) == 0
+    case = read_case(str(out), "patient001_frame01")
+    assert case.origin == (-100.0, 50.0, 20.0) and case.direction == direction
+
+
 def test_raw_with_scribble_folder(phantom, tmp_path):
     import SimpleITK as sitk
     scr = tmp_path / "scr"
