@@ -147,7 +147,11 @@ def process_nifti_case(split: str, image_path: str, label_path: str, seed: int,
         scan = io.read_scan(image_path)
         labels = io.read_labels_on(label_path, scan, UNLABELED, "the image")
         kind = io.label_kind(label_path, labels)
-        io.check_labels(label_path, labels, UNLABELED if kind == "scribble" else num_classes - 1)
+        if kind == "scribble":
+            io.check_labels(f"{label_path}: scribble ({UNLABELED} = unlabeled)", labels[labels != UNLABELED],
+                            num_classes - 1)
+        else:
+            io.check_labels(label_path, labels, num_classes - 1)
     except (OSError, ValueError) as e:
         raise CaseError(str(e)) from e
     if kind == "scribble":

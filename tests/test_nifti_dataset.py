@@ -146,6 +146,22 @@ def test_conversion_refuses_twin_names_scribbles_to_score_and_masks_with_stray_4
     assert json.loads((tmp_path / "out" / "splits.json").read_text()) == {"train": ["a"], "val": []}
 
 
+def test_a_scribble_with_a_class_the_data_set_lacks_is_named(nifti_src, tmp_path, capsys):
+    # Scribbles were only checked against 0..4: a 3 in a one-class data set was converted, and
+    # training then stopped with a traceback (a device-side assert on a GPU).
+    src = tmp_path / "src"
+    for sub in ("images", "labels"):
+        (src / "train" / sub).mkdir(parents=True)
+    for name in ("subject1_ED.nii.gz", "subject1_ED_scribble.nii.gz"):
+        sub = "labels" if "scribble" in name else "images"
+        (src / "train" / sub / name).write_bytes((nifti_src / "train" / sub / name).read_bytes())
+    assert acdc_data_processing.main(["--nifti", str(src), "--out", str(tmp_path / "out"),
+                                      "--class_names", "LV"]) != 0
+    err = capsys.readouterr().err
+    assert "subject1_ED_scribble.nii.gz: scribble (4 = unlabeled): values must lie in 0..1, found 2, 3" in err
+    assert not os.path.exists(io.volume_path(str(tmp_path / "out"), "subject1_ED"))
+
+
 def test_a_2d_image_is_a_one_line_error_naming_it(tmp_path, capsys):
     src = tmp_path / "src"
     for sub in ("images", "labels"):
