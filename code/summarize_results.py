@@ -65,8 +65,9 @@ def check_same(results: list[tuple[str, dict]], what: str, key) -> None:
 
 
 def scored_part(results: list[tuple[str, dict]]) -> str:
-    """The part of the split ("test" or "val") that all the (path, result) pairs scored;
-    ValueError naming a file given twice or one that scored another part than the first."""
+    """The part of the split ("test" or "val") that all the (path, result) pairs scored, of one
+    fold; ValueError naming a file given twice or one that scored another part or fold than the
+    first (other volumes: such scores cannot be compared)."""
     seen = set()
     for path, _ in results:
         if os.path.realpath(path) in seen:
@@ -74,6 +75,7 @@ def scored_part(results: list[tuple[str, dict]]) -> str:
         seen.add(os.path.realpath(path))
     part = lambda r: (r.get("scored") or {}).get("on", "test")  # noqa: E731
     check_same(results, "scored part of the split", part)
+    check_same(results, "scored fold", lambda r: (r.get("scored") or {}).get("fold"))
     return part(results[0][1]) if results else "test"
 
 

@@ -112,8 +112,13 @@ def test_a_replaced_run_a_validation_result_or_a_result_twice_is_refused(phantom
         test_2D_fully.main(["--root_path", phantom_root, "--checkpoint", str(run / "last.pth"), "--on", part,
                             "--out_json", scored[part]])
     assert len(annotation_effort.effort_rows([scored["test"]], ["t"])) == 1
+    with open(scored["test"]) as f:
+        fold2 = json.load(f)
+    fold2["scored"]["fold"] = "fold2"  # another fold's test volumes, once drawn on the same curve
+    (tmp_path / "fold2.json").write_text(json.dumps(fold2))
     for results, message in [([scored["val"]], "val.json: scored the validation part"),
-                             ([scored["test"], scored["test"]], "test.json: given twice")]:
+                             ([scored["test"], scored["test"]], "test.json: given twice"),
+                             ([scored["test"], str(tmp_path / "fold2.json")], "fold2.json: its scored fold fold2 differ")]:
         with pytest.raises(SystemExit) as e:
             annotation_effort.main([*results, "--out", str(tmp_path / "e.png")])
         assert e.value.code == 2 and message in capsys.readouterr().err

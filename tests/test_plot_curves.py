@@ -57,13 +57,15 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     assert not (tmp_path / "c.png").exists() and not (tmp_path / "b.png").exists()
 
 
-def test_bars_refuse_a_result_twice_or_validation_mixed_with_test(tmp_path, capsys):
+def test_bars_refuse_a_result_twice_validation_mixed_with_test_or_another_fold(tmp_path, capsys):
     per = {"RV": 0.8, "MYO": 0.7, "LV": 0.9, "mean": 0.8}
-    for name, part in (("t", "test"), ("v", "val")):
+    for name, part, fold in (("t", "test", "fold1"), ("v", "val", "fold1"), ("f2", "test", "fold2")):
         (tmp_path / f"{name}.json").write_text(json.dumps({"dice": per, "hd95": per, "asd": per,
-                                                           "scored": {"on": part}}))
+                                                           "scored": {"on": part, "fold": fold}}))
     for files, message in [(["t.json", "t.json"], "t.json: given twice"),
-                           (["t.json", "v.json"], "v.json: its scored part of the split val differ")]:
+                           (["t.json", "v.json"], "v.json: its scored part of the split val differ"),
+                           # the test volumes of two folds, once drawn side by side
+                           (["t.json", "f2.json"], "f2.json: its scored fold fold2 differ")]:
         with pytest.raises(SystemExit) as e:
             plot_curves.main(["--results", *[str(tmp_path / f) for f in files], "--out", str(tmp_path / "b.png")])
         assert e.value.code == 2 and message in capsys.readouterr().err
