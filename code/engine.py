@@ -386,6 +386,11 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
     pattern = io.patient_pattern(cfg.root_path)
     training = dense_training_cases(split.train, cfg.sup_type, cfg.labeled_patients, cfg.seed, pattern)
     cfg.labeled_patient_ids = labeled_patients(split.train, cfg.labeled_patients, cfg.seed, pattern)
+    saved_ids = (ckpt or {}).get("config", {}).get("labeled_patient_ids", cfg.labeled_patient_ids)
+    if saved_ids != cfg.labeled_patient_ids:
+        raise ValueError(f"--resume: the dense patients {' '.join(cfg.labeled_patient_ids)} differ from those "
+                         f"{folder.file('last.pth')} was trained with ({' '.join(saved_ids)}); was the data "
+                         "root's patient_pattern changed?")
     device = dist.start(device)
     try:
         with folder if dist.is_main else contextlib.nullcontext(), StopSignals() as stop:

@@ -2,6 +2,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 from scipy import ndimage
 
 from dataloaders.acdc import SliceDataset, dense_training_cases, fold_split, labeled_patients
@@ -115,6 +116,13 @@ def test_labeled_patients_follow_the_roots_patient_pattern(phantom_root, tmp_pat
     saved = json.load(open(tmp_path / "run" / "config.json"))
     assert re.fullmatch(r"sub\d+", saved["labeled_patient_ids"][0])
     assert "split fold1: 2 train" in open(tmp_path / "run" / "log.txt").read()
+    # A run whose dense cases were chosen the old way is not resumed with other ones.
+    ckpt = torch.load(tmp_path / "run" / "last.pth", weights_only=False)
+    ckpt["config"]["labeled_patient_ids"] = [f"{saved['labeled_patient_ids'][0]}_ED"]
+    torch.save(ckpt, tmp_path / "run" / "last.pth")
+    with pytest.raises(ValueError, match="--resume: the dense patients sub.* differ from those"):
+        train(tiny_cfg(pce, str(root), tmp_path / "run", "--labeled_patients", "1", "--sup_type", "label",
+                       "--max_iterations", "2", "--resume"), pce)
 
 
 def test_dense_cases_train_on_their_masks(phantom_root):
