@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from dataloaders import io  # noqa: E402
 from dataloaders.acdc import make_split  # noqa: E402
 from engine import check_predicts, check_unseen, method_from_checkpoint, read_checkpoint, resolve_device  # noqa: E402
-from inference import predict_volume  # noqa: E402
+from inference import RESIZE_BACK, predict_volume  # noqa: E402
 from refinement import mean_dice, simulate_strokes  # noqa: E402
 
 
@@ -51,6 +51,7 @@ def main(argv=None):
     p.add_argument("--simulate", type=int, default=1, metavar="K")
     p.add_argument("--worst_slices", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resize_back", choices=RESIZE_BACK, help="default: the run's own")
     args = p.parse_args(argv)
     device = resolve_device("auto")
     ckpt = read_checkpoint(args.checkpoint, device)
@@ -62,7 +63,8 @@ def main(argv=None):
     rows = []
     for name in names:
         case = io.read_case(args.root, name)
-        pred = predict_volume(model, case.image, cfg.input_size, device, cfg.amp, channels_last=cfg.channels_last)
+        pred = predict_volume(model, case.image, cfg.input_size, device, cfg.amp, channels_last=cfg.channels_last,
+                              resize_back=args.resize_back or cfg.resize_back)
         strokes = simulate_strokes(pred, case.label, args.simulate, args.seed, args.worst_slices)
         slices = (strokes != io.UNLABELED).reshape(len(strokes), -1).any(1)
         perfect = pred.copy()

@@ -13,6 +13,7 @@ import os
 from dataloaders.acdc import FOLD_CHOICES, SUPERVISION
 from dataloaders.spacing import parse_target_spacing
 from networks.unet import HEAD_KERNELS, UPSAMPLING
+from inference import RESIZE_BACK
 from postprocess import POSTPROCESS
 
 DEFAULTS = dict(
@@ -32,6 +33,7 @@ DEFAULTS = dict(
     fg_prob=0.5,
     target_spacing="off",
     postprocess="none",
+    resize_back="scores",
     base_lr=0.01,
     momentum=0.9,
     weight_decay=1e-4,
@@ -87,6 +89,9 @@ def build_parser(method_cls=None, method_choices=None) -> argparse.ArgumentParse
     p.add_argument("--postprocess", default=d["postprocess"], choices=POSTPROCESS,
                    help="post-processing of predicted volumes in validation and testing "
                         "(lcc: keep each class's largest 3-D connected component)")
+    p.add_argument("--resize_back", default=d["resize_back"], choices=RESIZE_BACK,
+                   help="predictions return from --input_size to the slice's size as bilinear class "
+                        "scores, or as labels (nearest neighbour, as WSL4MIS and the paper)")
     p.add_argument("--base_lr", type=float, default=d["base_lr"], help="SGD learning rate")
     p.add_argument("--momentum", type=float, default=d["momentum"])
     p.add_argument("--weight_decay", type=float, default=d["weight_decay"])

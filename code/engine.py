@@ -221,26 +221,32 @@ def method_from_checkpoint(ckpt: dict, device: torch.device):
     """:func:`load_method` for a checkpoint already read by :func:`read_checkpoint`."""
     from methods import get_method
 
-    cfg = argparse.Namespace(**ckpt["config"])
+    cfg = argparse.Namespace(**{**LEGACY, **ckpt["config"]})
     cfg.input_size = input_size(cfg)
     method = get_method(ckpt["method"])(cfg)
     method.load_state_dict(ckpt["model"])
     return method.to(device).eval(), cfg
 
 
+# Flags added after runs were saved, with the value those runs behaved by (their validations
+# chose the best model that way): a saved run without the flag keeps it, not today's default.
+LEGACY = {"resize_back": "labels"}
+
+
 # Settings that may change when a run is resumed; any other change would silently alter the run
 # (e.g. a longer --max_iterations would keep the finished poly schedule at lr 0).
-# Not --postprocess: the best model so far was chosen on validation scores with the old setting.
+# Not --postprocess or --resize_back: the best model so far was chosen on validation scores with
+# the old setting.
 RESUME_MAY_CHANGE = {"resume", "overwrite", "save_every", "device", "num_workers", "progress",
                      "val_interval", "out_dir", "amp", "channels_last", "root_path", "exp"}
 
 
 def check_resumable(saved: dict, cfg, method_cls) -> None:
     """Raise ValueError naming the first flag whose value differs from the saved run's. A flag
-    that did not exist when the run was saved takes its default (so new flags never make old
-    runs un-resumable)."""
+    that did not exist when the run was saved takes the value the run had (:data:`LEGACY`) or its
+    default."""
     defaults = vars(finalize(build_parser(method_cls).parse_args([]), method_cls))
-    saved = {**defaults, "input_size": None, **saved}
+    saved = {**defaults, **LEGACY, "input_size": None, **saved}
     saved["input_size"] = input_size(argparse.Namespace(**saved))
     for key, value in sorted(vars(cfg).items()):
         if key not in RESUME_MAY_CHANGE and saved.get(key) != value:
@@ -554,7 +560,8 @@ def validate(cfg, method, val_set, device, batch, writer, iteration) -> dict:
     scalars and an image grid."""
     model = method.segmenter()
     _, summary = evaluate(model, val_set, cfg.input_size, device, cfg.amp, cfg.channels_last,
-                          cfg.postprocess, getattr(cfg, "target_spacing", None), io.class_names(cfg.root_path))
+                          cfg.postprocess, getattr(cfg, "target_spacing", None), cfg.resize_back,
+                          io.class_names(cfg.root_path))
     for metric in ("dice", "hd95", "asd"):
         for k, v in summary[metric].items():
             writer.add_scalar(f"val/{metric}_{k}", v, iteration)

@@ -2,6 +2,7 @@
 
     python code/predict.py --checkpoint model/<run>/best.pth --input scan.nii.gz|DIR --output OUT
                            [--overlay] [--device auto|cpu|cuda] [--tta] [--postprocess none|lcc]
+                           [--resize_back scores|labels]
 
 Each scan (any size, spacing, orientation; a 3-D stack of 2-D slices, the file's third voxel axis
 being the slice axis, see ``dataloaders.io.read_scan``) is normalised as in training
@@ -24,7 +25,7 @@ from tqdm import tqdm
 
 from dataloaders import io
 from dataloaders.phantoms import normalise_intensity
-from inference import predict_volume
+from inference import RESIZE_BACK, predict_volume
 from postprocess import POSTPROCESS, postprocess
 
 # Contour colours of classes 1..3 (RV red, MYO green, LV blue), as in the phantom figure.
@@ -40,6 +41,8 @@ def parse_args(argv=None):
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--tta", action="store_true", help="average the softmax over flips")
     p.add_argument("--postprocess", choices=POSTPROCESS, help="default: the run's own")
+    p.add_argument("--resize_back", choices=RESIZE_BACK,
+                   help="predictions return to the scan's size as scores or labels (default: the run's own)")
     p.add_argument("--overwrite", action="store_true", help="replace existing predictions of the same name")
     return p.parse_args(argv), p
 
@@ -92,7 +95,7 @@ def segment_scan(path: str, model, cfg, device, tta: bool, post: str) -> tuple[i
     scan = io.read_scan(path)
     image = normalise_intensity(scan.image.astype(np.float32))
     pred = predict_volume(model, image, cfg.input_size, device, cfg.amp, tta=tta, spacing=scan.spacing,
-                          target_spacing=getattr(cfg, "target_spacing", None))
+                          target_spacing=getattr(cfg, "target_spacing", None), resize_back=cfg.resize_back)
     return scan, postprocess(pred, post, cfg.num_classes).astype(np.uint8)
 
 
@@ -136,6 +139,7 @@ def main(argv=None) -> int:
         parser.exit(2, f"error: {e}\n")
     model = method.segmenter().eval()
     post = args.postprocess or getattr(cfg, "postprocess", "none")
+    cfg.resize_back = args.resize_back or cfg.resize_back
     os.makedirs(args.output, exist_ok=True)
     failed = 0
     for path, out in tqdm(list(zip(files, outs)), desc="predicting", unit="scan"):

@@ -26,6 +26,7 @@ from dataloaders import io
 from dataloaders.acdc import make_split
 from dataloaders.phantoms import normalise_intensity
 from engine import check_predicts, check_unseen, method_from_checkpoint, read_checkpoint, resolve_device, weights_digest
+from inference import RESIZE_BACK
 from refinement import SCOPES, RefineSettings, check_strokes, refine_volume, simulate_case, summarize_simulation
 
 
@@ -54,6 +55,8 @@ def parse_args(argv=None):
                    help="slices: fine-tune on and change only the stroked slices; volume: all slices")
     p.add_argument("--time_limit", type=float, default=d.time_limit, help="seconds of fine-tuning at most")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--resize_back", choices=RESIZE_BACK,
+                   help="predictions return to the scan's size as scores or labels (default: the run's own)")
     args = p.parse_args(argv)
     if args.simulate is None:
         missing = [f"--{f}" for f in ("input", "strokes", "output") if getattr(args, f) is None]
@@ -111,7 +114,7 @@ def refine_scan(args, ckpt, method, cfg, device) -> str:
             raise ValueError(f"--save {args.save} exists; the refined model goes to a new path")
         io.check_outputs("--save", [args.save])
     pred, info = refine_volume(method.segmenter(), normalise_intensity(scan.image), strokes, cfg.input_size,
-                               device, cfg.amp, cfg.channels_last, settings_of(args))
+                               device, cfg.amp, cfg.channels_last, settings_of(args), cfg.resize_back)
     os.makedirs(args.output, exist_ok=True)
     io.write_nifti(out, pred, scan.spacing, scan.origin, scan.direction)
     if args.save:
@@ -134,7 +137,8 @@ def simulate(args, method, cfg, device, trained_split) -> dict:
         if case.label is None:
             raise KeyError(f"{io.volume_path(args.root, name)}: no 'label' for the simulated user")
         r = simulate_case(method.segmenter(), case, args.simulate, cfg.input_size, device, cfg.amp,
-                          cfg.channels_last, args.worst_slices, args.seed, settings_of(args), cfg.num_classes)
+                          cfg.channels_last, args.worst_slices, args.seed, settings_of(args), cfg.num_classes,
+                          cfg.resize_back)
         rows.append(r)
         print(f"{r['case']:22s} {r['dice_before']:11.4f} {r['dice_after']:7.4f} "
               f"{r['dice_after'] - r['dice_before']:+7.4f} {r['stroked_voxels']:7d} {r['steps']:5d} "
@@ -153,6 +157,7 @@ def main(argv=None):
         device = resolve_device(args.device)
         ckpt = read_checkpoint(args.checkpoint, device)
         method, cfg = method_from_checkpoint(ckpt, device)
+        cfg.resize_back = args.resize_back or cfg.resize_back
         if getattr(cfg, "target_spacing", None):
             # Refinement resizes whole slices; such a model would see the heart at the wrong scale.
             raise ValueError(f"{args.checkpoint}: trained with --target_spacing {cfg.target_spacing}, "

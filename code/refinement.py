@@ -100,14 +100,15 @@ def _logits(model, x, size, device, amp, channels_last) -> torch.Tensor:
 
 def refine_volume(model: torch.nn.Module, image: np.ndarray, strokes: np.ndarray, input_size,
                   device: torch.device, amp: str = "off", channels_last: bool = False,
-                  settings: RefineSettings | None = None) -> tuple[np.ndarray, dict]:
+                  settings: RefineSettings | None = None, resize_back: str = "scores") -> tuple[np.ndarray, dict]:
     """Fine-tune ``model`` in place on one volume and return its corrected segmentation.
 
     Args:
         model: (B, 1, h, w) -> (B, C, h, w) logits; its batch-norm statistics stay frozen (eval
             mode: one scan is too few for batch statistics); its weights change.
         image: (Z, H, W) float32 in [0, 1]; strokes: (Z, H, W) 0..3 stroked, 4 elsewhere.
-        input_size: the (h, w) slices are resized to, as in inference (the run's ``--input_size``).
+        input_size: the (h, w) slices are resized to, as in inference (the run's ``--input_size``);
+            resize_back: how predictions return to the slice's size (the run's ``--resize_back``).
     Returns:
         (uint8 (Z, H, W) prediction with the strokes written over it, info dict with ``steps``
         and ``seconds``).
@@ -117,7 +118,8 @@ def refine_volume(model: torch.nn.Module, image: np.ndarray, strokes: np.ndarray
     start = time.monotonic()
     size = image.shape[1:]
     model.eval()
-    initial = predict_volume(model, image, input_size, device, amp, channels_last=channels_last)
+    initial = predict_volume(model, image, input_size, device, amp, channels_last=channels_last,
+                             resize_back=resize_back)
     stroked_z = (strokes != UNLABELED).reshape(len(strokes), -1).any(1)
     if not stroked_z.any():
         return initial, {"steps": 0, "seconds": time.monotonic() - start}
@@ -140,7 +142,8 @@ def refine_volume(model: torch.nn.Module, image: np.ndarray, strokes: np.ndarray
         opt.step()
         steps += 1
     pred = initial.copy()
-    pred[fit] = predict_volume(model, image[fit], input_size, device, amp, channels_last=channels_last)
+    pred[fit] = predict_volume(model, image[fit], input_size, device, amp, channels_last=channels_last,
+                               resize_back=resize_back)
     stroked = strokes != UNLABELED
     pred[stroked] = strokes[stroked]
     return pred, {"steps": steps, "seconds": time.monotonic() - start}
@@ -188,15 +191,17 @@ def mean_dice(pred: np.ndarray, truth: np.ndarray, num_classes: int = NUM_CLASSE
 
 
 def simulate_case(model, case, k: int, input_size, device, amp="off", channels_last=False,
-                  worst_slices=None, seed=0, settings=None, num_classes: int = NUM_CLASSES) -> dict:
+                  worst_slices=None, seed=0, settings=None, num_classes: int = NUM_CLASSES,
+                  resize_back: str = "scores") -> dict:
     """Predict ``case`` with ``model``, draw simulated strokes, refine a copy of the model, and
     return {"case", "dice_before", "dice_after", "stroked_voxels", "steps", "seconds"}, the Dice
     over classes 1..``num_classes``-1. ``seconds`` is the whole refinement (fine-tuning and the
     final prediction)."""
-    before = predict_volume(model, case.image, input_size, device, amp, channels_last=channels_last)
+    before = predict_volume(model, case.image, input_size, device, amp, channels_last=channels_last,
+                            resize_back=resize_back)
     strokes = simulate_strokes(before, case.label, k, seed, worst_slices)
     after, info = refine_volume(copy.deepcopy(model), case.image, strokes, input_size, device, amp,
-                                channels_last, settings)
+                                channels_last, settings, resize_back)
     return {"case": case.name, "dice_before": mean_dice(before, case.label, num_classes),
             "dice_after": mean_dice(after, case.label, num_classes),
             "stroked_voxels": int((strokes != UNLABELED).sum()), **info}

@@ -56,6 +56,13 @@ def root_of(result: dict):
     return (result.get("scored") or {}).get("root_path")
 
 
+def scoring_of(result: dict) -> tuple:
+    """How a trained run's predictions were made: (post-processing, TTA, resize back); Nones for
+    predictions scored from a folder, and for results older than a setting."""
+    scored = result.get("scored") or {}
+    return tuple(scored.get(k) for k in ("postprocess", "tta", "resize_back"))
+
+
 def check_same(results: list[tuple[str, dict]], what: str, key) -> None:
     """ValueError naming the first of the (path, result) pairs whose ``key`` (e.g. :func:`classes_of`,
     :func:`units_of`) differs from the first pair's: such results cannot share a table."""
@@ -81,9 +88,10 @@ def scored_part(results: list[tuple[str, dict]]) -> str:
 
 def load_results(folder: str, methods, folds, prefix: str = "") -> dict[str, list[dict]]:
     """{method: [summary JSON of each fold found]}; a missing fold is reported on stderr.
-    ValueError naming the file for a result that is unreadable or scored something else, and
-    when the results differ in classes or distance units (they cannot share one table); results
-    of different data roots are named in a note on stderr."""
+    ValueError naming the file for a result that is unreadable or scored something else, when
+    the results differ in classes or distance units (they cannot share one table), and when one
+    method's folds were predicted differently (:func:`scoring_of`: their mean would mix settings);
+    results of different data roots are named in a note on stderr."""
     out = {}
     for m in methods:
         out[m] = []
@@ -93,6 +101,7 @@ def load_results(folder: str, methods, folds, prefix: str = "") -> dict[str, lis
                 out[m].append((path, read_result(path, f, m)))
             else:
                 print(f"{m}: no result for {f} ({path})", file=sys.stderr)
+        check_same(out[m], "scoring (post-processing, TTA, resize back)", scoring_of)
     found = [pr for runs in out.values() for pr in runs]
     check_same(found, "classes", classes_of)
     check_same(found, "distance units", units_of)

@@ -29,7 +29,7 @@ import torch
 import metrics
 from dataloaders import io
 from dataloaders.acdc import FOLD_CHOICES, VolumeSet, make_split
-from inference import predict_volume, score_cases, table_rows
+from inference import RESIZE_BACK, predict_volume, score_cases, table_rows
 from postprocess import POSTPROCESS, postprocess
 
 
@@ -52,6 +52,9 @@ def parse_args(argv=None):
                    help="post-processing of a trained run's predictions (default: the run's own)")
     p.add_argument("--tta", action="store_true",
                    help="average a trained run's softmax over the flips of each slice (4 passes)")
+    p.add_argument("--resize_back", choices=RESIZE_BACK,
+                   help="a trained run's predictions return to the slice's size as scores or labels "
+                        "(default: the run's own)")
     args = p.parse_args(argv)
     if bool(args.pred_dir) == bool(args.exp or args.model_dir or args.checkpoint not in ("best", "last")):
         p.error("give either --pred_dir or a trained run (--exp / --model_dir, or --checkpoint PATH)")
@@ -119,11 +122,13 @@ def predict_checkpoint(args, run, cases) -> tuple[dict[str, np.ndarray], dict]:
     model = method.segmenter()
     post = args.postprocess or getattr(cfg, "postprocess", "none")
     target = getattr(cfg, "target_spacing", None)
+    resize_back = args.resize_back or cfg.resize_back
     preds = {c.name: postprocess(predict_volume(model, c.image, cfg.input_size, device, cfg.amp, tta=args.tta,
-                                                spacing=c.spacing, target_spacing=target), post, cfg.num_classes)
+                                                spacing=c.spacing, target_spacing=target, resize_back=resize_back),
+                                 post, cfg.num_classes)
              for c in cases}
     return preds, {"method": ckpt["method"], "checkpoint": os.path.abspath(path),
-                   "iteration": ckpt["iteration"], "postprocess": post, "tta": args.tta,
+                   "iteration": ckpt["iteration"], "postprocess": post, "tta": args.tta, "resize_back": resize_back,
                    "trained_on": {"root_path": cfg.root_path, "fold": cfg.fold},
                    "config_sha256": config_digest(ckpt["config"])}
 

@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from dataloaders import io
-from dataloaders.spacing import (fit, labels_from_target, median_spacing, parse_target_spacing,
+from dataloaders.spacing import (fit, median_spacing, parse_target_spacing,
                                  resampled_shape, slices_to_target, to_target)
-from inference import predict_volume
+from inference import back_to_slice, predict_volume
 
 
 def test_fit_crops_and_pads_about_the_centre():
@@ -24,14 +24,16 @@ def test_resampling_to_a_coarser_target_halves_the_grid():
     assert (lab == 2).sum() == 100 and (lab == 4).sum() == 32 * 32 - 20 * 20  # padding: unlabeled
 
 
-def test_predictions_come_back_to_the_scan_grid():
+@pytest.mark.parametrize("resize_back", ["labels", "scores"])
+def test_predictions_come_back_to_the_scan_grid(resize_back):
     x = torch.rand(3, 1, 50, 70)
     t = slices_to_target(x, (0.8, 0.8), (1.0, 1.0), (48, 48))
     assert t.shape == (3, 1, 48, 48)
-    labels = torch.zeros(3, 1, 48, 48)
-    labels[:, :, 20:28, 20:28] = 3
-    back = labels_from_target(labels, (50, 70), (0.8, 0.8), (1.0, 1.0))
-    assert back.shape == (3, 1, 50, 70)
+    scores = torch.zeros(3, 4, 48, 48)
+    scores[:, 0] = 1.0
+    scores[:, 3, 20:28, 20:28] = 2.0
+    back = back_to_slice(scores, (50, 70), resize_back, (0.8, 0.8), (1.0, 1.0))
+    assert back.shape == (3, 1, 50, 70) and set(back.unique().tolist()) == {0.0, 3.0}
     ys, xs = np.nonzero(back[0, 0].numpy() == 3)
     # the centre of the 50x70 grid stays the centre: 8 px at 1 mm = 10 px at 0.8 mm
     assert (ys.min() + ys.max()) / 2 == pytest.approx(24.5, abs=1) and (xs.min() + xs.max()) / 2 == pytest.approx(34.5, abs=1)

@@ -81,6 +81,17 @@ def test_crop_training_validates_and_tests_on_the_whole_resized_slice(tmp_path, 
     assert engine.load_method(str(tmp_path / "old.pth"), torch.device("cpu"))[1].input_size == [32, 32]
 
 
+def test_a_run_saved_before_resize_back_keeps_the_labels_it_was_validated_with(tmp_path, phantom_root):
+    ckpt = run("pce", phantom_root, tmp_path)
+    assert ckpt["config"]["resize_back"] == "scores"
+    del ckpt["config"]["resize_back"]
+    torch.save(ckpt, tmp_path / "last.pth")
+    assert engine.load_method(str(tmp_path / "last.pth"), torch.device("cpu"))[1].resize_back == "labels"
+    with pytest.raises(ValueError, match="--resize_back is 'scores' but the run was started with 'labels'"):
+        run("pce", phantom_root, tmp_path, "--resume")
+    assert run("pce", phantom_root, tmp_path, "--resume", "--resize_back", "labels")["iteration"] == 4
+
+
 def test_validation_scores_the_classes_of_the_data_root(tmp_path, lv_root):
     # On a root with one class, classes 2 and 3 (absent from truth and prediction) once scored
     # Dice 1 each: a validation Dice of 0.69 for an LV Dice of 0.06.

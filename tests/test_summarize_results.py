@@ -32,11 +32,14 @@ def test_results_that_cannot_share_a_table_are_named(tmp_path, capsys):
     unrecorded = {k: v for k, v in result(0.8, 20.0).items() if k != "scored"}
     nan = result(float("nan"), 20.0)
     other_method = {**result(0.8, 20.0), "scored": {"fold": "fold2", "on": "test", "method": "maskmixadv"}}
+    post_processed = {**result(0.8, 20.0), "scored": {"fold": "fold2", "on": "test", "postprocess": "lcc"}}
     for bad, message in [(voxels, "pce_fold2.json: its distance units voxel differ from"),
                          (other_fold, "pce_fold2.json: scored the test part of fold1, not the test part of fold2"),
                          (unrecorded, "pce_fold2.json: does not record the fold it scored"),
                          (nan, "pce_fold2.json: dice of RV, MYO, LV, mean is not a finite number"),
                          (other_method, "pce_fold2.json: scored a maskmixadv checkpoint, not pce"),
+                         (post_processed, "pce_fold2.json: its scoring (post-processing, TTA, resize back) "
+                                          "('lcc', None, None) differ from"),
                          ([1, 2], "pce_fold2.json: not a test_2D_fully.py result"),
                          ("{", "pce_fold2.json: not readable JSON")]:
         (tmp_path / "pce_fold2.json").write_text(bad if isinstance(bad, str) else json.dumps(bad))

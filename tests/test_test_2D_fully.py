@@ -113,10 +113,11 @@ def test_results_say_what_was_scored(phantom_root, tmp_path, capsys):
     assert scored["method"] == "pce" and scored["iteration"] == 4 and scored["fold"] == "fold1"
     assert scored["checkpoint"] == str(tmp_path / "run" / "last.pth")
     assert scored["root_path"] == phantom_root and len(scored["config_sha256"]) == 16 and scored["tta"] is False
-    # A checkpoint path alone names the run; --tta is recorded.
+    assert scored["resize_back"] == "scores"
+    # A checkpoint path alone names the run; --tta and --resize_back are recorded.
     flipped = test_2D_fully.main(["--root_path", phantom_root, "--checkpoint", str(tmp_path / "run" / "last.pth"),
-                                  "--tta", "--out_json", str(tmp_path / "t.json")])["scored"]
-    assert flipped["tta"] is True and flipped["checkpoint"] == scored["checkpoint"]
+                                  "--tta", "--resize_back", "labels", "--out_json", str(tmp_path / "t.json")])["scored"]
+    assert flipped["tta"] is True and flipped["resize_back"] == "labels" and flipped["checkpoint"] == scored["checkpoint"]
     # Another fold's test cases, or those of a data root whose folds shifted, include volumes
     # this checkpoint trained on.
     last = str(tmp_path / "run" / "last.pth")

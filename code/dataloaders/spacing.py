@@ -86,11 +86,12 @@ def slices_to_target(x: torch.Tensor, spacing, target, size) -> torch.Tensor:
     return _fit_tensor(x, size)
 
 
-def labels_from_target(pred: torch.Tensor, shape, spacing, target) -> torch.Tensor:
-    """(B, 1, h, w) float labels at the target grid -> (B, 1, H, W) on the slice's own grid: the
-    inverse crop/pad (outside the input: background), then nearest-exact resampling."""
-    pred = _fit_tensor(pred, resampled_shape(shape, spacing, target))
-    return F.interpolate(pred, size=tuple(shape), mode="nearest-exact")
+def undo_fit(x: torch.Tensor, shape, spacing, target) -> torch.Tensor:
+    """(B, C, h, w) labels or class scores at the target grid -> (B, C, h', w') on the grid of the
+    (H, W) = ``shape`` slice resampled to ``target``: the inverse crop/pad, zeros outside the input
+    (the background label, or equal scores whose argmax is class 0). Resizing to (H, W) is left
+    to the caller (nearest for labels, bilinear for scores)."""
+    return _fit_tensor(x, resampled_shape(shape, spacing, target))
 
 
 def _fit_tensor(x: torch.Tensor, size) -> torch.Tensor:

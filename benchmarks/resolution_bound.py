@@ -1,0 +1,66 @@
+"""How much Dice and HD95 the training resolution alone costs: a perfect model at ``--input_size``.
+
+    python benchmarks/resolution_bound.py --root data/ACDC --fold fold1 --split val \\
+        [--sizes 128 192 256]
+
+The prediction path (``inference.predict_volume``) resizes each slice to the input size,
+segments it there, and brings the argmax back with nearest neighbour. A model that is perfect at
+that size labels each of its pixels with the class covering most of the pixel's area. This
+script builds that prediction from the dense truth (area averages of the one-hot labels, argmax,
+nearest-exact back to the slice's size) and scores it like ``test_2D_fully.py`` (no
+post-processing): the ceiling of any model trained at that size, with nothing learned.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "code"))
+
+import metrics  # noqa: E402
+from dataloaders import io  # noqa: E402
+from dataloaders.acdc import make_split  # noqa: E402
+
+
+def perfect_at(label: np.ndarray, size, num_classes: int = io.NUM_CLASSES) -> np.ndarray:
+    """The (Z, H, W) uint8 prediction of a model that is perfect at ``size`` (h, w): per
+    low-resolution pixel the class with the largest area share (ties: the lower class), brought
+    back to (H, W) as ``predict_volume`` does."""
+    one_hot = F.one_hot(torch.from_numpy(label.astype(np.int64)), num_classes).permute(0, 3, 1, 2).float()
+    low = F.adaptive_avg_pool2d(one_hot, tuple(size)).argmax(1, keepdim=True).float()
+    return F.interpolate(low, size=label.shape[1:], mode="nearest-exact")[:, 0].to(torch.uint8).numpy()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--root", required=True, help="data root in the ACDC h5 layout")
+    p.add_argument("--fold", default="fold1")
+    p.add_argument("--split", default="val", choices=["val", "test"])
+    p.add_argument("--sizes", type=int, nargs="+", default=[128, 192, 256],
+                   help="square input sizes to score")
+    args = p.parse_args(argv)
+    if min(args.sizes) < 1:
+        p.error(f"--sizes must be positive, got {args.sizes}")
+    names = getattr(make_split(args.root, args.fold), args.split)
+    scores = {s: [] for s in args.sizes}
+    for name in names:
+        case = io.read_case(args.root, name)
+        for s in args.sizes:
+            m = metrics.volume_metrics(perfect_at(case.label, (s, s)), case.label, case.spacing)
+            scores[s].append([[m[c][k] for k in ("dice", "hd95")] for c in (1, 2, 3)])
+    units = metrics.units_of(case.spacing)
+    print(f"{args.split} of {args.fold} ({len(names)} volumes), a model perfect at the input size:")
+    for s in args.sizes:
+        a = np.array(scores[s])  # (volumes, class, metric)
+        dice = a[..., 0].mean(0)
+        print(f"{s}x{s}: Dice RV {dice[0]:.4f} MYO {dice[1]:.4f} LV {dice[2]:.4f} mean {dice.mean():.4f}; "
+              f"HD95 {a[..., 1].mean():.2f} {units}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+import torch
+
+from inference import back_to_slice, predict_volume
+
+
+def test_scores_and_labels_come_back_differently_at_a_non_integer_ratio():
+    # 2 -> 3 pixels along W. Bilinear source positions (align_corners=False) 0, 0.5, 1: class 1's
+    # score 0, 0.5, 1 against class 0's 0.5, the tie going to class 0. Nearest-exact source
+    # pixels floor((i + 0.5) * 2 / 3) = 0, 1, 1.
+    scores = torch.tensor([[0.5, 0.5], [0.0, 1.0]]).reshape(1, 2, 1, 2)
+    assert back_to_slice(scores, (1, 3), "scores")[0, 0, 0].tolist() == [0, 0, 1]
+    assert back_to_slice(scores, (1, 3), "labels")[0, 0, 0].tolist() == [0, 1, 1]
+    with pytest.raises(ValueError, match="resize_back"):
+        back_to_slice(scores, (1, 3), "nearest")
+
+
+class Disc(torch.nn.Module):
+    """(B, 1, h, w) -> (B, 2, h, w): class 1 where the image is bright, as smooth scores."""
+
+    def forward(self, x):
+        return torch.cat([torch.full_like(x, 0.5), x], 1)
+
+
+def test_scores_keep_a_round_structure_round_at_low_resolution():
+    # A disc of radius 20 on a 96x96 slice, segmented at 24x24: labels come back as 4x4 blocks,
+    # scores as a smooth outline, closer to the true disc.
+    yy, xx = np.mgrid[:96, :96]
+    disc = ((yy - 47.5) ** 2 + (xx - 47.5) ** 2 < 20 ** 2)
+    image = disc[None].astype(np.float32)
+    dice = {}
+    for mode in ("labels", "scores"):
+        pred = predict_volume(Disc(), image, (24, 24), torch.device("cpu"), resize_back=mode)[0] == 1
+        dice[mode] = 2 * (pred & disc).sum() / (pred.sum() + disc.sum())
+    assert dice["scores"] > dice["labels"] + 0.005 and dice["scores"] > 0.975
+
+
+def test_resolution_bound_labels_each_low_resolution_pixel_by_its_largest_share():
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "resolution_bound.py")
+    spec = importlib.util.spec_from_file_location("resolution_bound", path)
+    bound = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bound)
+    label = np.zeros((1, 4, 4), np.uint8)
+    label[0, :2, :2] = [[1, 1], [1, 0]]   # class 1 covers 3/4 of the top-left 2x2 cell
+    label[0, 2:, 2:] = [[2, 3], [3, 0]]   # class 3 covers 2/4, class 2 and 0 a quarter each
+    perfect = bound.perfect_at(label, (2, 2))
+    assert perfect[0].tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 3, 3], [0, 0, 3, 3]]
+    assert bound.perfect_at(label, (4, 4)).tolist() == label.tolist()
