@@ -4,11 +4,12 @@
         [--sizes 128 192 256]
 
 The prediction path (``inference.predict_volume``) resizes each slice to the input size,
-segments it there, and brings the argmax back with nearest neighbour. A model that is perfect at
-that size labels each of its pixels with the class covering most of the pixel's area. This
-script builds that prediction from the dense truth (area averages of the one-hot labels, argmax,
-nearest-exact back to the slice's size) and scores it like ``test_2D_fully.py`` (no
-post-processing): the ceiling of any model trained at that size, with nothing learned.
+segments it there, and brings the prediction back to the slice's size (``--resize_back``). A
+model that is perfect at that size gives each of its pixels the share of the pixel's area that
+each class covers as its class scores. This script builds that prediction from the dense truth
+(area averages of the one-hot labels), brings it back with ``inference.back_to_slice`` both ways
+(labels: argmax, then nearest neighbour; scores: bilinear, then argmax) and scores it like
+``test_2D_fully.py`` (no post-processing): the ceiling of any model trained at that size.
 """
 from __future__ import annotations
 
@@ -25,15 +26,17 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import metrics  # noqa: E402
 from dataloaders import io  # noqa: E402
 from dataloaders.acdc import make_split  # noqa: E402
+from inference import RESIZE_BACK, back_to_slice  # noqa: E402
 
 
-def perfect_at(label: np.ndarray, size, num_classes: int = io.NUM_CLASSES) -> np.ndarray:
+def perfect_at(label: np.ndarray, size, resize_back: str = "labels", num_classes: int = io.NUM_CLASSES) -> np.ndarray:
     """The (Z, H, W) uint8 prediction of a model that is perfect at ``size`` (h, w): per
-    low-resolution pixel the class with the largest area share (ties: the lower class), brought
-    back to (H, W) as ``predict_volume`` does."""
+    low-resolution pixel the area share of each class as its scores (with "labels": the class
+    of the largest share, ties to the lower class), brought back to (H, W) as ``predict_volume``
+    does."""
     one_hot = F.one_hot(torch.from_numpy(label.astype(np.int64)), num_classes).permute(0, 3, 1, 2).float()
-    low = F.adaptive_avg_pool2d(one_hot, tuple(size)).argmax(1, keepdim=True).float()
-    return F.interpolate(low, size=label.shape[1:], mode="nearest-exact")[:, 0].to(torch.uint8).numpy()
+    scores = F.adaptive_avg_pool2d(one_hot, tuple(size))
+    return back_to_slice(scores, label.shape[1:], resize_back)[:, 0].to(torch.uint8).numpy()
 
 
 def main(argv=None):
@@ -47,19 +50,19 @@ def main(argv=None):
     if min(args.sizes) < 1:
         p.error(f"--sizes must be positive, got {args.sizes}")
     names = getattr(make_split(args.root, args.fold), args.split)
-    scores = {s: [] for s in args.sizes}
+    scores = {(s, r): [] for s in args.sizes for r in RESIZE_BACK}
     for name in names:
         case = io.read_case(args.root, name)
-        for s in args.sizes:
-            m = metrics.volume_metrics(perfect_at(case.label, (s, s)), case.label, case.spacing)
-            scores[s].append([[m[c][k] for k in ("dice", "hd95")] for c in (1, 2, 3)])
+        for s, r in scores:
+            m = metrics.volume_metrics(perfect_at(case.label, (s, s), r), case.label, case.spacing)
+            scores[s, r].append([[m[c][k] for k in ("dice", "hd95")] for c in (1, 2, 3)])
     units = metrics.units_of(case.spacing)
     print(f"{args.split} of {args.fold} ({len(names)} volumes), a model perfect at the input size:")
-    for s in args.sizes:
-        a = np.array(scores[s])  # (volumes, class, metric)
+    for (s, r), rows in scores.items():
+        a = np.array(rows)  # (volumes, class, metric)
         dice = a[..., 0].mean(0)
-        print(f"{s}x{s}: Dice RV {dice[0]:.4f} MYO {dice[1]:.4f} LV {dice[2]:.4f} mean {dice.mean():.4f}; "
-              f"HD95 {a[..., 1].mean():.2f} {units}")
+        print(f"{s}x{s}, back as {r}: Dice RV {dice[0]:.4f} MYO {dice[1]:.4f} LV {dice[2]:.4f} "
+              f"mean {dice.mean():.4f}; HD95 {a[..., 1].mean():.2f} {units}")
 
 
 if __name__ == "__main__":

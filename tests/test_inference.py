@@ -47,6 +47,7 @@ def test_resolution_bound_labels_each_low_resolution_pixel_by_its_largest_share(
     label = np.zeros((1, 4, 4), np.uint8)
     label[0, :2, :2] = [[1, 1], [1, 0]]   # class 1 covers 3/4 of the top-left 2x2 cell
     label[0, 2:, 2:] = [[2, 3], [3, 0]]   # class 3 covers 2/4, class 2 and 0 a quarter each
-    perfect = bound.perfect_at(label, (2, 2))
+    perfect = bound.perfect_at(label, (2, 2), "labels")
     assert perfect[0].tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 3, 3], [0, 0, 3, 3]]
-    assert bound.perfect_at(label, (4, 4)).tolist() == label.tolist()
+    for mode in ("labels", "scores"):
+        assert bound.perfect_at(label, (4, 4), mode).tolist() == label.tolist()
