@@ -30,6 +30,16 @@ def tiny_cfg(method_cls, root, out_dir, *extra):
     return finalize(build_parser(method_cls).parse_args(args), method_cls)
 
 
+def benchmark(name: str):
+    """The module ``benchmarks/<name>.py`` (benchmarks are scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "benchmarks", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="session")
 def lv_root(phantom_root, tmp_path_factory):
     """``phantom_root`` with one class: LV (1) and background, named in its ``dataset.json``."""

@@ -37,13 +37,9 @@ def test_scores_keep_a_round_structure_round_at_low_resolution():
 
 
 def test_resolution_bound_labels_each_low_resolution_pixel_by_its_largest_share():
-    import importlib.util
-    import os
+    from conftest import benchmark
 
-    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "resolution_bound.py")
-    spec = importlib.util.spec_from_file_location("resolution_bound", path)
-    bound = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bound)
+    bound = benchmark("resolution_bound")
     label = np.zeros((1, 4, 4), np.uint8)
     label[0, :2, :2] = [[1, 1], [1, 0]]   # class 1 covers 3/4 of the top-left 2x2 cell
     label[0, 2:, 2:] = [[2, 3], [3, 0]]   # class 3 covers 2/4, class 2 and 0 a quarter each

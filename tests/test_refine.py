@@ -294,12 +294,9 @@ def test_scope_slices_leaves_unstroked_slices_alone(phantom_root, bad_model):
 
 
 def test_refine_bound_fixes_only_the_regions_a_stroke_touches():
-    import importlib.util
+    from conftest import benchmark
 
-    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "refine_bound.py")
-    spec = importlib.util.spec_from_file_location("refine_bound", path)
-    bound = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bound)
+    bound = benchmark("refine_bound")
     truth = np.zeros((2, 6, 6), np.uint8)
     truth[0, 0:2, 0:2] = 1   # missed, stroked with class 1
     truth[0, 4:6, 4:6] = 1   # missed, not stroked
