@@ -26,9 +26,11 @@ Variants:
   intensities rescaled, the whole slice background where a class has no scribble). The release
   recomputes them for every sample it loads; they depend only on the slice, so they are computed
   once per slice before training (``OUT/rw_labels.npz``, reused by a later run into OUT);
-- ``pce_entmin``, ``pce_tv``, ``pce_ms``: its ``..._Entropy_Mini_2D.py``, ``..._TV_2D.py`` and
-  ``..._MumfordShah_Loss_2D.py``: the same UNet, pCE plus the script's regulariser at the script's
-  weight (0.1, 1e-2, 1e-6), with the release's own loss functions as released (its TV term skips
+- ``pce_entmin``, ``pce_tv``, ``pce_ms``, ``pce_gatedcrf``: its ``..._Entropy_Mini_2D.py``,
+  ``..._TV_2D.py``, ``..._MumfordShah_Loss_2D.py`` and ``..._GatedCRFLoss_2D.py``: the same UNet,
+  pCE plus the script's regulariser at the script's weight (0.1, 1e-2, 1e-6, 0.1; the gated CRF
+  with the script's kernel, radius 5 and input size 256 x 256), with the release's own loss
+  functions as released (its TV term skips
   the first image of each batch, ``outputs_soft[1:]``; its entropy is divided by log C over all
   pixels). The release's losses call ``.cuda()``, made the identity here (training runs on the
   CPU). The scripts' default batches (24, 24, 12) and the TV script's seed (1337) give way to
@@ -59,7 +61,8 @@ CODE = os.path.join(HERE, "..", "code")
 # The release's pCE + regulariser scripts: variant -> (script, regulariser weight).
 REGULARIZED = {"pce_entmin": ("train_weakly_supervised_pCE_Entropy_Mini_2D.py", 0.1),
                "pce_tv": ("train_weakly_supervised_pCE_TV_2D.py", 1e-2),
-               "pce_ms": ("train_weakly_supervised_pCE_MumfordShah_Loss_2D.py", 1e-6)}
+               "pce_ms": ("train_weakly_supervised_pCE_MumfordShah_Loss_2D.py", 1e-6),
+               "pce_gatedcrf": ("train_weakly_supervised_pCE_GatedCRFLoss_2D.py", 0.1)}
 VARIANTS = ("dmpls_published", "dmpls", "pce", "pce_published", "pce_rw", *REGULARIZED)
 SEED = 2022
 
@@ -117,6 +120,13 @@ def release_regularizer(release: str, variant: str, losses):
     if variant == "pce_ms":
         ms = losses.MumfordShah_Loss()
         return lambda images, probs: weight * ms(images, probs)
+    if variant == "pce_gatedcrf":
+        from utils.gate_crf_loss import ModelLossSemsegGatedCRF
+
+        crf = ModelLossSemsegGatedCRF()
+        # The script's kernel, radius and "input size" 256 x 256, whatever the patch.
+        return lambda images, probs: weight * crf(probs, [{"weight": 1, "xy": 6, "rgb": 0.1}], 5, images,
+                                                  256, 256)["loss"]
     # tv_loss lives in the script, whose import would parse the command line: take its source.
     with open(os.path.join(release, "code", script)) as f:
         tree = ast.parse(f.read())
