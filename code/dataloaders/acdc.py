@@ -215,7 +215,8 @@ class SliceDataset(Dataset):
         pairs = [(case, f"{case}_slice_{z}") for case in cases for z in range(io.num_slices(root, case))]
         if not pairs:
             raise ValueError(f"{root}: no training slices for the chosen split")
-        slices = [{"name": n, **io.read_h5(os.path.join(root, io.SLICE_DIR, n + ".h5"))}
+        classes = io.root_classes(root)
+        slices = [{"name": n, **io.read_h5(os.path.join(root, io.SLICE_DIR, n + ".h5"), num_classes=classes)}
                   for _, n in tqdm(pairs, desc="loading slices", disable=not progress, leave=False)]
         self.names = [n for _, n in pairs]
         self.images = [s["image"].astype(np.float32) for s in slices]
