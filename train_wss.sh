@@ -51,7 +51,9 @@ while [ $# -gt 0 ]; do
     --amp) amp="$2"; shift 2 ;;
     --val) val="$2"; shift 2 ;;
     --exp_prefix) exp_prefix="$2"; shift 2 ;;
-    --args) method_args[$2]="$3"; shift 3 ;;
+    --args)
+      [ -z "${method_args[$2]+set}" ] || { echo "train_wss.sh: --args $2 given twice (put its flags in one)" >&2; exit 2; }
+      method_args[$2]="$3"; shift 3 ;;
     --) shift; extra=("$@"); break ;;
     -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "train_wss.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -61,6 +63,16 @@ done
 for list in "$methods" "$folds"; do  # a repeat would train twice and then fail the summary
   repeated=$(tr -s ' ' '\n' <<< "$list" | sed '/^$/d' | sort | uniq -d | head -1)
   [ -z "$repeated" ] || { echo "train_wss.sh: $repeated given twice (--methods / --folds)" >&2; exit 2; }
+done
+for m in "${!method_args[@]}"; do  # flags for a method that does not run (a typo) were dropped
+  [[ " $(tr -s ' ' <<< " $methods ") " == *" $m "* ]] || {
+    echo "train_wss.sh: --args $m: $m is not in --methods ($methods)" >&2; exit 2; }
+done
+for a in ${method_args[@]+${method_args[@]}} ${extra[@]+"${extra[@]}"}; do  # the words of each --args
+  # The script names each run's folder and result itself: another one trained elsewhere than it tests.
+  case "$a" in --exp|--exp=*|--out_dir|--out_dir=*|--fold|--fold=*|--root_path|--root_path=*)
+    echo "train_wss.sh: ${a%%=*} in --args or after --: use --exp_prefix, --folds or --root" >&2; exit 2 ;;
+  esac
 done
 PY=${PYTHON:-python3}
 

@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from dataloaders import io  # noqa: E402
 from dataloaders.acdc import SliceDataset, dense_training_cases, make_split  # noqa: E402
 from plot_curves import run_name  # noqa: E402
-from summarize_results import check_same, classes_of, read_result, scored_part, units_of  # noqa: E402
+from summarize_results import check_same, classes_of, read_result, scored_part, scoring_of, units_of  # noqa: E402
 
 # What the training targets depend on, as train.py saves it in config.json (labeled_patients and
 # target_spacing are absent from configs older than those flags).
@@ -106,6 +106,8 @@ def effort_rows(paths: list[str], labels: list[str], root: str | None = None) ->
         results.append((path, result))
         check_same(results, "classes", classes_of)
         check_same(results, "distance units", units_of)
+        # One curve of Dice: each point predicted the same way (lcc alone lifts HD95 and Dice).
+        check_same(results, "scoring (post-processing, TTA, resize back)", scoring_of)
         if scored_part(results) != "test":
             raise ValueError(f"{path}: scored the validation part; the curve is of test Dice")
         n = cfg.get("labeled_patients", 0)

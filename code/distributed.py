@@ -110,6 +110,15 @@ class Distributed:
         """True when ``flag`` is true on some rank."""
         return not self.all(not flag)
 
+    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Every rank's ``tensor`` (the same shape on all), concatenated along dim 0 in rank
+        order; ``tensor`` itself in a single process."""
+        if not self.enabled:
+            return tensor
+        out = [torch.empty_like(tensor) for _ in range(self.world_size)]
+        dist.all_gather(out, tensor.contiguous())
+        return torch.cat(out)
+
     def gather(self, obj) -> list:
         """Every rank's ``obj`` (picklable), in rank order; ``[obj]`` in a single process."""
         if not self.enabled:

@@ -289,7 +289,7 @@ def check_classes(cfg) -> None:
 def check_predicts(path: str, trained, root: str) -> None:
     """ValueError when the checkpoint ``path``, trained for ``trained`` classes, would be scored on
     a data root with another number of classes (its Dice would count absent classes as perfect)."""
-    classes = len(io.class_names(root)) + 1
+    classes = io.root_classes(root)
     if trained != classes:
         raise ValueError(f"{path} predicts {trained} classes, {root} has {classes} "
                          "(background and the classes of its dataset.json)")

@@ -58,6 +58,10 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if bool(args.pred_dir) == bool(args.exp or args.model_dir or args.checkpoint not in ("best", "last")):
         p.error("give either --pred_dir or a trained run (--exp / --model_dir, or --checkpoint PATH)")
+    if args.pred_dir:
+        given = [f for f in ("postprocess", "tta", "resize_back") if getattr(args, f)]
+        if given:  # they apply to a trained run's predictions; a folder's were scored as they are
+            p.error(f"--{given[0]} applies to a trained run's predictions, not to --pred_dir's")
     if not args.out_json.endswith(".json"):
         p.error(f"--out_json {args.out_json} must end with .json (the per-volume CSV goes beside it)")
     if args.pred_dir and args.save_nii and os.path.realpath(args.pred_dir) == os.path.realpath(args.save_nii):

@@ -116,9 +116,13 @@ def test_a_replaced_run_a_validation_result_or_a_result_twice_is_refused(phantom
         fold2 = json.load(f)
     fold2["scored"]["fold"] = "fold2"  # another fold's test volumes, once drawn on the same curve
     (tmp_path / "fold2.json").write_text(json.dumps(fold2))
+    lcc = json.loads(open(scored["test"]).read())
+    lcc["scored"]["postprocess"] = "lcc"  # predicted otherwise: once drawn on the same curve, exit 0
+    (tmp_path / "lcc.json").write_text(json.dumps(lcc))
     for results, message in [([scored["val"]], "val.json: scored the validation part"),
                              ([scored["test"], scored["test"]], "test.json: given twice"),
-                             ([scored["test"], str(tmp_path / "fold2.json")], "fold2.json: its scored fold fold2 differ")]:
+                             ([scored["test"], str(tmp_path / "fold2.json")], "fold2.json: its scored fold fold2 differ"),
+                             ([scored["test"], str(tmp_path / "lcc.json")], "lcc.json: its scoring (post-processing")]:
         with pytest.raises(SystemExit) as e:
             annotation_effort.main([*results, "--out", str(tmp_path / "e.png")])
         assert e.value.code == 2 and message in capsys.readouterr().err

@@ -154,3 +154,21 @@ def test_ranks_share_out_exactly_the_batches_of_the_effective_batch_size():
         assert sum((s.batch(it) for s in ranks), []) == whole.batch(it)
     with pytest.raises(ValueError, match="rank 2 outside 0..1"):
         TrainBatchSampler(37, 2, seed=3, rank=2, world_size=2)
+
+
+def test_training_data_with_nothing_to_train_on_is_refused(phantom_root, tmp_path):
+    # Scribbles that are 4 (unlabeled) everywhere made pCE 0 at every step: the run trained on
+    # nothing and exited 0. A volume of 0 slices was skipped without a word.
+    root = str(tmp_path / "root")
+    cases = io.list_cases(phantom_root)[:2]
+    for name in cases:
+        case = io.read_case(phantom_root, name)
+        case.scribble = np.full_like(case.scribble, io.UNLABELED)
+        io.write_case(root, case)
+    with pytest.raises(ValueError, match="no labelled pixel in the .* training slices .*--sup_type scribble"):
+        SliceDataset(root, cases, "scribble", (32, 32), progress=False)
+    assert SliceDataset(root, cases, "label", (32, 32), progress=False).annotation()["labelled"] > 0
+    case = io.read_case(root, cases[0])
+    io.write_h5(io.volume_path(root, cases[0]), {"image": case.image[:0]})
+    with pytest.raises(ValueError, match=f"{cases[0]}.h5: a volume of 0 slices"):
+        SliceDataset(root, cases, "label", (32, 32), progress=False)

@@ -210,6 +210,30 @@ def test_training_and_validation_data_are_checked_when_loaded(phantom_root, tmp_
         VolumeSet(str(root), [case])
 
 
+def test_classes_the_data_root_lacks_are_named_when_loaded(lv_root, tmp_path):
+    # Labels and scribbles were checked against 0..3 whatever the root's classes: a one-class
+    # root whose masks kept RV/MYO/LV stopped training with a traceback, and test_2D_fully.py
+    # scored its LV Dice against the RV as truth (exit 0).
+    root = tmp_path / "root"
+    shutil.copytree(lv_root, root)
+    root = str(root)
+    case = io.list_cases(root)[0]
+    bad_slice = io.slice_path(root, case, 1)
+    s = io.read_h5(bad_slice)
+    scribble = s["scribble"].copy()
+    scribble[0, 0] = 3
+    io.write_h5(bad_slice, {"image": s["image"], "label": s["label"], "scribble": scribble})
+    with pytest.raises(ValueError, match=f"{os.path.basename(bad_slice)}: scribble \\(4 = unlabeled\\): "
+                                         "values must lie in 0..1, found 3"):
+        SliceDataset(root, [case], "scribble", (32, 32), progress=False)
+    v = io.read_case(root, case)
+    label = v.label.copy()
+    label[0, 0, 0] = 2
+    io.write_h5(io.volume_path(root, case), {"image": v.image, "label": label})
+    with pytest.raises(ValueError, match=f"{case}.h5: label: values must lie in 0..1, found 2"):
+        VolumeSet(root, [case])
+
+
 def test_check_outputs_refuses_existing_files_folders_and_paths_under_a_file(tmp_path):
     (tmp_path / "afile").write_text("x")
     (tmp_path / "old.nii.gz").write_text("an earlier result")

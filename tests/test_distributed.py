@@ -110,3 +110,19 @@ def test_a_run_of_two_ranks_is_not_resumed_by_one_process(tmp_path, phantom_root
     torch.save(ckpt, run / "last.pth")
     with pytest.raises(ValueError, match="trained by 2 process.*--nproc_per_node 2"):
         engine.train(tiny_cfg(pce, phantom_root, run, "--resume"), pce)
+
+
+def test_s2l_ranks_keep_one_memory_of_every_rank_s_slices(tmp_path, phantom_root):
+    # Each rank EMA-updated only the memories of its own slices, and each checkpoint gave every
+    # rank rank 0's buffers: rank 1's updates were lost (missing from the saved memory), exit 0.
+    from dataloaders.acdc import TrainBatchSampler
+
+    cmd = torchrun_cmd(phantom_root, tmp_path / "run", "--max_iterations", "4", "--val_interval", "4")
+    cmd[cmd.index("pce")] = "s2l"
+    subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True)
+    memory = torch.load(tmp_path / "run" / "last.pth", weights_only=False)["model"]["memory"]
+    n = len(memory)
+    filled = set(torch.nonzero(memory.reshape(n, -1).any(1)).flatten().tolist())
+    seen = {i for rank in (0, 1) for it in range(4)
+            for i, _ in TrainBatchSampler(n, 2, 2022, 0, rank, 2).batch(it)}
+    assert filled == seen

@@ -188,6 +188,16 @@ def test_outputs_never_replace_other_files(phantom_root, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{c}.h5" for c in fold1_test_cases(phantom_root))
 
 
+def test_settings_of_a_trained_run_s_predictions_are_refused_with_pred_dir(phantom_root, tmp_path, capsys):
+    # --postprocess lcc with --pred_dir was ignored: the folder's predictions were scored as they
+    # were, and the result did not say so (exit 0).
+    for args in (["--postprocess", "lcc"], ["--tta"], ["--resize_back", "labels"]):
+        with pytest.raises(SystemExit) as e:
+            test_2D_fully.main(["--root_path", phantom_root, "--pred_dir", str(tmp_path),
+                                "--out_json", str(tmp_path / "r.json"), *args])
+        assert e.value.code == 2 and f"{args[0]} applies to a trained run's predictions" in capsys.readouterr().err
+
+
 def test_a_bare_state_dict_is_a_one_line_error(phantom_root, tmp_path, capsys):
     import torch
 

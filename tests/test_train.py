@@ -54,7 +54,13 @@ def test_missing_data_root_is_named(tmp_path, capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["--methods", "pce pce"], "pce given twice"), (["--folds", "fold1 fold2 fold1"], "fold1 given twice"),
-    (["--args", "pce"], "--args needs 2 value"), (["--root"], "--root needs 1 value")])
+    (["--args", "pce"], "--args needs 2 value"), (["--root"], "--root needs 1 value"),
+    # Flags for a method not run (a typo) were dropped; a run given its own --exp, --out_dir,
+    # --fold or --root_path trained elsewhere than the script then tested (another run, exit 0).
+    (["--methods", "pce", "--args", "pcee", "--base_lr 0.1"], "--args pcee: pcee is not in --methods (pce)"),
+    (["--methods", "pce", "--args", "pce", "--a 1", "--args", "pce", "--b 2"], "--args pce given twice"),
+    (["--methods", "pce", "--args", "pce", "--base_lr 0.1 --exp other"], "--exp in --args or after --"),
+    (["--methods", "pce", "--", "--fold=fold2"], "--fold in --args or after --")])
 def test_train_wss_refuses_bad_arguments_before_any_work(args, message):
     import subprocess
 

@@ -212,10 +212,15 @@ class SliceDataset(Dataset):
         self.patch_size = tuple(patch_size)
         self.input_size = tuple(input_size or patch_size)
         self.fg_prob = fg_prob
-        pairs = [(case, f"{case}_slice_{z}") for case in cases for z in range(io.num_slices(root, case))]
+        counts = {case: io.num_slices(root, case) for case in cases}
+        empty = [case for case, n in counts.items() if n == 0]
+        if empty:
+            raise ValueError(f"{io.volume_path(root, empty[0])}: a volume of 0 slices; remove it or convert it again")
+        pairs = [(case, f"{case}_slice_{z}") for case in cases for z in range(counts[case])]
         if not pairs:
             raise ValueError(f"{root}: no training slices for the chosen split")
-        slices = [{"name": n, **io.read_h5(os.path.join(root, io.SLICE_DIR, n + ".h5"))}
+        classes = io.root_classes(root)
+        slices = [{"name": n, **io.read_h5(os.path.join(root, io.SLICE_DIR, n + ".h5"), num_classes=classes)}
                   for _, n in tqdm(pairs, desc="loading slices", disable=not progress, leave=False)]
         self.names = [n for _, n in pairs]
         self.images = [s["image"].astype(np.float32) for s in slices]
@@ -225,6 +230,10 @@ class SliceDataset(Dataset):
         self.targets = [next(labels if d else targets).astype(np.int64) for d in dense]
         self.dense = [d or sup_type == "label" for d in dense]
         self.fills = [FILL["label" if d else sup_type] for d in self.dense]
+        if not any((t != io.UNLABELED).any() for t in self.targets):
+            # pCE is then 0 at every step: the run trained on nothing and exited 0.
+            raise ValueError(f"{root}: no labelled pixel in the {len(self.targets)} training slices "
+                             f"(--sup_type {sup_type}: every target pixel is {io.UNLABELED}, unlabeled)")
         if target_spacing is not None:
             self._resample(slices, target_spacing)
 

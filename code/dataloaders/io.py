@@ -129,6 +129,11 @@ def class_names(root: str) -> tuple[str, ...]:
     return names
 
 
+def root_classes(root: str) -> int:
+    """The number of classes of a data root: background and the classes of :func:`class_names`."""
+    return len(class_names(root)) + 1
+
+
 def write_dataset_json(root: str, names=CLASS_NAMES, **extra) -> None:
     os.makedirs(root, exist_ok=True)
     with open(os.path.join(root, DATASET_JSON), "w") as f:
@@ -154,18 +159,15 @@ def list_cases(root: str) -> list[str]:
     return cases
 
 
-# Largest value each key may hold: labels are classes 0..3, scribbles add 4 = unlabeled.
-MAX_VALUE = {"label": NUM_CLASSES - 1, "scribble": UNLABELED}
-
-
 # Rounding room around [0, 1] for the intensities of an h5 image.
 IMAGE_SLACK = 1e-4
 
 
-def check_arrays(path: str, arrays: dict) -> None:
+def check_arrays(path: str, arrays: dict, num_classes: int = NUM_CLASSES) -> None:
     """Refuse data that would train or score silently wrong: an empty image, one with non-finite
-    values or outside [0, 1], labels or scribbles that are not integers in their range
-    (``MAX_VALUE``), keys of different shapes.
+    values or outside [0, 1], labels that are not integers in 0..``num_classes``-1 (the data
+    root's classes, :func:`root_classes`), scribbles that are not such classes or 4 (unlabeled),
+    keys of different shapes.
     Raises ValueError naming ``path``, the key and the bad values."""
     shapes = {k: np.shape(arrays[k]) for k in KEYS if arrays.get(k) is not None}
     if len(set(shapes.values())) > 1:
@@ -185,9 +187,13 @@ def check_arrays(path: str, arrays: dict) -> None:
         if lo < -IMAGE_SLACK or hi > 1 + IMAGE_SLACK:
             raise ValueError(f"{path}: image values lie in [{lo:.4g}, {hi:.4g}], not in [0, 1]; the h5 layout "
                              "holds normalised intensities (acdc_data_processing.py writes them)")
-    for key, top in MAX_VALUE.items():
-        if arrays.get(key) is not None:
-            check_labels(f"{path}: {key}", arrays[key], top)
+    if arrays.get("label") is not None:
+        check_labels(f"{path}: label", arrays["label"], num_classes - 1)
+    scribble = arrays.get("scribble")
+    if scribble is not None:
+        check_labels(f"{path}: scribble", scribble, UNLABELED)
+        # A class the data root lacks (a 3 in a one-class root) stopped training with a traceback.
+        check_labels(f"{path}: scribble ({UNLABELED} = unlabeled)", scribble[scribble != UNLABELED], num_classes - 1)
 
 
 def check_labels(what: str, labels: np.ndarray, top: int = NUM_CLASSES - 1) -> None:
@@ -204,9 +210,10 @@ def check_labels(what: str, labels: np.ndarray, top: int = NUM_CLASSES - 1) -> N
         raise ValueError(f"{what}: values must lie in 0..{top}, found {', '.join(map(str, bad[:5].tolist()))}")
 
 
-def read_h5(path: str, keys=KEYS) -> dict:
-    """Arrays of ``keys`` present in the file, checked by :func:`check_arrays`, plus its geometry
-    (``spacing``, ``origin``, ``direction``: tuples or None, checked by :func:`read_geometry`).
+def read_h5(path: str, keys=KEYS, num_classes: int = NUM_CLASSES) -> dict:
+    """Arrays of ``keys`` present in the file, checked by :func:`check_arrays` against
+    ``num_classes``, plus its geometry (``spacing``, ``origin``, ``direction``: tuples or None,
+    checked by :func:`read_geometry`).
 
     Raises ``OSError`` naming the file when it is unreadable or lacks ``image``, ValueError when
     its values are bad.
@@ -219,7 +226,7 @@ def read_h5(path: str, keys=KEYS) -> dict:
         raise OSError(f"{path}: cannot read h5 ({e})") from e
     if "image" in keys and "image" not in out:
         raise OSError(f"{path}: no 'image' dataset")
-    check_arrays(path, out)
+    check_arrays(path, out, num_classes)
     out.update({a: read_geometry(path, a, g) for a, g in geometry.items()})
     return out
 
@@ -477,7 +484,8 @@ def read_label_file(path: str, top: int = NUM_CLASSES - 1) -> np.ndarray:
 
 
 def read_case(root: str, case: str) -> Case:
-    d = read_h5(volume_path(root, case))
+    """The volume of ``case``, its labels and scribbles checked against the root's classes."""
+    d = read_h5(volume_path(root, case), num_classes=root_classes(root))
     return Case(case, d["image"], d.get("label"), d.get("scribble"), d["spacing"], d["origin"], d["direction"])
 
 

@@ -136,13 +136,16 @@ class Scribble2Label(Method):
     @torch.no_grad()
     def refresh_memory(self, index: torch.Tensor, canon: torch.Tensor, state) -> None:
         """EMA-update the memories of slices ``index`` (B,) from the eval-mode softmax of their
-        canonical images ``canon`` (B, 1, h, w)."""
+        canonical images ``canon`` (B, 1, h, w). In a data-parallel job every rank applies every
+        rank's updates, so the ranks keep one memory (each checkpoint keeps rank 0's: the
+        other ranks' updates were lost, and each rank's pseudo labels came from its own slices)."""
         was_training = self.net.training
         self.net.eval()
         with state.autocast():
             probs = self.net(canon).float().softmax(1)
         self.net.train(was_training)
-        self.memory[index] = update_memory(self.memory[index], probs, self.cfg.ema_alpha)
+        new = update_memory(self.memory[index], probs, self.cfg.ema_alpha)
+        self.memory[state.dist.all_gather(index)] = state.dist.all_gather(new)
 
     def loss(self, batch, state):
         c = self.cfg
