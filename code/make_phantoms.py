@@ -6,17 +6,23 @@
 Writes ``OUT/ACDC_training_volumes/patientXXX_frameYY.h5`` and ``OUT/ACDC_training_slices/...``
 (ED = frame01, ES = frame08..15; image float32 in [0, 1], label uint8, scribble uint16, spacing
 (z, y, x) mm) and, with ``--raw``, the raw ACDC-style NIfTI tree that ``acdc_data_processing.py
---raw`` reads. Files of the same name are replaced; other files in OUT are left alone.
+--raw`` reads. An OUT that already holds converted data, or a RAW with ``patient*`` folders, is
+refused unless ``--overwrite`` (the old patients would join the new ones: other seeds, sizes,
+data sets); ``--overwrite`` writes beside them and then replaces those entries (other files in
+OUT, such as caches, stay), as ``acdc_data_processing.py --overwrite`` does.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 import time
 
 import numpy as np
 
+from acdc_data_processing import OUTPUTS, held_outputs, replace_outputs
 from dataloaders.io import UNLABELED
 from dataloaders.phantoms import MIN_SIZE, render_patient, write_phantoms
 
@@ -65,6 +71,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="random seed (same seed, same data)")
     ap.add_argument("--size", type=int, default=128, help=f"slice height and width in pixels (>= {MIN_SIZE})")
     ap.add_argument("--raw", default=None, help="also write a raw ACDC NIfTI tree here")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="replace the data already in --out (volumes, slices, dataset.json, splits.json) "
+                         "and the patient folders of --raw (default: refuse)")
     args = ap.parse_args(argv)
     if (args.out is None) == (args.figure is None):
         ap.error("give exactly one of --out and --figure")
@@ -80,15 +89,39 @@ def main(argv=None) -> int:
     if args.figure is not None:
         draw_figure(args.figure, args.seed, args.size)
         return 0
+    held = [(args.out, OUTPUTS, held_outputs(args.out, OUTPUTS))]
+    if args.raw is not None:
+        held.append((args.raw, None, raw_patients(args.raw)))
+    for path, _, names in held:
+        if names and not args.overwrite:
+            ap.error(f"{'--out' if path == args.out else '--raw'} {path} already holds data ({', '.join(names[:3])}"
+                     f"{', ...' if len(names) > 3 else ''}); pass --overwrite to replace it (phantoms must not "
+                     "mix with other patients)")
     t0 = time.perf_counter()
+    # Written beside OUT and RAW first, then moved in by renaming, as the conversion does.
+    dest = {path: tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.realpath(path))}.phantoms.",
+                                   dir=os.path.dirname(os.path.realpath(path)))
+            for path, _, old in held if old}
     try:
-        names = write_phantoms(args.out, args.patients, args.seed, args.size, args.raw, progress=True)
+        names = write_phantoms(dest.get(args.out, args.out), args.patients, args.seed, args.size,
+                               dest.get(args.raw, args.raw) if args.raw else None, progress=True)
+        for path, outputs, old in held:
+            if old:
+                replace_outputs(dest[path], path, outputs or sorted(set(old) | set(raw_patients(dest[path]))))
     except OSError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    finally:
+        for d in dest.values():
+            shutil.rmtree(d, ignore_errors=True)
     print(f"wrote {len(names)} volumes of {args.patients} patients to {args.out} "
           f"in {time.perf_counter() - t0:.1f} s")
     return 0
+
+
+def raw_patients(raw: str) -> list[str]:
+    """The ``patient*`` entries of a raw tree (none when it does not exist)."""
+    return sorted(n for n in os.listdir(raw) if n.startswith("patient")) if os.path.isdir(raw) else []
 
 
 if __name__ == "__main__":

@@ -110,6 +110,29 @@ def test_cli_writes_raw_tree_and_keeps_other_files(tmp_path):
         assert f["image"].shape[1:] == (32, 32)
 
 
+def test_cli_refuses_to_mix_with_earlier_data_and_overwrite_replaces_it(tmp_path):
+    # 3 patients at 64 px, then 2 at 32 px: patient003 and the 64 px files stayed beside the new ones
+    out, raw = tmp_path / "out", tmp_path / "raw"
+    assert run_cli("--out", str(out), "--raw", str(raw), "--patients", "3", "--size", "64").returncode == 0
+    (out / "random_walker_cache").mkdir()
+    (out / "random_walker_cache" / "a.npz").write_text("cache")
+    before = sorted(os.listdir(out / VOLUME_DIR))
+    r = run_cli("--out", str(out), "--raw", str(raw), "--patients", "2", "--seed", "1", "--size", "32")
+    assert r.returncode == 2 and f"--out {out} already holds data" in r.stderr.strip().splitlines()[-1]
+    assert sorted(os.listdir(out / VOLUME_DIR)) == before
+    r = run_cli("--out", str(raw / "new"), "--raw", str(raw), "--patients", "1", "--size", "32")
+    assert r.returncode == 2 and f"--raw {raw} already holds data (patient001" in r.stderr
+    r = run_cli("--out", str(out), "--raw", str(raw), "--patients", "2", "--seed", "1", "--size", "32", "--overwrite")
+    assert r.returncode == 0, r.stderr
+    cases = list_cases(str(out))
+    assert len(cases) == 4 and {read_case(str(out), c).image.shape[1] for c in cases} == {32}
+    n = sum(read_case(str(out), c).image.shape[0] for c in cases)
+    assert len(os.listdir(out / SLICE_DIR)) == n
+    assert sorted(os.listdir(raw)) == ["patient001", "patient002"]
+    assert (out / "random_walker_cache" / "a.npz").read_text() == "cache"
+    assert sorted(os.listdir(tmp_path)) == ["out", "raw"]
+
+
 def test_rerun_with_other_seed_leaves_no_stale_files(tmp_path):
     write_phantoms(str(tmp_path), 2, seed=0, size=32)
     (tmp_path / VOLUME_DIR / "patient009_frame01.h5").write_bytes(b"other")  # not regenerated: kept
