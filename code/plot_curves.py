@@ -6,12 +6,15 @@
         --out imgs/results.png
 
 Curves: validation Dice and HD95 against the iteration, one line per run, read from each run's
-``log.txt`` (the engine logs one line per validation). Bars: per-class and mean Dice of each
+``log.txt`` (the engine logs one line per validation). The runs must have validated on the same
+volumes (fold, ``--val_fraction``, ``--select_on_test`` of their ``config.json``); runs of other
+data roots are named in a note. Bars: per-class and mean Dice of each
 result JSON that ``test_2D_fully.py`` wrote. Labels default to the run folder's or file's name.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -44,10 +47,43 @@ def read_validation(run_dir: str) -> np.ndarray:
     return np.array([(it, *rows[it]) for it in sorted(rows)])
 
 
+def run_config(run_dir: str) -> dict:
+    """The ``config.json`` a run writes when it starts."""
+    path = os.path.join(run_dir, "config.json")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not readable ({e}; is {run_dir} a run folder?)") from e
+
+
+def validated_on(cfg: dict) -> tuple:
+    """What decides a run's validation volumes: fold, validation fraction (not for ``--fold split``,
+    whose splits.json names them) and selecting on the test fold."""
+    return (cfg.get("fold"), None if cfg.get("fold") == "split" else cfg.get("val_fraction"),
+            bool(cfg.get("select_on_test")))
+
+
+def check_comparable(runs: list[str]) -> None:
+    """ValueError naming a run given twice or one that validated on other volumes than the first
+    (another fold: its curve is not comparable); a note on stderr for other data roots."""
+    seen = set()
+    for r in runs:
+        if os.path.realpath(r) in seen:
+            raise ValueError(f"{r}: given twice")
+        seen.add(os.path.realpath(r))
+    configs = [(r, run_config(r)) for r in runs]
+    check_same(configs, "validation volumes (fold, --val_fraction, --select_on_test)", validated_on)
+    roots = sorted({str(c.get("root_path")) for _, c in configs})
+    if len(roots) > 1:  # the same data may be reached by other paths or machines: a note, not an error
+        print(f"note: the runs trained on data roots {', '.join(roots)}", file=sys.stderr)
+
+
 def plot_curves(runs: list[str], labels: list[str], out: str, title: str = "") -> None:
+    curves = [read_validation(run) for run in runs]
+    check_comparable(runs)
     fig, (ax_dice, ax_hd) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for run, label in zip(runs, labels):
-        v = read_validation(run)
+    for v, label in zip(curves, labels):
         ax_dice.plot(v[:, 0], v[:, 1], marker="o", ms=3, label=label)
         ax_hd.plot(v[:, 0], v[:, 2], marker="o", ms=3, label=label)
     ax_dice.set(xlabel="iteration", ylabel="validation Dice (mean RV/MYO/LV)", ylim=(0, 1))

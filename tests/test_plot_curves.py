@@ -12,10 +12,12 @@ LOG = """2026-11-29 00:22:42,581 command: code/train.py --method pce
 """
 
 
-def write_run(tmp_path, name, text=LOG):
+def write_run(tmp_path, name, text=LOG, **config):
     run = tmp_path / name / "scribble"
     run.mkdir(parents=True)
     (run / "log.txt").write_text(text)
+    config = {"fold": "fold1", "val_fraction": 0.1, "select_on_test": False, "root_path": "data/ACDC", **config}
+    (run / "config.json").write_text(json.dumps(config))
     return str(run)
 
 
@@ -55,6 +57,24 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
         plot_curves.main(["--results", str(tmp_path / "y.json"), str(tmp_path / "z.json"), "--out", str(tmp_path / "b.png")])
     assert "z.json: its classes ['LV', 'RV', 'mean'] differ from" in capsys.readouterr().err
     assert not (tmp_path / "c.png").exists() and not (tmp_path / "b.png").exists()
+
+
+def test_curves_refuse_a_run_twice_or_runs_validated_on_other_volumes(tmp_path, capsys):
+    a = write_run(tmp_path, "pce_fold1")
+    for name, config, message in [
+            ("pce_fold2", {"fold": "fold2"}, "('fold2', 0.1, False) differ from"),  # drawn as one comparison, exit 0
+            ("test_sel", {"select_on_test": True}, "('fold1', 0.1, True) differ"),
+            ("frac", {"val_fraction": 0.2}, "('fold1', 0.2, False) differ")]:
+        with pytest.raises(SystemExit) as e:
+            plot_curves.main(["--runs", a, write_run(tmp_path, name, **config), "--out", str(tmp_path / "c.png")])
+        assert e.value.code == 2 and f"{name}/scribble: its validation volumes" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        plot_curves.main(["--runs", a, a + "/", "--out", str(tmp_path / "c.png")])
+    assert "given twice" in capsys.readouterr().err
+    assert not (tmp_path / "c.png").exists()
+    other_root = write_run(tmp_path, "dmpls_fold1", root_path="data/MINE")
+    assert plot_curves.main(["--runs", a, other_root, "--out", str(tmp_path / "c.png")]) == 0
+    assert "note: the runs trained on data roots data/ACDC, data/MINE" in capsys.readouterr().err
 
 
 def test_bars_refuse_a_result_twice_validation_mixed_with_test_or_another_fold(tmp_path, capsys):
