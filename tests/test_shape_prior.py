@@ -61,6 +61,24 @@ def test_prior_errors(tmp_path):
         ShapePrior.from_source(str(tmp_path / "flat"), (16, 16))
 
 
+def test_prior_numbered_unlike_the_data_root_is_refused(tmp_path, phantom_root):
+    # MSCMR-like masks with LV and MYO swapped trained the discriminator on swapped shapes, exit 0
+    masks = [io.read_case(phantom_root, c).label for c in io.list_cases(phantom_root)[:2]]
+    swapped = [np.choose(m, [0, 1, 3, 2]).astype(np.uint8) for m in masks]
+    sitk.WriteImage(sitk.GetImageFromArray(swapped[0]), str(tmp_path / "swapped.nii.gz"))
+    with pytest.raises(ValueError, match=r"MYO \(class 2\) touches only \d+% of its LV's \(class 3\) border"):
+        ShapePrior.from_source(str(tmp_path / "swapped.nii.gz"), (32, 32), class_names=io.CLASS_NAMES)
+    slices = [s for m in masks for s in m]
+    assert len(ShapePrior(slices, (32, 32), class_names=io.CLASS_NAMES)) > 0
+    assert len(ShapePrior(slices, (32, 32), class_names=("rv", "myo", "lv"))) > 0
+    # a data root that numbers its classes LV, MYO, RV: an ACDC-ordered prior is refused
+    with pytest.raises(ValueError, match=r"as the data root does \(1 LV, 2 MYO, 3 RV\)"):
+        ShapePrior(slices, (32, 32), class_names=("LV", "MYO", "RV"))
+    assert len(ShapePrior([np.choose(s, [0, 3, 2, 1]) for s in slices], (32, 32),
+                          class_names=("LV", "MYO", "RV"))) > 0
+    assert len(ShapePrior(swapped[0], (32, 32), class_names=("A", "B", "C"))) > 0  # no LV, MYO: unchecked
+
+
 def test_training_labels_are_refused_as_prior_by_place_and_by_content(tmp_path, phantom_root):
     import shutil
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from dataloaders import io
 from dataloaders.shape_prior import ShapePrior, check_not_training_labels
 from losses.segmentation import dice_loss, partial_ce
 from methods.base import Method, mixed_pseudo_label, sigmoid_rampup
@@ -95,14 +96,15 @@ class MaskMixAdv(Method):
         self.prior = None
 
     def prepare(self, train_set, log):
+        names = io.class_names(self.cfg.root_path)
         if self.cfg.shape_prior:
             check_not_training_labels(self.cfg.shape_prior, self.cfg.root_path)
             self.prior = ShapePrior.from_source(self.cfg.shape_prior, self.cfg.patch_size, self.cfg.num_classes,
-                                                self.cfg.input_size, self.cfg.fg_prob)
+                                                self.cfg.input_size, self.cfg.fg_prob, names)
             log.info("shape prior: %d slices from %s", len(self.prior), self.cfg.shape_prior)
         else:
             self.prior = ShapePrior(phantom_prior_masks(self.cfg.seed), self.cfg.patch_size,
-                                    self.cfg.num_classes, self.cfg.input_size, self.cfg.fg_prob)
+                                    self.cfg.num_classes, self.cfg.input_size, self.cfg.fg_prob, names)
             log.info("shape prior: no --shape_prior given, using %d slices of freshly generated "
                      "phantom masks", len(self.prior))
 
