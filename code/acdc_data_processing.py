@@ -8,7 +8,7 @@ files from volumes.
 
 ``--raw``: RAW is the official ACDC training tree, ``RAW/patientXXX/patientXXX_frameYY.nii.gz``
 with its dense mask ``patientXXX_frameYY_gt.nii.gz`` (the 4-D ``_4d.nii.gz`` cine and
-``Info.cfg`` are ignored). Every frame with an image or a mask becomes
+``Info.cfg`` are ignored; ``.nii`` and capitals are read too). Every frame with an image or a mask becomes
 ``OUT/ACDC_training_volumes/<case>.h5`` plus ``OUT/ACDC_training_slices/<case>_slice_<z>.h5``:
 image float32 normalised as the published files (99th-percentile clip, min-max to [0, 1]),
 label uint8, scribble uint16, and the scan's geometry as attributes (``spacing`` (z, y, x) mm,
@@ -69,7 +69,7 @@ from dataloaders.io import KEYS, UNLABELED, Case, read_h5, write_case, write_sli
 from dataloaders.phantoms import normalise_intensity
 from dataloaders.scribbles import scribble_volume
 
-FRAME_RE = re.compile(r"^(patient\d+_frame\d+)(_gt)?\.nii\.gz$")
+FRAME_RE = re.compile(r"^(patient\d+_frame\d+)(_gt)?$")  # of a NIfTI stem (io.nifti_stem)
 
 
 class CaseError(Exception):
@@ -77,7 +77,8 @@ class CaseError(Exception):
 
 
 def find_raw_cases(raw: str) -> dict[str, tuple[str | None, str | None]]:
-    """``{case: (image path or None, mask path or None)}`` of the frames under ``raw/patient*/``."""
+    """``{case: (image path or None, mask path or None)}`` of the frames under ``raw/patient*/``
+    (``.nii.gz`` or ``.nii``, in any letter case)."""
     if not os.path.isdir(raw):
         raise FileNotFoundError(f"--raw {raw}: no such folder")
     cases: dict[str, list] = {}
@@ -86,7 +87,7 @@ def find_raw_cases(raw: str) -> dict[str, tuple[str | None, str | None]]:
         if not (patient.startswith("patient") and os.path.isdir(folder)):
             continue
         for f in sorted(os.listdir(folder)):
-            m = FRAME_RE.match(f)
+            m = FRAME_RE.match(io.nifti_stem(f)) if io.is_nifti(f) else None
             if m:
                 cases.setdefault(m.group(1), [None, None])[1 if m.group(2) else 0] = os.path.join(folder, f)
     return {c: tuple(p) for c, p in sorted(cases.items())}

@@ -1,3 +1,4 @@
+import gzip
 import os
 import shutil
 import subprocess
@@ -47,6 +48,24 @@ def test_find_raw_cases_skips_4d_and_cfg(phantom, tmp_path):
     assert len(cases) == 4 and all(c.startswith("patient00") for c in cases)
     img, gt = cases["patient001_frame01"]
     assert img.endswith("patient001_frame01.nii.gz") and gt.endswith("patient001_frame01_gt.nii.gz")
+
+
+def test_raw_reads_nii_and_capitals(phantom, tmp_path):
+    # patient002 as .nii / .NII.GZ: its frames were skipped ("2 of 2 cases written", exit 0)
+    raw = tmp_path / "raw"
+    shutil.copytree(phantom / "raw", raw)
+    folder = raw / "patient002"
+    for f in sorted(os.listdir(folder)):
+        if f.endswith("_gt.nii.gz"):
+            (folder / f[:-3]).write_bytes(gzip.decompress((folder / f).read_bytes()))
+            os.remove(folder / f)
+        elif f.endswith(".nii.gz"):
+            os.rename(folder / f, folder / (f[:-7] + ".NII.GZ"))
+    cases = adp.find_raw_cases(str(raw))
+    assert len(cases) == 4 and all(img and gt for img, gt in cases.values())
+    r = run("--raw", str(raw), "--out", str(tmp_path / "out"))
+    assert r.returncode == 0 and "4 of 4 cases" in r.stdout, r.stderr
+    assert len(list_cases(str(tmp_path / "out"))) == 4
 
 
 def test_raw_round_trip(phantom, tmp_path):
