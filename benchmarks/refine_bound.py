@@ -69,7 +69,8 @@ def main(argv=None):
         slices = (strokes != io.UNLABELED).reshape(len(strokes), -1).any(1)
         perfect = pred.copy()
         perfect[slices] = case.label[slices]
-        rows.append([mean_dice(v, case.label, cfg.num_classes) for v in (pred, fix_stroked_regions(pred, case.label, strokes), perfect)])
+        fixed = fix_stroked_regions(pred, case.label, strokes)
+        rows.append([mean_dice(v, case.label, cfg.num_classes) for v in (pred, fixed, perfect)])
     rows = np.array(sorted(rows))
     for label, part in (("all", rows), ("worst 10", rows[:10])):
         before, regions, slices = part.mean(0)

@@ -3,9 +3,9 @@
 Sources: a folder or file of h5 volumes (key ``label``) or NIfTI masks (``.nii``/``.nii.gz``),
 each a (Z, H, W) map with 0 background and the data root's classes 1..C (RV, MYO, LV unless its
 ``dataset.json`` names others); when those include LV and MYO, masks that number them otherwise
-(LV and MYO swapped, another data set's order) are refused by anatomy: the MYO encloses the LV. Every slice that shows some heart is
-kept, resized (nearest neighbour) to the training input size and, like the training slices,
-cropped to the patch size when that is smaller. The training fold's own dense labels must
+(LV and MYO swapped, another data set's order) are refused by anatomy: the MYO encloses the LV.
+Every slice that shows some heart is kept, resized (nearest neighbour) to the training input
+size and, like the training slices, cropped to the patch size when that is smaller. The training fold's own dense labels must
 never serve as the prior: that would leak full supervision into a scribble-supervised run, so
 a prior is compared with the data root's labels by content, not only by path.
 """
