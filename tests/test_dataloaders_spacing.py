@@ -69,6 +69,9 @@ def test_parse_target_spacing(tmp_path):
     assert parse_target_spacing("1,2", "") == [1.0, 2.0] and parse_target_spacing([1.0, 2.0], "") == [1.0, 2.0]
     with pytest.raises(ValueError, match="--target_spacing must be"):
         parse_target_spacing("big", "")
+    for bad in ("0", "-1", "inf", "nan", "1,nan"):
+        with pytest.raises(ValueError, match="finite positive"):
+            parse_target_spacing(bad, "")
     io.write_h5(io.volume_path(str(tmp_path), "nospacing"), {"image": np.zeros((1, 4, 4), np.float32)})
     with pytest.raises(ValueError, match="nospacing.h5 has no spacing"):
         median_spacing(str(tmp_path))

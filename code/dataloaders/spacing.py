@@ -32,7 +32,7 @@ def median_spacing(root: str) -> list[float]:
 
 def parse_target_spacing(value, root: str) -> list[float] | None:
     """``--target_spacing`` as (y, x) mm: None for ``off``/None, the data set's median for
-    ``median``, else one or two positive numbers (a list is kept, e.g. a saved config's)."""
+    ``median``, else one or two finite positive numbers (a list is kept, e.g. a saved config's)."""
     if value is None or value == "off":
         return None
     if value == "median":
@@ -41,8 +41,10 @@ def parse_target_spacing(value, root: str) -> list[float] | None:
         vals = [float(v) for v in (value if isinstance(value, (list, tuple)) else str(value).split(","))]
     except ValueError as e:
         raise ValueError(f"--target_spacing must be off, median, or mm (e.g. 1.0 or 1.0,1.0), got {value!r}") from e
-    if len(vals) not in (1, 2) or min(vals) <= 0:
-        raise ValueError(f"--target_spacing must be off, median, or one or two positive mm values, got {value!r}")
+    if len(vals) not in (1, 2) or not all(0 < v < np.inf for v in vals):
+        # inf resampled every slice to one pixel: the run trained on padding and exited 0.
+        raise ValueError(f"--target_spacing must be off, median, or one or two finite positive mm values, "
+                         f"got {value!r}")
     return vals * 2 if len(vals) == 1 else vals
 
 
