@@ -2,6 +2,7 @@
 training on ``--fold split``, scoring with test_2D_fully.py, and predict.py on new scans."""
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -182,6 +183,11 @@ def test_split_fold_and_bad_splits(nifti_root, tmp_path):
     os.symlink(nifti_root / io.VOLUME_DIR, bad / io.VOLUME_DIR)
     (bad / "splits.json").write_text(json.dumps({"train": ["subject1_ED"], "test": ["subject1_ED"]}))
     with pytest.raises(ValueError, match="'subject1_ED' is in both train and test"):
+        make_split(str(bad), "split")
+    # two frames of one patient (dataset.json's patient_pattern) in train and val
+    shutil.copy(nifti_root / "dataset.json", bad / "dataset.json")
+    (bad / "splits.json").write_text(json.dumps({"train": ["subject1_ED"], "val": ["subject1_ES"]}))
+    with pytest.raises(ValueError, match=r"patient subject1's cases 'subject1_ED' \(train\) and 'subject1_ES' \(val\)"):
         make_split(str(bad), "split")
     (bad / "splits.json").write_text(json.dumps({"train": ["nobody"]}))
     with pytest.raises(ValueError, match="'nobody'"):

@@ -76,7 +76,8 @@ def fold_split(cases: list[str], fold: str, val_fraction: float = 0.1,
 
 def read_splits(root: str) -> Split:
     """The parts of ``root/splits.json``; ValueError naming the file when it is missing or
-    malformed, names a case that is not in the data root, or puts a case in two parts."""
+    malformed, names a case that is not in the data root, or puts a case (or two cases of one
+    patient, :func:`dataloaders.io.patient_of`) in two parts."""
     path = os.path.join(root, SPLITS_JSON)
     if not os.path.isfile(path):
         raise ValueError(f"--fold split: {path} does not exist (write it, or use fold1..fold5)")
@@ -88,8 +89,9 @@ def read_splits(root: str) -> Split:
     if not isinstance(parts, dict) or set(parts) - {"train", "val", "test"} or \
             not all(isinstance(v, list) for v in parts.values()):
         raise ValueError(f"{path}: expected {{\"train\": [...], \"val\": [...], \"test\": [...]}}")
-    known = set(io.list_cases(root))
+    known, pattern = set(io.list_cases(root)), io.patient_pattern(root)
     seen: dict[str, str] = {}
+    patient_part: dict[str, tuple[str, str]] = {}
     for part, cases in parts.items():
         for c in cases:
             if c not in known:
@@ -97,6 +99,11 @@ def read_splits(root: str) -> Split:
             if c in seen:
                 raise ValueError(f"{path}: case {c!r} is in both {seen[c]} and {part}")
             seen[c] = part
+            # A patient's frames in two parts: the test scored a patient the model trained on.
+            other, first = patient_part.setdefault(io.patient_of(c, pattern), (part, c))
+            if other != part:
+                raise ValueError(f"{path}: patient {io.patient_of(c, pattern)}'s cases {first!r} ({other}) and "
+                                 f"{c!r} ({part}) are in two parts; a patient's cases must share one")
     return Split(*(list(parts.get(k, [])) for k in ("train", "val", "test")))
 
 
