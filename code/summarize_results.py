@@ -63,6 +63,14 @@ def scoring_of(result: dict) -> tuple:
     return tuple(scored.get(k) for k in ("postprocess", "tta", "resize_back"))
 
 
+def note_roots(results: list[tuple[str, dict]]) -> None:
+    """A note on stderr when the (path, result) pairs scored different data roots: the same data
+    may be reached by other paths or machines, so a note, not an error."""
+    roots = sorted({str(root_of(r)) for _, r in results})
+    if len(roots) > 1:
+        print(f"note: the results scored data roots {', '.join(roots)}", file=sys.stderr)
+
+
 def check_same(results: list[tuple[str, dict]], what: str, key) -> None:
     """ValueError naming the first of the (path, result) pairs whose ``key`` (e.g. :func:`classes_of`,
     :func:`units_of`) differs from the first pair's: such results cannot share a table."""
@@ -105,9 +113,7 @@ def load_results(folder: str, methods, folds, prefix: str = "") -> dict[str, lis
     found = [pr for runs in out.values() for pr in runs]
     check_same(found, "classes", classes_of)
     check_same(found, "distance units", units_of)
-    roots = sorted({str(root_of(r)) for _, r in found})
-    if len(roots) > 1:  # the same data may be reached by other paths or machines: a note, not an error
-        print(f"note: the results scored data roots {', '.join(roots)}", file=sys.stderr)
+    note_roots(found)
     return {m: [r for _, r in runs] for m, runs in out.items()}
 
 

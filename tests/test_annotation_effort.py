@@ -133,3 +133,14 @@ def test_a_replaced_run_a_validation_result_or_a_result_twice_is_refused(phantom
         annotation_effort.main([scored["test"], "--out", str(tmp_path / "e.png")])
     assert e.value.code == 2 and "last.pth is no longer the checkpoint it scored" in capsys.readouterr().err
     assert not (tmp_path / "e.png").exists()
+
+
+def test_results_of_other_data_roots_are_noted(phantom_root, tmp_path, capsys):
+    results = [fake_run(tmp_path, phantom_root, "a"), fake_run(tmp_path, phantom_root, "b")]
+    annotation_effort.effort_rows(results, ["a", "b"])
+    assert "note:" not in capsys.readouterr().err
+    other = json.loads(open(results[1]).read())
+    other["scored"]["root_path"] = "/elsewhere/ACDC"
+    open(results[1], "w").write(json.dumps(other))
+    annotation_effort.effort_rows(results, ["a", "b"])
+    assert "note: the results scored data roots /elsewhere/ACDC, None" in capsys.readouterr().err
