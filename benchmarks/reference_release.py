@@ -30,9 +30,8 @@ Variants:
   ``..._TV_2D.py``, ``..._MumfordShah_Loss_2D.py`` and ``..._GatedCRFLoss_2D.py``: the same UNet,
   pCE plus the script's regulariser at the script's weight (0.1, 1e-2, 1e-6, 0.1; the gated CRF
   with the script's kernel, radius 5 and input size 256 x 256), with the release's own loss
-  functions as released (its TV term skips
-  the first image of each batch, ``outputs_soft[1:]``; its entropy is divided by log C over all
-  pixels). The release's losses call ``.cuda()``, made the identity here (training runs on the
+  functions as released (its TV term skips the first image of each batch, ``outputs_soft[1:]``;
+  its entropy is divided by log C over all pixels). The release's losses call ``.cuda()``, made the identity here (training runs on the
   CPU). The scripts' default batches (24, 24, 12) and the TV script's seed (1337) give way to
   ``--batch`` and 2022, as for every variant, so the TV term sees 7 of each 8 images.
 

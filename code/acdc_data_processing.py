@@ -149,8 +149,7 @@ def process_nifti_case(split: str, image_path: str, label_path: str, seed: int,
         labels = io.read_labels_on(label_path, scan, UNLABELED, "the image")
         kind = io.label_kind(label_path, labels)
         if kind == "scribble":
-            io.check_labels(f"{label_path}: scribble ({UNLABELED} = unlabeled)", labels[labels != UNLABELED],
-                            num_classes - 1)
+            io.check_scribble_classes(f"{label_path}: scribble", labels, num_classes)
         else:
             io.check_labels(label_path, labels, num_classes - 1)
     except (OSError, ValueError) as e:

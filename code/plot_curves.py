@@ -25,7 +25,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from summarize_results import check_same, classes_of, read_result, scored_part  # noqa: E402
+from summarize_results import check_distinct, check_same, classes_of, note_roots, read_result, scored_part  # noqa: E402
 
 VALIDATION_LINE = re.compile(r"iteration (\d+):.*\| val dice ([-\d.naif]+) hd95 ([-\d.naif]+)")
 
@@ -67,16 +67,10 @@ def validated_on(cfg: dict) -> tuple:
 def check_comparable(runs: list[str]) -> None:
     """ValueError naming a run given twice or one that validated on other volumes than the first
     (another fold: its curve is not comparable); a note on stderr for other data roots."""
-    seen = set()
-    for r in runs:
-        if os.path.realpath(r) in seen:
-            raise ValueError(f"{r}: given twice")
-        seen.add(os.path.realpath(r))
+    check_distinct(runs)
     configs = [(r, run_config(r)) for r in runs]
     check_same(configs, "validation volumes (fold, --val_fraction, --select_on_test)", validated_on)
-    roots = sorted({str(c.get("root_path")) for _, c in configs})
-    if len(roots) > 1:  # the same data may be reached by other paths or machines: a note, not an error
-        print(f"note: the runs trained on data roots {', '.join(roots)}", file=sys.stderr)
+    note_roots((c.get("root_path") for _, c in configs), "runs trained on")
 
 
 def plot_curves(runs: list[str], labels: list[str], out: str, title: str = "") -> None:

@@ -63,12 +63,21 @@ def scoring_of(result: dict) -> tuple:
     return tuple(scored.get(k) for k in ("postprocess", "tta", "resize_back"))
 
 
-def note_roots(results: list[tuple[str, dict]]) -> None:
-    """A note on stderr when the (path, result) pairs scored different data roots: the same data
-    may be reached by other paths or machines, so a note, not an error."""
-    roots = sorted({str(root_of(r)) for _, r in results})
+def note_roots(roots, what: str = "results scored") -> None:
+    """A note on stderr when ``roots`` (one per result or run) differ: the same data may be
+    reached by other paths or machines, so a note, not an error."""
+    roots = sorted({str(r) for r in roots})
     if len(roots) > 1:
-        print(f"note: the results scored data roots {', '.join(roots)}", file=sys.stderr)
+        print(f"note: the {what} data roots {', '.join(roots)}", file=sys.stderr)
+
+
+def check_distinct(paths) -> None:
+    """ValueError naming a file or folder given twice (it would count twice)."""
+    seen = set()
+    for path in paths:
+        if os.path.realpath(path) in seen:
+            raise ValueError(f"{path}: given twice")
+        seen.add(os.path.realpath(path))
 
 
 def check_same(results: list[tuple[str, dict]], what: str, key) -> None:
@@ -83,11 +92,7 @@ def scored_part(results: list[tuple[str, dict]]) -> str:
     """The part of the split ("test" or "val") that all the (path, result) pairs scored, of one
     fold; ValueError naming a file given twice or one that scored another part or fold than the
     first (other volumes: such scores cannot be compared)."""
-    seen = set()
-    for path, _ in results:
-        if os.path.realpath(path) in seen:
-            raise ValueError(f"{path}: given twice")
-        seen.add(os.path.realpath(path))
+    check_distinct(path for path, _ in results)
     part = lambda r: (r.get("scored") or {}).get("on", "test")  # noqa: E731
     check_same(results, "scored part of the split", part)
     check_same(results, "scored fold", lambda r: (r.get("scored") or {}).get("fold"))
@@ -113,7 +118,7 @@ def load_results(folder: str, methods, folds, prefix: str = "") -> dict[str, lis
     found = [pr for runs in out.values() for pr in runs]
     check_same(found, "classes", classes_of)
     check_same(found, "distance units", units_of)
-    note_roots(found)
+    note_roots(root_of(r) for _, r in found)
     return {m: [r for _, r in runs] for m, runs in out.items()}
 
 

@@ -192,8 +192,7 @@ def check_arrays(path: str, arrays: dict, num_classes: int = NUM_CLASSES) -> Non
     scribble = arrays.get("scribble")
     if scribble is not None:
         check_labels(f"{path}: scribble", scribble, UNLABELED)
-        # A class the data root lacks (a 3 in a one-class root) stopped training with a traceback.
-        check_labels(f"{path}: scribble ({UNLABELED} = unlabeled)", scribble[scribble != UNLABELED], num_classes - 1)
+        check_scribble_classes(f"{path}: scribble", scribble, num_classes)
 
 
 def check_labels(what: str, labels: np.ndarray, top: int = NUM_CLASSES - 1) -> None:
@@ -208,6 +207,14 @@ def check_labels(what: str, labels: np.ndarray, top: int = NUM_CLASSES - 1) -> N
     bad = np.unique(labels[(labels < 0) | (labels > top)])
     if bad.size:
         raise ValueError(f"{what}: values must lie in 0..{top}, found {', '.join(map(str, bad[:5].tolist()))}")
+
+
+def check_scribble_classes(what: str, scribble: np.ndarray, num_classes: int) -> None:
+    """ValueError naming ``what`` unless every stroked value of ``scribble`` (not 4, unlabeled) is
+    a class 0..``num_classes``-1 of the data root (a 3 in a one-class root stopped training with
+    a traceback)."""
+    scribble = np.asarray(scribble)
+    check_labels(f"{what} ({UNLABELED} = unlabeled)", scribble[scribble != UNLABELED], num_classes - 1)
 
 
 def read_h5(path: str, keys=KEYS, num_classes: int = NUM_CLASSES) -> dict:
