@@ -22,7 +22,7 @@ iters=800
 patch=96
 input=""
 batch=8
-amp=bf16
+amp=auto
 val=200
 exp_prefix=""
 extra=()
@@ -41,8 +41,8 @@ while [ $# -gt 0 ]; do
     --protocol)
       # Named budgets; flags given after --protocol override its values.
       case "$2" in
-        quick) iters=2000; patch=128; input=""; batch=8; amp=bf16; val=250 ;;
-        long) iters=9000; patch=128; input=""; batch=8; amp=bf16; val=500 ;;
+        quick) iters=2000; patch=128; input=""; batch=8; amp=auto; val=250 ;;
+        long) iters=9000; patch=128; input=""; batch=8; amp=auto; val=500 ;;
         paper) iters=60000; patch=256; input=256; batch=12; amp=off; val=200 ;;
         *) echo "train_wss.sh: --protocol must be quick, long or paper, got $2" >&2; exit 2 ;;
       esac

@@ -13,7 +13,7 @@ import os
 from dataloaders.acdc import FOLD_CHOICES, SUPERVISION
 from dataloaders.spacing import parse_target_spacing
 from networks.unet import HEAD_KERNELS, UPSAMPLING
-from inference import RESIZE_BACK
+from inference import AMP, RESIZE_BACK
 from postprocess import POSTPROCESS
 
 DEFAULTS = dict(
@@ -98,8 +98,9 @@ def build_parser(method_cls=None, method_choices=None) -> argparse.ArgumentParse
     p.add_argument("--poly_power", type=float, default=d["poly_power"], help="poly LR decay power")
     p.add_argument("--seed", type=int, default=d["seed"])
     p.add_argument("--device", default=d["device"], help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--amp", default=d["amp"], choices=["off", "bf16", "fp16"],
-                   help="mixed precision (bf16 is ~2x faster on CPUs with AMX and on GPUs)")
+    p.add_argument("--amp", default=d["amp"], choices=AMP,
+                   help="mixed precision: bf16 is ~2x faster on CPUs with AMX and on GPUs, but emulated and "
+                        "~16x slower on other CPUs; auto = bf16 where it is native, else off (fp32)")
     p.add_argument("--channels_last", action=argparse.BooleanOptionalAction,
                    default=d["channels_last"], help="channels-last memory format")
     p.add_argument("--num_workers", type=int, default=d["num_workers"], help="data loader workers")

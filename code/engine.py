@@ -30,7 +30,7 @@ from dataloaders import io
 from dataloaders.acdc import (SliceDataset, Split, TrainBatchSampler, VolumeSet, dense_training_cases,
                               labeled_patients, make_split)
 from distributed import Distributed
-from inference import autocast, evaluate
+from inference import autocast, evaluate, resolve_amp
 from run_folder import Interrupted, RunFolder, StopSignals
 
 
@@ -223,6 +223,8 @@ def method_from_checkpoint(ckpt: dict, device: torch.device):
 
     cfg = argparse.Namespace(**{**LEGACY, **ckpt["config"]})
     cfg.input_size = input_size(cfg)
+    # A bf16 run predicts in fp32 where bf16 is emulated (16x slower; labels equal up to rounding).
+    cfg.amp = resolve_amp("auto" if cfg.amp == "bf16" else cfg.amp, device)
     method = get_method(ckpt["method"])(cfg)
     method.load_state_dict(ckpt["model"])
     return method.to(device).eval(), cfg
@@ -380,11 +382,12 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
     # Everything that can be checked is checked before the folder is created or touched.
     # On the CPU: the RNG states must stay CPU tensors; load_state_dict moves the rest.
     ckpt = read_checkpoint(folder.file("last.pth")) if cfg.resume else None
+    device = resolve_device(cfg.device)
+    cfg.amp = resolve_amp(cfg.amp, device)  # config.json records the precision the run trained in
     if ckpt is not None:
         check_resumable(ckpt["config"], cfg, method_cls)
         check_same_world(ckpt, dist, folder.file("last.pth"))
         record_resume(ckpt["config"], cfg, ckpt["iteration"])
-    device = resolve_device(cfg.device)
     check_classes(cfg)
     split = make_split(cfg.root_path, cfg.fold, cfg.val_fraction, cfg.select_on_test)
     if ckpt is not None:
@@ -478,6 +481,9 @@ def _train(cfg, method_cls, folder: RunFolder, ckpt: dict | None, device: torch.
     writer = SummaryWriter(os.path.join(cfg.out_dir, "tb")) if dist.is_main else _NoWriter()
     log.info("training %s on %s (amp %s) for %d iterations from %d", cfg.method, device, cfg.amp,
              cfg.max_iterations, state.iteration)
+    if cfg.amp == "bf16" and resolve_amp("auto", device) != "bf16":
+        log.warning("bf16 is emulated on this %s and far slower than fp32 (16x per step on an AVX2 CPU); "
+                    "--amp auto trains in fp32 here", device.type.upper())
     # Redirected to a file, a bar redraws ~10 times a second: slow it to keep logs readable.
     bar = tqdm(total=cfg.max_iterations, initial=state.iteration, disable=not (cfg.progress and dist.is_main), desc=cfg.method,
                mininterval=0.1 if sys.stderr.isatty() else 30)

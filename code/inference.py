@@ -13,6 +13,30 @@ from dataloaders.spacing import slices_to_target, undo_fit
 from postprocess import postprocess
 
 
+AMP = ("auto", "off", "bf16", "fp16")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """True where ``device`` computes bf16 in hardware: a CUDA GPU with bf16, a CPU with AMX or
+    AVX512-BF16. Elsewhere bf16 is emulated: a MaskMixAdv step took 16x as long as fp32 on a
+    2-core AVX2 CPU (benchmarks/bench_train_step.py, 2026-12-06)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    cpu = torch.cpu
+    return any(getattr(cpu, probe, lambda: False)() for probe in ("_is_amx_tile_supported",
+                                                                   "_is_avx512_bf16_supported"))
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """``amp`` (one of :data:`AMP`) as run on ``device``: "auto" is "bf16" where bf16 is native
+    (:func:`native_bf16`) and "off" (fp32) elsewhere; the others are kept."""
+    if amp not in AMP:
+        raise ValueError(f"--amp must be one of {', '.join(AMP)}, got {amp!r}")
+    if amp == "auto":
+        return "bf16" if native_bf16(device) else "off"
+    return amp
+
+
 def autocast(device: torch.device, amp: str):
     """The autocast context for ``amp`` in {"off", "bf16", "fp16"} on ``device``."""
     if amp == "off":

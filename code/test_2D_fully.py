@@ -115,7 +115,7 @@ def read_run(args) -> tuple[str, dict, torch.device]:
 
 def predict_checkpoint(args, run, cases) -> tuple[dict[str, np.ndarray], dict]:
     """Predictions of a trained run (:func:`read_run`) for ``cases`` and what was scored: method,
-    checkpoint path, its iteration, a hash of its configuration, post-processing. ValueError when
+    checkpoint path, its iteration, a hash of its configuration, post-processing, precision. ValueError when
     the run predicts another number of classes than the data root has."""
     from engine import check_predicts, check_unseen, config_digest, method_from_checkpoint
 
@@ -133,7 +133,7 @@ def predict_checkpoint(args, run, cases) -> tuple[dict[str, np.ndarray], dict]:
              for c in cases}
     return preds, {"method": ckpt["method"], "checkpoint": os.path.abspath(path),
                    "iteration": ckpt["iteration"], "postprocess": post, "tta": args.tta, "resize_back": resize_back,
-                   "trained_on": {"root_path": cfg.root_path, "fold": cfg.fold},
+                   "amp": cfg.amp, "trained_on": {"root_path": cfg.root_path, "fold": cfg.fold},
                    "config_sha256": config_digest(ckpt["config"])}
 
 

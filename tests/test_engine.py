@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import engine
+import inference
 from conftest import tiny_cfg
 from methods import get_method
 
@@ -120,7 +121,8 @@ def test_resume_refuses_a_changed_schedule_but_accepts_other_workers(tmp_path, p
     assert run("pce", phantom_root, tmp_path, "--resume", "--num_workers", "1")["iteration"] == 4
 
 
-def test_a_resume_with_a_changed_setting_is_recorded(tmp_path, phantom_root):
+def test_a_resume_with_a_changed_setting_is_recorded(tmp_path, phantom_root, monkeypatch):
+    monkeypatch.setattr(inference, "native_bf16", lambda device: False)
     run("pce", phantom_root, tmp_path, "--max_iterations", "2", "--val_interval", "2")
     config = json.load(open(tmp_path / "config.json"))
     assert config["amp"] == "off" and "resumes" not in config
@@ -131,7 +133,27 @@ def test_a_resume_with_a_changed_setting_is_recorded(tmp_path, phantom_root):
     config = json.load(open(tmp_path / "config.json"))
     assert config["amp"] == "bf16"
     assert config["resumes"] == [{"iteration": 2, "changed": {"amp": ["off", "bf16"]}}]
-    assert "at iteration 2; changed: --amp 'off' -> 'bf16'" in open(tmp_path / "log.txt").read()
+    log = open(tmp_path / "log.txt").read()
+    assert "at iteration 2; changed: --amp 'off' -> 'bf16'" in log
+    assert "bf16 is emulated on this CPU" in log  # asked for explicitly: trained as asked, with a warning
+
+
+@pytest.mark.parametrize("native, trained", [(False, "off"), (True, "bf16")])
+def test_amp_auto_trains_in_bf16_only_where_it_is_native(native, trained, tmp_path, phantom_root, monkeypatch):
+    monkeypatch.setattr(inference, "native_bf16", lambda device: native)
+    ckpt = run("pce", phantom_root, tmp_path, "--amp", "auto", "--max_iterations", "1")
+    assert ckpt["config"]["amp"] == json.load(open(tmp_path / "config.json"))["amp"] == trained
+    assert "emulated" not in open(tmp_path / "log.txt").read()
+
+
+@pytest.mark.parametrize("native, predicts", [(False, "off"), (True, "bf16")])
+def test_a_bf16_run_predicts_in_fp32_where_bf16_is_emulated(native, predicts, tmp_path, phantom_root, monkeypatch):
+    run("pce", phantom_root, tmp_path, "--max_iterations", "1")
+    ckpt = torch.load(tmp_path / "last.pth", weights_only=False)
+    monkeypatch.setattr(inference, "native_bf16", lambda device: native)
+    assert engine.method_from_checkpoint(ckpt, torch.device("cpu"))[1].amp == "off"
+    ckpt["config"]["amp"] = "bf16"
+    assert engine.method_from_checkpoint(ckpt, torch.device("cpu"))[1].amp == predicts
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

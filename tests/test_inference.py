@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from inference import back_to_slice, predict_volume
+import inference
+from inference import back_to_slice, predict_volume, resolve_amp
 
 
 def test_scores_and_labels_come_back_differently_at_a_non_integer_ratio():
@@ -47,3 +48,20 @@ def test_resolution_bound_labels_each_low_resolution_pixel_by_its_largest_share(
     assert perfect[0].tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 3, 3], [0, 0, 3, 3]]
     for mode in ("labels", "scores"):
         assert bound.perfect_at(label, (4, 4), mode).tolist() == label.tolist()
+
+
+def test_amp_auto_is_bf16_only_where_bf16_is_native(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(inference, "native_bf16", lambda device: False)
+    assert [resolve_amp(a, cpu) for a in ("auto", "off", "bf16", "fp16")] == ["off", "off", "bf16", "fp16"]
+    monkeypatch.setattr(inference, "native_bf16", lambda device: True)
+    assert resolve_amp("auto", cpu) == "bf16"
+    with pytest.raises(ValueError, match="--amp must be one of auto, off, bf16, fp16, got 'half'"):
+        resolve_amp("half", cpu)
+
+
+def test_native_bf16_follows_the_cpu_probes(monkeypatch):
+    for amx, avx512_bf16 in ((False, False), (True, False), (False, True)):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+        assert inference.native_bf16(torch.device("cpu")) == (amx or avx512_bf16)

@@ -113,7 +113,7 @@ def test_results_say_what_was_scored(phantom_root, tmp_path, capsys):
     assert scored["method"] == "pce" and scored["iteration"] == 4 and scored["fold"] == "fold1"
     assert scored["checkpoint"] == str(tmp_path / "run" / "last.pth")
     assert scored["root_path"] == phantom_root and len(scored["config_sha256"]) == 16 and scored["tta"] is False
-    assert scored["resize_back"] == "scores"
+    assert scored["resize_back"] == "scores" and scored["amp"] == "off"
     # A checkpoint path alone names the run; --tta and --resize_back are recorded.
     flipped = test_2D_fully.main(["--root_path", phantom_root, "--checkpoint", str(tmp_path / "run" / "last.pth"),
                                   "--tta", "--resize_back", "labels", "--out_json", str(tmp_path / "t.json")])["scored"]
