@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from config import build_parser, finalize  # noqa: E402
 from dataloaders.shape_prior import ShapePrior  # noqa: E402
 from engine import TrainState, resolve_device  # noqa: E402
+from inference import resolve_amp  # noqa: E402
 from methods import METHODS, get_method  # noqa: E402
 
 
@@ -56,6 +57,7 @@ def time_method(spec, amp, args, device):
     cfg = finalize(build_parser(method_cls).parse_args(
         ["--amp", amp, "--batch_size", str(args.batch), "--patch_size", str(args.patch), str(args.patch),
          "--device", str(device), *flags]), method_cls)
+    cfg.amp = resolve_amp(cfg.amp, device)
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     method = method_cls(cfg)
@@ -103,7 +105,9 @@ def main():
         for spec in args.methods:
             t = time_method(spec, amp, args, device)
             base = base or t
-            print(f"{spec:40s} amp {amp:5s} {t:8.4f} s/step  x{t / base:5.2f}", flush=True)
+            amp_used = resolve_amp(amp, device)
+            print(f"{spec:40s} amp {amp if amp_used == amp else f'{amp}={amp_used}':8s} {t:8.4f} s/step  "
+                  f"x{t / base:5.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -38,11 +38,14 @@ def resolve_amp(amp: str, device: torch.device) -> str:
 
 
 def autocast(device: torch.device, amp: str):
-    """The autocast context for ``amp`` in {"off", "bf16", "fp16"} on ``device``."""
+    """The autocast context for ``amp`` in {"off", "bf16", "fp16"} on ``device`` ("auto" must be
+    resolved first, :func:`resolve_amp`)."""
     if amp == "off":
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
+    if amp not in dtypes:
+        raise ValueError(f"autocast: amp must be off, bf16 or fp16, got {amp!r}")
+    return torch.autocast(device.type, dtype=dtypes[amp])
 
 
 FLIPS = ((), (-1,), (-2,), (-2, -1))  # test-time augmentation: flips of W, H and both

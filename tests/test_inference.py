@@ -58,6 +58,8 @@ def test_amp_auto_is_bf16_only_where_bf16_is_native(monkeypatch):
     assert resolve_amp("auto", cpu) == "bf16"
     with pytest.raises(ValueError, match="--amp must be one of auto, off, bf16, fp16, got 'half'"):
         resolve_amp("half", cpu)
+    with pytest.raises(ValueError, match="amp must be off, bf16 or fp16, got 'auto'"):
+        inference.autocast(cpu, "auto")  # unresolved, it would have meant fp16
 
 
 def test_native_bf16_follows_the_cpu_probes(monkeypatch):
