@@ -65,10 +65,11 @@ def time_method(spec, amp, args, device):
         method.prior = ShapePrior([rng.integers(0, 4, (args.patch, args.patch))], [args.patch] * 2)
     else:
         method.prepare(FakeSlices(4 * args.batch, args.patch, rng), NullLog())
-    method.to(device).to(memory_format=torch.channels_last).train()
+    layout = torch.channels_last if cfg.channels_last else torch.contiguous_format  # as the engine does
+    method.to(device).to(memory_format=layout).train()
     state = TrainState(cfg, device, method.configure_optimizers())
     image = torch.rand(args.batch, 1, args.patch, args.patch, device=device)
-    batch = {"image": image.contiguous(memory_format=torch.channels_last),
+    batch = {"image": image.contiguous(memory_format=layout),
              "target": torch.randint(0, 5, (args.batch, args.patch, args.patch), device=device),
              "index": torch.arange(args.batch, device=device)}
     for _ in range(args.warmup):
