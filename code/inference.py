@@ -22,6 +22,8 @@ def native_bf16(device: torch.device) -> bool:
     2-core AVX2 CPU (benchmarks/bench_train_step.py, 2026-12-06)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type != "cpu":
+        return False
     cpu = torch.cpu
     return any(getattr(cpu, probe, lambda: False)() for probe in ("_is_amx_tile_supported",
                                                                    "_is_avx512_bf16_supported"))
