@@ -223,7 +223,7 @@ def method_from_checkpoint(ckpt: dict, device: torch.device):
 
     cfg = argparse.Namespace(**{**LEGACY, **ckpt["config"]})
     cfg.input_size = input_size(cfg)
-    # A bf16 run predicts in fp32 where bf16 is emulated (16x slower; labels equal up to rounding).
+    # A bf16 run predicts in fp32 where bf16 is emulated (16x slower there; other rounding only).
     cfg.amp = resolve_amp("auto" if cfg.amp == "bf16" else cfg.amp, device)
     method = get_method(ckpt["method"])(cfg)
     method.load_state_dict(ckpt["model"])
