@@ -67,3 +67,4 @@ def test_native_bf16_follows_the_cpu_probes(monkeypatch):
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
         assert inference.native_bf16(torch.device("cpu")) == (amx or avx512_bf16)
+    assert not inference.native_bf16(torch.device("meta"))  # neither CPU nor CUDA: fp32, whatever the CPU has
