@@ -51,7 +51,8 @@ def parse_method(spec: str) -> tuple[str, list[str]]:
     return name, flags
 
 
-def time_method(spec, amp, args, device):
+def time_method(spec, amp, args, device) -> tuple[float, str]:
+    """(seconds per step, the precision it ran in: ``amp`` resolved for ``device``)."""
     name, flags = parse_method(spec)
     method_cls = get_method(name)
     cfg = finalize(build_parser(method_cls).parse_args(
@@ -82,7 +83,7 @@ def time_method(spec, amp, args, device):
         state.iteration += 1
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return (time.perf_counter() - start) / args.steps
+    return (time.perf_counter() - start) / args.steps, cfg.amp
 
 
 def main():
@@ -104,9 +105,8 @@ def main():
     base = None
     for amp in args.amp:
         for spec in args.methods:
-            t = time_method(spec, amp, args, device)
+            t, amp_used = time_method(spec, amp, args, device)
             base = base or t
-            amp_used = resolve_amp(amp, device)
             print(f"{spec:40s} amp {amp if amp_used == amp else f'{amp}={amp_used}':8s} {t:8.4f} s/step  "
                   f"x{t / base:5.2f}", flush=True)
 

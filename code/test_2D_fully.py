@@ -115,8 +115,8 @@ def read_run(args) -> tuple[str, dict, torch.device]:
 
 def predict_checkpoint(args, run, cases) -> tuple[dict[str, np.ndarray], dict]:
     """Predictions of a trained run (:func:`read_run`) for ``cases`` and what was scored: method,
-    checkpoint path, its iteration, a hash of its configuration, post-processing, precision. ValueError when
-    the run predicts another number of classes than the data root has."""
+    checkpoint path, its iteration, a hash of its configuration, post-processing, precision.
+    ValueError when the run predicts another number of classes than the data root has."""
     from engine import check_predicts, check_unseen, config_digest, method_from_checkpoint
 
     path, ckpt, device = run
