@@ -30,7 +30,8 @@ from dataloaders import io
 from dataloaders.acdc import (SliceDataset, Split, TrainBatchSampler, VolumeSet, dense_training_cases,
                               labeled_patients, make_split)
 from distributed import Distributed
-from inference import autocast, evaluate, resolve_amp
+import inference
+from inference import autocast, evaluate, predicting_amp, resolve_amp
 from run_folder import Interrupted, RunFolder, StopSignals
 
 
@@ -223,8 +224,7 @@ def method_from_checkpoint(ckpt: dict, device: torch.device):
 
     cfg = argparse.Namespace(**{**LEGACY, **ckpt["config"]})
     cfg.input_size = input_size(cfg)
-    # A bf16 run predicts in fp32 where bf16 is emulated (16x slower there; other rounding only).
-    cfg.amp = resolve_amp("auto" if cfg.amp == "bf16" else cfg.amp, device)
+    cfg.amp = predicting_amp(cfg.amp, device)
     method = get_method(ckpt["method"])(cfg)
     method.load_state_dict(ckpt["model"])
     return method.to(device).eval(), cfg
@@ -387,6 +387,13 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
     if ckpt is not None:
         check_resumable(ckpt["config"], cfg, method_cls)
         check_same_world(ckpt, dist, folder.file("last.pth"))
+        if ckpt["iteration"] >= cfg.max_iterations:
+            # Nothing left to train (train_wss.sh re-tests finished runs this way): the folder stays
+            # as it is, and config.json keeps the precision the run trained in.
+            if dist.is_main:
+                print(f"{folder.file('last.pth')}: the run finished at iteration {ckpt['iteration']}; "
+                      "nothing to train", file=sys.stderr)
+            return ckpt["best"]
         record_resume(ckpt["config"], cfg, ckpt["iteration"])
     check_classes(cfg)
     split = make_split(cfg.root_path, cfg.fold, cfg.val_fraction, cfg.select_on_test)
@@ -481,9 +488,12 @@ def _train(cfg, method_cls, folder: RunFolder, ckpt: dict | None, device: torch.
     writer = SummaryWriter(os.path.join(cfg.out_dir, "tb")) if dist.is_main else _NoWriter()
     log.info("training %s on %s (amp %s) for %d iterations from %d", cfg.method, device, cfg.amp,
              cfg.max_iterations, state.iteration)
-    if cfg.amp == "bf16" and resolve_amp("auto", device) != "bf16":
-        log.warning("bf16 is emulated on this %s and far slower than fp32 (16x per step on an AVX2 CPU); "
-                    "--amp auto trains in fp32 here", device.type.upper())
+    if cfg.amp == "bf16" and not inference.native_bf16(device):
+        warning = (f"bf16 is emulated on this {device.type.upper()} and far slower than fp32 (16x per "
+                   "step on an AVX2 CPU); --amp auto trains in fp32 here")
+        log.warning(warning)
+        if dist.is_main:
+            tqdm.write(f"warning: {warning}", file=sys.stderr)
     # Redirected to a file, a bar redraws ~10 times a second: slow it to keep logs readable.
     bar = tqdm(total=cfg.max_iterations, initial=state.iteration, disable=not (cfg.progress and dist.is_main), desc=cfg.method,
                mininterval=0.1 if sys.stderr.isatty() else 30)

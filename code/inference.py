@@ -21,7 +21,8 @@ def native_bf16(device: torch.device) -> bool:
     AVX512-BF16. Elsewhere bf16 is emulated: a MaskMixAdv step took 16x as long as fp32 on a
     2-core AVX2 CPU (benchmarks/bench_train_step.py, 2026-12-06)."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported(including_emulation=False)
+        with torch.cuda.device(device):  # the GPU asked about, not the current one
+            return torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type != "cpu":
         return False
     cpu = torch.cpu
@@ -37,6 +38,14 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     if amp == "auto":
         return "bf16" if native_bf16(device) else "off"
     return amp
+
+
+def predicting_amp(trained: str, device: torch.device) -> str:
+    """The precision a run trained in ``trained`` ("off", "bf16" or "fp16") predicts in on
+    ``device``: the same where the device computes it natively (bf16: :func:`native_bf16`; fp16:
+    CUDA), fp32 ("off") elsewhere, where emulation is many times slower and changes only rounding."""
+    native = {"bf16": native_bf16(device), "fp16": device.type == "cuda"}
+    return trained if native.get(trained, True) else "off"
 
 
 def autocast(device: torch.device, amp: str):

@@ -121,7 +121,7 @@ def test_resume_refuses_a_changed_schedule_but_accepts_other_workers(tmp_path, p
     assert run("pce", phantom_root, tmp_path, "--resume", "--num_workers", "1")["iteration"] == 4
 
 
-def test_a_resume_with_a_changed_setting_is_recorded(tmp_path, phantom_root, monkeypatch):
+def test_a_resume_with_a_changed_setting_is_recorded(tmp_path, phantom_root, monkeypatch, capsys):
     monkeypatch.setattr(inference, "native_bf16", lambda device: False)
     run("pce", phantom_root, tmp_path, "--max_iterations", "2", "--val_interval", "2")
     config = json.load(open(tmp_path / "config.json"))
@@ -136,6 +136,19 @@ def test_a_resume_with_a_changed_setting_is_recorded(tmp_path, phantom_root, mon
     log = open(tmp_path / "log.txt").read()
     assert "at iteration 2; changed: --amp 'off' -> 'bf16'" in log
     assert "bf16 is emulated on this CPU" in log  # asked for explicitly: trained as asked, with a warning
+    assert "warning: bf16 is emulated on this CPU" in capsys.readouterr().err  # and on the console
+
+
+def test_a_finished_run_resumed_elsewhere_keeps_its_record(tmp_path, phantom_root, monkeypatch, capsys):
+    # train_wss.sh re-tests a finished run through --resume; --amp auto resolves differently on
+    # another machine, and must not rewrite the precision the run trained in.
+    monkeypatch.setattr(inference, "native_bf16", lambda device: True)
+    run("pce", phantom_root, tmp_path, "--amp", "auto")
+    before = {f: (tmp_path / f).read_bytes() for f in ("config.json", "last.pth", "best.pth", "best.json", "log.txt")}
+    monkeypatch.setattr(inference, "native_bf16", lambda device: False)
+    assert run("pce", phantom_root, tmp_path, "--amp", "auto", "--resume")["config"]["amp"] == "bf16"
+    assert {f: (tmp_path / f).read_bytes() for f in before} == before
+    assert "last.pth: the run finished at iteration 4; nothing to train" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("native, trained", [(False, "off"), (True, "bf16")])

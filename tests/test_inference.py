@@ -62,6 +62,14 @@ def test_amp_auto_is_bf16_only_where_bf16_is_native(monkeypatch):
         inference.autocast(cpu, "auto")  # unresolved, it would have meant fp16
 
 
+def test_a_run_predicts_in_its_precision_only_where_the_device_computes_it_natively(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(inference, "native_bf16", lambda device: False)
+    assert [inference.predicting_amp(a, cpu) for a in ("off", "bf16", "fp16")] == ["off", "off", "off"]
+    monkeypatch.setattr(inference, "native_bf16", lambda device: True)
+    assert [inference.predicting_amp(a, cpu) for a in ("off", "bf16", "fp16")] == ["off", "bf16", "off"]
+
+
 def test_native_bf16_follows_the_cpu_probes(monkeypatch):
     for amx, avx512_bf16 in ((False, False), (True, False), (False, True)):
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)

@@ -4,7 +4,9 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
+import inference
 import test_2D_fully
 from dataloaders import io
 from dataloaders.acdc import fold_split, make_split
@@ -99,7 +101,7 @@ def test_prediction_values_outside_the_classes_are_named(phantom_root, pred, tmp
     assert not (tmp_path / "r.json").exists()
 
 
-def test_results_say_what_was_scored(phantom_root, tmp_path, capsys):
+def test_results_say_what_was_scored(phantom_root, tmp_path, capsys, monkeypatch):
     import engine
     from conftest import tiny_cfg
     from methods import get_method
@@ -114,6 +116,14 @@ def test_results_say_what_was_scored(phantom_root, tmp_path, capsys):
     assert scored["checkpoint"] == str(tmp_path / "run" / "last.pth")
     assert scored["root_path"] == phantom_root and len(scored["config_sha256"]) == 16 and scored["tta"] is False
     assert scored["resize_back"] == "scores" and scored["amp"] == "off"
+    # A bf16 run is scored in bf16 only where bf16 is native, and the result says which.
+    ckpt = torch.load(tmp_path / "run" / "last.pth", weights_only=False)
+    ckpt["config"]["amp"] = "bf16"
+    torch.save(ckpt, tmp_path / "bf16.pth")
+    for native, amp in ((False, "off"), (True, "bf16")):
+        monkeypatch.setattr(inference, "native_bf16", lambda device: native)
+        assert test_2D_fully.main(["--root_path", phantom_root, "--checkpoint", str(tmp_path / "bf16.pth"),
+                                   "--out_json", str(tmp_path / f"{amp}.json")])["scored"]["amp"] == amp
     # A checkpoint path alone names the run; --tta and --resize_back are recorded.
     flipped = test_2D_fully.main(["--root_path", phantom_root, "--checkpoint", str(tmp_path / "run" / "last.pth"),
                                   "--tta", "--resize_back", "labels", "--out_json", str(tmp_path / "t.json")])["scored"]
