@@ -104,7 +104,8 @@ def load_results(folder: str, methods, folds, prefix: str = "") -> dict[str, lis
     ValueError naming the file for a result that is unreadable or scored something else, when
     the results differ in classes or distance units (they cannot share one table), and when one
     method's folds were predicted differently (:func:`scoring_of`: their mean would mix settings);
-    results of different data roots are named in a note on stderr."""
+    results of different data roots, and one method's folds predicted in different precisions
+    (which changes only rounding), are named in a note on stderr."""
     out = {}
     for m in methods:
         out[m] = []
@@ -115,6 +116,9 @@ def load_results(folder: str, methods, folds, prefix: str = "") -> dict[str, lis
             else:
                 print(f"{m}: no result for {f} ({path})", file=sys.stderr)
         check_same(out[m], "scoring (post-processing, TTA, resize back)", scoring_of)
+        amps = sorted({str(r["scored"]["amp"]) for _, r in out[m] if "amp" in (r.get("scored") or {})})
+        if len(amps) > 1:  # e.g. folds re-tested on CPUs with and without native bf16: rounding only
+            print(f"note: {m}'s folds were predicted in different precisions ({', '.join(amps)})", file=sys.stderr)
     found = [pr for runs in out.values() for pr in runs]
     check_same(found, "classes", classes_of)
     check_same(found, "distance units", units_of)

@@ -49,7 +49,7 @@ def test_results_that_cannot_share_a_table_are_named(tmp_path, capsys):
         assert e.value.code == 2 and message in err and "Traceback" not in err
 
 
-def test_a_fold_or_method_given_twice_is_refused_and_other_data_roots_noted(tmp_path, capsys):
+def test_a_fold_or_method_given_twice_is_refused_and_other_roots_and_precisions_noted(tmp_path, capsys):
     import pytest
 
     (tmp_path / "pce_fold1.json").write_text(json.dumps(result(0.6, 10.0, "fold1")))
@@ -57,6 +57,11 @@ def test_a_fold_or_method_given_twice_is_refused_and_other_data_roots_noted(tmp_
     (tmp_path / "pce_fold2.json").write_text(json.dumps(other_root))
     assert summarize_results.main(["--results", str(tmp_path), "--methods", "pce", "--folds", "fold1", "fold2"]) == 0
     assert "note: the results scored data roots /data/ACDC, /data/other" in capsys.readouterr().err
+    for fold, amp in (("fold1", "bf16"), ("fold2", "off")):
+        scored = {**result(0.7, 10.0, fold), "scored": {**result(0, 0, fold)["scored"], "amp": amp}}
+        (tmp_path / f"pce_{fold}.json").write_text(json.dumps(scored))
+    assert summarize_results.main(["--results", str(tmp_path), "--methods", "pce", "--folds", "fold1", "fold2"]) == 0
+    assert "note: pce's folds were predicted in different precisions (bf16, off)" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         summarize_results.main(["--results", str(tmp_path), "--methods", "pce", "--folds", "fold1", "fold1"])
     assert e.value.code == 2 and "--folds: fold1 given more than once" in capsys.readouterr().err
