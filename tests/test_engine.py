@@ -236,3 +236,26 @@ def test_checkpoints_with_non_finite_or_changed_weights_are_refused(tmp_path, ph
     torch.save({**changed, "model": [1, 2]}, tmp_path / "module.pth")  # e.g. a pickled module
     with pytest.raises(ValueError, match="module.pth: its model is a list, not a state_dict"):
         engine.read_checkpoint(str(tmp_path / "module.pth"))
+
+
+@pytest.mark.parametrize("flags, channels_last", [((), True), (("--no-channels_last",), False)])
+def test_bench_train_step_times_in_the_precision_and_layout_it_reports(flags, channels_last, monkeypatch):
+    import argparse
+
+    from conftest import benchmark
+
+    bench = benchmark("bench_train_step")
+    monkeypatch.setattr(inference, "native_bf16", lambda device: False)
+    method_cls, seen = get_method("pce"), []
+    real_step = method_cls.training_step
+
+    def step(self, batch, state):
+        # A one-channel image is contiguous in both layouts; a 3x3 weight of several channels is not.
+        weight = next(p for p in self.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[2] > 1)
+        seen.append(weight.is_contiguous(memory_format=torch.channels_last))
+        return real_step(self, batch, state)
+    monkeypatch.setattr(method_cls, "training_step", step)
+    args = argparse.Namespace(batch=2, patch=32, steps=1, warmup=0)
+    seconds, amp = bench.time_method(" ".join(("pce", *flags)), "auto", args, torch.device("cpu"))
+    assert seconds > 0 and amp == "off"
+    assert seen == [channels_last]
