@@ -127,14 +127,27 @@ def process_raw_case(case: str, image_path: str | None, gt_path: str | None,
         path = os.path.join(scribble_dir, f"{case}_scribble.nii.gz")
         if not os.path.isfile(path):
             raise CaseError(f"{path}: missing scribble file")
-        scribble = read_labels_on(path, image, UNLABELED).astype(np.uint16)
+        scribble = read_labels_on(path, image, UNLABELED)
+        check_mostly_unlabeled(path, scribble)
+        scribble = scribble.astype(np.uint16)
     else:
         scribble = scribble_volume(label, np.random.default_rng(case_seed(seed, case)))
     return Case(case, normalise_intensity(image.image), label, scribble, image.spacing, image.origin, image.direction)
 
 
-# A label file holding 4 (unlabeled) on fewer of its voxels than this is a dense mask with stray 4s.
+# A scribble leaves most voxels 4 (unlabeled): a label file with 4 on fewer of its voxels than
+# this is a dense mask with stray 4s, or a scribble that marks the unstroked voxels 0 (each of
+# which would train as a background stroke).
 MIN_UNLABELED = 0.01
+
+
+def check_mostly_unlabeled(path: str, scribble: np.ndarray) -> None:
+    """CaseError naming ``path`` when ``scribble`` leaves under ``MIN_UNLABELED`` of its voxels 4."""
+    unlabeled = float(np.mean(scribble == UNLABELED))
+    if unlabeled < MIN_UNLABELED:
+        raise CaseError(f"{path}: {UNLABELED} (unlabeled) on only {100 * unlabeled:.2f}% of the voxels: a scribble "
+                        f"leaves the voxels nobody stroked {UNLABELED} (0 is a background stroke), and a dense "
+                        f"mask holds no {UNLABELED}")
 
 
 def process_nifti_case(split: str, image_path: str, label_path: str, seed: int,
@@ -142,8 +155,8 @@ def process_nifti_case(split: str, image_path: str, label_path: str, seed: int,
     """Read one image and its label file of a NIfTI data set into a ``Case`` with its geometry:
     image float32 [0, 1], ``label`` (dense mask) or ``scribble`` (given, or generated from the
     dense mask of a training case). ``CaseError`` naming the file for what cannot be read or
-    would mislead: a dense mask with stray 4s (under ``MIN_UNLABELED`` of the voxels), and a
-    scribble for a val or test case (those are scored, against dense masks)."""
+    would mislead: a scribble (by its name or its 4s) with 4 on under ``MIN_UNLABELED`` of the
+    voxels (a dense mask with stray 4s, or unstroked voxels marked 0), and a scribble for a val or test case (those are scored, against dense masks)."""
     try:
         scan = io.read_scan(image_path)
         labels = io.read_labels_on(label_path, scan, UNLABELED, "the image")
@@ -155,10 +168,7 @@ def process_nifti_case(split: str, image_path: str, label_path: str, seed: int,
     except (OSError, ValueError) as e:
         raise CaseError(str(e)) from e
     if kind == "scribble":
-        unlabeled = float(np.mean(labels == UNLABELED))
-        if 0 < unlabeled < MIN_UNLABELED:
-            raise CaseError(f"{label_path}: {UNLABELED} (unlabeled) on only {100 * unlabeled:.2f}% of the voxels: "
-                            f"a dense mask must not hold {UNLABELED}, a scribble leaves most voxels {UNLABELED}")
+        check_mostly_unlabeled(label_path, labels)
         if split != "train":
             raise CaseError(f"{label_path}: a scribble, but {split} cases are scored and need a dense mask "
                             f"(0..{num_classes - 1} everywhere)")

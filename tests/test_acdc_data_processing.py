@@ -110,7 +110,7 @@ def test_raw_keeps_the_scans_origin_and_direction(phantom, tmp_path):
     assert case.origin == (-100.0, 50.0, 20.0) and case.direction == direction
 
 
-def test_raw_with_scribble_folder(phantom, tmp_path):
+def test_raw_with_scribble_folder(phantom, tmp_path, capsys):
     import SimpleITK as sitk
     scr = tmp_path / "scr"
     scr.mkdir()
@@ -122,6 +122,12 @@ def test_raw_with_scribble_folder(phantom, tmp_path):
     assert adp.main(["--raw", str(phantom / "raw"), "--out", str(out), "--scribbles", str(scr)]) == 0
     for c in list_cases(truth):
         assert np.array_equal(read_case(str(out), c).scribble, read_case(truth, c).scribble)
+    first = list_cases(truth)[0]
+    zeros = read_case(truth, first).scribble
+    zeros[zeros == 4] = 0  # unstroked voxels marked 0: each would train as a background stroke
+    sitk.WriteImage(sitk.GetImageFromArray(zeros), str(scr / f"{first}_scribble.nii.gz"))
+    assert adp.main(["--raw", str(phantom / "raw"), "--out", str(tmp_path / "out2"), "--scribbles", str(scr)]) == 1
+    assert f"{first}_scribble.nii.gz: 4 (unlabeled) on only 0.00% of the voxels" in capsys.readouterr().err
 
 
 def test_corrupt_case_reported_others_written(phantom, tmp_path):

@@ -117,7 +117,7 @@ def test_a_label_off_the_image_grid_is_named(nifti_src, tmp_path, capsys):
     assert f"{label}: origin" in err and "differs from the image's" in err and "Traceback" not in err
 
 
-def test_conversion_refuses_twin_names_scribbles_to_score_and_masks_with_stray_4s(nifti_src, tmp_path, capsys):
+def test_conversion_refuses_twin_names_scribbles_to_score_stray_4s_and_scribbles_without_4s(nifti_src, tmp_path, capsys):
     src = tmp_path / "src"
     for folder in ("train", "val"):
         for sub in ("images", "labels"):
@@ -138,12 +138,19 @@ def test_conversion_refuses_twin_names_scribbles_to_score_and_masks_with_stray_4
     stray_image.CopyInformation(dense)
     (src / "val" / "images" / "b.nii.gz").write_bytes(image.read_bytes())
     sitk.WriteImage(stray_image, str(src / "val" / "labels" / "b_manual.nii.gz"))
+    zeros = sitk.GetArrayFromImage(sitk.ReadImage(str(scribble)))
+    zeros[zeros == 4] = 0  # unstroked voxels marked 0: each would train as a background stroke
+    zeros_image = sitk.GetImageFromArray(zeros)
+    zeros_image.CopyInformation(sitk.ReadImage(str(scribble)))
+    (src / "train" / "images" / "d.nii.gz").write_bytes((nifti_src / "train" / "images" / "subject1_ED.nii.gz").read_bytes())
+    sitk.WriteImage(zeros_image, str(src / "train" / "labels" / "d_scribble.nii.gz"))
     (src / "val" / "images" / "c.nii.gz").write_bytes((nifti_src / "train" / "images" / "subject1_ED.nii.gz").read_bytes())
     (src / "val" / "labels" / "c_scribble.nii.gz").write_bytes(scribble.read_bytes())
     assert acdc_data_processing.main(["--nifti", str(src), "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert "b_manual.nii.gz: 4 (unlabeled) on only 0.00% of the voxels" in err
     assert "c_scribble.nii.gz: a scribble, but val cases are scored and need a dense mask" in err
+    assert "d_scribble.nii.gz: 4 (unlabeled) on only 0.00% of the voxels: a scribble leaves the voxels nobody" in err
     assert json.loads((tmp_path / "out" / "splits.json").read_text()) == {"train": ["a"], "val": []}
 
 
