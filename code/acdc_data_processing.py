@@ -114,6 +114,14 @@ def case_seed(seed: int, case: str) -> list[int]:
     return [seed, zlib.crc32(case.encode())]
 
 
+def normalised(path: str, image: np.ndarray) -> np.ndarray:
+    """``normalise_intensity`` of the image read from ``path``; ``CaseError`` naming the file."""
+    try:
+        return normalise_intensity(image, path)
+    except ValueError as e:
+        raise CaseError(str(e)) from e
+
+
 def process_raw_case(case: str, image_path: str | None, gt_path: str | None,
                      scribble_dir: str | None, seed: int) -> Case:
     """Read one raw ACDC frame into a ``Case`` (image float32 [0, 1], label uint8, scribble uint16)."""
@@ -132,7 +140,8 @@ def process_raw_case(case: str, image_path: str | None, gt_path: str | None,
         scribble = scribble.astype(np.uint16)
     else:
         scribble = scribble_volume(label, np.random.default_rng(case_seed(seed, case)))
-    return Case(case, normalise_intensity(image.image), label, scribble, image.spacing, image.origin, image.direction)
+    return Case(case, normalised(image_path, image.image), label, scribble, image.spacing, image.origin,
+                image.direction)
 
 
 # A scribble leaves most voxels 4 (unlabeled): a label file with 4 on fewer of its voxels than
@@ -179,7 +188,7 @@ def process_nifti_case(split: str, image_path: str, label_path: str, seed: int,
         scribble = scribble_volume(label, np.random.default_rng(case_seed(seed, scan.name)))
     else:
         scribble = None
-    return Case(scan.name, normalise_intensity(scan.image.astype(np.float32)), label, scribble,
+    return Case(scan.name, normalised(image_path, scan.image.astype(np.float32)), label, scribble,
                 scan.spacing, scan.origin, scan.direction)
 
 

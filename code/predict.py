@@ -93,7 +93,7 @@ def overlay_path(out: str) -> str:
 def segment_scan(path: str, model, cfg, device, tta: bool, post: str) -> tuple[io.Case, np.ndarray]:
     """(the scan with its geometry, its (Z, H, W) uint8 prediction)."""
     scan = io.read_scan(path)
-    image = normalise_intensity(scan.image.astype(np.float32))
+    image = normalise_intensity(scan.image.astype(np.float32), path)
     pred = predict_volume(model, image, cfg.input_size, device, cfg.amp, tta=tta, spacing=scan.spacing,
                           target_spacing=getattr(cfg, "target_spacing", None), resize_back=cfg.resize_back)
     return scan, postprocess(pred, post, cfg.num_classes).astype(np.uint8)

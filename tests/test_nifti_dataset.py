@@ -170,15 +170,18 @@ def test_a_scribble_with_a_class_the_data_set_lacks_is_named(nifti_src, tmp_path
     assert not os.path.exists(io.volume_path(str(tmp_path / "out"), "subject1_ED"))
 
 
-def test_a_2d_image_is_a_one_line_error_naming_it(tmp_path, capsys):
+def test_a_2d_or_blank_image_is_a_one_line_error_naming_it(tmp_path, capsys):
     src = tmp_path / "src"
     for sub in ("images", "labels"):
         (src / "val" / sub).mkdir(parents=True)
     sitk.WriteImage(sitk.GetImageFromArray(np.ones((8, 8), np.int16)), str(src / "val" / "images" / "flat.nii.gz"))
     sitk.WriteImage(sitk.GetImageFromArray(np.ones((8, 8), np.uint8)), str(src / "val" / "labels" / "flat_gt.nii.gz"))
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((2, 8, 8), np.int16)), str(src / "val" / "images" / "blank.nii.gz"))
+    sitk.WriteImage(sitk.GetImageFromArray(np.ones((2, 8, 8), np.uint8)), str(src / "val" / "labels" / "blank_gt.nii.gz"))
     assert acdc_data_processing.main(["--nifti", str(src), "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert "flat.nii.gz: expected a 3-D stack of 2-D slices, got a 2-D image" in err
+    assert "blank.nii.gz: 99% or more of its voxels hold its lowest value 0" in err
     assert json.loads((tmp_path / "out" / "splits.json").read_text()) == {"val": []}
 
 
@@ -271,10 +274,12 @@ def test_predict_skips_a_bad_file_and_counts_it(nifti_src, trained, tmp_path, ca
     (inp / "good.nii.gz").write_bytes((nifti_src / "val" / "images" / "subject4_ED.nii.gz").read_bytes())
     (inp / "broken.nii.gz").write_bytes((nifti_src / "val" / "images" / "subject4_ES.nii.gz").read_bytes()[:300])
     sitk.WriteImage(sitk.GetImageFromArray(np.ones((8, 8), np.int16)), str(inp / "flat.nii.gz"))
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((2, 8, 8), np.int16)), str(inp / "blank.nii.gz"))
     assert predict.main(["--checkpoint", str(trained / "best.pth"), "--input", str(inp),
-                         "--output", str(tmp_path / "out"), "--device", "cpu"]) == 2
+                         "--output", str(tmp_path / "out"), "--device", "cpu"]) == 3
     err = capsys.readouterr().err
     assert "broken.nii.gz" in err and "flat.nii.gz: expected a 3-D stack" in err and "Traceback" not in err
+    assert "blank.nii.gz: 99% or more of its voxels hold its lowest value 0" in err
     assert sorted(os.listdir(tmp_path / "out")) == ["good.nii.gz"]
     with pytest.raises(SystemExit) as e:
         predict.main(["--checkpoint", str(trained / "best.pth"), "--input", str(inp), "--output", str(inp)])

@@ -25,7 +25,11 @@ def test_normalise_intensity_hand_values():
     n = normalise_intensity(v)
     assert n.dtype == np.float32
     assert n[0] == 0 and n[99] == 1 and n[100] == 1 and n[33] == pytest.approx(33 / 99)
-    assert np.all(normalise_intensity(np.full((2, 3), 5.0)) == 0)
+    padded = np.zeros(1000)
+    padded[:9] = 100  # a small scan on a large empty canvas: the 99th percentile is 0
+    for blank in (np.full((2, 3), 5.0), padded):
+        with pytest.raises(ValueError, match="scan.nii.gz: 99% or more of its voxels hold its lowest value"):
+            normalise_intensity(blank, "scan.nii.gz")
 
 
 def test_layout_names_dtypes_shapes(root):

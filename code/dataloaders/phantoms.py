@@ -44,17 +44,20 @@ SUPERSAMPLE = 2
 MIN_SIZE = 32
 
 
-def normalise_intensity(volume: np.ndarray) -> np.ndarray:
+def normalise_intensity(volume: np.ndarray, name: str = "the image") -> np.ndarray:
     """ACDC intensity normalisation of one volume, as the published h5 files have it.
 
     Clips at the volume's 99th percentile, then min-max scales to [0, 1]. ``volume`` any real
-    dtype and shape; returns float32 of the same shape in [0, 1] (all zeros if constant).
+    dtype and shape; returns float32 of the same shape in [0, 1]. ValueError naming ``name`` when
+    nothing is left after the clip (99% or more of the voxels at the lowest value: an empty scan,
+    or a small one padded onto a large canvas), which would be segmented as a blank image.
     """
     v = np.asarray(volume, dtype=np.float64)
     v = np.clip(v, None, np.percentile(v, 99))
     lo, hi = v.min(), v.max()
     if hi <= lo:
-        return np.zeros(v.shape, dtype=np.float32)
+        raise ValueError(f"{name}: 99% or more of its voxels hold its lowest value {lo:g}, so the intensity "
+                         "normalisation (a clip at the 99th percentile) leaves a blank image; an empty or padded scan?")
     return ((v - lo) / (hi - lo)).astype(np.float32)
 
 
