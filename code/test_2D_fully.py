@@ -176,19 +176,18 @@ def is_result(path: str) -> bool:
 
 
 def check_out_json(args) -> None:
-    """ValueError naming ``--out_json`` when it or its CSV would replace an input: a path inside
-    ``--root_path`` or ``--pred_dir`` (splits.json, dataset.json, predictions), or an existing
-    file of the checkpoint's run folder other than an earlier result (config.json, best.json).
+    """ValueError naming ``--out_json`` when it or its CSV would replace an input or another file:
+    a path inside ``--root_path`` or ``--pred_dir`` (splits.json, dataset.json, predictions), or
+    an existing file other than an earlier result (a run's config.json, the user's own table).
     Called before any work."""
     inputs = [("--root_path", args.root_path)] + ([("--pred_dir", args.pred_dir)] if args.pred_dir else [])
-    run_dir = None if args.pred_dir else os.path.dirname(os.path.abspath(checkpoint_path(args)))
     for path in (args.out_json, csv_path(args.out_json)):
         for flag, folder in inputs:
             if is_inside(path, folder):
                 raise ValueError(f"--out_json: {path} lies inside {flag} {folder}; write results outside it")
-        if run_dir and is_inside(path, run_dir) and os.path.exists(path) and not is_result(path):
-            raise ValueError(f"--out_json: {path} is a file of the run in {run_dir}, not a result of "
-                             "test_2D_fully.py; choose another name")
+        if os.path.exists(path) and not is_result(path):
+            raise ValueError(f"--out_json: {path} exists and is not a result of test_2D_fully.py; "
+                             "choose another name")
 
 
 def nii_path(out_dir: str, case: io.Case) -> str:

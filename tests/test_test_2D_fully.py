@@ -327,8 +327,15 @@ def test_out_json_never_replaces_an_input(phantom_root, pred, tmp_path, capsys):
             test_2D_fully.main(["--root_path", phantom_root, "--checkpoint", str(tmp_path / "run" / "last.pth"),
                                 "--out_json", str(tmp_path / "run" / name)])
         expected = name.replace("notes.json", "notes.csv")
-        assert e.value.code == 2 and f"{expected} is a file of the run in " in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and f"{expected} exists and is not a result of test_2D_fully.py" in err
     assert before == {f: (tmp_path / "run" / f).read_bytes() for f in before}
+    # Outside any run folder too (scoring a --pred_dir): a table of the user's beside the JSON's name.
+    (tmp_path / "mine.csv").write_text("my table")
+    with pytest.raises(SystemExit) as e:
+        score(phantom_root, pred, tmp_path / "mine.json")
+    assert e.value.code == 2 and "mine.csv exists and is not a result of" in capsys.readouterr().err
+    assert (tmp_path / "mine.csv").read_text() == "my table" and not (tmp_path / "mine.json").exists()
     for _ in range(2):
         test_2D_fully.main(["--root_path", phantom_root, "--model_dir", str(tmp_path / "run"),
                             "--out_json", str(tmp_path / "run" / "test.json")])
