@@ -3,9 +3,11 @@ range, non-finite images, misaligned keys)."""
 import gzip
 import os
 import shutil
+import struct
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
 from dataloaders import io
 from dataloaders.acdc import SliceDataset, VolumeSet, make_split
@@ -73,6 +75,22 @@ def test_nan_or_inf_voxels_in_a_nifti_are_refused(tmp_path, dtype):
     array[0, 1, 2] = array[2, 3, 4] = 7
     io.write_nifti(path, array)
     assert io.read_scan(path).image[2, 3, 4] == 7
+
+
+def test_voxels_made_infinite_by_the_header_scaling_or_complex_are_refused(tmp_path):
+    path = tmp_path / "scaled.nii"
+    io.write_nifti(str(path), np.full((2, 4, 5), 1e10, np.float32))
+    header = bytearray(path.read_bytes())
+    header[112:116] = struct.pack("<f", 1e30)  # scl_slope: finite raw values, infinite voxels
+    path.write_bytes(bytes(header))
+    for read in (io.read_nifti, io.read_scan):
+        with pytest.raises(ValueError, match="scaled.nii: 40 voxels are NaN or inf after the header's scaling"):
+            read(str(path))
+    complex_path = str(tmp_path / "complex.nii.gz")
+    sitk.WriteImage(sitk.GetImageFromArray(np.ones((2, 4, 5), np.complex64)), complex_path)
+    for read in (io.read_nifti, io.read_scan):
+        with pytest.raises(ValueError, match=r"complex.nii.gz: complex voxels \(NIfTI datatype 32\)"):
+            read(complex_path)
 
 
 @pytest.mark.parametrize("spacing_xyz, thick", [((10.0, 1.6, 1.6), "i is 10 mm"), ((1.6, 10.0, 1.6), "j is 10 mm"),

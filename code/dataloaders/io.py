@@ -271,14 +271,16 @@ def num_slices(root: str, case: str) -> int:
         raise OSError(f"{path}: cannot read h5 ({e})") from e
 
 
-# NIfTI datatype codes of floating-point voxels and their numpy types.
+# NIfTI datatype codes of floating-point voxels and their numpy types, and of complex voxels
+# (read through numpy as their real part alone).
 NIFTI_FLOATS = {16: "f4", 64: "f8"}
+NIFTI_COMPLEX = {32, 1792, 2048}
 
 
 def check_nifti_file(path: str) -> None:
     """OSError naming ``path`` when a NIfTI file is truncated or corrupt, ValueError when its
-    floating-point voxels hold NaN or inf, its header gives a voxel side of 0 or NaN, or a NIfTI
-    file of the same stem lies beside it (:func:`same_name_files`).
+    floating-point voxels hold NaN or inf, they are complex, its header gives a voxel side of 0
+    or NaN, or a NIfTI file of the same stem lies beside it (:func:`same_name_files`).
 
     ITK reads truncated files as partly zero arrays, and NaN or inf voxels as 0, without an
     error, so the whole file is decompressed here (gzip checks its CRC and length), the voxel
@@ -310,6 +312,8 @@ def check_nifti_file(path: str) -> None:
             break
     else:
         raise OSError(f"{path}: not a NIfTI file (no NIfTI-1 or NIfTI-2 header)")
+    if datatype in NIFTI_COMPLEX:
+        raise ValueError(f"{path}: complex voxels (NIfTI datatype {datatype}); give the magnitude image")
     n_dims = max(0, min(int(dims[0]), 7))
     sides = [(d, n) for d, n in zip(pixdim[1:4], dims[1:4])][:min(n_dims, 3)]
     if any(n > 1 and not (np.isfinite(d) and d != 0) for d, n in sides):
@@ -340,7 +344,17 @@ def read_nifti(path: str) -> tuple[np.ndarray, tuple[float, ...]]:
         img = sitk.ReadImage(path)
     except RuntimeError as e:
         raise OSError(f"{path}: cannot read NIfTI ({str(e).strip().splitlines()[-1]})") from e
-    return sitk.GetArrayFromImage(img), tuple(float(s) for s in reversed(img.GetSpacing()))
+    return voxels(img, path), tuple(float(s) for s in reversed(img.GetSpacing()))
+
+
+def voxels(img: sitk.Image, path: str) -> np.ndarray:
+    """``GetArrayFromImage`` of ``img`` read from ``path``; ValueError when the header's scaling
+    (scl_slope, scl_inter) made voxels NaN or inf (:func:`check_nifti_file` saw the raw values)."""
+    array = sitk.GetArrayFromImage(img)
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise ValueError(f"{path}: {int(array.size - np.isfinite(array).sum())} voxels are NaN or inf after "
+                         "the header's scaling (scl_slope, scl_inter)")
+    return array
 
 
 def read_scan(path: str) -> Case:
@@ -368,7 +382,7 @@ def read_scan(path: str) -> Case:
     if thick[0] > 2 * sk and nk > 1:
         raise ValueError(f"{path}: voxel axis {thick[1]} is {thick[0]:g} mm thick, over twice the slice axis k's "
                          f"{sk:g} mm; store the stack with its slices along the third voxel axis")
-    return Case(nifti_stem(path), sitk.GetArrayFromImage(img),
+    return Case(nifti_stem(path), voxels(img, path),
                 spacing=tuple(float(s) for s in reversed(img.GetSpacing())),
                 origin=tuple(float(o) for o in img.GetOrigin()),
                 direction=tuple(float(d) for d in img.GetDirection()))
