@@ -104,7 +104,7 @@ def refine_scan(args, ckpt, method, cfg, device) -> str:
     if not (strokes != io.UNLABELED).any():
         raise ValueError(f"{args.strokes}: no voxel is stroked (all {io.UNLABELED}); nothing to correct")
     out = refined_path(args.output, args.input)
-    if os.path.abspath(out) in (os.path.abspath(args.input), os.path.abspath(args.strokes)):
+    if os.path.realpath(out) in (os.path.realpath(args.input), os.path.realpath(args.strokes)):
         raise ValueError(f"--output {args.output}: would overwrite {out}")
     io.check_outputs("--output", [out], args.overwrite)
     if args.save:

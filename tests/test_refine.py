@@ -236,6 +236,17 @@ def test_refine_refuses_what_would_give_wrong_output_or_lose_files(phantom_root,
             refine.main(base + extra)
         assert e.value.code == 2 and message in capsys.readouterr().err
     assert (tmp_path / "keep.pth").read_bytes() == b"an earlier model" and not os.path.exists(tmp_path / "out")
+    # Strokes named as the refined segmentation would be, in --output or behind a link to it.
+    (tmp_path / "drawn").mkdir()
+    named = tmp_path / "drawn" / "scan_refined.nii.gz"
+    write_scan(named, strokes)
+    os.symlink(tmp_path / "drawn", tmp_path / "link")
+    for output in ("drawn", "link"):
+        with pytest.raises(SystemExit) as e:
+            refine.main([*base[:4], "--output", str(tmp_path / output), "--strokes", str(named), "--overwrite",
+                         "--device", "cpu", "--iters", "1"])
+        assert e.value.code == 2 and "scan_refined.nii.gz" in capsys.readouterr().err.split("would overwrite")[1]
+    assert io.read_scan(str(named)).image.tolist() == strokes.tolist()
     # The simulated user on another fold would refine volumes the model trained on.
     with pytest.raises(SystemExit) as e:
         refine.main(["--checkpoint", bad_model, "--simulate", "1", "--root", phantom_root, "--fold", "fold2",
