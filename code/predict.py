@@ -63,7 +63,8 @@ def output_paths(source: str, files: list[str], output: str, overlay: bool = Fal
                  overwrite: bool = False) -> list[str]:
     """``output/<stem>.nii.gz`` for each input file of ``source`` (a file or folder); ValueError
     when ``output`` is a file or the input folder (predictions would mix with the scans), when
-    two inputs would be written to one path (``a.nii`` and ``a.nii.gz``) or an output is an input,
+    two inputs would be written to one path (``a.nii`` and ``a.nii.gz``; ``A.nii`` and ``a.nii.gz``
+    where letter case is ignored) or an output is an input,
     and (unless ``overwrite``) when an output or its ``overlay`` PNG exists."""
     if os.path.exists(output) and not os.path.isdir(output):
         raise ValueError(f"--output {output} is a file, not a folder")
@@ -74,9 +75,12 @@ def output_paths(source: str, files: list[str], output: str, overlay: bool = Fal
     outs = [os.path.join(output, io.nifti_stem(f) + ".nii.gz") for f in files]
     first = {}
     for f, o in zip(files, outs):
-        if o in first:
-            raise ValueError(f"--input: {first[o]} and {f} would both be written to {o}")
-        first[o] = f
+        # Names that differ only in letter case are one file on macOS and Windows file systems.
+        if o.casefold() in first:
+            earlier, written = first[o.casefold()]
+            raise ValueError(f"--input: {earlier} and {f} would both be written to {o}"
+                             + ("" if written == o else f" (one file with {written} where letter case is ignored)"))
+        first[o.casefold()] = f, o
     inputs = {os.path.realpath(f) for f in files}
     for o in outs:
         if os.path.realpath(o) in inputs:

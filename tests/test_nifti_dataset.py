@@ -298,8 +298,13 @@ def test_predict_never_writes_over_a_scan(nifti_src, trained, tmp_path, capsys):
     both.mkdir()
     (both / "a.nii.gz").write_bytes(scan)
     (both / "a.nii").write_bytes((tmp_path / "a.nii").read_bytes())
+    cased = tmp_path / "cased"  # one output file on macOS and Windows
+    cased.mkdir()
+    (cased / "a.nii.gz").write_bytes(scan)
+    (cased / "A.nii").write_bytes((tmp_path / "a.nii").read_bytes())
     for args, message in [(["--input", str(inp / "a.nii.gz"), "--output", str(inp)], "is the input's folder"),
                           (["--input", str(both), "--output", str(tmp_path / "o")], "would both be written to"),
+                          (["--input", str(cased), "--output", str(tmp_path / "o")], "where letter case is ignored"),
                           (["--input", str(inp), "--output", str(tmp_path / "a.nii")], "is a file, not a folder")]:
         with pytest.raises(SystemExit) as e:
             predict.main(["--checkpoint", ckpt, *args])
