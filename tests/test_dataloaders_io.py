@@ -53,6 +53,7 @@ def test_a_header_without_a_voxel_size_is_refused(tmp_path, side):
     sitk.WriteImage(sitk.GetImageFromArray(np.ones((2, 4, 4), np.int16)), str(path))
     data = bytearray(path.read_bytes())
     data[80:84] = np.float32(side).tobytes()  # pixdim[1], the x side, which ITK would read as 1 mm
+    data[254:256] = bytes(2)  # sform_code 0: the qform alone (with pixdim) places the voxels
     path.write_bytes(bytes(data))
     if side < 0:  # a flip, which ITK reads into the direction
         assert io.read_scan(str(path)).spacing == (1.0, 1.0, 1.5)
@@ -75,6 +76,21 @@ def test_nan_or_inf_voxels_in_a_nifti_are_refused(tmp_path, dtype):
     array[0, 1, 2] = array[2, 3, 4] = 7
     io.write_nifti(path, array)
     assert io.read_scan(path).image[2, 3, 4] == 7
+
+
+def test_a_scan_whose_sform_differs_from_what_itk_reads_is_refused(tmp_path):
+    # ITK falls back to the qform when the sform is sheared; nibabel and FSL follow the sform, so a
+    # prediction written with ITK's geometry would lie 50 mm off the scan there.
+    path = tmp_path / "sheared.nii"
+    io.write_nifti(str(path), np.ones((2, 4, 5), np.int16), spacing=(5.0, 1.5, 1.5), origin=(10.0, -20.0, 30.0))
+    assert io.read_scan(str(path)).origin == (10.0, -20.0, 30.0)  # ITK writes one geometry into both
+    header = bytearray(path.read_bytes())
+    assert struct.unpack("<h", header[254:256])[0] > 0
+    srow_x = list(struct.unpack("<4f", header[280:296]))
+    header[280:296] = struct.pack("<4f", srow_x[0], srow_x[1] + 0.3, srow_x[2], srow_x[3] + 50)
+    path.write_bytes(bytes(header))
+    with pytest.raises(ValueError, match="sheared.nii: its sform places the voxels elsewhere than the qform"):
+        io.read_scan(str(path))
 
 
 def test_voxels_made_infinite_by_the_header_scaling_or_complex_are_refused(tmp_path):

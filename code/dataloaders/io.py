@@ -277,10 +277,15 @@ NIFTI_FLOATS = {16: "f4", 64: "f8"}
 NIFTI_COMPLEX = {32, 1792, 2048}
 
 
-def check_nifti_file(path: str) -> None:
+# The header's xyzt_units code of a length -> its factor to mm (ITK reads every file in mm).
+NIFTI_TO_MM = {1: 1000.0, 2: 1.0, 3: 0.001}
+
+
+def check_nifti_file(path: str) -> np.ndarray | None:
     """OSError naming ``path`` when a NIfTI file is truncated or corrupt, ValueError when its
     floating-point voxels hold NaN or inf, they are complex, its header gives a voxel side of 0
-    or NaN, or a NIfTI file of the same stem lies beside it (:func:`same_name_files`).
+    or NaN, or a NIfTI file of the same stem lies beside it (:func:`same_name_files`). Returns
+    the header's sform, (3, 4) voxel -> RAS mm, where its sform_code is set, else None.
 
     ITK reads truncated files as partly zero arrays, and NaN or inf voxels as 0, without an
     error, so the whole file is decompressed here (gzip checks its CRC and length), the voxel
@@ -303,12 +308,16 @@ def check_nifti_file(path: str) -> None:
             datatype, bitpix = struct.unpack(order + "2h", data[70:74])
             pixdim = struct.unpack(order + "8f", data[76:108])
             offset, header = int(struct.unpack(order + "f", data[108:112])[0]), 348
+            units, sform_code = data[123] & 7, struct.unpack(order + "h", data[254:256])[0]
+            sform = struct.unpack(order + "12f", data[280:328])
             break
         if len(data) >= 540 and struct.unpack(order + "i", data[:4])[0] == 540:
             datatype, bitpix = struct.unpack(order + "2h", data[12:16])
             dims = struct.unpack(order + "8q", data[16:80])
             pixdim = struct.unpack(order + "8d", data[104:168])
             offset, header = struct.unpack(order + "q", data[168:176])[0], 540
+            sform_code, sform = struct.unpack(order + "i", data[348:352])[0], struct.unpack(order + "12d", data[400:496])
+            units = struct.unpack(order + "i", data[500:504])[0] & 7
             break
     else:
         raise OSError(f"{path}: not a NIfTI file (no NIfTI-1 or NIfTI-2 header)")
@@ -333,6 +342,25 @@ def check_nifti_file(path: str) -> None:
         bad = int(voxels - np.isfinite(values).sum())
         if bad:
             raise ValueError(f"{path}: {bad} voxels are NaN or inf")
+    return np.reshape(sform, (3, 4)) * NIFTI_TO_MM.get(units, 1.0) if sform_code > 0 else None
+
+
+def check_sform(path: str, img: sitk.Image, sform: np.ndarray | None) -> None:
+    """ValueError naming ``path`` when the header's ``sform`` (:func:`check_nifti_file`) places the
+    voxels elsewhere than the geometry ITK read: ITK falls back to the qform when the sform is
+    sheared or scaled unlike the voxel sizes, while nibabel, FSL and most viewers follow the
+    sform, so a prediction written with ITK's geometry would not overlay the scan there."""
+    if sform is None:
+        return
+    spacing = np.array(img.GetSpacing())
+    to_ras = np.diag([-1.0, -1.0, 1.0])  # ITK's LPS frame -> the header's RAS
+    linear = to_ras @ np.reshape(img.GetDirection(), (3, 3)) @ np.diag(spacing)
+    origin = to_ras @ np.array(img.GetOrigin())
+    if not (np.allclose(linear, sform[:, :3], rtol=0, atol=1e-3 * spacing.max())
+            and np.allclose(origin, sform[:, 3], rtol=0, atol=0.1 * spacing.min())):
+        raise ValueError(f"{path}: its sform places the voxels elsewhere than the qform that ITK reads (a "
+                         "sheared or rescaled sform?); a prediction would not overlay the scan in tools that "
+                         "follow the sform; save the scan with one geometry")
 
 
 def read_nifti(path: str) -> tuple[np.ndarray, tuple[float, ...]]:
@@ -368,7 +396,7 @@ def read_scan(path: str) -> Case:
     3-D, or an in-plane voxel side over twice the slice spacing: the slices would not be the
     acquired planes) naming the file.
     """
-    check_nifti_file(path)
+    sform = check_nifti_file(path)
     try:
         img = sitk.ReadImage(path)
     except RuntimeError as e:
@@ -382,6 +410,7 @@ def read_scan(path: str) -> Case:
     if thick[0] > 2 * sk and nk > 1:
         raise ValueError(f"{path}: voxel axis {thick[1]} is {thick[0]:g} mm thick, over twice the slice axis k's "
                          f"{sk:g} mm; store the stack with its slices along the third voxel axis")
+    check_sform(path, img, sform)
     return Case(nifti_stem(path), voxels(img, path),
                 spacing=tuple(float(s) for s in reversed(img.GetSpacing())),
                 origin=tuple(float(o) for o in img.GetOrigin()),
