@@ -58,7 +58,7 @@ def main(argv=None):
     method, cfg = method_from_checkpoint(ckpt, device)
     model = method.segmenter().eval()
     names = getattr(make_split(args.root, args.fold, cfg.val_fraction, cfg.select_on_test), args.split)
-    check_unseen(ckpt.get("split"), names, args.checkpoint)
+    check_unseen(ckpt.get("split"), names, args.checkpoint, args.split)
     check_predicts(args.checkpoint, cfg.num_classes, args.root)
     rows = []
     for name in names:

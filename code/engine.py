@@ -297,14 +297,20 @@ def check_predicts(path: str, trained, root: str) -> None:
                          "(background and the classes of its dataset.json)")
 
 
-def check_unseen(saved: dict | None, cases: list[str], path: str) -> None:
+def check_unseen(saved: dict | None, cases: list[str], path: str, part: str = "test") -> None:
     """ValueError when a checkpoint would be scored on cases it trained on (another fold, or a
-    data root whose patients differ so that its positional folds shift); ``saved`` is the
-    checkpoint's ``split``."""
-    seen = sorted(set((saved or {}).get("train") or []) & set(cases))
-    if seen:
-        raise ValueError(f"{path} trained on {len(seen)} of the {len(cases)} cases to score (e.g. {seen[0]}); "
-                         "score the fold and data root it was trained with")
+    data root whose patients differ so that its positional folds shift) or, scoring ``part``
+    "test", on cases it chose its model on (its validation split, unless that was the test fold:
+    ``--select_on_test``); ``saved`` is the checkpoint's ``split``."""
+    saved = saved or {}
+    roles = {"train": "trained on"}
+    if part == "test" and saved.get("val") != saved.get("test"):
+        roles["val"] = "chose its model on"
+    for role, done in roles.items():
+        seen = sorted(set(saved.get(role) or []) & set(cases))
+        if seen:
+            raise ValueError(f"{path} {done} {len(seen)} of the {len(cases)} cases to score (e.g. {seen[0]}); "
+                             "score the fold and data root it was trained with")
 
 
 def check_same_world(ckpt: dict, dist: Distributed, path: str) -> None:

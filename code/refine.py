@@ -128,7 +128,7 @@ def simulate(args, method, cfg, device, trained_split) -> dict:
     names = getattr(make_split(args.root, args.fold, cfg.val_fraction, cfg.select_on_test), args.split)
     if not names:
         raise ValueError(f"--split {args.split}: {args.fold} of {args.root} has no {args.split} volumes")
-    check_unseen(trained_split, names, args.checkpoint)
+    check_unseen(trained_split, names, args.checkpoint, args.split)
     check_predicts(args.checkpoint, cfg.num_classes, args.root)
     rows = []
     print(f"{'case':22s} {'dice before':>11s} {'after':>7s} {'change':>7s} {'voxels':>7s} {'steps':>5s} {'s':>6s}")

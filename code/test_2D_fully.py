@@ -120,7 +120,7 @@ def predict_checkpoint(args, run, cases) -> tuple[dict[str, np.ndarray], dict]:
     from engine import check_predicts, check_unseen, config_digest, method_from_checkpoint
 
     path, ckpt, device = run
-    check_unseen(ckpt.get("split"), [c.name for c in cases], path)
+    check_unseen(ckpt.get("split"), [c.name for c in cases], path, args.on)
     check_predicts(path, ckpt["config"].get("num_classes"), args.root_path)
     method, cfg = method_from_checkpoint(ckpt, device)
     model = method.segmenter()

@@ -136,7 +136,20 @@ def test_results_say_what_was_scored(phantom_root, tmp_path, capsys, monkeypatch
             test_2D_fully.main(["--root_path", phantom_root, "--checkpoint", last, "--out_json",
                                 str(tmp_path / "x.json"), *extra])
         assert e.value.code == 2 and "last.pth trained on" in capsys.readouterr().err
+    # Test cases the run chose its model on (a splits.json edited to move validation cases into
+    # test); a run that selected on the test fold (--select_on_test) says so in its split.
+    ckpt = torch.load(last, weights_only=False)
+    ckpt["split"]["val"] = ckpt["split"]["test"][:1]
+    torch.save(ckpt, tmp_path / "peeked.pth")
+    with pytest.raises(SystemExit) as e:
+        test_2D_fully.main(["--root_path", phantom_root, "--checkpoint", str(tmp_path / "peeked.pth"), "--out_json",
+                            str(tmp_path / "x.json")])
+    assert e.value.code == 2 and "peeked.pth chose its model on 1 of the" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+    ckpt["split"]["val"] = ckpt["split"]["test"]
+    torch.save(ckpt, tmp_path / "on_test.pth")
+    test_2D_fully.main(["--root_path", phantom_root, "--checkpoint", str(tmp_path / "on_test.pth"), "--out_json",
+                        str(tmp_path / "x.json")])
 
 
 def without_first_patient(root, tmp_path):
