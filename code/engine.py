@@ -456,6 +456,8 @@ def _train(cfg, method_cls, folder: RunFolder, ckpt: dict | None, device: torch.
         log.info("supervision %s: %d of %d training pixels labelled (%.3f%%), %d drawn", cfg.sup_type,
                  effort["labelled"], effort["pixels"], 100 * effort["labelled"] / effort["pixels"], effort["drawn"])
     val_set = list(VolumeSet(cfg.root_path, split.val)) if dist.is_main else []
+    if val_set:  # its HD95 and ASD go to the log, best.json and the curves
+        inference.distance_units(cfg.root_path, val_set)
     if dist.is_main and not val_set:
         log.info("no validation split (--val_fraction 0, or no 'val' in splits.json): no model "
                  "selection, the last model is kept (best.pth = last.pth)")

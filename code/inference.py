@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import metrics
+from dataloaders import io
 from dataloaders.io import CLASS_NAMES, Case
 from dataloaders.spacing import slices_to_target, undo_fit
 from postprocess import postprocess
@@ -57,6 +58,18 @@ def autocast(device: torch.device, amp: str):
     if amp not in dtypes:
         raise ValueError(f"autocast: amp must be off, bf16 or fp16, got {amp!r}")
     return torch.autocast(device.type, dtype=dtypes[amp])
+
+
+def distance_units(root: str, cases) -> str:
+    """The units of HD95 and ASD over ``cases`` (of the data root ``root``): "mm" when every case
+    has a spacing, "voxel" when none has. ValueError naming a volume without a spacing and one
+    with: their mean would mix the two."""
+    without = [c for c in cases if c.spacing is None]
+    if without and len(without) < len(cases):
+        other = next(c for c in cases if c.spacing is not None)
+        raise ValueError(f"{io.volume_path(root, without[0].name)} has no spacing attribute but "
+                         f"{io.volume_path(root, other.name)} has one: HD95 and ASD would average voxels with mm")
+    return metrics.units_of(cases[0].spacing)
 
 
 FLIPS = ((), (-1,), (-2,), (-2, -1))  # test-time augmentation: flips of W, H and both

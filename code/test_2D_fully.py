@@ -29,7 +29,7 @@ import torch
 import metrics
 from dataloaders import io
 from dataloaders.acdc import FOLD_CHOICES, VolumeSet, make_split
-from inference import RESIZE_BACK, predict_volume, score_cases, table_rows
+from inference import RESIZE_BACK, distance_units, predict_volume, score_cases, table_rows
 from postprocess import POSTPROCESS, postprocess
 
 
@@ -135,17 +135,6 @@ def predict_checkpoint(args, run, cases) -> tuple[dict[str, np.ndarray], dict]:
                    "iteration": ckpt["iteration"], "postprocess": post, "tta": args.tta, "resize_back": resize_back,
                    "amp": cfg.amp, "trained_on": {"root_path": cfg.root_path, "fold": cfg.fold},
                    "config_sha256": config_digest(ckpt["config"])}
-
-
-def distance_units(root: str, cases) -> str:
-    """The units of HD95 and ASD: "mm" when every case has a spacing, "voxel" when none has.
-    ValueError naming a volume without a spacing and one with: their mean would mix the two."""
-    without = [c for c in cases if c.spacing is None]
-    if without and len(without) < len(cases):
-        other = next(c for c in cases if c.spacing is not None)
-        raise ValueError(f"{io.volume_path(root, without[0].name)} has no spacing attribute but "
-                         f"{io.volume_path(root, other.name)} has one: HD95 and ASD would average voxels with mm")
-    return metrics.units_of(cases[0].spacing)
 
 
 CSV_FIELDS = ("case", "class", *metrics.METRICS)  # the per-volume CSV's header

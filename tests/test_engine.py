@@ -259,3 +259,22 @@ def test_bench_train_step_times_in_the_precision_and_layout_it_reports(flags, ch
     seconds, amp = bench.time_method(" ".join(("pce", *flags)), "auto", args, torch.device("cpu"))
     assert seconds > 0 and amp == "off"
     assert seen == [channels_last]
+
+
+def test_validation_volumes_with_and_without_a_spacing_are_refused_before_training(tmp_path, phantom_root):
+    # Their mean HD95 and ASD (log.txt, best.json, the curves) would mix voxels with mm.
+    import shutil
+
+    import h5py
+
+    from dataloaders import io
+    from dataloaders.acdc import make_split
+
+    root = tmp_path / "root"
+    shutil.copytree(phantom_root, root)
+    first, second = make_split(str(root), "fold1").val[:2]
+    with h5py.File(io.volume_path(str(root), first), "a") as f:
+        del f.attrs["spacing"]
+    with pytest.raises(ValueError, match=f"{first}.h5 has no spacing attribute but .*{second}.h5 has one"):
+        run("pce", str(root), tmp_path / "run")
+    assert not (tmp_path / "run" / "last.pth").exists()
