@@ -224,6 +224,21 @@ def test_a_bad_spacing_attribute_is_named_when_read(phantom_root, tmp_path, spac
         VolumeSet(str(root), [case])
 
 
+def test_a_spacing_attribute_in_itks_axis_order_is_named(phantom_root, tmp_path):
+    # sitk's GetSpacing() is (x, y, z); stored as (z, y, x) it made distances along x 6x too long.
+    import shutil
+
+    import h5py
+
+    root = tmp_path / "root"
+    shutil.copytree(phantom_root, root)
+    case = io.list_cases(str(root))[0]
+    with h5py.File(io.volume_path(str(root), case), "a") as f:
+        f.attrs["spacing"] = (1.5625, 1.5625, 10.0)
+    with pytest.raises(ValueError, match=rf"{case}.h5: attribute spacing \(1.5625, 1.5625, 10.0\) is \(z, y, x\) mm"):
+        io.read_case(str(root), case)
+
+
 def test_training_and_validation_data_are_checked_when_loaded(phantom_root, tmp_path):
     import shutil
 

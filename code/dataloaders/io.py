@@ -235,6 +235,12 @@ def read_h5(path: str, keys=KEYS, num_classes: int = NUM_CLASSES) -> dict:
         raise OSError(f"{path}: no 'image' dataset")
     check_arrays(path, out, num_classes)
     out.update({a: read_geometry(path, a, g) for a, g in geometry.items()})
+    spacing, image = out["spacing"], out.get("image")
+    if spacing is not None and image is not None and image.ndim == 3 and len(image) > 1 \
+            and max(spacing[1:]) > 2 * spacing[0]:
+        # As read_scan refuses for NIfTI; here it is mostly ITK's (x, y, z) order written as (z, y, x).
+        raise ValueError(f"{path}: attribute spacing {spacing} is (z, y, x) mm, but an in-plane side is over "
+                         "twice the slice spacing; was it written in ITK's (x, y, z) order?")
     return out
 
 
