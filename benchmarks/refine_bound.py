@@ -59,7 +59,7 @@ def main(argv=None):
     model = method.segmenter().eval()
     names = getattr(make_split(args.root, args.fold, cfg.val_fraction, cfg.select_on_test), args.split)
     check_unseen(ckpt.get("split"), names, args.checkpoint, args.split)
-    check_predicts(args.checkpoint, cfg.num_classes, args.root)
+    check_predicts(args.checkpoint, ckpt, args.root)
     rows = []
     for name in names:
         case = io.read_case(args.root, name)

@@ -145,6 +145,7 @@ def save_checkpoint(path: str, cfg, method, optimizers, schedulers, state: Train
         "rng": rngs[0] if rngs else rng_state(),
         "world_size": len(rngs) if rngs else 1,
         "split": None if split is None else vars(split),
+        "class_names": list(io.class_names(cfg.root_path)),  # what its labels 1..C are, for scoring elsewhere
     }
     if rngs and len(rngs) > 1:
         ckpt["rng_ranks"] = rngs
@@ -288,13 +289,19 @@ def check_classes(cfg) -> None:
                          f"(background, {', '.join(names)})")
 
 
-def check_predicts(path: str, trained, root: str) -> None:
-    """ValueError when the checkpoint ``path``, trained for ``trained`` classes, would be scored on
-    a data root with another number of classes (its Dice would count absent classes as perfect)."""
-    classes = io.root_classes(root)
+def check_predicts(path: str, ckpt: dict, root: str) -> None:
+    """ValueError when the checkpoint ``ckpt`` (read from ``path``) would be scored on, or resume
+    with, a data root with another number of classes (its Dice would count absent classes as
+    perfect) or, where the checkpoint records them, other class names in its label order (its
+    label 1 would be scored against another structure)."""
+    trained, classes = ckpt["config"].get("num_classes"), io.root_classes(root)
     if trained != classes:
         raise ValueError(f"{path} predicts {trained} classes, {root} has {classes} "
                          "(background and the classes of its dataset.json)")
+    names, root_names = ckpt.get("class_names"), io.class_names(root)
+    if names is not None and tuple(names) != root_names:
+        raise ValueError(f"{path} predicts labels 1..{len(names)} as {', '.join(names)}, {root} numbers its "
+                         f"classes {', '.join(root_names)}; use a data root with the classes in the run's order")
 
 
 def check_unseen(saved: dict | None, cases: list[str], path: str, part: str = "test") -> None:
@@ -393,6 +400,7 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
     if ckpt is not None:
         check_resumable(ckpt["config"], cfg, method_cls)
         check_same_world(ckpt, dist, folder.file("last.pth"))
+        check_predicts(folder.file("last.pth"), ckpt, cfg.root_path)  # --root_path may change on --resume
         if ckpt["iteration"] >= cfg.max_iterations:
             # Nothing left to train (train_wss.sh re-tests finished runs this way): the folder stays
             # as it is, and config.json keeps the precision the run trained in.

@@ -93,7 +93,7 @@ def save_refined(path: str, checkpoint: str, ckpt: dict, method) -> None:
     model = method.state_dict()
     torch.save({"config": ckpt["config"], "method": ckpt["method"], "model": model,
                 "model_sha256": weights_digest(model), "iteration": ckpt["iteration"], "split": ckpt.get("split"),
-                "refined_from": os.path.abspath(checkpoint)}, tmp)
+                "class_names": ckpt.get("class_names"), "refined_from": os.path.abspath(checkpoint)}, tmp)
     os.replace(tmp, path)
 
 
@@ -123,13 +123,13 @@ def refine_scan(args, ckpt, method, cfg, device) -> str:
     return out
 
 
-def simulate(args, method, cfg, device, trained_split) -> dict:
+def simulate(args, method, cfg, device, ckpt) -> dict:
     # The run's own split: its --val_fraction and --select_on_test decide which cases it held out.
     names = getattr(make_split(args.root, args.fold, cfg.val_fraction, cfg.select_on_test), args.split)
     if not names:
         raise ValueError(f"--split {args.split}: {args.fold} of {args.root} has no {args.split} volumes")
-    check_unseen(trained_split, names, args.checkpoint, args.split)
-    check_predicts(args.checkpoint, cfg.num_classes, args.root)
+    check_unseen(ckpt.get("split"), names, args.checkpoint, args.split)
+    check_predicts(args.checkpoint, ckpt, args.root)
     rows = []
     print(f"{'case':22s} {'dice before':>11s} {'after':>7s} {'change':>7s} {'voxels':>7s} {'steps':>5s} {'s':>6s}")
     for name in names:
@@ -163,7 +163,7 @@ def main(argv=None):
             raise ValueError(f"{args.checkpoint}: trained with --target_spacing {cfg.target_spacing}, "
                              "which refine.py does not support yet; use a run that resizes whole slices")
         if args.simulate:
-            return simulate(args, method, cfg, device, ckpt.get("split"))
+            return simulate(args, method, cfg, device, ckpt)
         return refine_scan(args, ckpt, method, cfg, device)
     except (ValueError, FileNotFoundError, KeyError, OSError) as e:
         parser.exit(2, f"error: {e}\n")

@@ -121,7 +121,7 @@ def predict_checkpoint(args, run, cases) -> tuple[dict[str, np.ndarray], dict]:
 
     path, ckpt, device = run
     check_unseen(ckpt.get("split"), [c.name for c in cases], path, args.on)
-    check_predicts(path, ckpt["config"].get("num_classes"), args.root_path)
+    check_predicts(path, ckpt, args.root_path)
     method, cfg = method_from_checkpoint(ckpt, device)
     model = method.segmenter()
     post = args.postprocess or getattr(cfg, "postprocess", "none")

@@ -253,6 +253,19 @@ def test_a_checkpoint_with_other_classes_or_existing_outputs_is_refused(phantom_
     with pytest.raises(SystemExit) as e:
         test_2D_fully.main([*base, "--checkpoint", str(tmp_path / "binary.pth")])
     assert e.value.code == 2 and "binary.pth predicts 2 classes, " in capsys.readouterr().err
+    # The same three classes numbered in another order: its RV would be scored as the root's LV.
+    import shutil
+
+    swapped = tmp_path / "swapped"
+    shutil.copytree(phantom_root, swapped)
+    io.write_dataset_json(str(swapped), ("LV", "MYO", "RV"))
+    with pytest.raises(SystemExit) as e:
+        test_2D_fully.main(["--root_path", str(swapped), "--out_json", str(tmp_path / "r.json"),
+                            "--checkpoint", str(tmp_path / "run" / "last.pth")])
+    assert e.value.code == 2 and f"last.pth predicts labels 1..3 as RV, MYO, LV, {swapped} numbers its classes " \
+        "LV, MYO, RV" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="predicts labels 1..3 as RV, MYO, LV"):  # nor may a resume switch them
+        engine.train(tiny_cfg(get_method("pce"), str(swapped), tmp_path / "run", "--resume"), get_method("pce"))
     first = fold1_test_cases(phantom_root)[0]
     (tmp_path / "nii").mkdir()
     (tmp_path / "nii" / f"{first}.nii.gz").write_bytes(b"a scan kept here")
