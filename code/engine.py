@@ -270,6 +270,17 @@ def record_resume(saved: dict, cfg, iteration: int) -> None:
     cfg.resumes = [*saved.get("resumes", []), {"iteration": iteration, "changed": changed}]
 
 
+def finished(ckpt: dict, cfg, path: str, dist: Distributed) -> bool:
+    """True, with a note on stderr, when the run resumed from ``ckpt`` (read from ``path``) has no
+    iteration left. train_wss.sh re-tests finished runs through --resume: nothing is written then,
+    so config.json keeps the precision the run trained in (``--amp auto`` may resolve otherwise here)."""
+    if ckpt["iteration"] < cfg.max_iterations:
+        return False
+    if dist.is_main:
+        print(f"{path}: the run finished at iteration {ckpt['iteration']}; nothing to train", file=sys.stderr)
+    return True
+
+
 def check_same_split(saved: dict | None, split: Split, path: str) -> None:
     """ValueError when the data now gives another split than the saved run trained on."""
     if saved is None:
@@ -401,14 +412,6 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
         check_resumable(ckpt["config"], cfg, method_cls)
         check_same_world(ckpt, dist, folder.file("last.pth"))
         check_predicts(folder.file("last.pth"), ckpt, cfg.root_path)  # --root_path may change on --resume
-        if ckpt["iteration"] >= cfg.max_iterations:
-            # Nothing left to train (train_wss.sh re-tests finished runs this way): the folder stays
-            # as it is, and config.json keeps the precision the run trained in.
-            if dist.is_main:
-                print(f"{folder.file('last.pth')}: the run finished at iteration {ckpt['iteration']}; "
-                      "nothing to train", file=sys.stderr)
-            return ckpt["best"]
-        record_resume(ckpt["config"], cfg, ckpt["iteration"])
     check_classes(cfg)
     split = make_split(cfg.root_path, cfg.fold, cfg.val_fraction, cfg.select_on_test)
     if ckpt is not None:
@@ -421,6 +424,10 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
         raise ValueError(f"--resume: the dense patients {' '.join(cfg.labeled_patient_ids)} differ from those "
                          f"{folder.file('last.pth')} was trained with ({' '.join(saved_ids)}); was the data "
                          "root's patient_pattern changed?")
+    if ckpt is not None:
+        if finished(ckpt, cfg, folder.file("last.pth"), dist):
+            return ckpt["best"]
+        record_resume(ckpt["config"], cfg, ckpt["iteration"])
     device = dist.start(device)
     try:
         with folder if dist.is_main else contextlib.nullcontext(), StopSignals() as stop:
