@@ -165,7 +165,8 @@ def process_nifti_case(split: str, image_path: str, label_path: str, seed: int,
     image float32 [0, 1], ``label`` (dense mask) or ``scribble`` (given, or generated from the
     dense mask of a training case). ``CaseError`` naming the file for what cannot be read or
     would mislead: a scribble (by its name or its 4s) with 4 on under ``MIN_UNLABELED`` of the
-    voxels (a dense mask with stray 4s, or unstroked voxels marked 0), and a scribble for a val or test case (those are scored, against dense masks)."""
+    voxels (a dense mask with stray 4s, or unstroked voxels marked 0), and a scribble for a val
+    or test case (those are scored, against dense masks)."""
     try:
         scan = io.read_scan(image_path)
         labels = io.read_labels_on(label_path, scan, UNLABELED, "the image")

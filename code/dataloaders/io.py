@@ -322,7 +322,8 @@ def check_nifti_file(path: str) -> np.ndarray | None:
             dims = struct.unpack(order + "8q", data[16:80])
             pixdim = struct.unpack(order + "8d", data[104:168])
             offset, header = struct.unpack(order + "q", data[168:176])[0], 540
-            sform_code, sform = struct.unpack(order + "i", data[348:352])[0], struct.unpack(order + "12d", data[400:496])
+            sform_code = struct.unpack(order + "i", data[348:352])[0]
+            sform = struct.unpack(order + "12d", data[400:496])
             units = struct.unpack(order + "i", data[500:504])[0] & 7
             break
     else:

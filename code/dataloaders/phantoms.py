@@ -57,7 +57,8 @@ def normalise_intensity(volume: np.ndarray, name: str = "the image") -> np.ndarr
     lo, hi = v.min(), v.max()
     if hi <= lo:
         raise ValueError(f"{name}: 99% or more of its voxels hold its lowest value {lo:g}, so the intensity "
-                         "normalisation (a clip at the 99th percentile) leaves a blank image; an empty or padded scan?")
+                         "normalisation (a clip at the 99th percentile) leaves a blank image; an empty or "
+                         "padded scan?")
     return ((v - lo) / (hi - lo)).astype(np.float32)
 
 
