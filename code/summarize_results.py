@@ -104,8 +104,9 @@ def load_results(folder: str, methods, folds, prefix: str = "") -> dict[str, lis
     ValueError naming the file for a result that is unreadable or scored something else, when
     the results differ in classes or distance units (they cannot share one table), and when one
     method's folds were predicted differently (:func:`scoring_of`: their mean would mix settings);
-    results of different data roots, and one method's folds predicted in different precisions
-    (which changes only rounding), are named in a note on stderr."""
+    results of different data roots, one method's folds predicted in different precisions
+    (which changes only rounding), and folds whose model was chosen on the test fold are named in
+    a note on stderr."""
     out = {}
     for m in methods:
         out[m] = []
@@ -119,6 +120,10 @@ def load_results(folder: str, methods, folds, prefix: str = "") -> dict[str, lis
         amps = sorted({str(r["scored"]["amp"]) for _, r in out[m] if "amp" in (r.get("scored") or {})})
         if len(amps) > 1:  # e.g. folds re-tested on CPUs with and without native bf16: rounding only
             print(f"note: {m}'s folds were predicted in different precisions ({', '.join(amps)})", file=sys.stderr)
+        peeked = [r["scored"]["fold"] for _, r in out[m] if (r.get("scored") or {}).get("selected_on_test")]
+        if peeked:  # the peers' protocol: a higher number than a model chosen on validation
+            print(f"note: {m}'s {', '.join(peeked)} chose its model on the test fold (--select_on_test)",
+                  file=sys.stderr)
     found = [pr for runs in out.values() for pr in runs]
     check_same(found, "classes", classes_of)
     check_same(found, "distance units", units_of)

@@ -134,6 +134,7 @@ def predict_checkpoint(args, run, cases) -> tuple[dict[str, np.ndarray], dict]:
     return preds, {"method": ckpt["method"], "checkpoint": os.path.abspath(path),
                    "iteration": ckpt["iteration"], "postprocess": post, "tta": args.tta, "resize_back": resize_back,
                    "amp": cfg.amp, "trained_on": {"root_path": cfg.root_path, "fold": cfg.fold},
+                   "selected_on_test": bool(getattr(cfg, "select_on_test", False)),
                    "config_sha256": config_digest(ckpt["config"])}
 
 

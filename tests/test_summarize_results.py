@@ -62,6 +62,11 @@ def test_a_fold_or_method_given_twice_is_refused_and_other_roots_and_precisions_
         (tmp_path / f"pce_{fold}.json").write_text(json.dumps(scored))
     assert summarize_results.main(["--results", str(tmp_path), "--methods", "pce", "--folds", "fold1", "fold2"]) == 0
     assert "note: pce's folds were predicted in different precisions (bf16, off)" in capsys.readouterr().err
+    peeked = {**result(0.9, 5.0, "fold2"),
+              "scored": {**result(0, 0, "fold2")["scored"], "selected_on_test": True}}
+    (tmp_path / "pce_fold2.json").write_text(json.dumps(peeked))
+    assert summarize_results.main(["--results", str(tmp_path), "--methods", "pce", "--folds", "fold1", "fold2"]) == 0
+    assert "note: pce's fold2 chose its model on the test fold (--select_on_test)" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         summarize_results.main(["--results", str(tmp_path), "--methods", "pce", "--folds", "fold1", "fold1"])
     assert e.value.code == 2 and "--folds: fold1 given more than once" in capsys.readouterr().err

@@ -115,7 +115,7 @@ def test_results_say_what_was_scored(phantom_root, tmp_path, capsys, monkeypatch
     assert scored["method"] == "pce" and scored["iteration"] == 4 and scored["fold"] == "fold1"
     assert scored["checkpoint"] == str(tmp_path / "run" / "last.pth")
     assert scored["root_path"] == phantom_root and len(scored["config_sha256"]) == 16 and scored["tta"] is False
-    assert scored["resize_back"] == "scores" and scored["amp"] == "off"
+    assert scored["resize_back"] == "scores" and scored["amp"] == "off" and scored["selected_on_test"] is False
     # A bf16 run is scored in bf16 only where bf16 is native, and the result says which.
     ckpt = torch.load(tmp_path / "run" / "last.pth", weights_only=False)
     ckpt["config"]["amp"] = "bf16"
