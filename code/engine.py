@@ -305,11 +305,11 @@ def check_predicts(path: str, ckpt: dict, root: str) -> None:
     with, a data root with another number of classes (its Dice would count absent classes as
     perfect) or, where the checkpoint records them, other class names in its label order (its
     label 1 would be scored against another structure)."""
-    trained, classes = ckpt["config"].get("num_classes"), io.root_classes(root)
-    if trained != classes:
-        raise ValueError(f"{path} predicts {trained} classes, {root} has {classes} "
+    trained, root_names = ckpt["config"].get("num_classes"), io.class_names(root)
+    if trained != len(root_names) + 1:
+        raise ValueError(f"{path} predicts {trained} classes, {root} has {len(root_names) + 1} "
                          "(background and the classes of its dataset.json)")
-    names, root_names = ckpt.get("class_names"), io.class_names(root)
+    names = ckpt.get("class_names")
     if names is not None and tuple(names) != root_names:
         raise ValueError(f"{path} predicts labels 1..{len(names)} as {', '.join(names)}, {root} numbers its "
                          f"classes {', '.join(root_names)}; use a data root with the classes in the run's order")

@@ -113,8 +113,9 @@ def refine_scan(args, ckpt, method, cfg, device) -> str:
         if os.path.exists(args.save):
             raise ValueError(f"--save {args.save} exists; the refined model goes to a new path")
         io.check_outputs("--save", [args.save])
-    pred, info = refine_volume(method.segmenter(), normalise_intensity(scan.image, args.input), strokes, cfg.input_size,
-                               device, cfg.amp, cfg.channels_last, settings_of(args), cfg.resize_back)
+    image = normalise_intensity(scan.image, args.input)
+    pred, info = refine_volume(method.segmenter(), image, strokes, cfg.input_size, device, cfg.amp,
+                               cfg.channels_last, settings_of(args), cfg.resize_back)
     os.makedirs(args.output, exist_ok=True)
     io.write_nifti(out, pred, scan.spacing, scan.origin, scan.direction)
     if args.save:
