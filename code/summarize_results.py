@@ -28,7 +28,7 @@ def read_result(path: str, fold: str | None = None, method: str | None = None) -
     if not isinstance(result, dict) or not all(isinstance(result.get(m), dict) and "mean" in result[m]
                                                for m in METRICS):
         raise ValueError(f"{path}: not a test_2D_fully.py result (needs dice, hd95, asd per class and mean)")
-    scored = result.get("scored") or {}
+    scored = scored_of(result)
     if fold is not None and "fold" not in scored:
         raise ValueError(f"{path}: does not record the fold it scored (a result of an older version?); "
                          "score it again with test_2D_fully.py")
@@ -44,6 +44,12 @@ def read_result(path: str, fold: str | None = None, method: str | None = None) -
     return result
 
 
+def scored_of(result: dict) -> dict:
+    """What test_2D_fully.py recorded about the scoring; {} for predictions of ``--pred_dir``
+    and results older than the record."""
+    return result.get("scored") or {}
+
+
 def classes_of(result: dict) -> list[str]:
     return sorted(result["dice"])
 
@@ -53,14 +59,13 @@ def units_of(result: dict):
 
 
 def root_of(result: dict):
-    return (result.get("scored") or {}).get("root_path")
+    return scored_of(result).get("root_path")
 
 
 def scoring_of(result: dict) -> tuple:
     """How a trained run's predictions were made: (post-processing, TTA, resize back); Nones for
     predictions scored from a folder, and for results older than a setting."""
-    scored = result.get("scored") or {}
-    return tuple(scored.get(k) for k in ("postprocess", "tta", "resize_back"))
+    return tuple(scored_of(result).get(k) for k in ("postprocess", "tta", "resize_back"))
 
 
 def note_roots(roots, what: str = "results scored") -> None:
@@ -93,9 +98,9 @@ def scored_part(results: list[tuple[str, dict]]) -> str:
     fold; ValueError naming a file given twice or one that scored another part or fold than the
     first (other volumes: such scores cannot be compared)."""
     check_distinct(path for path, _ in results)
-    part = lambda r: (r.get("scored") or {}).get("on", "test")  # noqa: E731
+    part = lambda r: scored_of(r).get("on", "test")  # noqa: E731
     check_same(results, "scored part of the split", part)
-    check_same(results, "scored fold", lambda r: (r.get("scored") or {}).get("fold"))
+    check_same(results, "scored fold", lambda r: scored_of(r).get("fold"))
     return part(results[0][1]) if results else "test"
 
 
@@ -117,10 +122,10 @@ def load_results(folder: str, methods, folds, prefix: str = "") -> dict[str, lis
             else:
                 print(f"{m}: no result for {f} ({path})", file=sys.stderr)
         check_same(out[m], "scoring (post-processing, TTA, resize back)", scoring_of)
-        amps = sorted({str(r["scored"]["amp"]) for _, r in out[m] if "amp" in (r.get("scored") or {})})
+        amps = sorted({str(scored_of(r)["amp"]) for _, r in out[m] if "amp" in scored_of(r)})
         if len(amps) > 1:  # e.g. folds re-tested on CPUs with and without native bf16: rounding only
             print(f"note: {m}'s folds were predicted in different precisions ({', '.join(amps)})", file=sys.stderr)
-        peeked = [r["scored"]["fold"] for _, r in out[m] if (r.get("scored") or {}).get("selected_on_test")]
+        peeked = [scored_of(r)["fold"] for _, r in out[m] if scored_of(r).get("selected_on_test")]
         if peeked:  # the peers' protocol: a higher number than a model chosen on validation
             print(f"note: {m}'s {', '.join(peeked)} chose its model on the test fold (--select_on_test)",
                   file=sys.stderr)

@@ -93,6 +93,30 @@ def test_a_scan_whose_sform_differs_from_what_itk_reads_is_refused(tmp_path):
         io.read_scan(str(path))
 
 
+def nifti2_of(nifti1: bytes) -> bytes:
+    """The same image in a NIfTI-2 file (nifti2.h's field offsets), from a little-endian NIfTI-1 one."""
+    field = lambda fmt, at: struct.unpack_from("<" + fmt, nifti1, at)  # noqa: E731
+    header = bytearray(544)  # 540 and the 4-byte extension flag
+    struct.pack_into("<i8s2h8q", header, 0, 540, b"n+2\0\r\n\x1a\n", *field("2h", 70), *field("8h", 40))
+    struct.pack_into("<8dq2d", header, 104, *field("8f", 76), 544, *field("2f", 112))
+    struct.pack_into("<2i6d12d", header, 344, *field("2h", 252), *field("6f", 256), *field("12f", 280))
+    struct.pack_into("<i", header, 500, nifti1[123])
+    return bytes(header) + nifti1[int(field("f", 108)[0]):]
+
+
+def test_a_nifti2_header_is_checked_like_a_nifti1_one(tmp_path):
+    one, two = tmp_path / "one.nii", tmp_path / "two.nii"
+    io.write_nifti(str(one), np.arange(40, dtype=np.int16).reshape(2, 4, 5), spacing=(5.0, 1.5, 1.25),
+                   origin=(10.0, -20.0, 30.0))
+    two.write_bytes(nifti2_of(one.read_bytes()))
+    sform = io.check_nifti_file(str(two))
+    assert np.array_equal(sform, io.check_nifti_file(str(one)))
+    assert np.array_equal(sform, [[-1.25, 0, 0, -10], [0, -1.5, 0, 20], [0, 0, 5, 30]])
+    two.write_bytes(nifti2_of(one.read_bytes())[:-10])
+    with pytest.raises(OSError, match=r"two.nii: truncated NIfTI \(614 bytes of data, the header needs 624\)"):
+        io.check_nifti_file(str(two))
+
+
 def test_voxels_made_infinite_by_the_header_scaling_or_complex_are_refused(tmp_path):
     path = tmp_path / "scaled.nii"
     io.write_nifti(str(path), np.full((2, 4, 5), 1e10, np.float32))
