@@ -87,7 +87,7 @@ def time_method(spec, amp, args, device) -> tuple[float, str]:
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n")[0])
     p.add_argument("--methods", nargs="+", default=["pce", "maskmixadv"],
                    help="method names, each optionally quoted with its own flags")
     p.add_argument("--amp", nargs="+", default=["bf16", "off"])

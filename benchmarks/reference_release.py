@@ -67,7 +67,7 @@ SEED = 2022
 
 
 def parse(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n")[0])
     p.add_argument("--release", help="a checkout of github.com/lichen14/MaskMixAdv")
     p.add_argument("--root", default="data/ACDC", help="ACDC in the h5 layout of acdc_data_processing.py")
     p.add_argument("--out", required=True, help="folder for last.pth, predictions and result.json")

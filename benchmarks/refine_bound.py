@@ -43,7 +43,7 @@ def fix_stroked_regions(pred: np.ndarray, truth: np.ndarray, strokes: np.ndarray
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--root", required=True)
     p.add_argument("--fold", default="fold1")

@@ -40,7 +40,7 @@ def perfect_at(label: np.ndarray, size, resize_back: str = "labels", num_classes
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n")[0])
     p.add_argument("--root", required=True, help="data root in the ACDC h5 layout")
     p.add_argument("--fold", default="fold1")
     p.add_argument("--split", default="val", choices=["val", "test"])

@@ -256,7 +256,7 @@ def replace_outputs(new: str, out: str, names) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--raw", help="raw ACDC tree RAW/patientXXX/patientXXX_frameYY[_gt].nii.gz")
     src.add_argument("--nifti", help="NIfTI data set SRC/{train,val,test,TestSet}/{images,labels}/")

@@ -168,7 +168,7 @@ def plot_effort(rows: list[dict], out: str, title: str = "") -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n")[0])
     p.add_argument("results", nargs="+", help="test_2D_fully.py JSON files of trained checkpoints")
     p.add_argument("--labels", nargs="+", help="one label per result (default: the file names)")
     p.add_argument("--root", help="the runs' data root (default: each run's --root_path)")

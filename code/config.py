@@ -55,7 +55,7 @@ DEFAULTS = dict(
 
 def build_parser(method_cls=None, method_choices=None) -> argparse.ArgumentParser:
     """The shared flags, plus the method's own (``method_cls.add_args``) when one is given."""
-    p = argparse.ArgumentParser(description="Train a scribble-supervised segmentation method.")
+    p = argparse.ArgumentParser(allow_abbrev=False, description="Train a scribble-supervised segmentation method.")
     d = DEFAULTS
     if method_choices is not None:
         p.add_argument("--method", required=True, choices=method_choices)

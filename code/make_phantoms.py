@@ -64,7 +64,7 @@ def draw_figure(path: str, seed: int, size: int, columns: int = 6) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", help="data root to write the h5 layout into")
     ap.add_argument("--figure", help="instead, save a PNG of patient001's slices here")
     ap.add_argument("--patients", type=int, default=20, help="number of patients (2 volumes each)")

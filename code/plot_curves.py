@@ -118,7 +118,7 @@ def _save(fig, out: str) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--runs", nargs="+", help="run folders (with log.txt): validation curves")
     src.add_argument("--results", nargs="+", help="test_2D_fully.py JSON files: a bar chart")

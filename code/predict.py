@@ -33,7 +33,7 @@ COLOURS = ("#ff3333", "#33ff33", "#4d80ff", "#ffcc00", "#ff66ff")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", required=True, help="a best.pth / last.pth of a trained run")
     p.add_argument("--input", required=True, help="a .nii.gz scan or a folder of them")
     p.add_argument("--output", required=True, help="folder for the label NIfTIs (and overlays)")

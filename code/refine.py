@@ -32,7 +32,7 @@ from refinement import SCOPES, RefineSettings, check_strokes, refine_volume, sim
 
 def parse_args(argv=None):
     d = RefineSettings()
-    p = argparse.ArgumentParser(description="Correct a segmentation with a few strokes.")
+    p = argparse.ArgumentParser(allow_abbrev=False, description="Correct a segmentation with a few strokes.")
     p.add_argument("--checkpoint", required=True, help="a .pth written by train.py (read only)")
     p.add_argument("--input", help="the scan, NIfTI (3-D)")
     p.add_argument("--strokes", help="label NIfTI on the scan's grid: 0..3 stroked, 4 elsewhere")

@@ -161,7 +161,7 @@ def format_table(results: dict[str, list[dict]]) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n")[0])
     p.add_argument("--results", default="model/results", help="folder of <exp>_<fold>.json files")
     p.add_argument("--methods", nargs="+", required=True)
     p.add_argument("--folds", nargs="+", required=True)

@@ -34,7 +34,7 @@ from postprocess import POSTPROCESS, postprocess
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n")[0])
     p.add_argument("--root_path", default="data/ACDC_phantom", help="data root in the ACDC h5 layout")
     p.add_argument("--fold", default="fold1", choices=FOLD_CHOICES,
                    help="fold1..fold5, or split (ROOT/splits.json)")

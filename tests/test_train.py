@@ -18,6 +18,8 @@ from conftest import ROOT
     (["--method", "pce", "--labeled_patients", "99"], "--labeled_patients must be in 0..3"),
     (["--method", "pce", "--val_fraction", "-0.5"], "--val_fraction must lie in [0, 1)"),
     (["--method", "pce", "--num_classes", "2"], "--num_classes 2: "),
+    # argparse's prefixes would take --root for --root_path behind train_wss.sh's guards.
+    (["--method", "pce", "--root", "elsewhere"], "unrecognized arguments: --root elsewhere"),
 ])
 def test_bad_flags_are_one_line_errors(argv, message, phantom_root, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
