@@ -25,8 +25,9 @@ batch=8
 amp=auto
 val=200
 exp_prefix=""
+protocol=""
 extra=()
-declare -A method_args=()
+declare -A method_args=() given=()
 while [ $# -gt 0 ]; do
   # Every option but --, -h and --help takes a value (--args two): a missing one is named here.
   case "$1" in --args) need=3 ;; --|-h|--help) need=1 ;; *) need=2 ;; esac
@@ -35,21 +36,13 @@ while [ $# -gt 0 ]; do
     --methods) methods="$2"; shift 2 ;;
     --folds) folds="$2"; shift 2 ;;
     --root) root="$2"; shift 2 ;;
-    --iters) iters="$2"; shift 2 ;;
-    --patch) patch="$2"; shift 2 ;;
-    --input) input="$2"; shift 2 ;;
-    --protocol)
-      # Named budgets; flags given after --protocol override its values.
-      case "$2" in
-        quick) iters=2000; patch=128; input=""; batch=8; amp=auto; val=250 ;;
-        long) iters=9000; patch=128; input=""; batch=8; amp=auto; val=500 ;;
-        paper) iters=60000; patch=256; input=256; batch=12; amp=off; val=200 ;;
-        *) echo "train_wss.sh: --protocol must be quick, long or paper, got $2" >&2; exit 2 ;;
-      esac
-      shift 2 ;;
-    --batch) batch="$2"; shift 2 ;;
-    --amp) amp="$2"; shift 2 ;;
-    --val) val="$2"; shift 2 ;;
+    --iters) iters="$2"; given[iters]=1; shift 2 ;;
+    --patch) patch="$2"; given[patch]=1; shift 2 ;;
+    --input) input="$2"; given[input]=1; shift 2 ;;
+    --protocol) protocol="$2"; shift 2 ;;
+    --batch) batch="$2"; given[batch]=1; shift 2 ;;
+    --amp) amp="$2"; given[amp]=1; shift 2 ;;
+    --val) val="$2"; given[val]=1; shift 2 ;;
     --exp_prefix) exp_prefix="$2"; shift 2 ;;
     --args)
       [ -z "${method_args[$2]+set}" ] || { echo "train_wss.sh: --args $2 given twice (put its flags in one)" >&2; exit 2; }
@@ -59,6 +52,16 @@ while [ $# -gt 0 ]; do
     *) echo "train_wss.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
+budget() {  # name value: a --protocol's value, unless the flag was given (before or after it)
+  [ -n "${given[$1]:-}" ] || printf -v "$1" '%s' "$2"
+}
+case "$protocol" in  # named budgets
+  "") ;;
+  quick) budget iters 2000; budget patch 128; budget input ""; budget batch 8; budget amp auto; budget val 250 ;;
+  long) budget iters 9000; budget patch 128; budget input ""; budget batch 8; budget amp auto; budget val 500 ;;
+  paper) budget iters 60000; budget patch 256; budget input 256; budget batch 12; budget amp off; budget val 200 ;;
+  *) echo "train_wss.sh: --protocol must be quick, long or paper, got $protocol" >&2; exit 2 ;;
+esac
 [ "$folds" = all ] && folds="fold1 fold2 fold3 fold4 fold5"
 for list in "$methods" "$folds"; do  # a repeat would train twice and then fail the summary
   repeated=$(tr -s ' ' '\n' <<< "$list" | sed '/^$/d' | sort | uniq -d | head -1)

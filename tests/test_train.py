@@ -68,3 +68,21 @@ def test_train_wss_refuses_bad_arguments_before_any_work(args, message):
 
     r = subprocess.run(["bash", os.path.join(ROOT, "train_wss.sh"), *args], capture_output=True, text=True)
     assert r.returncode == 2 and message in r.stderr
+
+
+def test_train_wss_budget_flags_win_over_protocol_before_or_after_it(tmp_path, phantom_root):
+    import subprocess
+
+    calls = tmp_path / "calls"
+    stub = tmp_path / "python"  # records train.py's flags, skips training and testing
+    stub.write_text(f'#!/bin/bash\ncase "$1" in code/train.py) echo "$@" >> {calls} ;; code/*) ;; '
+                    '*) exec python3 "$@" ;; esac\n')
+    stub.chmod(0o755)
+    for order in (["--iters", "3", "--protocol", "quick"], ["--protocol", "quick", "--iters", "3"]):
+        r = subprocess.run(["bash", os.path.join(ROOT, "train_wss.sh"), "--methods", "pce", "--root", phantom_root,
+                            "--exp_prefix", "stub_", *order], capture_output=True, text=True,
+                           env={**os.environ, "PYTHON": str(stub)})
+        assert r.returncode == 0, r.stderr
+    lines = calls.read_text().splitlines()
+    assert len(lines) == 2 and all("--max_iterations 3 " in c and "--patch_size 128 128" in c
+                                   and "--val_interval 250" in c for c in lines)
