@@ -292,6 +292,16 @@ def check_same_split(saved: dict | None, split: Split, path: str) -> None:
                              f"(e.g. {changed[0] if changed else 'their order'}); use the same --root_path")
 
 
+def check_same_data(saved: str | None, now: str, path: str) -> None:
+    """ValueError when the training slices now (their :meth:`SliceDataset.digest` ``now``) differ
+    from those the run saved at ``path`` trained on (``saved``; None for runs older than the
+    record): the same case names on another data root, or the data converted again otherwise."""
+    if saved is not None and saved != now:
+        raise ValueError(f"--resume: the training data differ from those {path} was trained on (the same "
+                         "cases, other images or labels: another or re-converted data root?); use the same "
+                         "data, or train a new run")
+
+
 def check_classes(cfg) -> None:
     """ValueError unless ``--num_classes`` is the data root's background + foreground classes."""
     names = io.class_names(cfg.root_path)
@@ -424,14 +434,19 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
         raise ValueError(f"--resume: the dense patients {' '.join(cfg.labeled_patient_ids)} differ from those "
                          f"{folder.file('last.pth')} was trained with ({' '.join(saved_ids)}); was the data "
                          "root's patient_pattern changed?")
+    train_set = SliceDataset(cfg.root_path, training[0], cfg.sup_type, cfg.patch_size, progress=cfg.progress,
+                             input_size=cfg.input_size, fg_prob=cfg.fg_prob,
+                             target_spacing=cfg.target_spacing, dense_cases=training[1])
+    cfg.train_data_sha256 = train_set.digest()
     if ckpt is not None:
+        check_same_data(ckpt["config"].get("train_data_sha256"), cfg.train_data_sha256, folder.file("last.pth"))
         if finished(ckpt, cfg, folder.file("last.pth"), dist):
             return ckpt["best"]
         record_resume(ckpt["config"], cfg, ckpt["iteration"])
     device = dist.start(device)
     try:
         with folder if dist.is_main else contextlib.nullcontext(), StopSignals() as stop:
-            best = _train(cfg, method_cls, folder, ckpt, device, split, stop, training, dist)
+            best = _train(cfg, method_cls, folder, ckpt, device, split, stop, train_set, dist)
         dist.barrier()  # rank 0 writes best.json last; the others wait before leaving the group
         return best
     finally:
@@ -439,10 +454,8 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
 
 
 def _train(cfg, method_cls, folder: RunFolder, ckpt: dict | None, device: torch.device, split: Split,
-           stop: StopSignals, training: tuple[list[str], list[str]], dist: Distributed) -> dict:
-    """The training proper, in a checked and locked run folder; ``training`` = (the cases that
-    train, those of them that use their dense masks)."""
-    train_cases, dense_cases = training
+           stop: StopSignals, train_set: SliceDataset, dist: Distributed) -> dict:
+    """The training proper, in a checked and locked run folder, on ``train_set``."""
     last_path = folder.file("last.pth")
     if dist.is_main:
         log = _logger(cfg.out_dir)
@@ -455,7 +468,7 @@ def _train(cfg, method_cls, folder: RunFolder, ckpt: dict | None, device: torch.
     # Each rank draws its own masks and noise; the weights start equal (broadcast below).
     seed_everything(cfg.seed + dist.rank)
     log.info("command: %s", " ".join(sys.argv))
-    log.info("split %s: %d train, %d validation, %d test volumes%s", cfg.fold, len(train_cases),
+    log.info("split %s: %d train, %d validation, %d test volumes%s", cfg.fold, len(train_set.cases),
              len(split.val), len(split.test), " (selecting on the TEST fold)" if cfg.select_on_test else "")
     if cfg.labeled_patients:
         log.info("dense masks for %d training patients (--labeled_patients): %s", cfg.labeled_patients,
@@ -463,9 +476,6 @@ def _train(cfg, method_cls, folder: RunFolder, ckpt: dict | None, device: torch.
     if dist.enabled:
         log.info("data-parallel: %d processes of batch %d, effective batch %d", dist.world_size,
                  cfg.batch_size, dist.world_size * cfg.batch_size)
-    train_set = SliceDataset(cfg.root_path, train_cases, cfg.sup_type, cfg.patch_size, progress=cfg.progress,
-                             input_size=cfg.input_size, fg_prob=cfg.fg_prob,
-                             target_spacing=cfg.target_spacing, dense_cases=dense_cases)
     if dist.is_main:  # only rank 0 logs; the others need not count
         effort = train_set.annotation()
         log.info("supervision %s: %d of %d training pixels labelled (%.3f%%), %d drawn", cfg.sup_type,

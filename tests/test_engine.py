@@ -151,6 +151,30 @@ def test_a_finished_run_resumed_elsewhere_keeps_its_record(tmp_path, phantom_roo
     assert "last.pth: the run finished at iteration 4; nothing to train" in capsys.readouterr().err
 
 
+def test_a_run_resumed_on_other_data_with_the_same_case_names_is_refused(tmp_path, phantom_root):
+    # train_wss.sh --root OTHER re-tested (and would have continued) the run trained on the first
+    # root: the case names matched, so nothing noticed the data had changed.
+    import shutil
+
+    import h5py
+
+    other = tmp_path / "other"
+    shutil.copytree(phantom_root, other)
+    for name in os.listdir(other / "ACDC_training_slices"):  # the same cases, another contrast
+        with h5py.File(other / "ACDC_training_slices" / name, "r+") as f:
+            f["image"][...] = f["image"][:] ** 2
+    run("pce", phantom_root, tmp_path / "run", "--max_iterations", "2", "--val_interval", "2")
+    saved = torch.load(tmp_path / "run" / "last.pth", weights_only=False)
+    assert len(saved["config"]["train_data_sha256"]) == 64
+    for iterations in ("2", "4"):  # finished (re-tested), and one to continue
+        ckpt = {**saved, "config": {**saved["config"], "max_iterations": int(iterations)}}
+        torch.save(ckpt, tmp_path / "run" / "last.pth")
+        with pytest.raises(ValueError, match="--resume: the training data differ from those .*last.pth was trained"):
+            run("pce", str(other), tmp_path / "run", "--max_iterations", iterations, "--val_interval", "2", "--resume")
+    assert run("pce", phantom_root, tmp_path / "run", "--max_iterations", "4", "--val_interval", "2",
+               "--resume")["iteration"] == 4
+
+
 @pytest.mark.parametrize("native, trained", [(False, "off"), (True, "bf16")])
 def test_amp_auto_trains_in_bf16_only_where_it_is_native(native, trained, tmp_path, phantom_root, monkeypatch):
     monkeypatch.setattr(inference, "native_bf16", lambda device: native)

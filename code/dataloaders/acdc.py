@@ -13,6 +13,7 @@ part is allowed, e.g. no ``val`` trains without validation).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -223,6 +224,7 @@ class SliceDataset(Dataset):
         empty = [case for case, n in counts.items() if n == 0]
         if empty:
             raise ValueError(f"{io.volume_path(root, empty[0])}: a volume of 0 slices; remove it or convert it again")
+        self.cases = list(cases)
         pairs = [(case, f"{case}_slice_{z}") for case in cases for z in range(counts[case])]
         if not pairs:
             raise ValueError(f"{root}: no training slices for the chosen split")
@@ -252,6 +254,17 @@ class SliceDataset(Dataset):
                 raise ValueError(f"--target_spacing: {s['name']} has no spacing attribute")
             self.images[i], (self.targets[i],) = to_target(self.images[i], [self.targets[i]], [self.fills[i]],
                                                           s["spacing"][1:], target, self.input_size)
+
+    def digest(self) -> str:
+        """SHA-256 of what the run trains on: each slice's name, image and target as loaded.
+        Checkpoints record it, so that a run resumed (or re-tested) on other data with the same
+        case names is refused."""
+        h = hashlib.sha256()
+        for name, image, target in zip(self.names, self.images, self.targets):
+            h.update(name.encode())
+            h.update(np.ascontiguousarray(image).tobytes())
+            h.update(target.astype(np.uint8).tobytes())  # 0..4
+        return h.hexdigest()
 
     def annotation(self) -> dict[str, int]:
         """How much annotation the run trains on, counted on the targets as loaded (native grid,
