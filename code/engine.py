@@ -244,6 +244,17 @@ RESUME_MAY_CHANGE = {"resume", "overwrite", "save_every", "device", "num_workers
                      "val_interval", "out_dir", "amp", "channels_last", "root_path", "exp"}
 
 
+# What may differ between the folds of one setting: where and how each run ran, its fold, seed,
+# dense patients (drawn per fold) and data, its resumes.
+PER_RUN = RESUME_MAY_CHANGE | {"fold", "seed", "labeled_patient_ids", "resumes", "train_data_sha256"}
+
+
+def training_setting(config: dict) -> dict:
+    """A checkpoint's configuration without :data:`PER_RUN`: what the folds averaged into one
+    row of a table must share (results record it)."""
+    return {k: v for k, v in sorted(config.items()) if k not in PER_RUN}
+
+
 def check_resumable(saved: dict, cfg, method_cls) -> None:
     """Raise ValueError naming the first flag whose value differs from the saved run's. A flag
     that did not exist when the run was saved takes the value the run had (:data:`LEGACY`) or its

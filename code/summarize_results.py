@@ -68,6 +68,19 @@ def scoring_of(result: dict) -> tuple:
     return tuple(scored_of(result).get(k) for k in ("postprocess", "tta", "resize_back"))
 
 
+def check_same_setting(results: list[tuple[str, dict]]) -> None:
+    """ValueError naming the first of one method's (path, result) pairs trained with a flag
+    (``--sup_type``, ``--max_iterations``, a method's own) other than the first pair's, where
+    results record their training setting: one row would average two settings."""
+    recorded = [(path, scored_of(r)["setting"]) for path, r in results if "setting" in scored_of(r)]
+    for path, setting in recorded[1:]:
+        first_path, first = recorded[0]
+        differ = sorted(k for k in set(setting) | set(first) if setting.get(k) != first.get(k))
+        if differ:
+            raise ValueError(f"{path}: trained with --{differ[0]} {setting.get(differ[0])!r}, {first_path} with "
+                             f"{first.get(differ[0])!r}; one row would average two settings")
+
+
 def note_roots(roots, what: str = "results scored") -> None:
     """A note on stderr when ``roots`` (one per result or run) differ: the same data may be
     reached by other paths or machines, so a note, not an error."""
@@ -108,7 +121,8 @@ def load_results(folder: str, methods, folds, prefix: str = "") -> dict[str, lis
     """{method: [summary JSON of each fold found]}; a missing fold is reported on stderr.
     ValueError naming the file for a result that is unreadable or scored something else, when
     the results differ in classes or distance units (they cannot share one table), and when one
-    method's folds were predicted differently (:func:`scoring_of`: their mean would mix settings);
+    method's folds were trained or predicted differently (:func:`check_same_setting`,
+    :func:`scoring_of`: their mean would mix settings);
     results of different data roots, one method's folds predicted in different precisions
     (which changes only rounding), and folds whose model was chosen on the test fold are named in
     a note on stderr."""
@@ -122,6 +136,7 @@ def load_results(folder: str, methods, folds, prefix: str = "") -> dict[str, lis
             else:
                 print(f"{m}: no result for {f} ({path})", file=sys.stderr)
         check_same(out[m], "scoring (post-processing, TTA, resize back)", scoring_of)
+        check_same_setting(out[m])
         amps = sorted({str(scored_of(r)["amp"]) for _, r in out[m] if "amp" in scored_of(r)})
         if len(amps) > 1:  # e.g. folds re-tested on CPUs with and without native bf16: rounding only
             print(f"note: {m}'s folds were predicted in different precisions ({', '.join(amps)})", file=sys.stderr)

@@ -117,7 +117,7 @@ def predict_checkpoint(args, run, cases) -> tuple[dict[str, np.ndarray], dict]:
     """Predictions of a trained run (:func:`read_run`) for ``cases`` and what was scored: method,
     checkpoint path, its iteration, a hash of its configuration, post-processing, precision.
     ValueError when the run predicts another number of classes than the data root has."""
-    from engine import check_predicts, check_unseen, config_digest, method_from_checkpoint
+    from engine import check_predicts, check_unseen, config_digest, method_from_checkpoint, training_setting
 
     path, ckpt, device = run
     check_unseen(ckpt.get("split"), [c.name for c in cases], path, args.on)
@@ -135,7 +135,7 @@ def predict_checkpoint(args, run, cases) -> tuple[dict[str, np.ndarray], dict]:
                    "iteration": ckpt["iteration"], "postprocess": post, "tta": args.tta, "resize_back": resize_back,
                    "amp": cfg.amp, "trained_on": {"root_path": cfg.root_path, "fold": cfg.fold},
                    "selected_on_test": bool(getattr(cfg, "select_on_test", False)),
-                   "config_sha256": config_digest(ckpt["config"])}
+                   "config_sha256": config_digest(ckpt["config"]), "setting": training_setting(ckpt["config"])}
 
 
 CSV_FIELDS = ("case", "class", *metrics.METRICS)  # the per-volume CSV's header
@@ -178,6 +178,20 @@ def check_out_json(args) -> None:
         if os.path.exists(path) and not is_result(path):
             raise ValueError(f"--out_json: {path} exists and is not a result of test_2D_fully.py; "
                              "choose another name")
+
+
+def check_same_source(out_json: str, source: str) -> None:
+    """ValueError naming ``out_json`` when it holds the scores of another checkpoint or prediction
+    folder than ``source``: replacing them would lose them (e.g. a run of another
+    ``--sup_type`` scored into the same results file)."""
+    if not os.path.isfile(out_json):
+        return
+    with open(out_json) as f:
+        scored = json.load(f)["scored"]
+    old = scored.get("checkpoint") or scored.get("pred_dir")
+    if old and os.path.realpath(old) != os.path.realpath(source):
+        raise ValueError(f"--out_json: {out_json} holds the scores of {old}; choose another name "
+                         "or remove it first")
 
 
 def nii_path(out_dir: str, case: io.Case) -> str:
@@ -231,6 +245,7 @@ def main(argv=None) -> dict:
         units = distance_units(args.root_path, cases)
         if args.save_nii:
             io.check_outputs("--save_nii", [nii_path(args.save_nii, c) for c in cases], args.overwrite)
+        check_same_source(args.out_json, args.pred_dir or run[0])
         if args.pred_dir:
             preds = {c.name: read_prediction(args.pred_dir, c, len(names)) for c in cases}
             scored = {"pred_dir": os.path.abspath(args.pred_dir)}

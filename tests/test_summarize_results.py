@@ -79,3 +79,17 @@ def test_classes_come_from_the_results(tmp_path, capsys):
     assert summarize_results.main(["--results", str(tmp_path), "--methods", "pce", "--folds", "fold1"]) == 0
     out = capsys.readouterr().out
     assert "Dice scar" in out.splitlines()[0] and out.splitlines()[1].split()[1:] == ["1", "0.5000", "0.5000", "0.50", "0.50"]
+
+
+def test_folds_trained_with_other_settings_are_not_averaged(tmp_path, capsys):
+    import pytest
+
+    for fold, sup in (("fold1", "scribble"), ("fold2", "label")):
+        trained = result(0.7, 10.0, fold)
+        trained["scored"]["setting"] = {"sup_type": sup, "max_iterations": 2000}
+        (tmp_path / f"pce_{fold}.json").write_text(json.dumps(trained))
+    with pytest.raises(SystemExit) as e:
+        summarize_results.main(["--results", str(tmp_path), "--methods", "pce", "--folds", "fold1", "fold2"])
+    assert e.value.code == 2 and "pce_fold2.json: trained with --sup_type 'label'" in capsys.readouterr().err
+    (tmp_path / "pce_fold2.json").write_text(json.dumps(result(0.7, 10.0)))  # an older result records none
+    assert summarize_results.main(["--results", str(tmp_path), "--methods", "pce", "--folds", "fold1", "fold2"]) == 0

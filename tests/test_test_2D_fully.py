@@ -116,6 +116,8 @@ def test_results_say_what_was_scored(phantom_root, tmp_path, capsys, monkeypatch
     assert scored["checkpoint"] == str(tmp_path / "run" / "last.pth")
     assert scored["root_path"] == phantom_root and len(scored["config_sha256"]) == 16 and scored["tta"] is False
     assert scored["resize_back"] == "scores" and scored["amp"] == "off" and scored["selected_on_test"] is False
+    assert scored["setting"]["sup_type"] == "scribble" and scored["setting"]["max_iterations"] == 4
+    assert not {"fold", "seed", "root_path", "out_dir", "device"} & set(scored["setting"])
     # A bf16 run is scored in bf16 only where bf16 is native, and the result says which.
     ckpt = torch.load(tmp_path / "run" / "last.pth", weights_only=False)
     ckpt["config"]["amp"] = "bf16"
@@ -128,6 +130,14 @@ def test_results_say_what_was_scored(phantom_root, tmp_path, capsys, monkeypatch
     flipped = test_2D_fully.main(["--root_path", phantom_root, "--checkpoint", str(tmp_path / "run" / "last.pth"),
                                   "--tta", "--resize_back", "labels", "--out_json", str(tmp_path / "t.json")])["scored"]
     assert flipped["tta"] is True and flipped["resize_back"] == "labels" and flipped["checkpoint"] == scored["checkpoint"]
+    # The scores of one checkpoint are not replaced by another's (train_wss.sh scored a run of
+    # another --sup_type into the first run's results file).
+    kept = (tmp_path / "t.json").read_text()
+    with pytest.raises(SystemExit) as e:
+        test_2D_fully.main(["--root_path", phantom_root, "--checkpoint", str(tmp_path / "bf16.pth"),
+                            "--out_json", str(tmp_path / "t.json")])
+    assert e.value.code == 2 and f"t.json holds the scores of {tmp_path / 'run' / 'last.pth'}" in capsys.readouterr().err
+    assert (tmp_path / "t.json").read_text() == kept
     # Another fold's test cases, or those of a data root whose folds shifted, include volumes
     # this checkpoint trained on.
     last = str(tmp_path / "run" / "last.pth")
