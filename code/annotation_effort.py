@@ -48,8 +48,11 @@ def _json_object(path: str) -> dict:
     return data
 
 
-def result_and_config(path: str) -> tuple[dict, dict]:
-    """(result, training config) of a ``test_2D_fully.py`` JSON scored on a checkpoint."""
+def result_and_config(path: str) -> tuple[dict, dict, list[str] | None]:
+    """(result, training config, the cases the run trained on as its checkpoint records them, or
+    None for a checkpoint without a split) of a ``test_2D_fully.py`` JSON scored on a checkpoint."""
+    from engine import read_checkpoint
+
     result = read_result(path)
     checkpoint = (result.get("scored") or {}).get("checkpoint")
     if not checkpoint:
@@ -61,19 +64,20 @@ def result_and_config(path: str) -> tuple[dict, dict]:
     missing = [k for k in CONFIG_KEYS if k not in cfg]
     if missing:
         raise ValueError(f"{config_path}: not a run config (missing {', '.join(missing)})")
-    check_same_run(path, result["scored"], cfg, config_path)
-    return result, cfg
+    ckpt = read_checkpoint(checkpoint)
+    check_same_run(path, result["scored"], ckpt["config"], cfg, config_path)
+    # The split of the run, not the one the data root would give now (its splits.json may have changed).
+    return result, cfg, (ckpt.get("split") or {}).get("train")
 
 
-def check_same_run(path: str, scored: dict, cfg: dict, config_path: str) -> None:
+def check_same_run(path: str, scored: dict, trained: dict, cfg: dict, config_path: str) -> None:
     """ValueError when the run folder no longer holds what the result ``path`` scored: its
-    checkpoint's configuration differs from the one recorded (``config_sha256``), e.g. because
-    the run was replaced by another, or ``config.json`` disagrees with the checkpoint."""
-    from engine import config_digest, read_checkpoint
+    checkpoint's configuration ``trained`` differs from the one recorded (``config_sha256``), e.g.
+    because the run was replaced by another, or ``config.json`` disagrees with the checkpoint."""
+    from engine import config_digest
 
     if "config_sha256" not in scored:  # a result written before the digest was recorded
         return
-    trained = read_checkpoint(scored["checkpoint"])["config"]
     if config_digest(trained) != scored["config_sha256"]:
         raise ValueError(f"{path}: {scored['checkpoint']} is no longer the checkpoint it scored "
                          "(another configuration: was the run replaced or continued?); score it again")
@@ -84,14 +88,16 @@ def check_same_run(path: str, scored: dict, cfg: dict, config_path: str) -> None
                          f"{trained.get(differ[0])!r}")
 
 
-def annotation(cfg: dict, root: str | None = None) -> dict[str, int]:
+def annotation(cfg: dict, root: str | None = None, cases: list[str] | None = None) -> dict[str, int]:
     """Drawn, labelled and all training pixels of the run configured by ``cfg`` (a
-    ``config.json``), its data read from ``root`` (default: the run's ``root_path``)."""
+    ``config.json``) that trained on ``cases`` (default: its fold's training cases as the data
+    root splits them now), its data read from ``root`` (default: the run's ``root_path``)."""
     root = root or cfg["root_path"]
     if not os.path.isdir(root):
         raise FileNotFoundError(f"{root}: data root of the run not found (pass --root)")
-    split = make_split(root, cfg["fold"], cfg["val_fraction"], cfg["select_on_test"])
-    train, dense = dense_training_cases(split.train, cfg["sup_type"], cfg.get("labeled_patients", 0), cfg["seed"],
+    if cases is None:
+        cases = make_split(root, cfg["fold"], cfg["val_fraction"], cfg["select_on_test"]).train
+    train, dense = dense_training_cases(cases, cfg["sup_type"], cfg.get("labeled_patients", 0), cfg["seed"],
                                         io.patient_pattern(root))
     data = SliceDataset(root, train, cfg["sup_type"], cfg["patch_size"], progress=False,
                         input_size=cfg["input_size"], target_spacing=cfg.get("target_spacing"), dense_cases=dense)
@@ -103,7 +109,7 @@ def effort_rows(paths: list[str], labels: list[str], root: str | None = None) ->
     counted: dict[tuple, dict[str, int]] = {}
     rows, results = [], []
     for path, label in zip(paths, labels):
-        result, cfg = result_and_config(path)
+        result, cfg, cases = result_and_config(path)
         results.append((path, result))
         check_same(results, "classes", classes_of)
         check_same(results, "distance units", units_of)
@@ -113,9 +119,10 @@ def effort_rows(paths: list[str], labels: list[str], root: str | None = None) ->
             raise ValueError(f"{path}: scored the validation part; the curve is of test Dice")
         n = cfg.get("labeled_patients", 0)
         # Runs whose training targets are built alike share one count.
-        key = (root or cfg["root_path"], json.dumps([cfg[k] for k in TARGET_KEYS]), n, str(cfg.get("target_spacing")))
+        key = (root or cfg["root_path"], json.dumps([cfg[k] for k in TARGET_KEYS]), n, str(cfg.get("target_spacing")),
+               json.dumps(cases))
         if key not in counted:
-            counted[key] = annotation(cfg, root)
+            counted[key] = annotation(cfg, root, cases)
         supervision = cfg["sup_type"] + (f" + {n} dense" if n and cfg["sup_type"] != "label" else "")
         if n and cfg["sup_type"] == "label":
             supervision = f"dense, {n} patients only"

@@ -8,16 +8,26 @@ import annotation_effort
 from conftest import tiny_cfg
 from config import save_config
 from dataloaders import io
-from dataloaders.acdc import contour_pixels, fold_split, labeled_patients
+from dataloaders.acdc import contour_pixels, fold_split, labeled_patients, make_split
 from methods import get_method
 
 
 def fake_run(tmp_path, root, name, *extra):
-    """A run folder with a config.json (no training) and a result JSON that scored its best.pth."""
+    """A run folder with a config.json and an untrained best.pth that records the fold's split as
+    the root gives it now, and a result JSON that scored that checkpoint."""
+    import torch
+
+    import engine
+
     cfg = tiny_cfg(get_method("pce"), root, tmp_path / name, *extra)
     cfg.labeled_patient_ids = []
     os.makedirs(cfg.out_dir)
     save_config(cfg, os.path.join(cfg.out_dir, "config.json"))
+    method = get_method("pce")(cfg)
+    optimizers = method.configure_optimizers()
+    engine.save_checkpoint(os.path.join(cfg.out_dir, "best.pth"), cfg, method, optimizers, {},
+                           engine.TrainState(cfg, torch.device("cpu"), optimizers), {},
+                           make_split(root, cfg.fold, cfg.val_fraction, cfg.select_on_test))
     result = {"dice": {"RV": 0.5, "MYO": 0.4, "LV": 0.6, "mean": 0.5}, "hd95": {"mean": 7.0}, "asd": {"mean": 2.0},
               "units": "mm", "scored": {"checkpoint": os.path.join(cfg.out_dir, "best.pth")}}
     path = tmp_path / f"{name}.json"
@@ -144,3 +154,21 @@ def test_results_of_other_data_roots_are_noted(phantom_root, tmp_path, capsys):
     open(results[1], "w").write(json.dumps(other))
     annotation_effort.effort_rows(results, ["a", "b"])
     assert "note: the results scored data roots /elsewhere/ACDC, None" in capsys.readouterr().err
+
+
+def test_the_cases_counted_are_those_the_run_trained_on(phantom_root, tmp_path):
+    import shutil
+
+    root = tmp_path / "root"
+    shutil.copytree(phantom_root, root)
+    patients = sorted({io.patient_of(c) for c in io.list_cases(str(root))})
+    cases = lambda *ps: [c for c in io.list_cases(str(root)) if io.patient_of(c) in ps]  # noqa: E731
+    (root / "splits.json").write_text(json.dumps({"train": cases(*patients[:2]), "val": cases(patients[2]),
+                                                  "test": cases(*patients[3:])}))
+    result = fake_run(tmp_path, str(root), "split", "--fold", "split")
+    stroked = sum(int(np.count_nonzero(s != io.UNLABELED))
+                  for _, s in slice_arrays(str(root), cases(*patients[:2]), "scribble"))
+    # The splits.json edited after training: the count stays that of the run's own training cases.
+    (root / "splits.json").write_text(json.dumps({"train": cases(*patients[:3]), "val": cases(patients[3]),
+                                                  "test": cases(patients[4])}))
+    assert annotation_effort.effort_rows([result], ["s"])[0]["drawn"] == stroked
