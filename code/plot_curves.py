@@ -25,7 +25,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from summarize_results import check_distinct, check_same, classes_of, note_roots, read_result, scored_part  # noqa: E402
+from summarize_results import (check_distinct, check_same, classes_of, note_roots, read_result, root_of,  # noqa: E402
+                               scored_part, scoring_of)
 
 VALIDATION_LINE = re.compile(r"iteration (\d+):.*\| val dice ([-\d.naif]+) hd95 ([-\d.naif]+)")
 
@@ -66,11 +67,21 @@ def validated_on(cfg: dict) -> tuple:
 
 def check_comparable(runs: list[str]) -> None:
     """ValueError naming a run given twice or one that validated on other volumes than the first
-    (another fold: its curve is not comparable); a note on stderr for other data roots."""
+    (another fold: its curve is not comparable); a note on stderr for other data roots and for
+    validation predicted differently."""
     check_distinct(runs)
     configs = [(r, run_config(r)) for r in runs]
     check_same(configs, "validation volumes (fold, --val_fraction, --select_on_test)", validated_on)
     note_roots((c.get("root_path") for _, c in configs), "runs trained on")
+    note_settings([(c.get("postprocess"), c.get("resize_back")) for _, c in configs],
+                  "runs validated with different (post-processing, resize back)")
+
+
+def note_settings(settings: list, what: str) -> None:
+    """A note on stderr when ``settings`` (one per curve or bar) differ: a comparison the labels
+    must say (lcc alone lifts Dice and HD95), so a note, not an error."""
+    if len(set(settings)) > 1:
+        print(f"note: the {what}: {', '.join(map(str, dict.fromkeys(settings)))}", file=sys.stderr)
 
 
 def plot_curves(runs: list[str], labels: list[str], out: str, title: str = "") -> None:
@@ -95,6 +106,9 @@ def plot_bars(results: list[str], labels: list[str], out: str, title: str = "") 
     summaries = [read_result(path) for path in results]
     check_same(list(zip(results, summaries)), "classes", classes_of)
     part = scored_part(list(zip(results, summaries)))
+    note_roots(root_of(summary) for summary in summaries)
+    note_settings([scoring_of(summary) for summary in summaries],
+                  "results were predicted with different (post-processing, TTA, resize back)")
     classes = list(summaries[0]["dice"])
     scores = [[summary["dice"][c] for c in classes] for summary in summaries]
     x, width = np.arange(len(classes)), 0.8 / len(results)

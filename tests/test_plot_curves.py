@@ -72,9 +72,11 @@ def test_curves_refuse_a_run_twice_or_runs_validated_on_other_volumes(tmp_path, 
         plot_curves.main(["--runs", a, a + "/", "--out", str(tmp_path / "c.png")])
     assert "given twice" in capsys.readouterr().err
     assert not (tmp_path / "c.png").exists()
-    other_root = write_run(tmp_path, "dmpls_fold1", root_path="data/MINE")
+    other_root = write_run(tmp_path, "dmpls_fold1", root_path="data/MINE", postprocess="lcc")
     assert plot_curves.main(["--runs", a, other_root, "--out", str(tmp_path / "c.png")]) == 0
-    assert "note: the runs trained on data roots data/ACDC, data/MINE" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "note: the runs trained on data roots data/ACDC, data/MINE" in err
+    assert "note: the runs validated with different (post-processing, resize back): (None, None), ('lcc', None)" in err
 
 
 def test_bars_refuse_a_result_twice_validation_mixed_with_test_or_another_fold(tmp_path, capsys):
@@ -90,3 +92,16 @@ def test_bars_refuse_a_result_twice_validation_mixed_with_test_or_another_fold(t
             plot_curves.main(["--results", *[str(tmp_path / f) for f in files], "--out", str(tmp_path / "b.png")])
         assert e.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "b.png").exists()
+
+
+def test_bars_note_other_data_roots_and_other_scoring(tmp_path, capsys):
+    per = {"RV": 0.8, "MYO": 0.7, "LV": 0.9, "mean": 0.8}
+    for name, root, post in (("a", "/data/ACDC", "none"), ("b", "/data/MINE", "lcc")):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"dice": per, "hd95": per, "asd": per, "scored": {
+            "on": "test", "fold": "fold1", "root_path": root, "postprocess": post}}))
+    assert plot_curves.main(["--results", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+                             "--out", str(tmp_path / "b.png")]) == 0
+    err = capsys.readouterr().err
+    assert "note: the results scored data roots /data/ACDC, /data/MINE" in err
+    assert "note: the results were predicted with different (post-processing, TTA, resize back): " \
+           "('none', None, None), ('lcc', None, None)" in err
