@@ -148,6 +148,17 @@ def test_a_stack_whose_slices_are_not_the_third_axis_is_refused(tmp_path, spacin
             io.read_scan(str(tmp_path / "stack.nii.gz"))
 
 
+@pytest.mark.parametrize("array_shape, axis", [((64, 64, 1), "i"), ((64, 1, 64), "j")])
+def test_one_slice_stored_across_the_slice_axis_is_refused(tmp_path, array_shape, axis):
+    # (64, 64, 1) in array order is one 64x64 slice with its single voxel along i: read as
+    # stored, it would be 64 slices of 1x64 pixels, each stretched to a whole image.
+    img = sitk.GetImageFromArray(np.zeros(array_shape, np.int16))
+    img.SetSpacing((10.0, 3.0, 3.0) if axis == "i" else (3.0, 10.0, 3.0))
+    sitk.WriteImage(img, str(tmp_path / "one.nii.gz"))
+    with pytest.raises(ValueError, match=f"one.nii.gz: voxel axis {axis} has one voxel"):
+        io.read_scan(str(tmp_path / "one.nii.gz"))
+
+
 def test_check_same_grid_names_what_differs():
     image = np.zeros((2, 3, 4))
     ref = io.Case("ref", image, spacing=(10.0, 1.5, 1.5), origin=(1.0, 2.0, 3.0), direction=tuple(np.eye(3).ravel()))

@@ -400,8 +400,8 @@ def read_scan(path: str) -> Case:
     per k). Nothing is resampled or flipped: ``origin`` and ``direction`` are kept, so a
     prediction written with them (:func:`write_nifti`) overlays exactly on the scan, whatever its
     orientation. OSError (unreadable, truncated) or ValueError (as :func:`check_nifti_file`; not
-    3-D, or an in-plane voxel side over twice the slice spacing: the slices would not be the
-    acquired planes) naming the file.
+    3-D, an in-plane voxel axis of one voxel, or an in-plane voxel side over twice the slice
+    spacing: the slices would not be the acquired planes) naming the file.
     """
     sform = check_nifti_file(path)
     try:
@@ -413,7 +413,10 @@ def read_scan(path: str) -> Case:
                          + (f" with {img.GetNumberOfComponentsPerPixel()} components"
                             if img.GetNumberOfComponentsPerPixel() != 1 else ""))
     (si, sj, sk), (ni, nj, nk) = img.GetSpacing(), img.GetSize()
-    thick = max((si, "i"), (sj, "j")) if min(ni, nj) > 1 else (0.0, "")
+    if min(ni, nj) == 1:  # e.g. one slice saved as a (1, H, W) array: the "slices" would be lines
+        raise ValueError(f"{path}: voxel axis {'i' if ni == 1 else 'j'} has one voxel (size {ni} x {nj} x {nk}), so "
+                         "its slices would be lines; store the slices along the third voxel axis")
+    thick = max((si, "i"), (sj, "j"))
     if thick[0] > 2 * sk and nk > 1:
         raise ValueError(f"{path}: voxel axis {thick[1]} is {thick[0]:g} mm thick, over twice the slice axis k's "
                          f"{sk:g} mm; store the stack with its slices along the third voxel axis")
