@@ -78,7 +78,8 @@ class CaseError(Exception):
 
 def find_raw_cases(raw: str) -> dict[str, tuple[str | None, str | None]]:
     """``{case: (image path or None, mask path or None)}`` of the frames under ``raw/patient*/``
-    (``.nii.gz`` or ``.nii``, in any letter case)."""
+    (``.nii.gz`` or ``.nii``, in any letter case); ValueError naming both files when a frame's
+    image or mask is found twice."""
     if not os.path.isdir(raw):
         raise FileNotFoundError(f"--raw {raw}: no such folder")
     cases: dict[str, list] = {}
@@ -89,7 +90,11 @@ def find_raw_cases(raw: str) -> dict[str, tuple[str | None, str | None]]:
         for f in sorted(os.listdir(folder)):
             m = FRAME_RE.match(io.nifti_stem(f)) if io.is_nifti(f) else None
             if m:
-                cases.setdefault(m.group(1), [None, None])[1 if m.group(2) else 0] = os.path.join(folder, f)
+                paths, kind = cases.setdefault(m.group(1), [None, None]), 1 if m.group(2) else 0
+                if paths[kind] is not None:  # e.g. a copy in a patient001_old folder: one would replace the other
+                    raise ValueError(f"--raw {raw}: {m.group(1)}'s {('image', 'mask')[kind]} is there twice, "
+                                     f"{paths[kind]} and {os.path.join(folder, f)}; remove one")
+                paths[kind] = os.path.join(folder, f)
     return {c: tuple(p) for c, p in sorted(cases.items())}
 
 
@@ -144,10 +149,10 @@ def process_raw_case(case: str, image_path: str | None, gt_path: str | None,
                 image.direction)
 
 
-# A scribble leaves most voxels 4 (unlabeled): a label file with 4 on fewer of its voxels than
-# this is a dense mask with stray 4s, or a scribble that marks the unstroked voxels 0 (each of
-# which would train as a background stroke).
-MIN_UNLABELED = 0.01
+# A scribble leaves most voxels 4 (unlabeled; ACDC's strokes cover about 4%): a label file with 4
+# on fewer of its voxels than this is a dense mask with stray 4s or a fourth structure labelled 4,
+# or a scribble that marks the unstroked voxels 0 (each would train as a background stroke).
+MIN_UNLABELED = 0.5
 
 
 def check_mostly_unlabeled(path: str, scribble: np.ndarray) -> None:
@@ -324,7 +329,7 @@ def main(argv=None) -> int:
     elif args.raw is not None:
         try:
             cases = find_raw_cases(args.raw)
-        except FileNotFoundError as e:
+        except (FileNotFoundError, ValueError) as e:
             ap.error(str(e))
         if not cases:
             ap.error(f"--raw {args.raw}: no patientXXX/patientXXX_frameYY[_gt].nii.gz files")

@@ -50,6 +50,18 @@ def test_find_raw_cases_skips_4d_and_cfg(phantom, tmp_path):
     assert img.endswith("patient001_frame01.nii.gz") and gt.endswith("patient001_frame01_gt.nii.gz")
 
 
+def test_a_frame_found_twice_under_raw_is_refused(phantom, tmp_path):
+    # A copy in another patient* folder replaced the image silently (paired with the other's mask).
+    raw = tmp_path / "raw"
+    shutil.copytree(phantom / "raw", raw)
+    (raw / "patient001_old").mkdir()
+    other = next(f for f in sorted(os.listdir(raw / "patient001")) if "frame01" not in f and "_gt" not in f)
+    shutil.copy(raw / "patient001" / other, raw / "patient001_old" / "patient001_frame01.nii.gz")
+    r = run("--raw", str(raw), "--out", str(tmp_path / "out"))
+    assert r.returncode == 2 and "patient001_frame01's image is there twice" in r.stderr
+    assert "patient001_old/patient001_frame01.nii.gz; remove one" in r.stderr and not (tmp_path / "out").exists()
+
+
 def test_raw_reads_nii_and_capitals(phantom, tmp_path):
     # patient002 as .nii / .NII.GZ: its frames were skipped ("2 of 2 cases written", exit 0)
     raw = tmp_path / "raw"
@@ -318,3 +330,16 @@ def test_patient_pattern_reports_its_patients(nifti_src, tmp_path, capsys):
     assert adp.main(["--nifti", str(nifti_src), "--out", str(tmp_path / "out"),
                      "--patient_pattern", r"(patient\d+)_"]) == 0
     assert "--patient_pattern: 2 patients in 4 cases" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("unlabeled, refused", [(0.0, True), (0.09, True), (0.49, True), (0.5, False), (0.96, False)])
+def test_a_scribble_must_leave_most_voxels_unlabeled(unlabeled, refused):
+    # A dense mask with a fourth structure labelled 4 on 9% of the voxels was converted as a
+    # scribble stroking 91% of the scan, which trained as dense labels under --sup_type scribble.
+    scribble = np.zeros(100, np.uint8)
+    scribble[:round(100 * unlabeled)] = 4
+    if refused:
+        with pytest.raises(adp.CaseError, match=f"m.nii.gz: 4 \\(unlabeled\\) on only {100 * unlabeled:.2f}%"):
+            adp.check_mostly_unlabeled("m.nii.gz", scribble)
+    else:
+        adp.check_mostly_unlabeled("m.nii.gz", scribble)
