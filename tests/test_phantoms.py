@@ -32,6 +32,18 @@ def test_normalise_intensity_hand_values():
             normalise_intensity(blank, "scan.nii.gz")
 
 
+def test_a_fill_far_below_the_scan_is_refused():
+    # -32768 padding squeezed the tissue into [0.98, 1]: segmented as noise, exit 0.
+    scan = np.tile(np.arange(601, dtype=np.int16), (2, 1))
+    padded = scan.copy()
+    padded[:, :6] = -32768
+    with pytest.raises(ValueError, match=r"scan.nii.gz: its lowest value -32768 lies far below all its other "
+                                         r"voxels \(6 and up\), so .* into \[0.98, 1\]"):
+        normalise_intensity(padded, "scan.nii.gz")
+    scan[0, 0] = -140  # a gap of 0.19 of the range (up to the 99th percentile, 594): kept
+    assert normalise_intensity(scan)[1, 0] == pytest.approx(140 / 734)
+
+
 def test_layout_names_dtypes_shapes(root):
     cases = list_cases(root)
     assert len(cases) == 6
