@@ -26,6 +26,7 @@ from dataloaders import io  # noqa: E402
 from dataloaders.acdc import make_split  # noqa: E402
 from engine import check_predicts, check_unseen, method_from_checkpoint, read_checkpoint, resolve_device  # noqa: E402
 from inference import RESIZE_BACK, predict_volume  # noqa: E402
+from postprocess import POSTPROCESS, postprocess  # noqa: E402
 from refinement import mean_dice, simulate_strokes  # noqa: E402
 
 
@@ -52,6 +53,7 @@ def main(argv=None):
     p.add_argument("--worst_slices", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resize_back", choices=RESIZE_BACK, help="default: the run's own")
+    p.add_argument("--postprocess", choices=POSTPROCESS, help="default: the run's own (as refine.py)")
     args = p.parse_args(argv)
     device = resolve_device("auto")
     ckpt = read_checkpoint(args.checkpoint, device)
@@ -63,8 +65,9 @@ def main(argv=None):
     rows = []
     for name in names:
         case = io.read_case(args.root, name)
-        pred = predict_volume(model, case.image, cfg.input_size, device, cfg.amp, channels_last=cfg.channels_last,
-                              resize_back=args.resize_back or cfg.resize_back)
+        pred = postprocess(predict_volume(model, case.image, cfg.input_size, device, cfg.amp,
+                                          channels_last=cfg.channels_last, resize_back=args.resize_back or cfg.resize_back),
+                           args.postprocess or getattr(cfg, "postprocess", "none"), cfg.num_classes)
         strokes = simulate_strokes(pred, case.label, args.simulate, args.seed, args.worst_slices)
         slices = (strokes != io.UNLABELED).reshape(len(strokes), -1).any(1)
         perfect = pred.copy()

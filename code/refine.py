@@ -7,7 +7,8 @@
 The strokes are a label NIfTI on the scan's grid (its shape, spacing, origin and direction):
 0 background, 1 RV, 2 MYO, 3 LV on stroked voxels, 4 elsewhere. The scan is normalised as the
 training data (99th-percentile clip, min-max), the model fine-tuned on it
-(``refinement.refine_volume``), and the corrected segmentation written as
+(``refinement.refine_volume``), post-processed as ``predict.py`` does (the run's
+``--postprocess`` unless given), and the corrected segmentation written as
 ``DIR/<scan>_refined.nii.gz`` with the scan's geometry (an existing one only replaced with
 ``--overwrite``). The checkpoint is only read; ``--save`` writes the fine-tuned model (with the
 run's config and split) to a new path. ``--simulate K``
@@ -27,6 +28,7 @@ from dataloaders.acdc import make_split
 from dataloaders.phantoms import normalise_intensity
 from engine import check_predicts, check_unseen, method_from_checkpoint, read_checkpoint, resolve_device, weights_digest
 from inference import RESIZE_BACK
+from postprocess import POSTPROCESS
 from refinement import SCOPES, RefineSettings, check_strokes, refine_volume, simulate_case, summarize_simulation
 
 
@@ -55,6 +57,8 @@ def parse_args(argv=None):
                    help="slices: fine-tune on and change only the stroked slices; volume: all slices")
     p.add_argument("--time_limit", type=float, default=d.time_limit, help="seconds of fine-tuning at most")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--postprocess", choices=POSTPROCESS,
+                   help="default: the run's own (as predict.py), on the first and the refined prediction")
     p.add_argument("--resize_back", choices=RESIZE_BACK,
                    help="predictions return to the scan's size as scores or labels (default: the run's own)")
     args = p.parse_args(argv)
@@ -115,7 +119,7 @@ def refine_scan(args, ckpt, method, cfg, device) -> str:
         io.check_outputs("--save", [args.save])
     image = normalise_intensity(scan.image, args.input)
     pred, info = refine_volume(method.segmenter(), image, strokes, cfg.input_size, device, cfg.amp,
-                               cfg.channels_last, settings_of(args), cfg.resize_back)
+                               cfg.channels_last, settings_of(args), cfg.resize_back, cfg.postprocess)
     os.makedirs(args.output, exist_ok=True)
     io.write_nifti(out, pred, scan.spacing, scan.origin, scan.direction)
     if args.save:
@@ -139,7 +143,7 @@ def simulate(args, method, cfg, device, ckpt) -> dict:
             raise KeyError(f"{io.volume_path(args.root, name)}: no 'label' for the simulated user")
         r = simulate_case(method.segmenter(), case, args.simulate, cfg.input_size, device, cfg.amp,
                           cfg.channels_last, args.worst_slices, args.seed, settings_of(args), cfg.num_classes,
-                          cfg.resize_back)
+                          cfg.resize_back, cfg.postprocess)
         rows.append(r)
         print(f"{r['case']:22s} {r['dice_before']:11.4f} {r['dice_after']:7.4f} "
               f"{r['dice_after'] - r['dice_before']:+7.4f} {r['stroked_voxels']:7d} {r['steps']:5d} "
@@ -159,6 +163,7 @@ def main(argv=None):
         ckpt = read_checkpoint(args.checkpoint, device)
         method, cfg = method_from_checkpoint(ckpt, device)
         cfg.resize_back = args.resize_back or cfg.resize_back
+        cfg.postprocess = args.postprocess or getattr(cfg, "postprocess", "none")
         if getattr(cfg, "target_spacing", None):
             # Refinement resizes whole slices; such a model would see the heart at the wrong scale.
             raise ValueError(f"{args.checkpoint}: trained with --target_spacing {cfg.target_spacing}, "

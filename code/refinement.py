@@ -23,6 +23,7 @@ import metrics
 from dataloaders.io import NUM_CLASSES, UNLABELED
 from inference import autocast, predict_volume
 from losses.segmentation import partial_ce
+from postprocess import postprocess
 
 SCOPES = ("slices", "volume")
 
@@ -100,7 +101,8 @@ def _logits(model, x, size, device, amp, channels_last) -> torch.Tensor:
 
 def refine_volume(model: torch.nn.Module, image: np.ndarray, strokes: np.ndarray, input_size,
                   device: torch.device, amp: str = "off", channels_last: bool = False,
-                  settings: RefineSettings | None = None, resize_back: str = "scores") -> tuple[np.ndarray, dict]:
+                  settings: RefineSettings | None = None, resize_back: str = "scores",
+                  post: str = "none") -> tuple[np.ndarray, dict]:
     """Fine-tune ``model`` in place on one volume and return its corrected segmentation.
 
     Args:
@@ -108,7 +110,9 @@ def refine_volume(model: torch.nn.Module, image: np.ndarray, strokes: np.ndarray
             mode: one scan is too few for batch statistics); its weights change.
         image: (Z, H, W) float32 in [0, 1]; strokes: (Z, H, W) 0..3 stroked, 4 elsewhere.
         input_size: the (h, w) slices are resized to, as in inference (the run's ``--input_size``);
-            resize_back: how predictions return to the slice's size (the run's ``--resize_back``).
+            resize_back: how predictions return to the slice's size (the run's ``--resize_back``);
+            post: the run's ``--postprocess``, applied to the first prediction as ``predict.py``
+            does, and to the volume with the refined slices (the other slices keep the first).
     Returns:
         (uint8 (Z, H, W) prediction with the strokes written over it, info dict with ``steps``
         and ``seconds``).
@@ -118,8 +122,8 @@ def refine_volume(model: torch.nn.Module, image: np.ndarray, strokes: np.ndarray
     start = time.monotonic()
     size = image.shape[1:]
     model.eval()
-    initial = predict_volume(model, image, input_size, device, amp, channels_last=channels_last,
-                             resize_back=resize_back)
+    initial = postprocess(predict_volume(model, image, input_size, device, amp, channels_last=channels_last,
+                                         resize_back=resize_back), post)
     stroked_z = (strokes != UNLABELED).reshape(len(strokes), -1).any(1)
     if not stroked_z.any():
         return initial, {"steps": 0, "seconds": time.monotonic() - start}
@@ -144,6 +148,7 @@ def refine_volume(model: torch.nn.Module, image: np.ndarray, strokes: np.ndarray
     pred = initial.copy()
     pred[fit] = predict_volume(model, image[fit], input_size, device, amp, channels_last=channels_last,
                                resize_back=resize_back)
+    pred[fit] = postprocess(pred, post)[fit]
     stroked = strokes != UNLABELED
     pred[stroked] = strokes[stroked]
     return pred, {"steps": steps, "seconds": time.monotonic() - start}
@@ -192,16 +197,16 @@ def mean_dice(pred: np.ndarray, truth: np.ndarray, num_classes: int = NUM_CLASSE
 
 def simulate_case(model, case, k: int, input_size, device, amp="off", channels_last=False,
                   worst_slices=None, seed=0, settings=None, num_classes: int = NUM_CLASSES,
-                  resize_back: str = "scores") -> dict:
-    """Predict ``case`` with ``model``, draw simulated strokes, refine a copy of the model, and
-    return {"case", "dice_before", "dice_after", "stroked_voxels", "steps", "seconds"}, the Dice
-    over classes 1..``num_classes``-1. ``seconds`` is the whole refinement (fine-tuning and the
-    final prediction)."""
-    before = predict_volume(model, case.image, input_size, device, amp, channels_last=channels_last,
-                            resize_back=resize_back)
+                  resize_back: str = "scores", post: str = "none") -> dict:
+    """Predict ``case`` with ``model`` (post-processed by ``post``, as ``predict.py`` does), draw
+    simulated strokes, refine a copy of the model, and return {"case", "dice_before",
+    "dice_after", "stroked_voxels", "steps", "seconds"}, the Dice over classes
+    1..``num_classes``-1. ``seconds`` is the whole refinement (fine-tuning and the final prediction)."""
+    before = postprocess(predict_volume(model, case.image, input_size, device, amp, channels_last=channels_last,
+                                        resize_back=resize_back), post, num_classes)
     strokes = simulate_strokes(before, case.label, k, seed, worst_slices)
     after, info = refine_volume(copy.deepcopy(model), case.image, strokes, input_size, device, amp,
-                                channels_last, settings, resize_back)
+                                channels_last, settings, resize_back, post)
     return {"case": case.name, "dice_before": mean_dice(before, case.label, num_classes),
             "dice_after": mean_dice(after, case.label, num_classes),
             "stroked_voxels": int((strokes != UNLABELED).sum()), **info}

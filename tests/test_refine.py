@@ -304,6 +304,19 @@ def test_scope_slices_leaves_unstroked_slices_alone(phantom_root, bad_model):
         RefineSettings(scope="everything")
 
 
+def test_post_processing_as_predict_py_and_unstroked_slices_as_it_gave_them(phantom_root, bad_model):
+    # refine.py skipped the run's --postprocess: slices never stroked gained the stray blobs
+    # that predict.py's lcc had removed.
+    from postprocess import postprocess
+
+    method, cfg, case, strokes, before = stroked_case(phantom_root, bad_model, slice(10, 40), 1)
+    first = postprocess(before, "lcc")
+    assert not np.array_equal(first, before)  # the bad model leaves stray blobs for lcc to remove
+    out, _ = refine_volume(method.segmenter(), case.image, strokes, cfg.input_size, torch.device("cpu"),
+                           settings=RefineSettings(iters=5, lr=1e-2), post="lcc")
+    assert np.array_equal(np.delete(out, 1, 0), np.delete(first, 1, 0))
+
+
 def test_refine_bound_fixes_only_the_regions_a_stroke_touches():
     from conftest import benchmark
 
