@@ -93,3 +93,7 @@ def test_folds_trained_with_other_settings_are_not_averaged(tmp_path, capsys):
     assert e.value.code == 2 and "pce_fold2.json: trained with --sup_type 'label'" in capsys.readouterr().err
     (tmp_path / "pce_fold2.json").write_text(json.dumps(result(0.7, 10.0)))  # an older result records none
     assert summarize_results.main(["--results", str(tmp_path), "--methods", "pce", "--folds", "fold1", "fold2"]) == 0
+    older = result(0.7, 10.0)  # a run older than --max_iterations' record: trained with the default
+    older["scored"]["setting"] = {"sup_type": "scribble"}
+    (tmp_path / "pce_fold2.json").write_text(json.dumps(older))
+    assert summarize_results.main(["--results", str(tmp_path), "--methods", "pce", "--folds", "fold1", "fold2"]) == 0

@@ -117,6 +117,7 @@ def test_results_say_what_was_scored(phantom_root, tmp_path, capsys, monkeypatch
     assert scored["root_path"] == phantom_root and len(scored["config_sha256"]) == 16 and scored["tta"] is False
     assert scored["resize_back"] == "scores" and scored["amp"] == "off" and scored["selected_on_test"] is False
     assert scored["setting"]["sup_type"] == "scribble" and scored["setting"]["max_iterations"] == 4
+    assert scored["setting"]["world_size"] == 1  # a data-parallel fold trained with a larger batch
     assert not {"fold", "seed", "root_path", "out_dir", "device"} & set(scored["setting"])
     # A bf16 run is scored in bf16 only where bf16 is native, and the result says which.
     ckpt = torch.load(tmp_path / "run" / "last.pth", weights_only=False)
