@@ -48,9 +48,10 @@ def _json_object(path: str) -> dict:
     return data
 
 
-def result_and_config(path: str) -> tuple[dict, dict, list[str] | None]:
-    """(result, training config, the cases the run trained on as its checkpoint records them, or
-    None for a checkpoint without a split) of a ``test_2D_fully.py`` JSON scored on a checkpoint."""
+def result_and_config(path: str) -> tuple[dict, dict, dict]:
+    """(result, training config, what the run trained on as its checkpoint records it: ``cases``
+    (None without a split) and ``data_sha256`` (None for runs older than the record)) of a
+    ``test_2D_fully.py`` JSON scored on a checkpoint."""
     from engine import read_checkpoint
 
     result = read_result(path)
@@ -67,7 +68,8 @@ def result_and_config(path: str) -> tuple[dict, dict, list[str] | None]:
     ckpt = read_checkpoint(checkpoint)
     check_same_run(path, result["scored"], ckpt["config"], cfg, config_path)
     # The split of the run, not the one the data root would give now (its splits.json may have changed).
-    return result, cfg, (ckpt.get("split") or {}).get("train")
+    return result, cfg, {"cases": (ckpt.get("split") or {}).get("train"),
+                         "data_sha256": ckpt["config"].get("train_data_sha256")}
 
 
 def check_same_run(path: str, scored: dict, trained: dict, cfg: dict, config_path: str) -> None:
@@ -88,10 +90,13 @@ def check_same_run(path: str, scored: dict, trained: dict, cfg: dict, config_pat
                          f"{trained.get(differ[0])!r}")
 
 
-def annotation(cfg: dict, root: str | None = None, cases: list[str] | None = None) -> dict[str, int]:
+def annotation(cfg: dict, root: str | None = None, cases: list[str] | None = None,
+               data_sha256: str | None = None) -> dict[str, int]:
     """Drawn, labelled and all training pixels of the run configured by ``cfg`` (a
     ``config.json``) that trained on ``cases`` (default: its fold's training cases as the data
-    root splits them now), its data read from ``root`` (default: the run's ``root_path``)."""
+    root splits them now), its data read from ``root`` (default: the run's ``root_path``).
+    ValueError naming the root when the run recorded another ``data_sha256`` of its training
+    slices (:meth:`SliceDataset.digest`): the same cases, other data."""
     root = root or cfg["root_path"]
     if not os.path.isdir(root):
         raise FileNotFoundError(f"{root}: data root of the run not found (pass --root)")
@@ -101,6 +106,9 @@ def annotation(cfg: dict, root: str | None = None, cases: list[str] | None = Non
                                         io.patient_pattern(root))
     data = SliceDataset(root, train, cfg["sup_type"], cfg["patch_size"], progress=False,
                         input_size=cfg["input_size"], target_spacing=cfg.get("target_spacing"), dense_cases=dense)
+    if data_sha256 is not None and data.digest() != data_sha256:
+        raise ValueError(f"{root}: the training data differ from those the run trained on (the same cases, "
+                         "other images or labels); count on the run's own data (--root)")
     return data.annotation()
 
 
@@ -109,7 +117,7 @@ def effort_rows(paths: list[str], labels: list[str], root: str | None = None) ->
     counted: dict[tuple, dict[str, int]] = {}
     rows, results = [], []
     for path, label in zip(paths, labels):
-        result, cfg, cases = result_and_config(path)
+        result, cfg, trained = result_and_config(path)
         results.append((path, result))
         check_same(results, "classes", classes_of)
         check_same(results, "distance units", units_of)
@@ -120,9 +128,9 @@ def effort_rows(paths: list[str], labels: list[str], root: str | None = None) ->
         n = cfg.get("labeled_patients", 0)
         # Runs whose training targets are built alike share one count.
         key = (root or cfg["root_path"], json.dumps([cfg[k] for k in TARGET_KEYS]), n, str(cfg.get("target_spacing")),
-               json.dumps(cases))
+               json.dumps(trained["cases"]), trained["data_sha256"])
         if key not in counted:
-            counted[key] = annotation(cfg, root, cases)
+            counted[key] = annotation(cfg, root, trained["cases"], trained["data_sha256"])
         supervision = cfg["sup_type"] + (f" + {n} dense" if n and cfg["sup_type"] != "label" else "")
         if n and cfg["sup_type"] == "label":
             supervision = f"dense, {n} patients only"

@@ -172,3 +172,26 @@ def test_the_cases_counted_are_those_the_run_trained_on(phantom_root, tmp_path):
     (root / "splits.json").write_text(json.dumps({"train": cases(*patients[:3]), "val": cases(patients[3]),
                                                   "test": cases(patients[4])}))
     assert annotation_effort.effort_rows([result], ["s"])[0]["drawn"] == stroked
+
+
+def test_counts_on_other_data_with_the_same_cases_are_refused(phantom_root, tmp_path, capsys):
+    import shutil
+
+    import h5py
+
+    import engine
+    import test_2D_fully
+
+    root = tmp_path / "root"
+    shutil.copytree(phantom_root, root)
+    engine.train(tiny_cfg(get_method("pce"), str(root), tmp_path / "run"), get_method("pce"))
+    scored = str(tmp_path / "r.json")
+    test_2D_fully.main(["--root_path", str(root), "--checkpoint", str(tmp_path / "run" / "last.pth"),
+                        "--out_json", scored])
+    assert len(annotation_effort.effort_rows([scored], ["r"])) == 1
+    for name in os.listdir(root / io.SLICE_DIR):  # the data converted again, otherwise
+        with h5py.File(root / io.SLICE_DIR / name, "r+") as f:
+            f["scribble"][...] = np.where(f["scribble"][:] == 1, 4, f["scribble"][:])
+    with pytest.raises(SystemExit) as e:
+        annotation_effort.main([scored, "--out", str(tmp_path / "e.png")])
+    assert e.value.code == 2 and "root: the training data differ from those the run trained on" in capsys.readouterr().err
