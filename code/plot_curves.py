@@ -73,7 +73,8 @@ def check_comparable(runs: list[str]) -> None:
     configs = [(r, run_config(r)) for r in runs]
     check_same(configs, "validation volumes (fold, --val_fraction, --select_on_test)", validated_on)
     note_roots((c.get("root_path") for _, c in configs), "runs trained on")
-    note_settings([(c.get("postprocess"), c.get("resize_back")) for _, c in configs],
+    # Runs older than a flag trained with its first default.
+    note_settings([(c.get("postprocess") or "none", c.get("resize_back") or "labels") for _, c in configs],
                   "runs validated with different (post-processing, resize back)")
 
 

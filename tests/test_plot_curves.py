@@ -76,7 +76,11 @@ def test_curves_refuse_a_run_twice_or_runs_validated_on_other_volumes(tmp_path, 
     assert plot_curves.main(["--runs", a, other_root, "--out", str(tmp_path / "c.png")]) == 0
     err = capsys.readouterr().err
     assert "note: the runs trained on data roots data/ACDC, data/MINE" in err
-    assert "note: the runs validated with different (post-processing, resize back): (None, None), ('lcc', None)" in err
+    assert "note: the runs validated with different (post-processing, resize back): ('none', 'labels'), " \
+           "('lcc', 'labels')" in err
+    with_defaults = write_run(tmp_path, "given", postprocess="none", resize_back="labels")  # as the older run
+    assert plot_curves.main(["--runs", a, with_defaults, "--out", str(tmp_path / "c.png")]) == 0
+    assert "validated with different" not in capsys.readouterr().err
 
 
 def test_bars_refuse_a_result_twice_validation_mixed_with_test_or_another_fold(tmp_path, capsys):
