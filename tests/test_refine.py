@@ -311,7 +311,8 @@ def test_post_processing_as_predict_py_and_unstroked_slices_as_it_gave_them(phan
 
     method, cfg, case, strokes, before = stroked_case(phantom_root, bad_model, slice(10, 40), 1)
     first = postprocess(before, "lcc")
-    assert not np.array_equal(first, before)  # the bad model leaves stray blobs for lcc to remove
+    # The bad model leaves stray blobs for lcc to remove on slices nobody strokes.
+    assert not np.array_equal(np.delete(first, 1, 0), np.delete(before, 1, 0))
     out, _ = refine_volume(method.segmenter(), case.image, strokes, cfg.input_size, torch.device("cpu"),
                            settings=RefineSettings(iters=5, lr=1e-2), post="lcc")
     assert np.array_equal(np.delete(out, 1, 0), np.delete(first, 1, 0))

@@ -45,8 +45,8 @@ MIN_SIZE = 32
 
 
 # After the min-max scaling the voxels above the lowest value start below 0.01 in every ACDC and
-# MSCMR scan; a fill value far below the rest (e.g. -32768 padding) would squeeze the scan.
-MAX_LOW_GAP = 0.25
+# MSCMR scan; a fill value far below the rest (e.g. -32768 padding: 0.98) would squeeze the scan.
+MAX_LOW_GAP = 0.5
 
 
 def normalise_intensity(volume: np.ndarray, name: str = "the image") -> np.ndarray:
