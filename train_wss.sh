@@ -9,8 +9,9 @@
 #   bash train_wss.sh ... --args maskmixadv "--shape_prior MSCMR/val/labels"   # one method's flags
 #   bash train_wss.sh ... -- --seed 1       # flags after -- go to every run
 #
-# A run that already exists is resumed (a finished one is only re-tested). When several CUDA GPUs
-# are visible, runs are spread over them, one run per GPU at a time.
+# --iters, --patch, --input, --batch, --amp and --val, wherever given, win over a --protocol's
+# values. A run that already exists is resumed (a finished one is only re-tested). When several
+# CUDA GPUs are visible, runs are spread over them, one run per GPU at a time.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -48,7 +49,7 @@ while [ $# -gt 0 ]; do
       [ -z "${method_args[$2]+set}" ] || { echo "train_wss.sh: --args $2 given twice (put its flags in one)" >&2; exit 2; }
       method_args[$2]="$3"; shift 3 ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "train_wss.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
