@@ -34,6 +34,12 @@ Variants:
   its entropy is divided by log C over all pixels). The release's losses call ``.cuda()``, made the identity here (training runs on the
   CPU). The scripts' default batches (24, 24, 12) and the TV script's seed (1337) give way to
   ``--batch`` and 2022, as for every variant, so the TV term sees 7 of each 8 images.
+- ``ustm``: ``train_weakly_supervised_ustm_2D.py``: the same UNet on pCE plus the consistency
+  of its rot90 view with a mean teacher (EMA decay 0.99, in training mode, so with dropout):
+  the teacher segments the rotated batch with noise once for the target and 8 more times for
+  the uncertainty (entropy of their mean softmax); the release's ``softmax_mse_loss`` on the
+  pixels whose uncertainty lies below (0.75 + 0.25 rampup) ln 2, weighted by
+  ``sigmoid_rampup(iteration // 1000, 60)`` (below 0.008 for the first 2000 iterations).
 
 ``--ours augment`` / ``--ours network`` swap in this project's augmentation or DMPLS network, to
 find which piece makes a difference. The test fold is predicted as the release's test script
@@ -62,7 +68,7 @@ REGULARIZED = {"pce_entmin": ("train_weakly_supervised_pCE_Entropy_Mini_2D.py", 
                "pce_tv": ("train_weakly_supervised_pCE_TV_2D.py", 1e-2),
                "pce_ms": ("train_weakly_supervised_pCE_MumfordShah_Loss_2D.py", 1e-6),
                "pce_gatedcrf": ("train_weakly_supervised_pCE_GatedCRFLoss_2D.py", 0.1)}
-VARIANTS = ("dmpls_published", "dmpls", "pce", "pce_published", "pce_rw", *REGULARIZED)
+VARIANTS = ("dmpls_published", "dmpls", "pce", "pce_published", "pce_rw", "ustm", *REGULARIZED)
 SEED = 2022
 
 
@@ -102,8 +108,8 @@ def import_release(release: str):
     sys.path.insert(0, os.path.join(release, "code"))
     from dataloaders.dataset import RandomGenerator, pseudo_label_generator_acdc
     from networks.unet import UNet, UNet_CCT
-    from utils import losses
-    return RandomGenerator, pseudo_label_generator_acdc, UNet, UNet_CCT, losses
+    from utils import losses, ramps
+    return RandomGenerator, pseudo_label_generator_acdc, UNet, UNet_CCT, losses, ramps
 
 
 def release_regularizer(release: str, variant: str, losses):
@@ -135,6 +141,39 @@ def release_regularizer(release: str, variant: str, losses):
     namespace = {"nn": torch.nn, "torch": torch}
     exec(compile(source, script, "exec"), namespace)
     return lambda images, probs: weight * namespace["tv_loss"](probs[1:])
+
+
+class ReleaseTeacher:
+    """The mean teacher of the release's USTM script: ``consistency`` is its term for one batch,
+    ``update`` its EMA step after the optimiser's."""
+
+    def __init__(self, UNet, losses, ramps, iterations: int):
+        self.net = UNet(in_chns=1, class_num=4).requires_grad_(False)
+        self.losses, self.ramps, self.iterations = losses, ramps, iterations
+
+    @torch.no_grad()
+    def noisy(self, x):
+        return self.net(x + torch.clamp(torch.randn_like(x) * 0.1, -0.2, 0.2))
+
+    def consistency(self, images, logits, iteration: int):
+        """images (B, 1, H, W), the student's logits (B, 4, H, W) -> the weighted term, 0-dim."""
+        k = random.randrange(0, 4)
+        rotated = torch.rot90(images, k, [2, 3])
+        target = self.noisy(rotated)
+        passes = torch.cat([self.noisy(rotated.repeat(2, 1, 1, 1)) for _ in range(4)])
+        mean = passes.softmax(1).reshape(8, *target.shape).mean(0)
+        uncertainty = -(mean * torch.log(mean + 1e-6)).sum(1, keepdim=True)
+        threshold = (0.75 + 0.25 * self.ramps.sigmoid_rampup(iteration, self.iterations)) * np.log(2)
+        mask = (uncertainty < threshold).float()
+        dist = self.losses.softmax_mse_loss(torch.rot90(logits, k, [2, 3]), target)
+        weight = self.ramps.sigmoid_rampup(iteration // 1000, 60)
+        return weight * (mask * dist).sum() / (2 * mask.sum() + 1e-16)
+
+    @torch.no_grad()
+    def update(self, student, iteration: int):
+        decay = min(1 - 1 / (iteration + 1), 0.99)
+        for t, s in zip(self.net.parameters(), student.parameters()):
+            t.mul_(decay).add_(s, alpha=1 - decay)
 
 
 def load_ours(name: str, path: str):
@@ -179,7 +218,7 @@ class Slices(torch.utils.data.Dataset):
 
 def build_model(args, UNet, UNet_CCT):
     """(B, 1, H, W) -> tuple of logits (B, 4, H, W): both branches in training, main first."""
-    if args.variant.startswith("pce"):
+    if args.variant.startswith("pce") or args.variant == "ustm":
         net = UNet(in_chns=1, class_num=4)
         return net, lambda x: (net(x),)
     if "network" in args.ours:
@@ -190,7 +229,7 @@ def build_model(args, UNet, UNet_CCT):
 
 
 def loss_of(args, images, outputs, target, ce, dice, regularizer):
-    if args.variant in ("pce", "pce_published"):
+    if args.variant in ("pce", "pce_published", "ustm"):
         return ce(outputs[0], target)
     if args.variant == "pce_rw":
         return 0.5 * (ce(outputs[0], target) + dice(outputs[0].softmax(1), target[:, None]))
@@ -225,7 +264,7 @@ def train(args) -> None:
     from scipy.ndimage import zoom
 
     release = os.path.abspath(args.release)
-    RandomGenerator, walker, UNet, UNet_CCT, losses = import_release(release)
+    RandomGenerator, walker, UNet, UNet_CCT, losses, ramps = import_release(release)
     regularizer = release_regularizer(release, args.variant, losses) if args.variant in REGULARIZED else None
     random.seed(SEED)
     np.random.seed(SEED)
@@ -239,6 +278,7 @@ def train(args) -> None:
     loader = torch.utils.data.DataLoader(data, batch_size=args.batch, shuffle=True, num_workers=1,
                                          worker_init_fn=lambda w: random.seed(SEED + w))
     net, model = build_model(args, UNet, UNet_CCT)
+    teacher = ReleaseTeacher(UNet, losses, ramps, args.iterations) if args.variant == "ustm" else None
     net.train()
     base_lr = 0.03 if args.variant == "pce_published" else 0.01
     optimizer = torch.optim.Adam(net.parameters(), lr=base_lr) if args.variant == "pce_published" else \
@@ -249,10 +289,15 @@ def train(args) -> None:
     with open(os.path.join(args.out, "log.txt"), "w") as log:
         while iteration < args.iterations:
             for batch in loader:
-                loss = loss_of(args, batch["image"], model(batch["image"]), batch["label"].long(), ce, dice, regularizer)
+                outputs = model(batch["image"])
+                loss = loss_of(args, batch["image"], outputs, batch["label"].long(), ce, dice, regularizer)
+                if teacher is not None:
+                    loss = loss + teacher.consistency(batch["image"], outputs[0], iteration)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
+                if teacher is not None:
+                    teacher.update(net, iteration)
                 for group in optimizer.param_groups:  # the release's poly schedule, set after the step
                     group["lr"] = base_lr * (1.0 - iteration / args.iterations) ** 0.9
                 iteration += 1
