@@ -79,9 +79,10 @@ def prediction_files(pred_dir: str, case: str) -> list[str]:
     return found
 
 
-def read_prediction(pred_dir: str, case: io.Case, top: int) -> np.ndarray:
+def read_prediction(pred_dir: str, case: io.Case, top: int, root: str | None = None) -> np.ndarray:
     """The label volume ``<case>.nii.gz|.nii|.h5`` of ``pred_dir``, classes 0..``top``; ValueError
-    when the case has several (which one was meant?). A NIfTI prediction of a case converted from
+    when the case has several (which one was meant?), or when it is the case's own volume in the
+    data ``root`` (the data folder given for the predictions). A NIfTI prediction of a case converted from
     NIfTI (which keeps its origin and direction) must lie on the case's grid: the same array order
     is only guaranteed by the same geometry. For other cases (h5 data, at most a spacing) the
     shape decides, and the case's own spacing is used."""
@@ -92,6 +93,10 @@ def read_prediction(pred_dir: str, case: io.Case, top: int) -> np.ndarray:
     if len(paths) > 1:
         raise ValueError(f"--pred_dir {pred_dir}: {' and '.join(map(os.path.basename, paths))} are predictions "
                          f"of the same case {case.name}; remove all but one")
+    if root is not None and os.path.realpath(paths[0]) == os.path.realpath(io.volume_path(root, case.name)):
+        # The data folder given for the predictions: its labels would score as perfect.
+        raise ValueError(f"--pred_dir {pred_dir}: {paths[0]} is the case's own volume (with its labels), "
+                         "not a prediction")
     if io.is_nifti(paths[0]) and case.direction is not None:
         return io.read_labels_on(paths[0], case, top, ref_name=f"case {case.name}")
     return io.read_label_file(paths[0], top)
@@ -248,7 +253,7 @@ def main(argv=None) -> dict:
             io.check_outputs("--save_nii", [nii_path(args.save_nii, c) for c in cases], args.overwrite)
         check_same_source(args.out_json, args.pred_dir or run[0])
         if args.pred_dir:
-            preds = {c.name: read_prediction(args.pred_dir, c, len(names)) for c in cases}
+            preds = {c.name: read_prediction(args.pred_dir, c, len(names), args.root_path) for c in cases}
             scored = {"pred_dir": os.path.abspath(args.pred_dir)}
         else:
             preds, scored = predict_checkpoint(args, run, cases)

@@ -376,3 +376,13 @@ def test_out_json_never_replaces_an_input(phantom_root, pred, tmp_path, capsys):
     for _ in range(2):
         test_2D_fully.main(["--root_path", phantom_root, "--model_dir", str(tmp_path / "run"),
                             "--out_json", str(tmp_path / "run" / "test.json")])
+
+
+def test_the_data_folder_given_for_the_predictions_is_refused(phantom_root, tmp_path, capsys):
+    # Its CASE.h5 volumes were read as predictions and scored against their own labels: Dice 1.
+    with pytest.raises(SystemExit) as e:
+        test_2D_fully.main(["--root_path", phantom_root, "--pred_dir", f"{phantom_root}/{io.VOLUME_DIR}",
+                            "--out_json", str(tmp_path / "r.json")])
+    assert e.value.code == 2 and ".h5 is the case's own volume (with its labels), not a prediction" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
