@@ -86,6 +86,12 @@ def main(argv=None) -> int:
     for flag, path in (("--out", args.out), ("--raw", args.raw)):
         if path is not None and os.path.exists(path) and not os.path.isdir(path):
             ap.error(f"{flag} {path} exists and is not a folder")
+    if args.out is not None and args.raw is not None:
+        out, raw = os.path.realpath(args.out), os.path.realpath(args.raw)
+        if os.path.commonpath([out, raw]) in (out, raw):  # one tree inside the other: replacing one breaks both
+            ap.error(f"--raw {args.raw} and --out {args.out} must be separate folders, neither inside the other")
+    if args.figure is not None and os.path.exists(args.figure) and not args.overwrite:
+        ap.error(f"--figure {args.figure} exists; pass --overwrite to replace it")
     if args.figure is not None:
         draw_figure(args.figure, args.seed, args.size)
         return 0

@@ -136,7 +136,7 @@ def test_cli_refuses_to_mix_with_earlier_data_and_overwrite_replaces_it(tmp_path
     r = run_cli("--out", str(out), "--raw", str(raw), "--patients", "2", "--seed", "1", "--size", "32")
     assert r.returncode == 2 and f"--out {out} already holds data" in r.stderr.strip().splitlines()[-1]
     assert sorted(os.listdir(out / VOLUME_DIR)) == before
-    r = run_cli("--out", str(raw / "new"), "--raw", str(raw), "--patients", "1", "--size", "32")
+    r = run_cli("--out", str(tmp_path / "new"), "--raw", str(raw), "--patients", "1", "--size", "32")
     assert r.returncode == 2 and f"--raw {raw} already holds data (patient001" in r.stderr
     r = run_cli("--out", str(out), "--raw", str(raw), "--patients", "2", "--seed", "1", "--size", "32", "--overwrite")
     assert r.returncode == 0, r.stderr
@@ -181,3 +181,25 @@ def test_cli_needs_out_or_figure(tmp_path):
     f.write_text("x")
     r = run_cli("--out", str(f))
     assert r.returncode == 2 and str(f) in r.stderr.strip().splitlines()[-1]
+
+
+def test_cli_refuses_nested_trees_and_an_existing_figure(tmp_path):
+    # --out X --raw X --overwrite replaced the h5 layout, then failed on the raw tree: the two
+    # trees no longer matched and the old patients were gone.
+    same = tmp_path / "same"
+    assert run_cli("--out", str(same), "--raw", str(same), "--patients", "1", "--size", "32").returncode == 2
+    for out, raw in ((same, same), (same, same / "raw"), (same / "h5", same)):
+        r = run_cli("--out", str(out), "--raw", str(raw), "--patients", "1", "--size", "32", "--overwrite")
+        assert r.returncode == 2 and "must be separate folders, neither inside the other" in r.stderr
+    assert not same.exists()
+    (tmp_path / "keep.png").write_bytes(b"mine")
+    r = run_cli("--figure", str(tmp_path / "keep.png"))
+    assert r.returncode == 2 and "keep.png exists; pass --overwrite" in r.stderr
+    assert (tmp_path / "keep.png").read_bytes() == b"mine"
+
+
+def test_a_label_mask_given_for_a_scan_is_refused():
+    mask = np.zeros((2, 8, 8), np.uint8)
+    mask[:, 2:6, 2:6], mask[:, 3:5, 3:5] = 2, 3
+    with pytest.raises(ValueError, match=r"gt.nii.gz: only 3 distinct values \(0, 2, 3\): a label mask, not a scan"):
+        normalise_intensity(mask, "gt.nii.gz")
