@@ -25,9 +25,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from dataloaders import io  # noqa: E402
 from dataloaders.acdc import make_split  # noqa: E402
 from engine import check_predicts, check_unseen, method_from_checkpoint, read_checkpoint, resolve_device  # noqa: E402
-from inference import RESIZE_BACK, predict_volume  # noqa: E402
-from postprocess import POSTPROCESS, postprocess  # noqa: E402
-from refinement import mean_dice, simulate_strokes  # noqa: E402
+from inference import RESIZE_BACK  # noqa: E402
+from postprocess import POSTPROCESS  # noqa: E402
+from refinement import Prediction, mean_dice, simulate_strokes  # noqa: E402
 
 
 def fix_stroked_regions(pred: np.ndarray, truth: np.ndarray, strokes: np.ndarray) -> np.ndarray:
@@ -58,6 +58,7 @@ def main(argv=None):
     device = resolve_device("auto")
     ckpt = read_checkpoint(args.checkpoint, device)
     method, cfg = method_from_checkpoint(ckpt, device)
+    how = Prediction.of(cfg, device, args.resize_back, args.postprocess)
     model = method.segmenter().eval()
     names = getattr(make_split(args.root, args.fold, cfg.val_fraction, cfg.select_on_test), args.split)
     check_unseen(ckpt.get("split"), names, args.checkpoint, args.split)
@@ -65,9 +66,7 @@ def main(argv=None):
     rows = []
     for name in names:
         case = io.read_case(args.root, name)
-        pred = postprocess(predict_volume(model, case.image, cfg.input_size, device, cfg.amp,
-                                          channels_last=cfg.channels_last, resize_back=args.resize_back or cfg.resize_back),
-                           args.postprocess or getattr(cfg, "postprocess", "none"), cfg.num_classes)
+        pred = how.labels(model, case.image)
         strokes = simulate_strokes(pred, case.label, args.simulate, args.seed, args.worst_slices)
         slices = (strokes != io.UNLABELED).reshape(len(strokes), -1).any(1)
         perfect = pred.copy()

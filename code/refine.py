@@ -29,7 +29,8 @@ from dataloaders.phantoms import normalise_intensity
 from engine import check_predicts, check_unseen, method_from_checkpoint, read_checkpoint, resolve_device, weights_digest
 from inference import RESIZE_BACK
 from postprocess import POSTPROCESS
-from refinement import SCOPES, RefineSettings, check_strokes, refine_volume, simulate_case, summarize_simulation
+from refinement import (SCOPES, Prediction, RefineSettings, check_strokes, refine_volume, simulate_case,
+                        summarize_simulation)
 
 
 def parse_args(argv=None):
@@ -101,10 +102,10 @@ def save_refined(path: str, checkpoint: str, ckpt: dict, method) -> None:
     os.replace(tmp, path)
 
 
-def refine_scan(args, ckpt, method, cfg, device) -> str:
+def refine_scan(args, ckpt, method, how: Prediction) -> str:
     scan = io.read_scan(args.input)
     strokes = check_strokes(io.read_labels_on(args.strokes, scan, io.UNLABELED, args.input), scan.image.shape,
-                            args.strokes, cfg.num_classes)
+                            args.strokes, how.num_classes)
     if not (strokes != io.UNLABELED).any():
         raise ValueError(f"{args.strokes}: no voxel is stroked (all {io.UNLABELED}); nothing to correct")
     out = refined_path(args.output, args.input)
@@ -118,8 +119,7 @@ def refine_scan(args, ckpt, method, cfg, device) -> str:
             raise ValueError(f"--save {args.save} exists; the refined model goes to a new path")
         io.check_outputs("--save", [args.save])
     image = normalise_intensity(scan.image, args.input)
-    pred, info = refine_volume(method.segmenter(), image, strokes, cfg.input_size, device, cfg.amp,
-                               cfg.channels_last, settings_of(args), cfg.resize_back, cfg.postprocess)
+    pred, info = refine_volume(method.segmenter(), image, strokes, how, settings_of(args))
     os.makedirs(args.output, exist_ok=True)
     io.write_nifti(out, pred, scan.spacing, scan.origin, scan.direction)
     if args.save:
@@ -128,7 +128,7 @@ def refine_scan(args, ckpt, method, cfg, device) -> str:
     return out
 
 
-def simulate(args, method, cfg, device, ckpt) -> dict:
+def simulate(args, method, cfg, how: Prediction, ckpt) -> dict:
     # The run's own split: its --val_fraction and --select_on_test decide which cases it held out.
     names = getattr(make_split(args.root, args.fold, cfg.val_fraction, cfg.select_on_test), args.split)
     if not names:
@@ -141,9 +141,8 @@ def simulate(args, method, cfg, device, ckpt) -> dict:
         case = io.read_case(args.root, name)
         if case.label is None:
             raise KeyError(f"{io.volume_path(args.root, name)}: no 'label' for the simulated user")
-        r = simulate_case(method.segmenter(), case, args.simulate, cfg.input_size, device, cfg.amp,
-                          cfg.channels_last, args.worst_slices, args.seed, settings_of(args), cfg.num_classes,
-                          cfg.resize_back, cfg.postprocess)
+        r = simulate_case(method.segmenter(), case, args.simulate, how, args.worst_slices, args.seed,
+                          settings_of(args))
         rows.append(r)
         print(f"{r['case']:22s} {r['dice_before']:11.4f} {r['dice_after']:7.4f} "
               f"{r['dice_after'] - r['dice_before']:+7.4f} {r['stroked_voxels']:7d} {r['steps']:5d} "
@@ -162,15 +161,14 @@ def main(argv=None):
         device = resolve_device(args.device)
         ckpt = read_checkpoint(args.checkpoint, device)
         method, cfg = method_from_checkpoint(ckpt, device)
-        cfg.resize_back = args.resize_back or cfg.resize_back
-        cfg.postprocess = args.postprocess or getattr(cfg, "postprocess", "none")
         if getattr(cfg, "target_spacing", None):
             # Refinement resizes whole slices; such a model would see the heart at the wrong scale.
             raise ValueError(f"{args.checkpoint}: trained with --target_spacing {cfg.target_spacing}, "
                              "which refine.py does not support yet; use a run that resizes whole slices")
+        how = Prediction.of(cfg, device, args.resize_back, args.postprocess)
         if args.simulate:
-            return simulate(args, method, cfg, device, ckpt)
-        return refine_scan(args, ckpt, method, cfg, device)
+            return simulate(args, method, cfg, how, ckpt)
+        return refine_scan(args, ckpt, method, how)
     except (ValueError, FileNotFoundError, KeyError, OSError) as e:
         parser.exit(2, f"error: {e}\n")
 

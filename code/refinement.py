@@ -28,6 +28,41 @@ from postprocess import postprocess
 SCOPES = ("slices", "volume")
 
 
+@dataclass(frozen=True)
+class Prediction:
+    """How a run's predictions are made, as ``predict.py`` makes them: slices resized to
+    ``input_size`` (h, w), ``amp`` and ``channels_last`` as trained, brought back to the slice's
+    size by ``resize_back`` and post-processed by ``post`` over ``num_classes`` classes."""
+
+    input_size: tuple
+    device: torch.device
+    amp: str = "off"
+    channels_last: bool = False
+    resize_back: str = "scores"
+    post: str = "none"
+    num_classes: int = NUM_CLASSES
+
+    @classmethod
+    def of(cls, cfg, device: torch.device, resize_back: str | None = None, post: str | None = None) -> "Prediction":
+        """The prediction settings of a loaded run's ``cfg``; ``resize_back`` and ``post``, where
+        given, replace the run's ``--resize_back`` and ``--postprocess``."""
+        return cls(tuple(cfg.input_size), device, cfg.amp, cfg.channels_last, resize_back or cfg.resize_back,
+                   post or getattr(cfg, "postprocess", "none"), cfg.num_classes)
+
+    def raw(self, model: torch.nn.Module, image: np.ndarray) -> np.ndarray:
+        """uint8 (Z, H, W) labels of ``image`` (Z, H, W) in [0, 1], before post-processing."""
+        return predict_volume(model, image, self.input_size, self.device, self.amp,
+                              channels_last=self.channels_last, resize_back=self.resize_back)
+
+    def finish(self, pred: np.ndarray) -> np.ndarray:
+        """``pred`` (Z, H, W) post-processed."""
+        return postprocess(pred, self.post, self.num_classes)
+
+    def labels(self, model: torch.nn.Module, image: np.ndarray) -> np.ndarray:
+        """uint8 (Z, H, W): the prediction ``predict.py`` writes for ``image``."""
+        return self.finish(self.raw(model, image))
+
+
 @dataclass
 class RefineSettings:
     """Fine-tuning budget and loss weights of one refinement.
@@ -90,54 +125,53 @@ def anchor_mask(strokes: np.ndarray, margin: float) -> np.ndarray:
     return away
 
 
-def _logits(model, x, size, device, amp, channels_last) -> torch.Tensor:
+def _logits(model, x, size, how: Prediction) -> torch.Tensor:
     """(Z, C, H, W) float logits of ``x`` (Z, 1, h, w), resized back to ``size`` (bilinear)."""
-    if channels_last:
+    if how.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    with autocast(device, amp):
+    with autocast(how.device, how.amp):
         out = model(x)
     return F.interpolate(out.float(), size=size, mode="bilinear", align_corners=False)
 
 
-def refine_volume(model: torch.nn.Module, image: np.ndarray, strokes: np.ndarray, input_size,
-                  device: torch.device, amp: str = "off", channels_last: bool = False,
-                  settings: RefineSettings | None = None, resize_back: str = "scores",
-                  post: str = "none") -> tuple[np.ndarray, dict]:
+def refine_volume(model: torch.nn.Module, image: np.ndarray, strokes: np.ndarray, how: Prediction,
+                  settings: RefineSettings | None = None,
+                  initial: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     """Fine-tune ``model`` in place on one volume and return its corrected segmentation.
 
     Args:
         model: (B, 1, h, w) -> (B, C, h, w) logits; its batch-norm statistics stay frozen (eval
             mode: one scan is too few for batch statistics); its weights change.
         image: (Z, H, W) float32 in [0, 1]; strokes: (Z, H, W) 0..3 stroked, 4 elsewhere.
-        input_size: the (h, w) slices are resized to, as in inference (the run's ``--input_size``);
-            resize_back: how predictions return to the slice's size (the run's ``--resize_back``);
-            post: the run's ``--postprocess``, applied to the first prediction as ``predict.py``
-            does, and to the volume with the refined slices (the other slices keep the first).
+        how: the run's prediction settings; the first prediction is post-processed as
+            ``predict.py`` does, and so is the volume with the refined slices (the other slices
+            keep the first prediction).
+        initial: ``how.labels(model, image)`` where the caller has it already (not recomputed).
     Returns:
         (uint8 (Z, H, W) prediction with the strokes written over it, info dict with ``steps``
         and ``seconds``).
     """
     settings = settings or RefineSettings()
-    strokes = check_strokes(strokes, image.shape)
+    strokes = check_strokes(strokes, image.shape, num_classes=how.num_classes)
     start = time.monotonic()
     size = image.shape[1:]
     model.eval()
-    initial = postprocess(predict_volume(model, image, input_size, device, amp, channels_last=channels_last,
-                                         resize_back=resize_back), post)
+    if initial is None:
+        initial = how.labels(model, image)
     stroked_z = (strokes != UNLABELED).reshape(len(strokes), -1).any(1)
     if not stroked_z.any():
         return initial, {"steps": 0, "seconds": time.monotonic() - start}
     fit = stroked_z if settings.scope == "slices" else np.ones(len(strokes), bool)
-    x = F.interpolate(torch.from_numpy(np.ascontiguousarray(image[fit], np.float32))[:, None].to(device),
-                      size=tuple(input_size), mode="bilinear", align_corners=False)
-    target = torch.from_numpy(strokes[fit].astype(np.int64)).to(device)
-    away = torch.from_numpy(anchor_mask(strokes[fit], settings.anchor_margin)).to(device)
+    x = F.interpolate(torch.from_numpy(np.ascontiguousarray(image[fit], np.float32))[:, None].to(how.device),
+                      size=how.input_size, mode="bilinear", align_corners=False)
+    target = torch.from_numpy(strokes[fit].astype(np.int64)).to(how.device)
+    away = torch.from_numpy(anchor_mask(strokes[fit], settings.anchor_margin)).to(how.device)
     with torch.no_grad():
-        p0 = _logits(model, x, size, device, amp, channels_last).softmax(1)
+        p0 = _logits(model, x, size, how).softmax(1)
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
     steps = 0
     while steps < settings.iters and time.monotonic() - start < settings.time_limit:
-        logits = _logits(model, x, size, device, amp, channels_last)
+        logits = _logits(model, x, size, how)
         kl = F.kl_div(logits.log_softmax(1), p0, reduction="none").sum(1)
         anchor = (kl * away).sum() / away.sum().clamp(min=1)
         loss = partial_ce(logits, target) + settings.anchor_weight * anchor
@@ -146,9 +180,8 @@ def refine_volume(model: torch.nn.Module, image: np.ndarray, strokes: np.ndarray
         opt.step()
         steps += 1
     pred = initial.copy()
-    pred[fit] = predict_volume(model, image[fit], input_size, device, amp, channels_last=channels_last,
-                               resize_back=resize_back)
-    pred[fit] = postprocess(pred, post)[fit]
+    pred[fit] = how.raw(model, image[fit])
+    pred[fit] = how.finish(pred)[fit]
     stroked = strokes != UNLABELED
     pred[stroked] = strokes[stroked]
     return pred, {"steps": steps, "seconds": time.monotonic() - start}
@@ -195,21 +228,20 @@ def mean_dice(pred: np.ndarray, truth: np.ndarray, num_classes: int = NUM_CLASSE
     return float(np.mean([m["dice"] for m in metrics.volume_metrics(pred, truth, classes=classes).values()]))
 
 
-def simulate_case(model, case, k: int, input_size, device, amp="off", channels_last=False,
-                  worst_slices=None, seed=0, settings=None, num_classes: int = NUM_CLASSES,
-                  resize_back: str = "scores", post: str = "none") -> dict:
-    """Predict ``case`` with ``model`` (post-processed by ``post``, as ``predict.py`` does), draw
-    simulated strokes, refine a copy of the model, and return {"case", "dice_before",
-    "dice_after", "stroked_voxels", "steps", "seconds"}, the Dice over classes
-    1..``num_classes``-1. ``seconds`` is the whole refinement (fine-tuning and the final prediction)."""
-    before = postprocess(predict_volume(model, case.image, input_size, device, amp, channels_last=channels_last,
-                                        resize_back=resize_back), post, num_classes)
+def simulate_case(model, case, k: int, how: Prediction, worst_slices=None, seed=0, settings=None) -> dict:
+    """Predict ``case`` with ``model`` as ``predict.py`` does (``how``), draw simulated strokes,
+    refine a copy of the model, and return {"case", "dice_before", "dice_after",
+    "stroked_voxels", "steps", "seconds"}, the Dice over classes 1..``how.num_classes``-1.
+    ``seconds`` is what ``refine.py`` spends: the first prediction, the fine-tuning and the final
+    prediction (not the simulated user)."""
+    start = time.monotonic()
+    before = how.labels(model, case.image)
+    first = time.monotonic() - start
     strokes = simulate_strokes(before, case.label, k, seed, worst_slices)
-    after, info = refine_volume(copy.deepcopy(model), case.image, strokes, input_size, device, amp,
-                                channels_last, settings, resize_back, post)
-    return {"case": case.name, "dice_before": mean_dice(before, case.label, num_classes),
-            "dice_after": mean_dice(after, case.label, num_classes),
-            "stroked_voxels": int((strokes != UNLABELED).sum()), **info}
+    after, info = refine_volume(copy.deepcopy(model), case.image, strokes, how, settings, initial=before)
+    return {"case": case.name, "dice_before": mean_dice(before, case.label, how.num_classes),
+            "dice_after": mean_dice(after, case.label, how.num_classes),
+            "stroked_voxels": int((strokes != UNLABELED).sum()), **info, "seconds": first + info["seconds"]}
 
 
 def summarize_simulation(rows: list[dict], worst: int = 10) -> dict:

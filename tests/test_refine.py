@@ -8,8 +8,10 @@ import torch
 from dataloaders import io
 from dataloaders.acdc import fold_split, make_split
 from dataloaders.io import UNLABELED
-from refinement import (RefineSettings, anchor_mask, mean_dice, refine_volume, simulate_case,
+from refinement import (Prediction, RefineSettings, anchor_mask, mean_dice, refine_volume, simulate_case,
                         simulate_strokes, summarize_simulation)
+
+CPU = torch.device("cpu")
 
 
 def test_simulated_strokes_skeleton_of_the_largest_wrong_region():
@@ -61,7 +63,7 @@ def test_refinement_raises_dice_of_a_bad_model(phantom_root, bad_model):
     method, cfg = load_method(bad_model, torch.device("cpu"))
     case = io.read_case(phantom_root, fold_split(io.list_cases(phantom_root), "fold1").test[0])
     weights = {k: v.clone() for k, v in method.state_dict().items()}
-    r = simulate_case(method.segmenter(), case, 1, cfg.input_size, torch.device("cpu"), worst_slices=3,
+    r = simulate_case(method.segmenter(), case, 1, Prediction(tuple(cfg.input_size), CPU), worst_slices=3,
                       settings=RefineSettings(iters=20, time_limit=1e6))  # no time cut on a loaded machine
     assert r["dice_after"] > r["dice_before"] + 0.05 and r["steps"] == 20 and r["stroked_voxels"] > 0
     # the simulation refines a copy: the loaded model is untouched
@@ -110,14 +112,30 @@ def stroked_case(phantom_root, bad_model, rows, label):
 
 def test_strokes_win_and_zero_steps_changes_nothing_else(phantom_root, bad_model):
     method, cfg, case, strokes, before = stroked_case(phantom_root, bad_model, slice(10, 20), 2)
-    out, info = refine_volume(method.segmenter(), case.image, strokes, cfg.input_size, torch.device("cpu"),
+    out, info = refine_volume(method.segmenter(), case.image, strokes, Prediction(tuple(cfg.input_size), CPU),
                               settings=RefineSettings(iters=0))
     assert info["steps"] == 0 and (out[1, 10:20, 30] == 2).all()
     keep = strokes == UNLABELED
     assert np.array_equal(out[keep], before[keep])
+    # A first prediction the caller has is taken as it is, not predicted again.
+    given = np.full(case.image.shape, 3, np.uint8)
+    out, _ = refine_volume(method.segmenter(), case.image, strokes, Prediction(tuple(cfg.input_size), CPU),
+                           RefineSettings(iters=0), initial=given)
+    assert np.array_equal(np.delete(out, 1, 0), np.delete(given, 1, 0)) and (out[1, 10:20, 30] == 2).all()
     with pytest.raises(ValueError, match="shape"):
-        refine_volume(method.segmenter(), case.image, strokes[:-1], cfg.input_size, torch.device("cpu"))
+        refine_volume(method.segmenter(), case.image, strokes[:-1], Prediction(tuple(cfg.input_size), CPU))
     assert mean_dice(case.label, case.label) == 1.0
+
+
+def test_prediction_settings_of_a_run_and_their_overrides():
+    import argparse
+
+    cfg = argparse.Namespace(input_size=[96, 128], amp="bf16", channels_last=True, resize_back="labels",
+                             postprocess="lcc", num_classes=2)
+    assert Prediction.of(cfg, CPU) == Prediction((96, 128), CPU, "bf16", True, "labels", "lcc", 2)
+    assert Prediction.of(cfg, CPU, "scores", "none") == Prediction((96, 128), CPU, "bf16", True, "scores", "none", 2)
+    del cfg.postprocess  # checkpoints from before --postprocess was recorded
+    assert Prediction.of(cfg, CPU).post == "none"
 
 
 def write_scan(path, array, spacing=(1.5, 1.25, 10.0), origin=(3.0, -2.0, 7.0)):
@@ -296,7 +314,7 @@ def test_refine_simulate_uses_the_runs_select_on_test(phantom_root, bad_model, t
 
 def test_scope_slices_leaves_unstroked_slices_alone(phantom_root, bad_model):
     method, cfg, case, strokes, before = stroked_case(phantom_root, bad_model, slice(10, 40), 1)
-    out, info = refine_volume(method.segmenter(), case.image, strokes, cfg.input_size, torch.device("cpu"),
+    out, info = refine_volume(method.segmenter(), case.image, strokes, Prediction(tuple(cfg.input_size), CPU),
                               settings=RefineSettings(iters=5, lr=1e-2))
     assert info["steps"] == 5 and not np.array_equal(out[1], before[1])
     assert np.array_equal(np.delete(out, 1, 0), np.delete(before, 1, 0))
@@ -313,8 +331,8 @@ def test_post_processing_as_predict_py_and_unstroked_slices_as_it_gave_them(phan
     first = postprocess(before, "lcc")
     # The bad model leaves stray blobs for lcc to remove on slices nobody strokes.
     assert not np.array_equal(np.delete(first, 1, 0), np.delete(before, 1, 0))
-    out, _ = refine_volume(method.segmenter(), case.image, strokes, cfg.input_size, torch.device("cpu"),
-                           settings=RefineSettings(iters=5, lr=1e-2), post="lcc")
+    out, _ = refine_volume(method.segmenter(), case.image, strokes, Prediction(tuple(cfg.input_size), CPU, post="lcc"),
+                           settings=RefineSettings(iters=5, lr=1e-2))
     assert np.array_equal(np.delete(out, 1, 0), np.delete(first, 1, 0))
 
 
