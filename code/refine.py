@@ -1,7 +1,7 @@
 """Correct a scan's segmentation with a few strokes, or measure that with a simulated user.
 
     python code/refine.py --checkpoint CKPT --input scan.nii.gz --strokes strokes.nii.gz --output DIR
-        [--save CKPT2] [--iters 30] [--time_limit 60] [--device auto]
+        [--save CKPT2] [--iters 60] [--time_limit 60] [--scope slices|volume] [--neighbours 1] [--device auto]
     python code/refine.py --simulate K --checkpoint CKPT --root ROOT --fold fold1 [--worst_slices 3]
 
 The strokes are a label NIfTI on the scan's grid (its shape, spacing, origin and direction):
@@ -55,7 +55,9 @@ def parse_args(argv=None):
     p.add_argument("--anchor_margin", type=float, default=d.anchor_margin,
                    help="pixels around the strokes left free of the anchor")
     p.add_argument("--scope", default=d.scope, choices=SCOPES,
-                   help="slices: fine-tune on and change only the stroked slices; volume: all slices")
+                   help="slices: fine-tune on and change only the stroked slices (and --neighbours); volume: all slices")
+    p.add_argument("--neighbours", type=int, default=d.neighbours,
+                   help="--scope slices: also the slices this many on each side of a stroked slice")
     p.add_argument("--time_limit", type=float, default=d.time_limit, help="seconds of fine-tuning at most")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--postprocess", choices=POSTPROCESS,
@@ -77,13 +79,16 @@ def parse_args(argv=None):
     for flag in ("anchor_weight", "anchor_margin"):
         if getattr(args, flag) < 0:
             p.error(f"--{flag} must be >= 0, got {getattr(args, flag)}")
+    if args.neighbours < 0:
+        p.error(f"--neighbours must be >= 0, got {args.neighbours}")
     if args.worst_slices < 1:
         p.error(f"--worst_slices must be >= 1, got {args.worst_slices}")
     return args, p
 
 
 def settings_of(args) -> RefineSettings:
-    return RefineSettings(args.iters, args.lr, args.anchor_weight, args.anchor_margin, args.time_limit, args.scope)
+    return RefineSettings(args.iters, args.lr, args.anchor_weight, args.anchor_margin, args.time_limit, args.scope,
+                          args.neighbours)
 
 
 def refined_path(output: str, scan: str) -> str:

@@ -67,14 +67,16 @@ class Prediction:
 class RefineSettings:
     """Fine-tuning budget and loss weights of one refinement.
 
-    iters: Adam steps over the whole volume (each step sees every slice); time_limit: seconds
-    after which the loop stops whatever ``iters`` says; anchor_weight: weight of the KL anchor;
+    iters: Adam steps (each step sees every slice fine-tuned on); time_limit: seconds after which
+    the loop stops whatever ``iters`` says; anchor_weight: weight of the KL anchor;
     anchor_margin: in-plane distance (pixels) from a stroke beyond which the anchor applies;
-    scope: "slices" fine-tunes on, and changes, only the stroked slices (the others keep the
-    initial prediction: a stroke never degrades a slice the user did not touch), "volume" on all.
+    scope: "slices" fine-tunes on, and changes, only the stroked slices and ``neighbours``
+    slices on each side of each (the others keep the initial prediction), "volume" all slices.
     """
 
-    iters: int = 30
+    # 60 steps and one neighbour on each side: chosen on ACDC fold-1 validation volumes (worst 10
+    # +0.045 against +0.032 for 30 steps on the stroked slices alone; 100 steps or 2 neighbours less).
+    iters: int = 60
     lr: float = 1e-4
     # The anchor averages over most of the volume, pCE over a few stroked voxels: a weight of
     # ~20 keeps single-class strokes from repainting the scan (measured on phantoms).
@@ -84,10 +86,13 @@ class RefineSettings:
     anchor_margin: float = 0.0
     time_limit: float = 60.0
     scope: str = "slices"
+    neighbours: int = 1
 
     def __post_init__(self):
         if self.scope not in SCOPES:
             raise ValueError(f"refinement scope must be one of {SCOPES}, got {self.scope!r}")
+        if self.neighbours < 0:
+            raise ValueError(f"refinement neighbours must be >= 0, got {self.neighbours}")
 
 
 # Strokes are a few lines; a file that "strokes" most of the scan marks its unstroked voxels
@@ -161,7 +166,10 @@ def refine_volume(model: torch.nn.Module, image: np.ndarray, strokes: np.ndarray
     stroked_z = (strokes != UNLABELED).reshape(len(strokes), -1).any(1)
     if not stroked_z.any():
         return initial, {"steps": 0, "seconds": time.monotonic() - start}
-    fit = stroked_z if settings.scope == "slices" else np.ones(len(strokes), bool)
+    fit = np.ones(len(strokes), bool)
+    if settings.scope == "slices":
+        # Neighbouring slices share the errors; fine-tuned on under the anchor, they follow the fix.
+        fit = ndimage.binary_dilation(stroked_z, iterations=settings.neighbours) if settings.neighbours else stroked_z
     x = F.interpolate(torch.from_numpy(np.ascontiguousarray(image[fit], np.float32))[:, None].to(how.device),
                       size=how.input_size, mode="bilinear", align_corners=False)
     target = torch.from_numpy(strokes[fit].astype(np.int64)).to(how.device)

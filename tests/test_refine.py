@@ -1,3 +1,4 @@
+import copy
 import os
 
 import numpy as np
@@ -121,7 +122,7 @@ def test_strokes_win_and_zero_steps_changes_nothing_else(phantom_root, bad_model
     given = np.full(case.image.shape, 3, np.uint8)
     out, _ = refine_volume(method.segmenter(), case.image, strokes, Prediction(tuple(cfg.input_size), CPU),
                            RefineSettings(iters=0), initial=given)
-    assert np.array_equal(np.delete(out, 1, 0), np.delete(given, 1, 0)) and (out[1, 10:20, 30] == 2).all()
+    assert np.array_equal(out[3:], given[3:]) and (out[1, 10:20, 30] == 2).all()  # slices 0-2 predicted anew
     with pytest.raises(ValueError, match="shape"):
         refine_volume(method.segmenter(), case.image, strokes[:-1], Prediction(tuple(cfg.input_size), CPU))
     assert mean_dice(case.label, case.label) == 1.0
@@ -220,6 +221,7 @@ def test_refine_cli_errors(phantom_root, bad_model, tmp_path, capsys):
                            (["--worst_slices", "-2"], "--worst_slices must be >= 1"),
                            (["--anchor_weight", "-1"], "--anchor_weight must be >= 0"),
                            (["--anchor_margin", "-5"], "--anchor_margin must be >= 0"),
+                           (["--neighbours", "-1"], "--neighbours must be >= 0"),
                            (["--lr", "-1"], "--lr must be > 0")]:
         with pytest.raises(SystemExit):
             refine.main(["--checkpoint", bad_model, "--simulate", "1", "--root", phantom_root, *extra])
@@ -312,14 +314,20 @@ def test_refine_simulate_uses_the_runs_select_on_test(phantom_root, bad_model, t
     assert s["n"] == len(split.test) and split.test[0] in capsys.readouterr().out
 
 
-def test_scope_slices_leaves_unstroked_slices_alone(phantom_root, bad_model):
+def test_scope_slices_changes_the_stroked_slices_and_their_neighbours_only(phantom_root, bad_model):
     method, cfg, case, strokes, before = stroked_case(phantom_root, bad_model, slice(10, 40), 1)
-    out, info = refine_volume(method.segmenter(), case.image, strokes, Prediction(tuple(cfg.input_size), CPU),
-                              settings=RefineSettings(iters=5, lr=1e-2))
+    how = Prediction(tuple(cfg.input_size), CPU)
+    out, info = refine_volume(copy.deepcopy(method.segmenter()), case.image, strokes, how,
+                              settings=RefineSettings(iters=5, lr=1e-2, neighbours=0))
     assert info["steps"] == 5 and not np.array_equal(out[1], before[1])
     assert np.array_equal(np.delete(out, 1, 0), np.delete(before, 1, 0))
+    # One neighbour on each side (the default): slices 0 and 2 follow the fix, 3 and beyond stay.
+    out, _ = refine_volume(method.segmenter(), case.image, strokes, how, settings=RefineSettings(iters=5, lr=1e-2))
+    assert not np.array_equal(out[[0, 2]], before[[0, 2]]) and np.array_equal(out[3:], before[3:])
     with pytest.raises(ValueError, match="scope"):
         RefineSettings(scope="everything")
+    with pytest.raises(ValueError, match="neighbours"):
+        RefineSettings(neighbours=-1)
 
 
 def test_post_processing_as_predict_py_and_unstroked_slices_as_it_gave_them(phantom_root, bad_model):
@@ -332,7 +340,7 @@ def test_post_processing_as_predict_py_and_unstroked_slices_as_it_gave_them(phan
     # The bad model leaves stray blobs for lcc to remove on slices nobody strokes.
     assert not np.array_equal(np.delete(first, 1, 0), np.delete(before, 1, 0))
     out, _ = refine_volume(method.segmenter(), case.image, strokes, Prediction(tuple(cfg.input_size), CPU, post="lcc"),
-                           settings=RefineSettings(iters=5, lr=1e-2))
+                           settings=RefineSettings(iters=5, lr=1e-2, neighbours=0))
     assert np.array_equal(np.delete(out, 1, 0), np.delete(first, 1, 0))
 
 
