@@ -243,6 +243,8 @@ class SliceDataset(Dataset):
             # pCE is then 0 at every step: the run trained on nothing and exited 0.
             raise ValueError(f"{root}: no labelled pixel in the {len(self.targets)} training slices "
                              f"(--sup_type {sup_type}: every target pixel is {io.UNLABELED}, unlabeled)")
+        # Hashed on the slices' own grid: resampling's rounding may change with the SciPy version.
+        self._digest = self._hash()
         if target_spacing is not None:
             self._resample(slices, target_spacing)
 
@@ -256,9 +258,12 @@ class SliceDataset(Dataset):
                                                           s["spacing"][1:], target, self.input_size)
 
     def digest(self) -> str:
-        """SHA-256 of what the run trains on: each slice's name, image and target as loaded.
-        Checkpoints record it, so that a run resumed (or re-tested) on other data with the same
-        case names is refused."""
+        """SHA-256 of what the run trains on: each slice's name, image and target as loaded, before
+        any ``target_spacing`` resampling. Checkpoints record it, so that a run resumed (or
+        re-tested) on other data with the same case names is refused."""
+        return self._digest
+
+    def _hash(self) -> str:
         h = hashlib.sha256()
         for name, image, target in zip(self.names, self.images, self.targets):
             h.update(name.encode())
