@@ -96,11 +96,9 @@ if [ ! -d "$root/ACDC_training_volumes" ]; then
   fi
 fi
 
-run_one() {  # method fold [gpu]
-  local m=$1 f=$2 exp="${exp_prefix}$1" resume=() gpu=() own=() s=${sup[$m]} i
-  [ -n "${3:-}" ] && gpu=(env "CUDA_VISIBLE_DEVICES=$3")
-  read -ra own <<< "${method_args[$m]:-}"
-  # The run folder is named after the supervision: a --sup_type given to the run decides it.
+sup_of() {  # method: the supervision its run folder is named after (a --sup_type given decides it)
+  local s=${sup[$1]} own=() i
+  read -ra own <<< "${method_args[$1]:-}"
   local given=("${own[@]}" "${extra[@]}")
   for i in "${!given[@]}"; do
     case "${given[$i]}" in
@@ -108,18 +106,34 @@ run_one() {  # method fold [gpu]
       --sup_type=*) s=${given[$i]#--sup_type=} ;;
     esac
   done
-  [ -f "model/${exp}_${f}/${s}/last.pth" ] && resume=(--resume)
+  echo "$s"
+}
+
+test_args() {  # method fold: sets targs, test_2D_fully's arguments for that run
+  targs=(code/test_2D_fully.py --root_path "$root" --fold "$2" --exp "${exp_prefix}$1" --sup_type "$(sup_of "$1")"
+    --out_json "model/results/${exp_prefix}$1_$2.json")
+}
+
+run_one() {  # method fold [gpu]
+  local m=$1 f=$2 exp="${exp_prefix}$1" resume=() gpu=() own=() targs=()
+  [ -n "${3:-}" ] && gpu=(env "CUDA_VISIBLE_DEVICES=$3")
+  read -ra own <<< "${method_args[$m]:-}"
+  [ -f "model/${exp}_${f}/$(sup_of "$m")/last.pth" ] && resume=(--resume)
   "${gpu[@]}" $PY code/train.py --method "$m" --exp "$exp" --root_path "$root" --fold "$f" \
     --max_iterations "$iters" --patch_size "$patch" "$patch" --input_size "${input:-$patch}" "${input:-$patch}" \
     --batch_size "$batch" --amp "$amp" \
     --val_interval "$val" "${resume[@]}" "${own[@]}" "${extra[@]}"
-  "${gpu[@]}" $PY code/test_2D_fully.py --root_path "$root" --fold "$f" --exp "$exp" \
-    --sup_type "$s" --out_json "model/results/${exp}_${f}.json"
+  test_args "$m" "$f"
+  "${gpu[@]}" $PY "${targs[@]}"
 }
 
 mkdir -p model/results
 jobs_=()
 for m in $methods; do for f in $folds; do jobs_+=("$m $f"); done; done
+for j in "${jobs_[@]}"; do  # a results file of another run is refused before hours of training, not after
+  test_args $j
+  $PY "${targs[@]}" --check_outputs || exit 2
+done
 gpus=()
 if [ "$($PY -c "import torch; print(torch.cuda.device_count())")" -gt 1 ]; then
   # Index into the GPUs the caller made visible, not into 0..n-1.

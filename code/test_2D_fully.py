@@ -55,6 +55,8 @@ def parse_args(argv=None):
     p.add_argument("--resize_back", choices=RESIZE_BACK,
                    help="a trained run's predictions return to the slice's size as scores or labels "
                         "(default: the run's own)")
+    p.add_argument("--check_outputs", action="store_true",
+                   help="only check that --out_json may be written for this run (train_wss.sh, before training)")
     args = p.parse_args(argv)
     if bool(args.pred_dir) == bool(args.exp or args.model_dir or args.checkpoint not in ("best", "last")):
         p.error("give either --pred_dir or a trained run (--exp / --model_dir, or --checkpoint PATH)")
@@ -238,6 +240,9 @@ def main(argv=None) -> dict:
     args, parser = parse_args(argv)
     try:
         check_out_json(args)
+        if args.check_outputs:  # the run may not exist yet: its path is enough
+            check_same_source(args.out_json, args.pred_dir or checkpoint_path(args))
+            return {"out_json": args.out_json}
         names = io.class_names(args.root_path)
         run = None if args.pred_dir else read_run(args)
         # A run's validation cases depend on its own --val_fraction and --select_on_test.

@@ -86,3 +86,34 @@ def test_train_wss_budget_flags_win_over_protocol_before_or_after_it(tmp_path, p
     lines = calls.read_text().splitlines()
     assert len(lines) == 2 and all("--max_iterations 3 " in c and "--patch_size 128 128" in c
                                    and "--val_interval 250" in c for c in lines)
+
+
+def test_train_wss_refuses_another_runs_results_file_before_training(tmp_path, phantom_root):
+    # A run of another --sup_type scored into the same results file was refused only after its
+    # training; the check now runs first.
+    import json
+    import subprocess
+
+    calls = tmp_path / "calls"
+    stub = tmp_path / "python"  # records train.py's calls; runs test_2D_fully's check only
+    stub.write_text(f'#!/bin/bash\ncase "$1" in code/train.py) echo "$@" >> {calls} ;; '
+                    'code/test_2D_fully.py) [[ " $* " != *" --check_outputs "* ]] || exec python3 "$@" ;; '
+                    'code/*) ;; *) exec python3 "$@" ;; esac\n')
+    stub.chmod(0o755)
+    prefix = f"stub{os.getpid()}_"  # train_wss.sh works in the repository's model/ folder
+    results = os.path.join(ROOT, "model", "results", f"{prefix}pce_fold1.json")
+    os.makedirs(os.path.dirname(results), exist_ok=True)
+    wss = ["bash", os.path.join(ROOT, "train_wss.sh"), "--methods", "pce", "--root", phantom_root, "--iters", "3",
+           "--exp_prefix", prefix]
+    try:
+        for sup, rc in (("label", 2), ("scribble", 0)):
+            with open(results, "w") as f:
+                json.dump({"dice": {}, "hd95": {}, "asd": {}, "n_volumes": 1, "units": "voxels",
+                           "scored": {"checkpoint": f"model/{prefix}pce_fold1/{sup}/best.pth"}}, f)
+            r = subprocess.run(wss, capture_output=True, text=True, env={**os.environ, "PYTHON": str(stub)})
+            assert r.returncode == rc, r.stderr
+            assert (f"holds the scores of model/{prefix}pce_fold1/label/best.pth" in r.stderr) == (rc == 2)
+        # another --sup_type's results: refused before training; the run's own: trained and re-scored
+        assert len(calls.read_text().splitlines()) == 1
+    finally:
+        os.remove(results)
