@@ -249,10 +249,11 @@ RESUME_MAY_CHANGE = {"resume", "overwrite", "save_every", "device", "num_workers
 PER_RUN = RESUME_MAY_CHANGE | {"fold", "seed", "labeled_patient_ids", "resumes", "train_data_sha256"}
 
 
-def training_setting(config: dict) -> dict:
-    """A checkpoint's configuration without :data:`PER_RUN`: what the folds averaged into one
-    row of a table must share (results record it)."""
-    return {k: v for k, v in sorted(config.items()) if k not in PER_RUN}
+def training_setting(ckpt: dict) -> dict:
+    """A checkpoint's configuration without :data:`PER_RUN`, with its number of data-parallel
+    processes: what the folds averaged into one row of a table must share (results record it)."""
+    return {**{k: v for k, v in sorted(ckpt["config"].items()) if k not in PER_RUN},
+            "world_size": ckpt.get("world_size", 1)}
 
 
 def check_resumable(saved: dict, cfg, method_cls) -> None:

@@ -143,7 +143,7 @@ def predict_checkpoint(args, run, cases) -> tuple[dict[str, np.ndarray], dict]:
                    "iteration": ckpt["iteration"], "postprocess": post, "tta": args.tta, "resize_back": resize_back,
                    "amp": cfg.amp, "trained_on": {"root_path": cfg.root_path, "fold": cfg.fold},
                    "selected_on_test": bool(getattr(cfg, "select_on_test", False)),
-                   "config_sha256": config_digest(ckpt["config"]), "setting": {**training_setting(ckpt["config"]), "world_size": ckpt.get("world_size", 1)}}
+                   "config_sha256": config_digest(ckpt["config"]), "setting": training_setting(ckpt)}
 
 
 CSV_FIELDS = ("case", "class", *metrics.METRICS)  # the per-volume CSV's header
