@@ -2,18 +2,21 @@
 
     python benchmarks/bench_train_step.py --methods pce maskmixadv --patch 128 --batch 8 --amp bf16 off
     python benchmarks/bench_train_step.py --methods maskmixadv "maskmixadv --disc_ndf 32" --amp bf16
+    python benchmarks/bench_train_step.py --methods maskmixadv --amp bf16 off --release RELEASE
 
 A method may carry its own flags, quoted with its name (as ``train.py`` takes them).
 
 Random images and scribble-like targets; each method does ``--warmup`` steps, then the timed
 ones. Prints s/step and the ratio to the first method (ratios, not absolute times, are what
-transfer between machines).
+transfer between machines). ``--release`` adds, for each precision, the step of the authors'
+released MaskMixAdv (``release_step.py``, CPU only).
 """
 from __future__ import annotations
 
 import argparse
 import os
 import shlex
+import subprocess
 import sys
 import time
 
@@ -27,6 +30,9 @@ from dataloaders.shape_prior import ShapePrior  # noqa: E402
 from engine import TrainState, resolve_device  # noqa: E402
 from inference import resolve_amp  # noqa: E402
 from methods import METHODS, get_method  # noqa: E402
+
+
+RELEASE_STEP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "release_step.py")
 
 
 class FakeSlices:
@@ -86,6 +92,16 @@ def time_method(spec, amp, args, device) -> tuple[float, str]:
     return (time.perf_counter() - start) / args.steps, cfg.amp
 
 
+def time_release(release: str, amp: str, args) -> float:
+    """Seconds per step of the release's MaskMixAdv (``release_step.py``, its own process)."""
+    out = subprocess.run([sys.executable, RELEASE_STEP, "--release", release, "--amp", amp, "--patch", str(args.patch),
+                          "--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup)],
+                         capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"--release {release}: {(out.stderr.strip().splitlines() or ['failed'])[-1]}")
+    return float(out.stdout.split()[-2])
+
+
 def main():
     p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n")[0])
     p.add_argument("--methods", nargs="+", default=["pce", "maskmixadv"],
@@ -96,10 +112,13 @@ def main():
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--device", default="auto")
+    p.add_argument("--release", help="a checkout of github.com/lichen14/MaskMixAdv: also time its MaskMixAdv step")
     args = p.parse_args()
     for spec in args.methods:
         parse_method(spec)
     device = resolve_device(args.device)
+    if args.release and device.type != "cpu":
+        p.error("--release: the release's step is timed on the CPU only (--device cpu)")
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
           f"torch {torch.__version__}, patch {args.patch}, batch {args.batch}")
     base = None
@@ -109,6 +128,9 @@ def main():
             base = base or t
             print(f"{spec:40s} amp {amp if amp_used == amp else f'{amp}={amp_used}':8s} {t:8.4f} s/step  "
                   f"x{t / base:5.2f}", flush=True)
+        if args.release:
+            t = time_release(args.release, amp_used, args)
+            print(f"{'release maskmixadv':40s} amp {amp_used:8s} {t:8.4f} s/step  x{t / base:5.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -101,7 +101,7 @@ def import_release(release: str):
     """The release's modules, with stand-ins for the imports that training does not use."""
     tv, tvt = types.ModuleType("torchvision"), types.ModuleType("torchvision.transforms")
     for name in ("Compose", "CenterCrop", "ToTensor", "Resize"):
-        setattr(tvt, name, None)
+        setattr(tvt, name, lambda *args, **kwargs: None)
     tv.transforms = tvt
     sys.modules.update({"torchvision": tv, "torchvision.transforms": tvt,
                         "cv2": types.ModuleType("cv2"), "nibabel": types.ModuleType("nibabel")})

@@ -285,6 +285,19 @@ def test_bench_train_step_times_in_the_precision_and_layout_it_reports(flags, ch
     assert seen == [channels_last]
 
 
+def test_the_release_step_is_refused_without_the_release(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    (tmp_path / "code" / "networks").mkdir(parents=True)  # another release's layout, not MaskMixAdv's
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "release_step.py"),
+                          "--release", str(tmp_path)], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert f"--release {tmp_path}: not a checkout of the MaskMixAdv release" in out.stderr
+
+
 def test_validation_volumes_with_and_without_a_spacing_are_refused_before_training(tmp_path, phantom_root):
     # Their mean HD95 and ASD (log.txt, best.json, the curves) would mix voxels with mm.
     import shutil
