@@ -81,11 +81,13 @@ def time_method(spec, amp, args, device) -> tuple[float, str]:
              "index": torch.arange(args.batch, device=device)}
     for _ in range(args.warmup):
         method.training_step(batch, state)
+        method.update_average(state.iteration + 1)
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(args.steps):
         method.training_step(batch, state)
+        method.update_average(state.iteration + 1)
         state.iteration += 1
     if device.type == "cuda":
         torch.cuda.synchronize()

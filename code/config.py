@@ -38,6 +38,7 @@ DEFAULTS = dict(
     momentum=0.9,
     weight_decay=1e-4,
     poly_power=0.9,
+    model_ema=0.0,
     seed=2022,
     device="auto",
     amp="off",
@@ -96,6 +97,9 @@ def build_parser(method_cls=None, method_choices=None) -> argparse.ArgumentParse
     p.add_argument("--momentum", type=float, default=d["momentum"])
     p.add_argument("--weight_decay", type=float, default=d["weight_decay"])
     p.add_argument("--poly_power", type=float, default=d["poly_power"], help="poly LR decay power")
+    p.add_argument("--model_ema", type=float, default=d["model_ema"],
+                   help="validate, save and predict with an exponential moving average of the segmenter's "
+                        "weights of this decay (e.g. 0.999); 0: the weights themselves")
     p.add_argument("--seed", type=int, default=d["seed"])
     p.add_argument("--device", default=d["device"], help="auto | cpu | cuda | cuda:N")
     p.add_argument("--amp", default=d["amp"], choices=AMP,
@@ -147,6 +151,8 @@ def finalize(cfg: argparse.Namespace, method_cls) -> argparse.Namespace:
         raise ValueError(f"--val_fraction must lie in [0, 1), got {cfg.val_fraction}")
     if not 0.0 <= cfg.fg_prob <= 1.0:
         raise ValueError(f"--fg_prob must lie in [0, 1], got {cfg.fg_prob}")
+    if not 0.0 <= cfg.model_ema < 1.0:
+        raise ValueError(f"--model_ema must lie in [0, 1), got {cfg.model_ema}")
     cfg.target_spacing = parse_target_spacing(cfg.target_spacing, cfg.root_path)
     method_cls.check_args(cfg)
     return cfg

@@ -551,6 +551,7 @@ def _train(cfg, method_cls, folder: RunFolder, ckpt: dict | None, device: torch.
     while state.iteration < cfg.max_iterations:
         batch = _to(next(batches), device, cfg.channels_last)
         logs = method.training_step(batch, state)
+        method.update_average(state.iteration + 1)
         finite &= torch.stack([torch.as_tensor(v, device=device).float().reshape(())
                                for v in logs.values()]).isfinite().all()
         for s in schedulers.values():

@@ -160,7 +160,7 @@ def refine_volume(model: torch.nn.Module, image: np.ndarray, strokes: np.ndarray
     strokes = check_strokes(strokes, image.shape, num_classes=how.num_classes)
     start = time.monotonic()
     size = image.shape[1:]
-    model.eval()
+    model.eval().requires_grad_(True)  # a --model_ema average is stored without gradients
     if initial is None:
         initial = how.labels(model, image)
     stroked_z = (strokes != UNLABELED).reshape(len(strokes), -1).any(1)

@@ -29,9 +29,9 @@ def run(method_name, root, out_dir, *extra, crash_after_first_save=False, monkey
     return torch.load(os.path.join(out_dir, "last.pth"), weights_only=False)
 
 
-@pytest.mark.parametrize("method", ["pce", "maskmixadv"])
-def test_resume_continues_exactly(method, tmp_path, phantom_root, monkeypatch):
-    extra = ("--disc_ndf", "8") if method == "maskmixadv" else ()
+@pytest.mark.parametrize("method, extra", [("pce", ()), ("maskmixadv", ("--disc_ndf", "8")),
+                                           ("pce", ("--model_ema", "0.9"))])
+def test_resume_continues_exactly(method, extra, tmp_path, phantom_root, monkeypatch):
     straight = run(method, phantom_root, tmp_path / "a", *extra)
     with pytest.raises(Interrupt):
         run(method, phantom_root, tmp_path / "b", *extra, crash_after_first_save=True,
@@ -40,6 +40,8 @@ def test_resume_continues_exactly(method, tmp_path, phantom_root, monkeypatch):
     assert torch.load(tmp_path / "b" / "last.pth", weights_only=False)["iteration"] == 2
     resumed = run(method, phantom_root, tmp_path / "b", *extra, "--resume")
     assert resumed["iteration"] == straight["iteration"] == 4
+    assert straight["model"].keys() == resumed["model"].keys()
+    assert any(k.startswith("average.") for k in straight["model"]) == ("--model_ema" in extra)
     for k, v in straight["model"].items():
         assert torch.equal(v, resumed["model"][k]), k
 

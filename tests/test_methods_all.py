@@ -34,6 +34,45 @@ def test_method_trains_and_is_scored(name, phantom_root, tmp_path):
     assert all(s > 0.5 for s in spacing) and spacing != (1.0, 1.0, 1.0)
 
 
+def test_model_ema_averages_weights_and_batch_norm_statistics_and_is_what_predicts(phantom_root, tmp_path):
+    import torch
+    from torch import nn
+
+    cfg = tiny_cfg(METHODS["pce"], phantom_root, tmp_path, "--model_ema", "0.9")
+    method = METHODS["pce"](cfg)
+    assert method.segmenter() is method.average
+    assert not any(p.requires_grad for p in method.average.parameters())
+    w, a = next(method.net.parameters()), next(method.average.parameters())
+    bn_net, bn_avg = ([m for m in net.modules() if isinstance(m, nn.BatchNorm2d)][0]
+                      for net in (method.net, method.average))
+    with torch.no_grad():
+        w.fill_(1.0)
+        bn_net.running_mean.fill_(2.0)
+        bn_net.num_batches_tracked.fill_(7)
+    method.update_average(1)  # decay min(1 - 1/1, 0.9) = 0: the average is the network
+    assert torch.equal(a, w) and torch.equal(bn_avg.running_mean, bn_net.running_mean)
+    assert bn_avg.num_batches_tracked == 7
+    with torch.no_grad():
+        w.fill_(3.0)
+        bn_net.running_mean.fill_(4.0)
+    method.update_average(2)  # decay 1/2: the mean of the two steps
+    assert torch.allclose(a, torch.full_like(a, 2.0)) and torch.allclose(bn_avg.running_mean, torch.tensor(3.0))
+    method.update_average(100)  # decay 0.9: 0.9 * 2 + 0.1 * 3
+    assert torch.allclose(a, torch.full_like(a, 2.1))
+    assert {id(p) for p in method.average.parameters()}.isdisjoint(
+        id(p) for g in method.configure_optimizers()["seg"].param_groups for p in g["params"])
+    mmx = METHODS["maskmixadv"](tiny_cfg(METHODS["maskmixadv"], phantom_root, tmp_path, "--model_ema", "0.9",
+                                         *FAST["maskmixadv"]))
+    assert {id(p) for p in mmx.average.parameters()}.isdisjoint(
+        id(p) for g in mmx.configure_optimizers()["seg"].param_groups for p in g["params"])
+    off = METHODS["pce"](tiny_cfg(METHODS["pce"], phantom_root, tmp_path))
+    assert off.average is None and off.segmenter() is off.net
+    assert not any(k.startswith("average.") for k in off.state_dict())
+    for bad in ("1", "-0.1"):
+        with pytest.raises(ValueError, match=r"--model_ema must lie in \[0, 1\)"):
+            tiny_cfg(METHODS["pce"], phantom_root, tmp_path, "--model_ema", bad)
+
+
 @pytest.mark.parametrize("name", ["pce", "dmpls", "maskmixadv"])
 def test_decoder_flags_reach_the_network(name, phantom_root, tmp_path):
     import argparse

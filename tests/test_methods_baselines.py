@@ -16,7 +16,8 @@ from methods import METHODS
 from methods.base import mixed_pseudo_label
 from methods.dmpls import DMPLS
 from methods.scribble2label import Scribble2Label, confident_pseudo_labels, update_memory
-from methods.ustm import USTM, ema_update, masked_mse
+from methods.base import ema_update
+from methods.ustm import USTM, masked_mse
 
 LOG = logging.getLogger("test_methods_baselines")
 SIZE = 32

@@ -324,6 +324,10 @@ def test_scope_slices_changes_the_stroked_slices_and_their_neighbours_only(phant
     # One neighbour on each side (the default): slices 0 and 2 follow the fix, 3 and beyond stay.
     out, _ = refine_volume(method.segmenter(), case.image, strokes, how, settings=RefineSettings(iters=5, lr=1e-2))
     assert not np.array_equal(out[[0, 2]], before[[0, 2]]) and np.array_equal(out[3:], before[3:])
+    # A --model_ema average is stored without gradients; it is fine-tuned all the same.
+    frozen = copy.deepcopy(method.segmenter()).requires_grad_(False)
+    out, _ = refine_volume(frozen, case.image, strokes, how, settings=RefineSettings(iters=5, lr=1e-2, neighbours=0))
+    assert not np.array_equal(out[1], before[1])
     with pytest.raises(ValueError, match="scope"):
         RefineSettings(scope="everything")
     with pytest.raises(ValueError, match="neighbours"):

@@ -3,7 +3,8 @@
 A method is an ``nn.Module`` that owns its networks (everything in its ``state_dict`` is saved
 and restored) and its training step. The engine calls, in order: ``Method(cfg)``,
 ``prepare(train_set, log)``, ``configure_optimizers()``, then ``training_step(batch, state)``
-once per iteration, and ``segmenter()`` for validation and testing.
+once per iteration followed by ``update_average(iteration)``, and ``segmenter()`` for validation
+and testing.
 
 Adding a method: subclass :class:`Method` in a new module of this package, set ``name`` (and
 ``network`` / ``sup_type`` if they differ), implement :meth:`loss` (or :meth:`training_step`
@@ -12,6 +13,7 @@ when the step is more than one backward pass), and add one line to ``methods.MET
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 
 import torch
@@ -44,6 +46,22 @@ def mixed_pseudo_label(p1: torch.Tensor, p2: torch.Tensor, weight) -> torch.Tens
     return (weight * p1.detach() + (1 - weight) * p2.detach()).argmax(1)
 
 
+@torch.no_grad()
+def ema_update(average: nn.Module, model: nn.Module, decay: float, buffers: bool = False) -> None:
+    """average <- decay * average + (1 - decay) * model for every parameter (``decay`` in [0, 1]);
+    with ``buffers`` also for the floating-point buffers (batch-norm statistics), the others
+    (step counters) copied."""
+    if not 0.0 <= decay <= 1.0:
+        raise ValueError(f"EMA decay must lie in [0, 1], got {decay}")
+    pairs = zip(average.state_dict().values(), model.state_dict().values()) if buffers else \
+        zip(average.parameters(), model.parameters())
+    for a, m in pairs:
+        if a.is_floating_point():
+            a.mul_(decay).add_(m.detach(), alpha=1.0 - decay)
+        else:
+            a.copy_(m)
+
+
 class Method(nn.Module):
     """Base method: one segmentation network trained by SGD on :meth:`loss`.
 
@@ -70,13 +88,24 @@ class Method(nn.Module):
         # Configs saved before --upsampling / --head_kernel existed trained their defaults.
         self.net = build_network(self.network, 1, cfg.num_classes, upsampling=getattr(cfg, "upsampling", "transposed"),
                                  head_kernel=getattr(cfg, "head_kernel", 1))
+        # --model_ema: the weight average that validation, best.pth and inference use (saved with
+        # the method, so a resumed run continues the same average).
+        self.average = copy.deepcopy(self.net).requires_grad_(False) if getattr(cfg, "model_ema", 0.0) else None
 
     def prepare(self, train_set, log) -> None:
         """Hook run once before training (e.g. to load a shape prior); default: nothing."""
 
     def segmenter(self) -> nn.Module:
-        """The network used at inference: (B, 1, H, W) -> (B, C, H, W) logits."""
-        return self.net
+        """The network used at inference: (B, 1, H, W) -> (B, C, H, W) logits (the weight
+        average with ``--model_ema``)."""
+        return self.net if self.average is None else self.average
+
+    def update_average(self, iteration: int) -> None:
+        """After optimisation step ``iteration`` (1, 2, ...): with ``--model_ema`` d, the average
+        moves towards the network with decay min(1 - 1/iteration, d) (the plain mean of the
+        steps so far while that is the smaller), batch-norm statistics included."""
+        if self.average is not None:
+            ema_update(self.average, self.net, min(1.0 - 1.0 / iteration, self.cfg.model_ema), buffers=True)
 
     def sgd(self, params) -> torch.optim.Optimizer:
         """The shared segmenter optimiser (SGD with the configured lr, momentum, weight decay)."""

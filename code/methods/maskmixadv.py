@@ -109,7 +109,7 @@ class MaskMixAdv(Method):
                      "phantom masks", len(self.prior))
 
     def configure_optimizers(self):
-        params = [p for n, p in self.named_parameters() if not n.startswith("disc.")]
+        params = [p for n, p in self.named_parameters() if not n.startswith("disc.") and p.requires_grad]
         optimizers = {"seg": self.sgd(params)}
         if self.cfg.w_adv > 0:  # without the adversarial term D never steps
             optimizers["disc"] = torch.optim.Adam(self.disc.parameters(), lr=self.cfg.disc_lr, betas=(0.9, 0.99))

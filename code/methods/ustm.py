@@ -31,17 +31,7 @@ from torch import nn
 from dataloaders.augment import random_rot_flip, rot_flip, unrot_flip
 from losses.regularizers import pixel_entropy
 from losses.segmentation import partial_ce
-from methods.base import Method, sigmoid_rampup
-
-
-@torch.no_grad()
-def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
-    """teacher_param <- decay * teacher_param + (1 - decay) * student_param, for every parameter
-    (buffers are left alone). ``decay`` in [0, 1]."""
-    if not 0.0 <= decay <= 1.0:
-        raise ValueError(f"EMA decay must lie in [0, 1], got {decay}")
-    for t, s in zip(teacher.parameters(), student.parameters()):
-        t.mul_(decay).add_(s.detach(), alpha=1.0 - decay)
+from methods.base import Method, ema_update, sigmoid_rampup
 
 
 def masked_mse(p: torch.Tensor, q: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
