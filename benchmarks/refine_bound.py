@@ -61,7 +61,7 @@ def main(argv=None):
     how = Prediction.of(cfg, device, args.resize_back, args.postprocess)
     model = method.segmenter().eval()
     names = getattr(make_split(args.root, args.fold, cfg.val_fraction, cfg.select_on_test), args.split)
-    check_unseen(ckpt.get("split"), names, args.checkpoint, args.split)
+    check_unseen(ckpt, names, args.checkpoint, args.split)
     check_predicts(args.checkpoint, ckpt, args.root)
     rows = []
     for name in names:

@@ -337,12 +337,17 @@ def check_predicts(path: str, ckpt: dict, root: str) -> None:
                          f"classes {', '.join(root_names)}; use a data root with the classes in the run's order")
 
 
-def check_unseen(saved: dict | None, cases: list[str], path: str, part: str = "test") -> None:
-    """ValueError when a checkpoint would be scored on cases it trained on (another fold, or a
-    data root whose patients differ so that its positional folds shift) or, scoring ``part``
-    "test", on cases it chose its model on (its validation split, unless that was the test fold:
-    ``--select_on_test``); ``saved`` is the checkpoint's ``split``."""
-    saved = saved or {}
+def check_unseen(ckpt: dict, cases: list[str], path: str, part: str = "test") -> None:
+    """ValueError when the checkpoint ``ckpt`` (read from ``path``) would be scored on cases it
+    trained on (another fold, or a data root whose patients differ so that its positional folds
+    shift) or, scoring ``part`` "test", on cases it chose its model on (its validation split,
+    unless that was the test fold: ``--select_on_test``), or when ``refine.py --save`` fine-tuned
+    it on a scan with strokes (the scores would pass for the run's, and the scan may be a case to
+    score)."""
+    if ckpt.get("refined_from"):
+        raise ValueError(f"{path} was fine-tuned by refine.py on {ckpt.get('refined_on', 'one scan')} "
+                         f"(from {ckpt['refined_from']}); its scores are not the run's: score the run's checkpoint")
+    saved = ckpt.get("split") or {}
     roles = {"train": "trained on"}
     if part == "test" and saved.get("val") != saved.get("test"):
         roles["val"] = "chose its model on"

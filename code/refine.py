@@ -95,16 +95,22 @@ def refined_path(output: str, scan: str) -> str:
     return os.path.join(output, f"{io.nifti_stem(scan)}_refined.nii.gz")
 
 
-def save_refined(path: str, checkpoint: str, ckpt: dict, method) -> None:
+def save_refined(path: str, checkpoint: str, ckpt: dict, method, scan: str) -> None:
     """A checkpoint ``load_method`` reads: the original's (``ckpt``, read from ``checkpoint``)
-    config and split, the refined weights."""
+    config and split, the weights refined on ``scan``, and where they came from (so that the
+    scoring tools refuse it: ``engine.check_unseen``)."""
     tmp = f"{path}.{os.getpid()}.tmp"
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     model = method.state_dict()
-    torch.save({"config": ckpt["config"], "method": ckpt["method"], "model": model,
-                "model_sha256": weights_digest(model), "iteration": ckpt["iteration"], "split": ckpt.get("split"),
-                "class_names": ckpt.get("class_names"), "refined_from": os.path.abspath(checkpoint)}, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save({"config": ckpt["config"], "method": ckpt["method"], "model": model,
+                    "model_sha256": weights_digest(model), "iteration": ckpt["iteration"], "split": ckpt.get("split"),
+                    "class_names": ckpt.get("class_names"), "refined_from": os.path.abspath(checkpoint),
+                    "refined_on": os.path.abspath(scan)}, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def refine_scan(args, ckpt, method, how: Prediction) -> str:
@@ -122,13 +128,18 @@ def refine_scan(args, ckpt, method, how: Prediction) -> str:
             raise ValueError(f"--save {args.save} is the refined segmentation's path; the model would replace it")
         if os.path.exists(args.save):
             raise ValueError(f"--save {args.save} exists; the refined model goes to a new path")
+        output = os.path.realpath(args.output)
+        if args.save.endswith(("/", os.sep)) or output == os.path.realpath(args.save) or \
+                output.startswith(os.path.realpath(args.save) + os.sep):
+            raise ValueError(f"--save {args.save} names a folder (--output {args.output} is, or lies in, it); "
+                             "give the refined model a file path")
         io.check_outputs("--save", [args.save])
     image = normalise_intensity(scan.image, args.input)
     pred, info = refine_volume(method.segmenter(), image, strokes, how, settings_of(args))
     os.makedirs(args.output, exist_ok=True)
     io.write_nifti(out, pred, scan.spacing, scan.origin, scan.direction)
     if args.save:
-        save_refined(args.save, args.checkpoint, ckpt, method)
+        save_refined(args.save, args.checkpoint, ckpt, method, args.input)
     print(f"{out}: {info['steps']} steps, {info['seconds']:.1f} s")
     return out
 
@@ -138,7 +149,7 @@ def simulate(args, method, cfg, how: Prediction, ckpt) -> dict:
     names = getattr(make_split(args.root, args.fold, cfg.val_fraction, cfg.select_on_test), args.split)
     if not names:
         raise ValueError(f"--split {args.split}: {args.fold} of {args.root} has no {args.split} volumes")
-    check_unseen(ckpt.get("split"), names, args.checkpoint, args.split)
+    check_unseen(ckpt, names, args.checkpoint, args.split)
     check_predicts(args.checkpoint, ckpt, args.root)
     rows = []
     print(f"{'case':22s} {'dice before':>11s} {'after':>7s} {'change':>7s} {'voxels':>7s} {'steps':>5s} {'s':>6s}")

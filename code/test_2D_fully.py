@@ -128,7 +128,7 @@ def predict_checkpoint(args, run, cases) -> tuple[dict[str, np.ndarray], dict]:
     from engine import check_predicts, check_unseen, config_digest, method_from_checkpoint, training_setting
 
     path, ckpt, device = run
-    check_unseen(ckpt.get("split"), [c.name for c in cases], path, args.on)
+    check_unseen(ckpt, [c.name for c in cases], path, args.on)
     check_predicts(path, ckpt, args.root_path)
     method, cfg = method_from_checkpoint(ckpt, device)
     model = method.segmenter()

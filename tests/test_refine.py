@@ -185,6 +185,18 @@ def test_refine_cli_keeps_geometry_honours_strokes_never_writes_the_checkpoint(p
     original, _ = load_method(bad_model, torch.device("cpu"))
     assert any(not torch.equal(a, b) for a, b in zip(refined.state_dict().values(),
                                                       original.state_dict().values()))
+    # Its weights saw strokes on a scan, which may be a test case: no tool scores it as the run.
+    import test_2D_fully
+
+    assert torch.load(saved, weights_only=False)["refined_on"] == str(tmp_path / "scan.nii.gz")
+    for score in (lambda: test_2D_fully.main(["--root_path", phantom_root, "--checkpoint", str(saved),
+                                              "--out_json", str(tmp_path / "r.json")]),
+                  lambda: refine.main(["--checkpoint", str(saved), "--simulate", "1", "--root", phantom_root,
+                                       "--device", "cpu"])):
+        with pytest.raises(SystemExit) as e:
+            score()
+        assert e.value.code == 2 and "was fine-tuned by refine.py on" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
 
 
 def test_refine_cli_errors(phantom_root, bad_model, tmp_path, capsys):
@@ -251,7 +263,12 @@ def test_refine_refuses_what_would_give_wrong_output_or_lose_files(phantom_root,
                            (["--strokes", str(tmp_path / "strokes.nii.gz"), "--save",
                              str(tmp_path / "out" / "scan_refined.nii.gz")], "is the refined segmentation's path"),
                            (["--strokes", str(tmp_path / "strokes.nii.gz"), "--save",
-                             str(tmp_path / "keep.pth" / "m.pth")], "keep.pth is a file, not a folder")]:
+                             str(tmp_path / "keep.pth" / "m.pth")], "keep.pth is a file, not a folder"),
+                           # a folder, made only after the refinement: the model failed to save then
+                           (["--strokes", str(tmp_path / "strokes.nii.gz"), "--save", str(tmp_path / "out")],
+                            "names a folder"),
+                           (["--strokes", str(tmp_path / "strokes.nii.gz"), "--save", str(tmp_path / "m") + "/"],
+                            "names a folder")]:
         with pytest.raises(SystemExit) as e:
             refine.main(base + extra)
         assert e.value.code == 2 and message in capsys.readouterr().err
