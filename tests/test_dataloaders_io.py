@@ -159,6 +159,18 @@ def test_one_slice_stored_across_the_slice_axis_is_refused(tmp_path, array_shape
         io.read_scan(str(tmp_path / "one.nii.gz"))
 
 
+@pytest.mark.parametrize("array_shape, refused", [((9, 64, 64), False), ((64, 64, 9), True), ((64, 9, 64), True)])
+def test_a_header_free_stack_in_zyx_order_is_refused(tmp_path, array_shape, refused):
+    # A (Z, H, W) array saved as (x, y, z) without a header: 64 "slices" of 9 x 64 voxels, at exit 0.
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros(array_shape, np.int16)), str(tmp_path / "bare.nii.gz"))
+    if refused:
+        with pytest.raises(ValueError, match=r"bare.nii.gz: 64 slices of (9 x 64|64 x 9) voxels, every voxel side "
+                                             r"1 mm \(no spacing in its header\?\)"):
+            io.read_scan(str(tmp_path / "bare.nii.gz"))
+    else:
+        assert io.read_scan(str(tmp_path / "bare.nii.gz")).image.shape == array_shape
+
+
 def test_check_same_grid_names_what_differs():
     image = np.zeros((2, 3, 4))
     ref = io.Case("ref", image, spacing=(10.0, 1.5, 1.5), origin=(1.0, 2.0, 3.0), direction=tuple(np.eye(3).ravel()))
