@@ -194,7 +194,7 @@ def process_nifti_case(split: str, image_path: str, label_path: str, seed: int,
         scribble = scribble_volume(label, np.random.default_rng(case_seed(seed, scan.name)))
     else:
         scribble = None
-    return Case(scan.name, normalised(image_path, scan.image.astype(np.float32)), label, scribble,
+    return Case(scan.name, normalised(image_path, scan.image), label, scribble,
                 scan.spacing, scan.origin, scan.direction)
 
 

@@ -97,7 +97,7 @@ def overlay_path(out: str) -> str:
 def segment_scan(path: str, model, cfg, device, tta: bool, post: str) -> tuple[io.Case, np.ndarray]:
     """(the scan with its geometry, its (Z, H, W) uint8 prediction)."""
     scan = io.read_scan(path)
-    image = normalise_intensity(scan.image.astype(np.float32), path)
+    image = normalise_intensity(scan.image, path)
     pred = predict_volume(model, image, cfg.input_size, device, cfg.amp, tta=tta, spacing=scan.spacing,
                           target_spacing=getattr(cfg, "target_spacing", None), resize_back=cfg.resize_back)
     return scan, postprocess(pred, post, cfg.num_classes).astype(np.uint8)
@@ -114,7 +114,7 @@ def draw_overlay(path: str, scan: io.Case, pred: np.ndarray, columns: int = 6) -
     zs = np.linspace(0, scan.image.shape[0] - 1, n).round().astype(int)
     rows = (n + columns - 1) // columns
     fig, axes = plt.subplots(rows, columns, figsize=(2 * columns, 2 * rows), squeeze=False)
-    image = normalise_intensity(scan.image.astype(np.float32))
+    image = normalise_intensity(scan.image)
     aspect = scan.spacing[1] / scan.spacing[2] if scan.spacing else 1.0
     for ax in axes.ravel():
         ax.axis("off")

@@ -286,6 +286,21 @@ def test_predict_skips_a_bad_file_and_counts_it(nifti_src, trained, tmp_path, ca
     assert e.value.code == 2 and "would be overwritten" in capsys.readouterr().err
 
 
+def test_an_intensity_offset_does_not_change_what_is_segmented(nifti_src, trained, tmp_path, monkeypatch):
+    # A float64 scan offset by 1e9 kept only ~10 grey levels once cast to float32 before its
+    # normalisation; min-max scaling in float64 makes any offset irrelevant.
+    scan = sitk.ReadImage(str(nifti_src / "val" / "images" / "subject4_ED.nii.gz"))
+    (tmp_path / "in").mkdir()
+    sitk.WriteImage(scan, str(tmp_path / "in" / "plain.nii.gz"))
+    sitk.WriteImage(sitk.Cast(scan, sitk.sitkFloat64) + 1e9, str(tmp_path / "in" / "shifted.nii.gz"))
+    seen, real = [], predict.predict_volume
+    monkeypatch.setattr(predict, "predict_volume", lambda model, image, *a, **k: seen.append(image) or real(
+        model, image, *a, **k))
+    assert predict.main(["--checkpoint", str(trained / "best.pth"), "--input", str(tmp_path / "in"),
+                         "--output", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    assert len(seen) == 2 and len(np.unique(seen[0])) > 100 and np.array_equal(seen[0], seen[1])
+
+
 def test_predict_never_writes_over_a_scan(nifti_src, trained, tmp_path, capsys):
     inp = tmp_path / "in"
     inp.mkdir()
