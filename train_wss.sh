@@ -76,6 +76,8 @@ for a in ${method_args[@]+${method_args[@]}} ${extra[@]+"${extra[@]}"}; do  # th
   # The script names each run's folder and result itself: another one trained elsewhere than it tests.
   case "$a" in --exp|--exp=*|--out_dir|--out_dir=*|--fold|--fold=*|--root_path|--root_path=*)
     echo "train_wss.sh: ${a%%=*} in --args or after --: use --exp_prefix, --folds or --root" >&2; exit 2 ;;
+  --method|--method=*)  # one method's run would train another in its folder
+    echo "train_wss.sh: --method in --args or after --: use --methods" >&2; exit 2 ;;
   esac
 done
 PY=${PYTHON:-python3}

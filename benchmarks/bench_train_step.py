@@ -116,6 +116,8 @@ def main():
     p.add_argument("--device", default="auto")
     p.add_argument("--release", help="a checkout of github.com/lichen14/MaskMixAdv: also time its MaskMixAdv step")
     args = p.parse_args()
+    if args.steps < 1 or args.warmup < 0 or args.batch < 1 or args.patch < 16 or args.patch % 16:
+        p.error("--steps and --batch must be >= 1, --warmup >= 0, --patch a multiple of 16")
     for spec in args.methods:
         parse_method(spec)
     device = resolve_device(args.device)

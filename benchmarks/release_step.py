@@ -102,6 +102,8 @@ def main():
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     args = p.parse_args()
+    if args.steps < 1 or args.warmup < 0 or args.batch < 1 or args.patch < 16 or args.patch % 16:
+        p.error("--steps and --batch must be >= 1, --warmup >= 0, --patch a multiple of 16")
     if not os.path.isfile(os.path.join(args.release, "code", "train_weakly_supervised_pCE_MaskMixAdv.py")):
         p.error(f"--release {args.release}: not a checkout of the MaskMixAdv release "
                 "(no code/train_weakly_supervised_pCE_MaskMixAdv.py)")

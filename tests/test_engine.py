@@ -298,6 +298,11 @@ def test_the_release_step_is_refused_without_the_release(tmp_path):
                           "--release", str(tmp_path)], capture_output=True, text=True)
     assert out.returncode == 2
     assert f"--release {tmp_path}: not a checkout of the MaskMixAdv release" in out.stderr
+    for script in ("release_step.py", "bench_train_step.py"):  # they printed -0.0000 s/step at exit 0
+        out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), "--steps", "-2",
+                              "--release", str(tmp_path)],
+                             capture_output=True, text=True)
+        assert out.returncode == 2 and "--steps and --batch must be >= 1" in out.stderr
 
 
 def test_validation_volumes_with_and_without_a_spacing_are_refused_before_training(tmp_path, phantom_root):

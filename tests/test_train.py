@@ -62,7 +62,8 @@ def test_missing_data_root_is_named(tmp_path, capsys):
     (["--methods", "pce", "--args", "pcee", "--base_lr 0.1"], "--args pcee: pcee is not in --methods (pce)"),
     (["--methods", "pce", "--args", "pce", "--a 1", "--args", "pce", "--b 2"], "--args pce given twice"),
     (["--methods", "pce", "--args", "pce", "--base_lr 0.1 --exp other"], "--exp in --args or after --"),
-    (["--methods", "pce", "--", "--fold=fold2"], "--fold in --args or after --")])
+    (["--methods", "pce", "--", "--fold=fold2"], "--fold in --args or after --"),
+    (["--methods", "pce", "--", "--method", "maskmixadv"], "--method in --args or after --: use --methods")])
 def test_train_wss_refuses_bad_arguments_before_any_work(args, message):
     import subprocess
 
