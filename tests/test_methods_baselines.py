@@ -70,6 +70,10 @@ def test_dmpls_pseudo_label_is_argmax_of_beta_mixture():
     assert mixed_pseudo_label(p1, p2, 0.0).tolist() == [[[3, 3]]]
     assert mixed_pseudo_label(p1, p2, 0.5).tolist() == [[[0, 0]]]
     assert mixed_pseudo_label(p1, p2, 0.3).tolist() == [[[3, 3]]]
+    # A tie goes to the first class, in either memory layout (as argmax).
+    tie = torch.tensor([0.1, 0.4, 0.1, 0.4]).view(1, 4, 1, 1).repeat(1, 1, 1, 2)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        assert mixed_pseudo_label(tie.contiguous(memory_format=layout), tie, 0.5).tolist() == [[[1, 1]]]
     with pytest.raises(ValueError, match="mixing weight"):
         mixed_pseudo_label(p1, p2, 1.5)
 

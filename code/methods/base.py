@@ -43,7 +43,9 @@ def mixed_pseudo_label(p1: torch.Tensor, p2: torch.Tensor, weight) -> torch.Tens
     """
     if not torch.is_tensor(weight) and not 0.0 <= weight <= 1.0:
         raise ValueError(f"mixing weight must lie in [0, 1], got {weight}")
-    return (weight * p1.detach() + (1 - weight) * p2.detach()).argmax(1)
+    # max(1).indices is argmax(1) (the first maximum on ties), but ~10x faster on the CPU for
+    # contiguous (B, C, H, W), where argmax over a non-innermost dim takes a slow path.
+    return (weight * p1.detach() + (1 - weight) * p2.detach()).max(1).indices
 
 
 @torch.no_grad()
