@@ -249,20 +249,35 @@ RESUME_MAY_CHANGE = {"resume", "overwrite", "save_every", "device", "num_workers
 PER_RUN = RESUME_MAY_CHANGE | {"fold", "seed", "labeled_patient_ids", "resumes", "train_data_sha256"}
 
 
+def with_defaults(config: dict, method_cls) -> dict:
+    """A saved configuration with every flag it lacks at the value its run trained with: the
+    run had no such flag, so :data:`LEGACY` or the flag's default (the input size: the patch size)."""
+    defaults = vars(finalize(build_parser(method_cls).parse_args([]), method_cls))
+    config = {**defaults, **LEGACY, "input_size": None, **config}
+    config["input_size"] = input_size(argparse.Namespace(**config))
+    return config
+
+
+def complete_setting(method: str, setting: dict) -> dict:
+    """A :func:`training_setting` (possibly recorded before some flags existed) with every flag."""
+    from methods import get_method
+
+    full = with_defaults(setting, get_method(method))
+    return {**{k: v for k, v in sorted(full.items()) if k not in PER_RUN}, "world_size": setting.get("world_size", 1)}
+
+
 def training_setting(ckpt: dict) -> dict:
     """A checkpoint's configuration without :data:`PER_RUN`, with its number of data-parallel
-    processes: what the folds averaged into one row of a table must share (results record it)."""
-    return {**{k: v for k, v in sorted(ckpt["config"].items()) if k not in PER_RUN},
-            "world_size": ckpt.get("world_size", 1)}
+    processes and every flag it lacks at its default: what the folds averaged into one row of a
+    table must share (results record it)."""
+    return complete_setting(ckpt["method"], {**ckpt["config"], "world_size": ckpt.get("world_size", 1)})
 
 
 def check_resumable(saved: dict, cfg, method_cls) -> None:
     """Raise ValueError naming the first flag whose value differs from the saved run's. A flag
     that did not exist when the run was saved takes the value the run had (:data:`LEGACY`) or its
     default."""
-    defaults = vars(finalize(build_parser(method_cls).parse_args([]), method_cls))
-    saved = {**defaults, **LEGACY, "input_size": None, **saved}
-    saved["input_size"] = input_size(argparse.Namespace(**saved))
+    saved = with_defaults(saved, method_cls)
     for key, value in sorted(vars(cfg).items()):
         if key not in RESUME_MAY_CHANGE and saved.get(key) != value:
             raise ValueError(f"--resume: --{key} is {value!r} but the run was started with "

@@ -73,10 +73,13 @@ def check_same_setting(results: list[tuple[str, dict]]) -> None:
     (``--sup_type``, ``--max_iterations``, a method's own) other than the first pair's, where
     results record their training setting: one row would average two settings. A flag only one
     of them records is newer than the other's run, which trained with its default."""
-    recorded = [(path, scored_of(r)["setting"]) for path, r in results if "setting" in scored_of(r)]
+    from engine import complete_setting
+
+    recorded = [(path, complete_setting(scored_of(r)["method"], scored_of(r)["setting"]))
+                for path, r in results if "setting" in scored_of(r) and "method" in scored_of(r)]
     for path, setting in recorded[1:]:
         first_path, first = recorded[0]
-        differ = sorted(k for k in set(setting) & set(first) if setting[k] != first[k])
+        differ = sorted(k for k in set(setting) | set(first) if setting.get(k) != first.get(k))
         if differ:
             raise ValueError(f"{path}: trained with --{differ[0]} {setting.get(differ[0])!r}, {first_path} with "
                              f"{first.get(differ[0])!r}; one row would average two settings")

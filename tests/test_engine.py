@@ -46,6 +46,16 @@ def test_resume_continues_exactly(method, extra, tmp_path, phantom_root, monkeyp
         assert torch.equal(v, resumed["model"][k]), k
 
 
+def test_the_engine_moves_the_weight_average_after_every_step(tmp_path, phantom_root):
+    # With a decay of ~0 the average follows the network step by step; without the engine's
+    # update it would keep the initial weights, which validation, best.pth and predict then used.
+    saved = run("pce", phantom_root, tmp_path, "--model_ema", "1e-9")["model"]
+    nets = {k[len("net."):]: v for k, v in saved.items() if k.startswith("net.")}
+    assert nets and all(torch.allclose(saved[f"average.{k}"].float(), v.float()) for k, v in nets.items())
+    initial = get_method("pce")(tiny_cfg(get_method("pce"), phantom_root, tmp_path / "x")).net.state_dict()
+    assert any(not torch.equal(initial[k], v) for k, v in nets.items())
+
+
 def test_run_writes_its_files_and_never_overwrites_a_run(tmp_path, phantom_root):
     run("pce", phantom_root, tmp_path)
     for f in ("config.json", "log.txt", "best.pth", "last.pth", "best.json"):

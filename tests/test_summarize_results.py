@@ -93,7 +93,17 @@ def test_folds_trained_with_other_settings_are_not_averaged(tmp_path, capsys):
     assert e.value.code == 2 and "pce_fold2.json: trained with --sup_type 'label'" in capsys.readouterr().err
     (tmp_path / "pce_fold2.json").write_text(json.dumps(result(0.7, 10.0)))  # an older result records none
     assert summarize_results.main(["--results", str(tmp_path), "--methods", "pce", "--folds", "fold1", "fold2"]) == 0
-    older = result(0.7, 10.0)  # a run older than --max_iterations' record: trained with the default
-    older["scored"]["setting"] = {"sup_type": "scribble"}
+    older = result(0.7, 10.0)  # a run older than --model_ema: trained without it (its default, 0)
+    older["scored"]["setting"] = {"sup_type": "scribble", "max_iterations": 2000}
     (tmp_path / "pce_fold2.json").write_text(json.dumps(older))
-    assert summarize_results.main(["--results", str(tmp_path), "--methods", "pce", "--folds", "fold1", "fold2"]) == 0
+    for ema, averaged in ((0.0, True), (0.999, False)):
+        trained = result(0.7, 10.0, "fold1")
+        trained["scored"]["setting"] = {"sup_type": "scribble", "max_iterations": 2000, "model_ema": ema}
+        (tmp_path / "pce_fold1.json").write_text(json.dumps(trained))
+        if averaged:
+            assert summarize_results.main(["--results", str(tmp_path), "--methods", "pce", "--folds", "fold1",
+                                           "fold2"]) == 0
+        else:  # one row averaged a weight-averaged fold with a plain one, exit 0
+            with pytest.raises(SystemExit) as e:
+                summarize_results.main(["--results", str(tmp_path), "--methods", "pce", "--folds", "fold1", "fold2"])
+            assert e.value.code == 2 and "trained with --model_ema 0.0, " in capsys.readouterr().err
