@@ -159,13 +159,19 @@ def test_one_slice_stored_across_the_slice_axis_is_refused(tmp_path, array_shape
         io.read_scan(str(tmp_path / "one.nii.gz"))
 
 
-@pytest.mark.parametrize("array_shape, refused", [((9, 64, 64), False), ((64, 64, 9), True), ((64, 9, 64), True)])
-def test_a_header_free_stack_in_zyx_order_is_refused(tmp_path, array_shape, refused):
+@pytest.mark.parametrize("array_shape, geometry, refused", [((9, 64, 64), False, False), ((64, 64, 9), False, True),
+                                                      ((64, 9, 64), False, True), ((64, 64, 9), True, False)])
+def test_a_header_free_stack_in_zyx_order_is_refused(tmp_path, array_shape, geometry, refused):
     # A (Z, H, W) array saved as (x, y, z) without a header: 64 "slices" of 9 x 64 voxels, at exit 0.
-    sitk.WriteImage(sitk.GetImageFromArray(np.zeros(array_shape, np.int16)), str(tmp_path / "bare.nii.gz"))
+    # An isotropic scan with its geometry is read as stored.
+    img = sitk.GetImageFromArray(np.zeros(array_shape, np.int16))
+    if geometry:
+        img.SetSpacing((1.5, 1.5, 1.5))
+        img.SetOrigin((10.0, -4.0, 2.0))
+    sitk.WriteImage(img, str(tmp_path / "bare.nii.gz"))
     if refused:
-        with pytest.raises(ValueError, match=r"bare.nii.gz: 64 slices of (9 x 64|64 x 9) voxels, every voxel side "
-                                             r"1 mm \(no spacing in its header\?\)"):
+        with pytest.raises(ValueError, match=r"bare.nii.gz: 64 slices of (9 x 64|64 x 9) voxels and no geometry in "
+                                             r"its header: a stack saved in \(z, y, x\) order\?"):
             io.read_scan(str(tmp_path / "bare.nii.gz"))
     else:
         assert io.read_scan(str(tmp_path / "bare.nii.gz")).image.shape == array_shape

@@ -401,7 +401,7 @@ def read_scan(path: str) -> Case:
     prediction written with them (:func:`write_nifti`) overlays exactly on the scan, whatever its
     orientation. OSError (unreadable, truncated) or ValueError (as :func:`check_nifti_file`; not
     3-D, an in-plane voxel axis of one voxel, an in-plane voxel side over twice the slice
-    spacing, or more slices than voxels along an in-plane axis with all voxel sides equal: the
+    spacing, or more slices than voxels along an in-plane axis in a file without geometry: the
     slices would not be the acquired planes) naming the file.
     """
     sform = check_nifti_file(path)
@@ -421,17 +421,18 @@ def read_scan(path: str) -> Case:
     if thick[0] > 2 * sk and nk > 1:
         raise ValueError(f"{path}: voxel axis {thick[1]} is {thick[0]:g} mm thick, over twice the slice axis k's "
                          f"{sk:g} mm; store the stack with its slices along the third voxel axis")
-    # Without a spacing to tell (a header-free file: 1 mm everywhere), more slices than voxels
-    # along an in-plane axis is a stack saved in (z, y, x) order, not a short-axis stack.
-    if si == sj == sk and nk > min(ni, nj):
-        raise ValueError(f"{path}: {nk} slices of {ni} x {nj} voxels, every voxel side {si:g} mm (no spacing in "
-                         "its header?): a stack saved in (z, y, x) order? Store the slices along the third voxel "
-                         "axis, with the scan's spacing")
     check_sform(path, img, sform)
-    return Case(nifti_stem(path), voxels(img, path),
+    case = Case(nifti_stem(path), voxels(img, path),
                 spacing=tuple(float(s) for s in reversed(img.GetSpacing())),
                 origin=tuple(float(o) for o in img.GetOrigin()),
                 direction=tuple(float(d) for d in img.GetDirection()))
+    # Without a spacing to tell (a header-free file), more slices than voxels along an in-plane
+    # axis is a stack saved in (z, y, x) order, not a short-axis stack.
+    if header_free(case) and nk > min(ni, nj):
+        raise ValueError(f"{path}: {nk} slices of {ni} x {nj} voxels and no geometry in its header: a stack "
+                         "saved in (z, y, x) order? Store the slices along the third voxel axis, with the scan's "
+                         "spacing")
+    return case
 
 
 def header_free(case: Case) -> bool:
