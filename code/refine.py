@@ -123,22 +123,22 @@ def refine_scan(args, ckpt, method, how: Prediction) -> str:
     if os.path.realpath(out) in (os.path.realpath(args.input), os.path.realpath(args.strokes)):
         raise ValueError(f"--output {args.output}: would overwrite {out}")
     io.check_outputs("--output", [out], args.overwrite)
-    if args.save:
+    if args.save is not None:
         if os.path.realpath(args.save) == os.path.realpath(out):
             raise ValueError(f"--save {args.save} is the refined segmentation's path; the model would replace it")
         if os.path.exists(args.save):
             raise ValueError(f"--save {args.save} exists; the refined model goes to a new path")
         output = os.path.realpath(args.output)
-        if args.save.endswith(("/", os.sep)) or output == os.path.realpath(args.save) or \
+        if os.path.basename(args.save) in ("", ".", "..") or output == os.path.realpath(args.save) or \
                 output.startswith(os.path.realpath(args.save) + os.sep):
-            raise ValueError(f"--save {args.save} names a folder (--output {args.output} is, or lies in, it); "
+            raise ValueError(f"--save {args.save} names a folder (or --output {args.output} lies in it); "
                              "give the refined model a file path")
         io.check_outputs("--save", [args.save])
     image = normalise_intensity(scan.image, args.input)
     pred, info = refine_volume(method.segmenter(), image, strokes, how, settings_of(args))
     os.makedirs(args.output, exist_ok=True)
     io.write_nifti(out, pred, scan.spacing, scan.origin, scan.direction)
-    if args.save:
+    if args.save is not None:
         save_refined(args.save, args.checkpoint, ckpt, method, args.input)
     print(f"{out}: {info['steps']} steps, {info['seconds']:.1f} s")
     return out

@@ -268,7 +268,11 @@ def test_refine_refuses_what_would_give_wrong_output_or_lose_files(phantom_root,
                            (["--strokes", str(tmp_path / "strokes.nii.gz"), "--save", str(tmp_path / "out")],
                             "names a folder"),
                            (["--strokes", str(tmp_path / "strokes.nii.gz"), "--save", str(tmp_path / "m") + "/"],
-                            "names a folder")]:
+                            "names a folder"),
+                           (["--strokes", str(tmp_path / "strokes.nii.gz"), "--save", str(tmp_path / "m") + "/."],
+                            "names a folder"),
+                           # an unset shell variable: no model was saved, exit 0
+                           (["--strokes", str(tmp_path / "strokes.nii.gz"), "--save", ""], "names a folder")]:
         with pytest.raises(SystemExit) as e:
             refine.main(base + extra)
         assert e.value.code == 2 and message in capsys.readouterr().err
