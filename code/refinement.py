@@ -146,7 +146,8 @@ def refine_volume(model: torch.nn.Module, image: np.ndarray, strokes: np.ndarray
 
     Args:
         model: (B, 1, h, w) -> (B, C, h, w) logits; its batch-norm statistics stay frozen (eval
-            mode: one scan is too few for batch statistics); its weights change.
+            mode: one scan is too few for batch statistics); its weights change (their gradients
+            are switched on: a ``--model_ema`` average is stored without).
         image: (Z, H, W) float32 in [0, 1]; strokes: (Z, H, W) 0..3 stroked, 4 elsewhere.
         how: the run's prediction settings; the first prediction is post-processed as
             ``predict.py`` does, and so is the volume with the refined slices (the other slices

@@ -13,10 +13,9 @@ import engine
 from dataloaders.augment import rot_flip, unrot_flip
 from losses.regularizers import pixel_entropy
 from methods import METHODS
-from methods.base import mixed_pseudo_label
+from methods.base import ema_update, mixed_pseudo_label
 from methods.dmpls import DMPLS
 from methods.scribble2label import Scribble2Label, confident_pseudo_labels, update_memory
-from methods.base import ema_update
 from methods.ustm import USTM, masked_mse
 
 LOG = logging.getLogger("test_methods_baselines")

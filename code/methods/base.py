@@ -55,8 +55,8 @@ def ema_update(average: nn.Module, model: nn.Module, decay: float, buffers: bool
     (step counters) copied."""
     if not 0.0 <= decay <= 1.0:
         raise ValueError(f"EMA decay must lie in [0, 1], got {decay}")
-    pairs = zip(average.state_dict().values(), model.state_dict().values()) if buffers else \
-        zip(average.parameters(), model.parameters())
+    pairs = zip(average.state_dict().values(), model.state_dict().values(), strict=True) if buffers else \
+        zip(average.parameters(), model.parameters(), strict=True)
     for a, m in pairs:
         if a.is_floating_point():
             a.mul_(decay).add_(m.detach(), alpha=1.0 - decay)
@@ -64,11 +64,19 @@ def ema_update(average: nn.Module, model: nn.Module, decay: float, buffers: bool
             a.copy_(m)
 
 
+def ema_decay(step: int, decay: float) -> float:
+    """min(1 - 1/step, ``decay``) at optimisation step ``step`` >= 1: an average of weights with
+    it is the plain mean of the steps so far while that is the smaller."""
+    return min(1.0 - 1.0 / step, decay)
+
+
 class Method(nn.Module):
     """Base method: one segmentation network trained by SGD on :meth:`loss`.
 
     Batches are dicts: ``image`` (B, 1, H, W) float in [0, 1], ``target`` (B, H, W) int64 with
-    classes 0..3 and 4 = unlabeled (the supervision named by ``--sup_type``).
+    classes 0..3 and 4 = unlabeled (the supervision named by ``--sup_type``). ``average`` is a
+    copy of ``net`` holding the exponential moving average of its weights with ``--model_ema``
+    (None without), stored without gradients.
     """
 
     name = ""
@@ -107,7 +115,7 @@ class Method(nn.Module):
         moves towards the network with decay min(1 - 1/iteration, d) (the plain mean of the
         steps so far while that is the smaller), batch-norm statistics included."""
         if self.average is not None:
-            ema_update(self.average, self.net, min(1.0 - 1.0 / iteration, self.cfg.model_ema), buffers=True)
+            ema_update(self.average, self.net, ema_decay(iteration, self.cfg.model_ema), buffers=True)
 
     def sgd(self, params) -> torch.optim.Optimizer:
         """The shared segmenter optimiser (SGD with the configured lr, momentum, weight decay)."""

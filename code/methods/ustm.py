@@ -31,7 +31,7 @@ from torch import nn
 from dataloaders.augment import random_rot_flip, rot_flip, unrot_flip
 from losses.regularizers import pixel_entropy
 from losses.segmentation import partial_ce
-from methods.base import Method, ema_update, sigmoid_rampup
+from methods.base import Method, ema_decay, ema_update, sigmoid_rampup
 
 
 def masked_mse(p: torch.Tensor, q: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -94,5 +94,5 @@ class USTM(Method):
 
     def training_step(self, batch, state):
         logs = super().training_step(batch, state)
-        ema_update(self.teacher, self.net, min(1.0 - 1.0 / (state.iteration + 1), self.cfg.ema_decay))
+        ema_update(self.teacher, self.net, ema_decay(state.iteration + 1, self.cfg.ema_decay))
         return logs
