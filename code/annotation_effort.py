@@ -35,6 +35,8 @@ from summarize_results import (check_same, classes_of, note_roots, read_result, 
 # target_spacing are absent from configs older than those flags).
 TARGET_KEYS = ("fold", "val_fraction", "select_on_test", "sup_type", "seed", "patch_size", "input_size")
 CONFIG_KEYS = ("method", "root_path", *TARGET_KEYS)
+# What the points of one method's curves vary.
+ALONG_CURVES = ("sup_type", "labeled_patients")
 
 
 def _json_object(path: str) -> dict:
@@ -114,11 +116,20 @@ def annotation(cfg: dict, root: str | None = None, cases: list[str] | None = Non
 
 def effort_rows(paths: list[str], labels: list[str], root: str | None = None) -> list[dict]:
     """One row per result: label, method, supervision, drawn/labelled/all training pixels, Dice, HD95."""
+    from engine import complete_setting
+
     counted: dict[tuple, dict[str, int]] = {}
-    rows, results = [], []
+    rows, results, settings = [], [], {}
     for path, label in zip(paths, labels):
         result, cfg, trained = result_and_config(path)
         results.append((path, result))
+        # One method's points form its curves: they may differ only in the supervision.
+        setting = {k: v for k, v in complete_setting(cfg["method"], cfg).items() if k not in ALONG_CURVES}
+        first_path, first = settings.setdefault(cfg["method"], (path, setting))
+        differ = sorted(k for k in setting if setting[k] != first.get(k))
+        if differ:
+            raise ValueError(f"{path}: {cfg['method']} trained with --{differ[0]} {setting[differ[0]]!r}, {first_path} "
+                             f"with {first.get(differ[0])!r}; one curve would join two settings")
         check_same(results, "classes", classes_of)
         check_same(results, "distance units", units_of)
         # One curve of Dice: each point predicted the same way (lcc alone lifts HD95 and Dice).

@@ -145,6 +145,15 @@ def test_a_replaced_run_a_validation_result_or_a_result_twice_is_refused(phantom
     assert not (tmp_path / "e.png").exists()
 
 
+def test_one_methods_points_differ_only_in_their_supervision(phantom_root, tmp_path, capsys):
+    plain, points = fake_run(tmp_path, phantom_root, "a"), fake_run(tmp_path, phantom_root, "p", "--sup_type", "points")
+    assert len(annotation_effort.effort_rows([plain, points], ["a", "p"])) == 2
+    averaged = fake_run(tmp_path, phantom_root, "e", "--model_ema", "0.9")  # joined into one curve, exit 0
+    with pytest.raises(SystemExit) as e:
+        annotation_effort.main([plain, averaged, "--out", str(tmp_path / "e.png")])
+    assert e.value.code == 2 and "e.json: pce trained with --model_ema 0.9, " in capsys.readouterr().err
+
+
 def test_results_of_other_data_roots_are_noted(phantom_root, tmp_path, capsys):
     results = [fake_run(tmp_path, phantom_root, "a"), fake_run(tmp_path, phantom_root, "b")]
     annotation_effort.effort_rows(results, ["a", "b"])
