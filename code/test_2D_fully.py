@@ -83,11 +83,12 @@ def prediction_files(pred_dir: str, case: str) -> list[str]:
 
 def read_prediction(pred_dir: str, case: io.Case, top: int, root: str | None = None) -> np.ndarray:
     """The label volume ``<case>.nii.gz|.nii|.h5`` of ``pred_dir``, classes 0..``top``; ValueError
-    when the case has several (which one was meant?), or when it is the case's own volume in the
-    data ``root`` (the data folder given for the predictions). A NIfTI prediction of a case converted from
-    NIfTI (which keeps its origin and direction) must lie on the case's grid: the same array order
-    is only guaranteed by the same geometry. For other cases (h5 data, at most a spacing) the
-    shape decides, and the case's own spacing is used."""
+    when the case has several (which one was meant?), or when it is a data volume (the case's own
+    in the data ``root``, or an h5 file holding an image or scribbles: a copy of the data folder).
+    A NIfTI prediction must lie on the case's grid, the one ``--save_nii`` writes (a case without
+    an origin and direction, from h5 data, at the origin, unrotated): the same array order is only
+    guaranteed by the same geometry; a file without geometry is matched by shape. The case's own
+    spacing is used."""
     paths = prediction_files(pred_dir, case.name)
     if not paths:
         raise FileNotFoundError(f"--pred_dir {pred_dir}: no prediction for case {case.name} "
@@ -99,8 +100,14 @@ def read_prediction(pred_dir: str, case: io.Case, top: int, root: str | None = N
         # The data folder given for the predictions: its labels would score as perfect.
         raise ValueError(f"--pred_dir {pred_dir}: {paths[0]} is the case's own volume (with its labels), "
                          "not a prediction")
-    if io.is_nifti(paths[0]) and case.direction is not None:
-        return io.read_labels_on(paths[0], case, top, ref_name=f"case {case.name}")
+    if io.is_nifti(paths[0]):
+        grid = case if case.direction is not None else io.Case(
+            case.name, case.image, spacing=case.spacing, origin=(0.0, 0.0, 0.0), direction=tuple(np.eye(3).ravel()))
+        return io.read_labels_on(paths[0], grid, top, ref_name=f"case {case.name}")
+    data = sorted(io.h5_datasets(paths[0]) & {"image", "scribble"})
+    if data:
+        raise ValueError(f"--pred_dir {pred_dir}: {paths[0]} holds {' and '.join(map(repr, data))} beside its "
+                         "labels: a data volume (a copy of the data folder?), not a prediction")
     return io.read_label_file(paths[0], top)
 
 
@@ -252,6 +259,11 @@ def main(argv=None) -> dict:
         part = split.val if args.on == "val" else split.test
         if not part:
             raise ValueError(f"--fold {args.fold} of {args.root_path} has no {args.on} cases")
+        chose_on = (run[1].get("split") or {}).get("val") if run else None
+        if args.on == "val" and chose_on is not None and sorted(chose_on) != sorted(part):
+            raise ValueError(f"{run[0]} chose its model on other validation cases than {args.fold} of "
+                             f"{args.root_path} gives now (e.g. {sorted(set(chose_on) ^ set(part))[0]}); "
+                             "score --on val with the splits it was trained with")
         cases = list(VolumeSet(args.root_path, part))
         units = distance_units(args.root_path, cases)
         if args.save_nii:
@@ -272,7 +284,8 @@ def main(argv=None) -> dict:
     if args.save_nii:
         for c in cases:
             save_nii(args.save_nii, c, preds[c.name])
-    scored.update(root_path=os.path.abspath(args.root_path), fold=args.fold, on=args.on)
+    scored.update(root_path=os.path.abspath(args.root_path), fold=args.fold, on=args.on,
+                  cases=sorted(c.name for c in cases))
     summary = write_results(args.out_json, scores, units, scored, names)
     print(format_table(summary))
     return summary

@@ -353,6 +353,10 @@ def test_dataset_json_with_a_repeated_class_name_is_refused(tmp_path):
     io.write_dataset_json(str(tmp_path), ("A", "B", "A"))
     with pytest.raises(ValueError, match=r"dataset.json: class names must differ, 'A' repeated"):
         io.class_names(str(tmp_path))
+    # "mean" is the results' mean over the classes: a class of that name hid the mean (exit 0)
+    io.write_dataset_json(str(tmp_path), ("RV", "mean", "LV"))
+    with pytest.raises(ValueError, match=r"dataset.json: 'mean' names the mean over the classes"):
+        io.class_names(str(tmp_path))
 
 
 @pytest.mark.parametrize("pattern", ["[", 3])

@@ -386,3 +386,54 @@ def test_the_data_folder_given_for_the_predictions_is_refused(phantom_root, tmp_
     assert e.value.code == 2 and ".h5 is the case's own volume (with its labels), not a prediction" in \
         capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
+    import shutil  # a copy of that folder scored Dice 1 too
+
+    shutil.copytree(f"{phantom_root}/{io.VOLUME_DIR}", tmp_path / "copy")
+    with pytest.raises(SystemExit) as e:
+        test_2D_fully.main(["--root_path", phantom_root, "--pred_dir", str(tmp_path / "copy"),
+                            "--out_json", str(tmp_path / "r.json")])
+    assert e.value.code == 2 and "holds 'image' and 'scribble' beside its labels: a data volume" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_a_nifti_prediction_off_the_grid_save_nii_writes_is_refused(phantom_root, pred, tmp_path, capsys):
+    # Phantom cases have a spacing but no origin or direction; a prediction reoriented by its
+    # tool (W reversed, the direction says so) was read in array order and scored Dice 0.22.
+    cases = fold1_test_cases(phantom_root)
+    for c in cases:
+        case = io.read_case(phantom_root, c)
+        img = sitk.GetImageFromArray(case.label[:, :, ::-1].copy())
+        img.SetSpacing(tuple(reversed(case.spacing)))
+        img.SetDirection((-1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+        img.SetOrigin(((case.label.shape[2] - 1) * case.spacing[2], 0.0, 0.0))
+        sitk.WriteImage(img, str(pred / f"{c}.nii.gz"))
+    with pytest.raises(SystemExit) as e:
+        score(phantom_root, pred, tmp_path / "r.json")
+    assert e.value.code == 2 and "direction" in capsys.readouterr().err
+    for c in cases:  # what --save_nii writes (the case's spacing, at the origin, unrotated) is read
+        case = io.read_case(phantom_root, c)
+        io.write_nifti(str(pred / f"{c}.nii.gz"), case.label, case.spacing, None, None)
+    assert score(phantom_root, pred, tmp_path / "r.json")["dice"]["mean"] == 1.0
+    assert json.loads((tmp_path / "r.json").read_text())["scored"]["cases"] == sorted(cases)
+
+
+def test_on_val_scores_the_cases_the_run_chose_its_model_on(phantom_root, tmp_path, capsys):
+    # With an edited splits.json, --on val scored the validation cases of today's file, not the
+    # run's, exit 0.
+    import engine
+    from conftest import tiny_cfg
+    from methods import get_method
+
+    engine.train(tiny_cfg(get_method("pce"), phantom_root, tmp_path / "run"), get_method("pce"))
+    ckpt = torch.load(tmp_path / "run" / "last.pth", weights_only=False)
+    chose_on = ckpt["split"]["val"]
+    ckpt["split"]["val"] = ckpt["split"]["test"][:1]
+    torch.save(ckpt, tmp_path / "moved.pth")
+    with pytest.raises(SystemExit) as e:
+        test_2D_fully.main(["--root_path", phantom_root, "--checkpoint", str(tmp_path / "moved.pth"), "--on", "val",
+                            "--out_json", str(tmp_path / "v.json")])
+    assert e.value.code == 2 and "moved.pth chose its model on other validation cases" in capsys.readouterr().err
+    summary = test_2D_fully.main(["--root_path", phantom_root, "--checkpoint", str(tmp_path / "run" / "last.pth"),
+                                  "--on", "val", "--out_json", str(tmp_path / "v.json")])
+    assert summary["scored"]["cases"] == sorted(chose_on)

@@ -74,11 +74,13 @@ def patient_of(case: str, pattern: str | None = None) -> str:
 
 
 def check_class_names(what: str, names) -> None:
-    """ValueError naming ``what`` when a class name repeats: results are keyed by name, so a
-    repeated name would overwrite another class's scores and the mean would be wrong."""
+    """ValueError naming ``what`` when a class name repeats, or is ``mean``: results are keyed by
+    name, so such a class would overwrite another class's scores or the mean over the classes."""
     repeated = sorted({n for n in names if list(names).count(n) > 1})
     if repeated:
         raise ValueError(f"{what}: class names must differ, {', '.join(map(repr, repeated))} repeated")
+    if "mean" in names:
+        raise ValueError(f"{what}: 'mean' names the mean over the classes in the results; rename that class")
 
 
 def check_patient_pattern(what: str, pattern) -> None:
@@ -242,6 +244,15 @@ def read_h5(path: str, keys=KEYS, num_classes: int = NUM_CLASSES) -> dict:
         raise ValueError(f"{path}: attribute spacing {spacing} is (z, y, x) mm, but an in-plane side is over "
                          "twice the slice spacing; was it written in ITK's (x, y, z) order?")
     return out
+
+
+def h5_datasets(path: str) -> set[str]:
+    """Names of the datasets in the h5 file ``path``; OSError naming it when unreadable."""
+    try:
+        with h5py.File(path, "r") as f:
+            return set(f.keys())
+    except OSError as e:
+        raise OSError(f"{path}: cannot read h5 ({e})") from e
 
 
 # Values of each geometry attribute: (z, y, x) mm, (x, y, z) mm, a row-major 3x3.
