@@ -25,8 +25,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from summarize_results import (check_distinct, check_same, classes_of, note_roots, read_result, root_of,  # noqa: E402
-                               scored_part, scoring_of)
+from summarize_results import (check_distinct, check_same, check_same_cases, classes_of, note_roots,  # noqa: E402
+                               read_result, root_of, scored_part, scoring_of)
 
 VALIDATION_LINE = re.compile(r"iteration (\d+):.*\| val dice ([-\d.naif]+) hd95 ([-\d.naif]+)")
 
@@ -65,13 +65,24 @@ def validated_on(cfg: dict) -> tuple:
             bool(cfg.get("select_on_test")))
 
 
+def validation_cases(run: str) -> list[str] | None:
+    """The validation cases a run saved in its ``last.pth`` (None without one)."""
+    path = os.path.join(run, "last.pth")
+    if not os.path.isfile(path):
+        return None
+    import torch
+
+    return (torch.load(path, map_location="cpu", weights_only=False).get("split") or {}).get("val")
+
+
 def check_comparable(runs: list[str]) -> None:
     """ValueError naming a run given twice or one that validated on other volumes than the first
-    (another fold: its curve is not comparable); a note on stderr for other data roots and for
-    validation predicted differently."""
+    (another fold, or an edited splits.json: its curve is not comparable); a note on stderr for
+    other data roots and for validation predicted differently."""
     check_distinct(runs)
     configs = [(r, run_config(r)) for r in runs]
     check_same(configs, "validation volumes (fold, --val_fraction, --select_on_test)", validated_on)
+    check_same_cases([(r, validation_cases(r)) for r in runs])
     note_roots((c.get("root_path") for _, c in configs), "runs trained on")
     # Runs older than a flag trained with its first default.
     note_settings([(c.get("postprocess") or "none", c.get("resize_back") or "labels") for _, c in configs],

@@ -110,6 +110,18 @@ def check_same(results: list[tuple[str, dict]], what: str, key) -> None:
             raise ValueError(f"{path}: its {what} {key(r)} differ from {results[0][0]}'s {key(results[0][1])}")
 
 
+def check_same_cases(cases_of: list[tuple[str, list | None]]) -> None:
+    """ValueError naming the first (path, case names) pair with other cases than the first one
+    that records them (None: not recorded), e.g. the same fold of a regenerated data root, or of
+    an edited splits.json: their scores cannot be compared."""
+    recorded = [(path, sorted(cases)) for path, cases in cases_of if cases is not None]
+    for path, cases in recorded[1:]:
+        first_path, first = recorded[0]
+        if cases != first:
+            raise ValueError(f"{path}: {len(cases)} volumes, {first_path} {len(first)}, not the same ones (e.g. "
+                             f"{sorted(set(cases) ^ set(first))[0]}); their scores cannot be compared")
+
+
 def scored_part(results: list[tuple[str, dict]]) -> str:
     """The part of the split ("test" or "val") that all the (path, result) pairs scored, of one
     fold; ValueError naming a file given twice or one that scored another part or fold than the
@@ -118,6 +130,7 @@ def scored_part(results: list[tuple[str, dict]]) -> str:
     part = lambda r: scored_of(r).get("on", "test")  # noqa: E731
     check_same(results, "scored part of the split", part)
     check_same(results, "scored fold", lambda r: scored_of(r).get("fold"))
+    check_same_cases([(path, scored_of(r).get("cases")) for path, r in results])
     return part(results[0][1]) if results else "test"
 
 
@@ -126,7 +139,8 @@ def load_results(folder: str, methods, folds, prefix: str = "") -> dict[str, lis
     ValueError naming the file for a result that is unreadable or scored something else, when
     the results differ in classes or distance units (they cannot share one table), and when one
     method's folds were trained or predicted differently (:func:`check_same_setting`,
-    :func:`scoring_of`: their mean would mix settings);
+    :func:`scoring_of`: their mean would mix settings), and when two methods scored other volumes
+    of one fold (:func:`check_same_cases`);
     results of different data roots, one method's folds predicted in different precisions
     (which changes only rounding), and folds whose model was chosen on the test fold are named in
     a note on stderr."""
@@ -149,6 +163,8 @@ def load_results(folder: str, methods, folds, prefix: str = "") -> dict[str, lis
             print(f"note: {m}'s {', '.join(peeked)} chose its model on the test fold (--select_on_test)",
                   file=sys.stderr)
     found = [pr for runs in out.values() for pr in runs]
+    for f in folds:  # the methods' rows compare their scores on each fold's volumes
+        check_same_cases([(path, scored_of(r).get("cases")) for path, r in found if scored_of(r).get("fold") == f])
     check_same(found, "classes", classes_of)
     check_same(found, "distance units", units_of)
     note_roots(root_of(r) for _, r in found)

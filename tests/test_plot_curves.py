@@ -109,3 +109,18 @@ def test_bars_note_other_data_roots_and_other_scoring(tmp_path, capsys):
     assert "note: the results scored data roots /data/ACDC, /data/MINE" in err
     assert "note: the results were predicted with different (post-processing, TTA, resize back): " \
            "('none', None, None), ('lcc', None, None)" in err
+
+
+def test_split_runs_that_validated_on_other_cases_are_refused(tmp_path, capsys):
+    # --fold split names its validation cases in splits.json; one edited between two runs gave
+    # curves of other volumes in one plot, exit 0.
+    import torch
+
+    runs = [write_run(tmp_path, name, fold="split") for name in ("a", "b")]
+    for run, val in zip(runs, (["patient004_frame01"], ["patient005_frame01"])):
+        torch.save({"split": {"val": val}}, f"{run}/last.pth")
+    with pytest.raises(SystemExit) as e:
+        plot_curves.main(["--runs", *runs, "--out", str(tmp_path / "c.png")])
+    assert e.value.code == 2 and "not the same ones (e.g. patient004_frame01)" in capsys.readouterr().err
+    torch.save({"split": {"val": ["patient004_frame01"]}}, f"{runs[1]}/last.pth")
+    assert plot_curves.main(["--runs", *runs, "--out", str(tmp_path / "c.png")]) == 0

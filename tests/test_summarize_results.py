@@ -107,3 +107,16 @@ def test_folds_trained_with_other_settings_are_not_averaged(tmp_path, capsys):
             with pytest.raises(SystemExit) as e:
                 summarize_results.main(["--results", str(tmp_path), "--methods", "pce", "--folds", "fold1", "fold2"])
             assert e.value.code == 2 and "trained with --model_ema 0.0, " in capsys.readouterr().err
+
+
+def test_results_of_other_volumes_of_one_fold_are_refused(tmp_path, capsys):
+    import pytest
+
+    # The same fold of a regenerated data root (or an edited splits.json) scored other volumes.
+    for method, cases in (("pce", ["patient001_frame01", "patient002_frame01"]), ("dmpls", ["patient001_frame01"])):
+        r = result(0.7, 10.0, "fold1")
+        r["scored"].update(method=method, cases=cases)
+        (tmp_path / f"{method}_fold1.json").write_text(json.dumps(r))
+    with pytest.raises(SystemExit) as e:
+        summarize_results.main(["--results", str(tmp_path), "--methods", "pce", "dmpls", "--folds", "fold1"])
+    assert e.value.code == 2 and "1 volumes, " in capsys.readouterr().err
