@@ -142,10 +142,16 @@ def test_conversion_refuses_twin_names_scribbles_to_score_stray_4s_and_scribbles
     zeros[zeros == 4] = 0  # unstroked voxels marked 0: each would train as a background stroke
     zeros_image = sitk.GetImageFromArray(zeros)
     zeros_image.CopyInformation(sitk.ReadImage(str(scribble)))
-    (src / "train" / "images" / "d.nii.gz").write_bytes((nifti_src / "train" / "images" / "subject1_ED.nii.gz").read_bytes())
+    subject1 = sitk.ReadImage(str(nifti_src / "train" / "images" / "subject1_ED.nii.gz"))
+    sitk.WriteImage(subject1 + 1, str(src / "train" / "images" / "d.nii.gz"))  # not a's file: another scan
     sitk.WriteImage(zeros_image, str(src / "train" / "labels" / "d_scribble.nii.gz"))
     (src / "val" / "images" / "c.nii.gz").write_bytes((nifti_src / "train" / "images" / "subject1_ED.nii.gz").read_bytes())
     (src / "val" / "labels" / "c_scribble.nii.gz").write_bytes(scribble.read_bytes())
+    # a's scan again, as c: it could be trained on (train) and scored (val)
+    with pytest.raises(SystemExit):
+        acdc_data_processing.main(["--nifti", str(src), "--out", str(tmp_path / "out")])
+    assert "a.nii.gz and " in capsys.readouterr().err and not (tmp_path / "out").exists()
+    sitk.WriteImage(subject1 + 2, str(src / "val" / "images" / "c.nii.gz"))
     assert acdc_data_processing.main(["--nifti", str(src), "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert "b_manual.nii.gz: 4 (unlabeled) on only 0.00% of the voxels" in err
