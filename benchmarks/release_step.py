@@ -8,7 +8,8 @@ own pieces: ``UNet_MAE`` (shared encoder, segmentation and reconstruction decode
 complementary masks of ``utils.util.BlockMaskingGenerator``, ``pDLoss``, ``bce_loss`` and
 ``get_fc_discriminator`` on the argmax pseudo label, SGD and Adam as the script sets them, and
 the ``.item()`` calls of its per-step log line. Left out: tensorboard, the validation it runs
-every 20 steps, data loading (as for ours). Two stand-ins, because the script does not run as
+every 20 steps, two argmaxes whose results it never uses (``outputs1_hard``, ``outputs2_hard``),
+data loading (as for ours). Two stand-ins, because the script does not run as
 published off CUDA: its masks are resized with nearest neighbour to ``--patch`` (the release
 hard-codes 256, which breaks any other patch), and ``bce_loss`` moves its target with
 ``.to(y_pred.device)`` (the release's ``.to(get_device())`` fails on the CPU). ``--amp bf16``

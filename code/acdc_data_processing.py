@@ -77,17 +77,17 @@ class CaseError(Exception):
     """A case that cannot be processed; the message names the offending file."""
 
 
-def same_scans(paths) -> tuple[str, str] | None:
-    """The first two of the scan files ``paths`` with the same bytes (one scan under two case
-    names, which could then be trained on and tested), or None."""
+def check_distinct_scans(what: str, paths) -> None:
+    """ValueError naming ``what`` and two of the scan files ``paths`` with the same bytes: one scan
+    under two case names, which could then be trained on and tested."""
     seen: dict[str, str] = {}
     for path in paths:
         with open(path, "rb") as f:
-            digest = hashlib.sha256(f.read()).hexdigest()
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
         if digest in seen:
-            return seen[digest], path
+            raise ValueError(f"{what}: {seen[digest]} and {path} are the same file: one scan under two case names "
+                             "(it could be trained on and tested); remove one")
         seen[digest] = path
-    return None
 
 
 def find_raw_cases(raw: str) -> dict[str, tuple[str | None, str | None]]:
@@ -314,10 +314,10 @@ def main(argv=None) -> int:
         stems = [io.nifti_stem(img) for pairs in found.values() for img, _ in pairs]
         if len(set(stems)) != len(stems):
             ap.error(f"--nifti {args.nifti}: a case name appears in two splits")
-        twins = same_scans(img for pairs in found.values() for img, _ in pairs)
-        if twins:
-            ap.error(f"--nifti {args.nifti}: {twins[0]} and {twins[1]} are the same file: one scan under two case "
-                     "names (it could be trained on and tested); remove one")
+        try:
+            check_distinct_scans(f"--nifti {args.nifti}", (img for pairs in found.values() for img, _ in pairs))
+        except ValueError as e:
+            ap.error(str(e))
         if args.patient_pattern:
             # Checked here, not when k-fold training groups the cases long after.
             try:
@@ -351,10 +351,10 @@ def main(argv=None) -> int:
             ap.error(str(e))
         if not cases:
             ap.error(f"--raw {args.raw}: no patientXXX/patientXXX_frameYY[_gt].nii.gz files")
-        twins = same_scans(image for image, _ in cases.values() if image is not None)
-        if twins:
-            ap.error(f"--raw {args.raw}: {twins[0]} and {twins[1]} are the same file: one scan under two case "
-                     "names (it could be trained on and tested); remove one")
+        try:
+            check_distinct_scans(f"--raw {args.raw}", (image for image, _ in cases.values() if image is not None))
+        except ValueError as e:
+            ap.error(str(e))
 
         def job(case, paths):
             return lambda dest: write_case(dest, process_raw_case(case, *paths, args.scribbles, args.seed))

@@ -28,8 +28,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from dataloaders import io  # noqa: E402
 from dataloaders.acdc import SliceDataset, dense_training_cases, make_split  # noqa: E402
 from plot_curves import run_name  # noqa: E402
-from summarize_results import (check_same, classes_of, note_roots, read_result, root_of, scored_part,  # noqa: E402
-                               scoring_of, units_of)
+from summarize_results import (check_same, check_same_setting, classes_of, note_roots, read_result,  # noqa: E402
+                               root_of, scored_of, scored_part, scoring_of, units_of)
 
 # What the training targets depend on, as train.py saves it in config.json (labeled_patients and
 # target_spacing are absent from configs older than those flags).
@@ -116,20 +116,14 @@ def annotation(cfg: dict, root: str | None = None, cases: list[str] | None = Non
 
 def effort_rows(paths: list[str], labels: list[str], root: str | None = None) -> list[dict]:
     """One row per result: label, method, supervision, drawn/labelled/all training pixels, Dice, HD95."""
-    from engine import complete_setting
-
     counted: dict[tuple, dict[str, int]] = {}
-    rows, results, settings = [], [], {}
+    rows, results = [], []
     for path, label in zip(paths, labels):
         result, cfg, trained = result_and_config(path)
         results.append((path, result))
         # One method's points form its curves: they may differ only in the supervision.
-        setting = {k: v for k, v in complete_setting(cfg["method"], cfg).items() if k not in ALONG_CURVES}
-        first_path, first = settings.setdefault(cfg["method"], (path, setting))
-        differ = sorted(k for k in setting if setting[k] != first.get(k))
-        if differ:
-            raise ValueError(f"{path}: {cfg['method']} trained with --{differ[0]} {setting[differ[0]]!r}, {first_path} "
-                             f"with {first.get(differ[0])!r}; one curve would join two settings")
+        check_same_setting([(p, r) for p, r in results if scored_of(r).get("method") == cfg["method"]],
+                           ignore=ALONG_CURVES)
         check_same(results, "classes", classes_of)
         check_same(results, "distance units", units_of)
         # One curve of Dice: each point predicted the same way (lcc alone lifts HD95 and Dice).

@@ -70,9 +70,9 @@ def validation_cases(run: str) -> list[str] | None:
     path = os.path.join(run, "last.pth")
     if not os.path.isfile(path):
         return None
-    import torch
+    from engine import read_checkpoint
 
-    return (torch.load(path, map_location="cpu", weights_only=False).get("split") or {}).get("val")
+    return (read_checkpoint(path).get("split") or {}).get("val")
 
 
 def check_comparable(runs: list[str]) -> None:

@@ -68,15 +68,22 @@ def scoring_of(result: dict) -> tuple:
     return tuple(scored_of(result).get(k) for k in ("postprocess", "tta", "resize_back"))
 
 
-def check_same_setting(results: list[tuple[str, dict]]) -> None:
+def check_same_setting(results: list[tuple[str, dict]], ignore=()) -> None:
     """ValueError naming the first of one method's (path, result) pairs trained with a flag
     (``--sup_type``, ``--max_iterations``, a method's own) other than the first pair's, where
     results record their training setting: one row would average two settings. A flag only one
-    of them records is newer than the other's run, which trained with its default."""
+    of them records is newer than the other's run, which trained with its default. Flags in
+    ``ignore`` may differ."""
     from engine import complete_setting
 
-    recorded = [(path, complete_setting(scored_of(r)["method"], scored_of(r)["setting"]))
-                for path, r in results if "setting" in scored_of(r) and "method" in scored_of(r)]
+    recorded = []
+    for path, r in results:
+        if "setting" in scored_of(r) and "method" in scored_of(r):
+            try:
+                setting = complete_setting(scored_of(r)["method"], scored_of(r)["setting"])
+            except (KeyError, ValueError) as e:
+                raise ValueError(f"{path}: {e}") from e
+            recorded.append((path, {k: v for k, v in setting.items() if k not in ignore}))
     for path, setting in recorded[1:]:
         first_path, first = recorded[0]
         differ = sorted(k for k in set(setting) | set(first) if setting.get(k) != first.get(k))
@@ -118,8 +125,9 @@ def check_same_cases(cases_of: list[tuple[str, list | None]]) -> None:
     for path, cases in recorded[1:]:
         first_path, first = recorded[0]
         if cases != first:
+            example = (sorted(set(cases) ^ set(first)) or ["a case listed twice"])[0]
             raise ValueError(f"{path}: {len(cases)} volumes, {first_path} {len(first)}, not the same ones (e.g. "
-                             f"{sorted(set(cases) ^ set(first))[0]}); their scores cannot be compared")
+                             f"{example}); their scores cannot be compared")
 
 
 def scored_part(results: list[tuple[str, dict]]) -> str:

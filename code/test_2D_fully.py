@@ -101,9 +101,18 @@ def read_prediction(pred_dir: str, case: io.Case, top: int, root: str | None = N
         raise ValueError(f"--pred_dir {pred_dir}: {paths[0]} is the case's own volume (with its labels), "
                          "not a prediction")
     if io.is_nifti(paths[0]):
-        grid = case if case.direction is not None else io.Case(
-            case.name, case.image, spacing=case.spacing, origin=(0.0, 0.0, 0.0), direction=tuple(np.eye(3).ravel()))
-        return io.read_labels_on(paths[0], grid, top, ref_name=f"case {case.name}")
+        if case.direction is not None:
+            return io.read_labels_on(paths[0], case, top, ref_name=f"case {case.name}")
+        # h5 data has no orientation to check against: a file at the origin with its axes along
+        # the voxel axes (as --save_nii and array tools write it, up to axis signs) is read in
+        # array order; a moved or rotated one must lie on --save_nii's grid.
+        grid = io.Case(case.name, case.image, spacing=case.spacing, origin=(0.0, 0.0, 0.0),
+                       direction=tuple(np.eye(3).ravel()))
+        header = io.read_scan(paths[0])
+        if np.allclose(header.origin, 0.0) and np.allclose(np.abs(header.direction), np.eye(3).ravel()):
+            grid = io.Case(case.name, case.image)
+        return io.read_labels_on(paths[0], grid, top,
+                                 ref_name=f"case {case.name} (h5: --save_nii's grid, at the origin, unrotated)")
     data = sorted(io.h5_datasets(paths[0]) & {"image", "scribble"})
     if data:
         raise ValueError(f"--pred_dir {pred_dir}: {paths[0]} holds {' and '.join(map(repr, data))} beside its "
@@ -260,10 +269,13 @@ def main(argv=None) -> dict:
         if not part:
             raise ValueError(f"--fold {args.fold} of {args.root_path} has no {args.on} cases")
         chose_on = (run[1].get("split") or {}).get("val") if run else None
-        if args.on == "val" and chose_on is not None and sorted(chose_on) != sorted(part):
+        # Another fold is check_unseen's (the run trained on its cases).
+        if args.on == "val" and chose_on is not None and trained.get("fold") == args.fold and \
+                sorted(chose_on) != sorted(part):
+            example = (sorted(set(chose_on) ^ set(part)) or ["a case listed twice"])[0]
             raise ValueError(f"{run[0]} chose its model on other validation cases than {args.fold} of "
-                             f"{args.root_path} gives now (e.g. {sorted(set(chose_on) ^ set(part))[0]}); "
-                             "score --on val with the splits it was trained with")
+                             f"{args.root_path} gives now (e.g. {example}); score --on val with the splits it "
+                             "was trained with")
         cases = list(VolumeSet(args.root_path, part))
         units = distance_units(args.root_path, cases)
         if args.save_nii:

@@ -62,6 +62,17 @@ def test_a_frame_found_twice_under_raw_is_refused(phantom, tmp_path):
     assert "patient001_old/patient001_frame01.nii.gz; remove one" in r.stderr and not (tmp_path / "out").exists()
 
 
+def test_one_scan_under_two_case_names_is_refused(phantom, tmp_path):
+    # A frame copied into another patient as a new frame was converted twice: it could be trained
+    # on and tested.
+    raw = tmp_path / "raw"
+    shutil.copytree(phantom / "raw", raw)
+    shutil.copy(raw / "patient001" / "patient001_frame01.nii.gz", raw / "patient002" / "patient002_frame07.nii.gz")
+    r = run("--raw", str(raw), "--out", str(tmp_path / "out"))
+    assert r.returncode == 2 and "patient001_frame01.nii.gz and " in r.stderr
+    assert "are the same file: one scan under two case names" in r.stderr and not (tmp_path / "out").exists()
+
+
 def test_raw_reads_nii_and_capitals(phantom, tmp_path):
     # patient002 as .nii / .NII.GZ: its frames were skipped ("2 of 2 cases written", exit 0)
     raw = tmp_path / "raw"

@@ -28,8 +28,10 @@ def fake_run(tmp_path, root, name, *extra):
     engine.save_checkpoint(os.path.join(cfg.out_dir, "best.pth"), cfg, method, optimizers, {},
                            engine.TrainState(cfg, torch.device("cpu"), optimizers), {},
                            make_split(root, cfg.fold, cfg.val_fraction, cfg.select_on_test))
+    setting = engine.training_setting({"config": vars(cfg), "method": "pce"})
     result = {"dice": {"RV": 0.5, "MYO": 0.4, "LV": 0.6, "mean": 0.5}, "hd95": {"mean": 7.0}, "asd": {"mean": 2.0},
-              "units": "mm", "scored": {"checkpoint": os.path.join(cfg.out_dir, "best.pth")}}
+              "units": "mm", "scored": {"checkpoint": os.path.join(cfg.out_dir, "best.pth"), "method": "pce",
+                                        "setting": setting}}
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(result))
     return str(path)
@@ -151,7 +153,7 @@ def test_one_methods_points_differ_only_in_their_supervision(phantom_root, tmp_p
     averaged = fake_run(tmp_path, phantom_root, "e", "--model_ema", "0.9")  # joined into one curve, exit 0
     with pytest.raises(SystemExit) as e:
         annotation_effort.main([plain, averaged, "--out", str(tmp_path / "e.png")])
-    assert e.value.code == 2 and "e.json: pce trained with --model_ema 0.9, " in capsys.readouterr().err
+    assert e.value.code == 2 and "e.json: trained with --model_ema 0.9, " in capsys.readouterr().err
 
 
 def test_results_of_other_data_roots_are_noted(phantom_root, tmp_path, capsys):

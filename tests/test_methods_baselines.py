@@ -112,6 +112,8 @@ def test_ema_update_formula():
     assert torch.equal(teacher.weight, student.weight)
     with pytest.raises(ValueError, match="decay"):
         ema_update(teacher, student, 1.1)
+    with pytest.raises(ValueError):  # networks of another structure are not paired up silently
+        ema_update(teacher, nn.Sequential(nn.Linear(2, 1), nn.Linear(1, 1)), 0.5, buffers=True)
 
 
 @pytest.mark.parametrize("k", range(4))

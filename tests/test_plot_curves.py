@@ -118,9 +118,14 @@ def test_split_runs_that_validated_on_other_cases_are_refused(tmp_path, capsys):
 
     runs = [write_run(tmp_path, name, fold="split") for name in ("a", "b")]
     for run, val in zip(runs, (["patient004_frame01"], ["patient005_frame01"])):
-        torch.save({"split": {"val": val}}, f"{run}/last.pth")
+        torch.save({"config": {}, "method": "pce", "model": {}, "iteration": 1, "split": {"val": val}}, f"{run}/last.pth")
     with pytest.raises(SystemExit) as e:
         plot_curves.main(["--runs", *runs, "--out", str(tmp_path / "c.png")])
     assert e.value.code == 2 and "not the same ones (e.g. patient004_frame01)" in capsys.readouterr().err
-    torch.save({"split": {"val": ["patient004_frame01"]}}, f"{runs[1]}/last.pth")
+    torch.save({"config": {}, "method": "pce", "model": {}, "iteration": 1, "split": {"val": ["patient004_frame01"]}},
+               f"{runs[1]}/last.pth")
     assert plot_curves.main(["--runs", *runs, "--out", str(tmp_path / "c.png")]) == 0
+    open(f"{runs[1]}/last.pth", "wb").write(b"truncated")  # a one-line error, not a traceback
+    with pytest.raises(SystemExit) as e:
+        plot_curves.main(["--runs", *runs, "--out", str(tmp_path / "c.png")])
+    assert e.value.code == 2 and "last.pth: not a readable checkpoint" in capsys.readouterr().err

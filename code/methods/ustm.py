@@ -26,7 +26,6 @@ import copy
 import math
 
 import torch
-from torch import nn
 
 from dataloaders.augment import random_rot_flip, rot_flip, unrot_flip
 from losses.regularizers import pixel_entropy
