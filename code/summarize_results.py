@@ -117,6 +117,18 @@ def check_same(results: list[tuple[str, dict]], what: str, key) -> None:
             raise ValueError(f"{path}: its {what} {key(r)} differ from {results[0][0]}'s {key(results[0][1])}")
 
 
+def check_same_selection(results: list[tuple[str, dict]]) -> None:
+    """ValueError naming the first of one method's (path, result) pairs that scored its run's best
+    validation model where the first scored another (``best.pth`` beside ``last.pth``), or the
+    other way round; results older than the record are not compared."""
+    recorded = [(path, scored_of(r)["best_model"]) for path, r in results if "best_model" in scored_of(r)]
+    model = lambda best: "its run's best validation model" if best else "a model other than its run's best"  # noqa: E731
+    for path, best in recorded[1:]:
+        if best != recorded[0][1]:
+            raise ValueError(f"{path}: scored {model(best)}, {recorded[0][0]} {model(recorded[0][1])}; "
+                             "one row would mix model selections")
+
+
 def check_same_cases(cases_of: list[tuple[str, list | None]]) -> None:
     """ValueError naming the first (path, case names) pair with other cases than the first one
     that records them (None: not recorded), e.g. the same fold of a regenerated data root, or of
@@ -146,8 +158,9 @@ def load_results(folder: str, methods, folds, prefix: str = "") -> dict[str, lis
     """{method: [summary JSON of each fold found]}; a missing fold is reported on stderr.
     ValueError naming the file for a result that is unreadable or scored something else, when
     the results differ in classes or distance units (they cannot share one table), and when one
-    method's folds were trained or predicted differently (:func:`check_same_setting`,
-    :func:`scoring_of`: their mean would mix settings), and when two methods scored other volumes
+    method's folds were trained, selected or predicted differently (:func:`check_same_setting`,
+    :func:`check_same_selection`, :func:`scoring_of`: their mean would mix settings), and when two
+    methods scored other volumes
     of one fold (:func:`check_same_cases`);
     results of different data roots, one method's folds predicted in different precisions
     (which changes only rounding), and folds whose model was chosen on the test fold are named in
@@ -162,6 +175,7 @@ def load_results(folder: str, methods, folds, prefix: str = "") -> dict[str, lis
             else:
                 print(f"{m}: no result for {f} ({path})", file=sys.stderr)
         check_same(out[m], "scoring (post-processing, TTA, resize back)", scoring_of)
+        check_same_selection(out[m])
         check_same_setting(out[m])
         amps = sorted({str(scored_of(r)["amp"]) for _, r in out[m] if "amp" in scored_of(r)})
         if len(amps) > 1:  # e.g. folds re-tested on CPUs with and without native bf16: rounding only

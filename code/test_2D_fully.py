@@ -138,8 +138,9 @@ def read_run(args) -> tuple[str, dict, torch.device]:
 
 def predict_checkpoint(args, run, cases) -> tuple[dict[str, np.ndarray], dict]:
     """Predictions of a trained run (:func:`read_run`) for ``cases`` and what was scored: method,
-    checkpoint path, its iteration, a hash of its configuration, its training setting (with the
-    number of data-parallel processes), post-processing, precision.
+    checkpoint path, its iteration and whether it is the run's best validation model, a hash of
+    its configuration, its training setting (with the number of data-parallel processes),
+    post-processing, precision.
     ValueError when the run predicts another number of classes than the data root has."""
     from engine import check_predicts, check_unseen, config_digest, method_from_checkpoint, training_setting
 
@@ -156,7 +157,8 @@ def predict_checkpoint(args, run, cases) -> tuple[dict[str, np.ndarray], dict]:
                                  post, cfg.num_classes)
              for c in cases}
     return preds, {"method": ckpt["method"], "checkpoint": os.path.abspath(path),
-                   "iteration": ckpt["iteration"], "postprocess": post, "tta": args.tta, "resize_back": resize_back,
+                   "iteration": ckpt["iteration"], "best_model": ckpt["iteration"] == (ckpt.get("best") or {}).get("iteration"),
+                   "postprocess": post, "tta": args.tta, "resize_back": resize_back,
                    "amp": cfg.amp, "trained_on": {"root_path": cfg.root_path, "fold": cfg.fold},
                    "selected_on_test": bool(getattr(cfg, "select_on_test", False)),
                    "config_sha256": config_digest(ckpt["config"]), "setting": training_setting(ckpt)}

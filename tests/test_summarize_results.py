@@ -120,3 +120,17 @@ def test_results_of_other_volumes_of_one_fold_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         summarize_results.main(["--results", str(tmp_path), "--methods", "pce", "dmpls", "--folds", "fold1"])
     assert e.value.code == 2 and "1 volumes, " in capsys.readouterr().err
+
+
+def test_folds_scored_from_the_best_and_from_a_later_model_are_not_averaged(tmp_path, capsys):
+    import pytest
+
+    for fold, best in (("fold1", True), ("fold2", False)):  # best.pth for one, last.pth for the other
+        r = result(0.7, 10.0, fold)
+        r["scored"]["best_model"] = best
+        (tmp_path / f"pce_{fold}.json").write_text(json.dumps(r))
+    with pytest.raises(SystemExit) as e:
+        summarize_results.main(["--results", str(tmp_path), "--methods", "pce", "--folds", "fold1", "fold2"])
+    assert e.value.code == 2 and "pce_fold2.json: scored a model other than its run's best" in capsys.readouterr().err
+    (tmp_path / "pce_fold2.json").write_text(json.dumps(result(0.7, 10.0)))  # older: not recorded
+    assert summarize_results.main(["--results", str(tmp_path), "--methods", "pce", "--folds", "fold1", "fold2"]) == 0

@@ -437,3 +437,8 @@ def test_on_val_scores_the_cases_the_run_chose_its_model_on(phantom_root, tmp_pa
     summary = test_2D_fully.main(["--root_path", phantom_root, "--checkpoint", str(tmp_path / "run" / "last.pth"),
                                   "--on", "val", "--out_json", str(tmp_path / "v.json")])
     assert summary["scored"]["cases"] == sorted(chose_on)
+    last = torch.load(tmp_path / "run" / "last.pth", weights_only=False)
+    assert summary["scored"]["best_model"] == (last["iteration"] == last["best"]["iteration"])
+    best = test_2D_fully.main(["--root_path", phantom_root, "--checkpoint", str(tmp_path / "run" / "best.pth"),
+                               "--out_json", str(tmp_path / "b.json")])
+    assert best["scored"]["best_model"] is True
