@@ -122,7 +122,8 @@ def check_same_selection(results: list[tuple[str, dict]]) -> None:
     validation model where the first scored another (``best.pth`` beside ``last.pth``), or the
     other way round; results older than the record are not compared."""
     recorded = [(path, scored_of(r)["best_model"]) for path, r in results if "best_model" in scored_of(r)]
-    model = lambda best: "its run's best validation model" if best else "a model other than its run's best"  # noqa: E731
+    model = lambda best: "its run's best validation model" if best \
+        else "a model other than its run's best"  # noqa: E731
     for path, best in recorded[1:]:
         if best != recorded[0][1]:
             raise ValueError(f"{path}: scored {model(best)}, {recorded[0][0]} {model(recorded[0][1])}; "

@@ -156,9 +156,10 @@ def predict_checkpoint(args, run, cases) -> tuple[dict[str, np.ndarray], dict]:
                                                 spacing=c.spacing, target_spacing=target, resize_back=resize_back),
                                  post, cfg.num_classes)
              for c in cases}
+    best_model = ckpt["iteration"] == (ckpt.get("best") or {}).get("iteration")
     return preds, {"method": ckpt["method"], "checkpoint": os.path.abspath(path),
-                   "iteration": ckpt["iteration"], "best_model": ckpt["iteration"] == (ckpt.get("best") or {}).get("iteration"),
-                   "postprocess": post, "tta": args.tta, "resize_back": resize_back,
+                   "iteration": ckpt["iteration"], "best_model": best_model, "postprocess": post, "tta": args.tta,
+                   "resize_back": resize_back,
                    "amp": cfg.amp, "trained_on": {"root_path": cfg.root_path, "fold": cfg.fold},
                    "selected_on_test": bool(getattr(cfg, "select_on_test", False)),
                    "config_sha256": config_digest(ckpt["config"]), "setting": training_setting(ckpt)}
