@@ -85,10 +85,9 @@ def read_prediction(pred_dir: str, case: io.Case, top: int, root: str | None = N
     """The label volume ``<case>.nii.gz|.nii|.h5`` of ``pred_dir``, classes 0..``top``; ValueError
     when the case has several (which one was meant?), or when it is a data volume (the case's own
     in the data ``root``, or an h5 file holding an image or scribbles: a copy of the data folder).
-    A NIfTI prediction must lie on the case's grid, the one ``--save_nii`` writes (a case without
-    an origin and direction, from h5 data, at the origin, unrotated): the same array order is only
-    guaranteed by the same geometry; a file without geometry is matched by shape. The case's own
-    spacing is used."""
+    A NIfTI prediction must lie on the case's grid (``io.read_labels_on``; for a case of h5 data,
+    without an origin and direction, the one ``--save_nii`` writes, or unrotated at the origin):
+    the same array order is only guaranteed by the same geometry. The case's own spacing is used."""
     paths = prediction_files(pred_dir, case.name)
     if not paths:
         raise FileNotFoundError(f"--pred_dir {pred_dir}: no prediction for case {case.name} "
@@ -101,18 +100,7 @@ def read_prediction(pred_dir: str, case: io.Case, top: int, root: str | None = N
         raise ValueError(f"--pred_dir {pred_dir}: {paths[0]} is the case's own volume (with its labels), "
                          "not a prediction")
     if io.is_nifti(paths[0]):
-        if case.direction is not None:
-            return io.read_labels_on(paths[0], case, top, ref_name=f"case {case.name}")
-        # h5 data has no orientation to check against: a file at the origin with its axes along
-        # the voxel axes (as --save_nii and array tools write it, up to axis signs) is read in
-        # array order; a moved or rotated one must lie on --save_nii's grid.
-        grid = io.Case(case.name, case.image, spacing=case.spacing, origin=(0.0, 0.0, 0.0),
-                       direction=tuple(np.eye(3).ravel()))
-        header = io.read_scan(paths[0])
-        if np.allclose(header.origin, 0.0) and np.allclose(np.abs(header.direction), np.eye(3).ravel()):
-            grid = io.Case(case.name, case.image)
-        return io.read_labels_on(paths[0], grid, top,
-                                 ref_name=f"case {case.name} (h5: --save_nii's grid, at the origin, unrotated)")
+        return io.read_labels_on(paths[0], case, top, ref_name=f"case {case.name}")
     data = sorted(io.h5_datasets(paths[0]) & {"image", "scribble"})
     if data:
         raise ValueError(f"--pred_dir {pred_dir}: {paths[0]} holds {' and '.join(map(repr, data))} beside its "

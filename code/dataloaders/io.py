@@ -446,12 +446,17 @@ def read_scan(path: str) -> Case:
     return case
 
 
-def header_free(case: Case) -> bool:
-    """True for a volume read from a NIfTI written without geometry: unit spacing, zero origin
-    and an identity direction up to axis signs (array tools write identity; an identity affine
-    reads back in ITK's LPS frame as diag(-1, -1, 1))."""
-    return (case.spacing is not None and np.allclose(case.spacing, 1.0) and np.allclose(case.origin, 0.0)
+def unrotated_at_origin(case: Case) -> bool:
+    """True for a volume at the origin with an identity direction up to axis signs (array tools
+    write identity; an identity affine reads back in ITK's LPS frame as diag(-1, -1, 1))."""
+    return (case.origin is not None and np.allclose(case.origin, 0.0)
             and np.allclose(np.abs(case.direction), np.eye(3).ravel()))
+
+
+def header_free(case: Case) -> bool:
+    """True for a volume read from a NIfTI written without geometry: unit spacing, and
+    :func:`unrotated_at_origin`."""
+    return case.spacing is not None and np.allclose(case.spacing, 1.0) and unrotated_at_origin(case)
 
 
 def check_same_grid(what: str, other: Case, ref: Case, ref_name: str = "the scan") -> None:
@@ -473,10 +478,16 @@ def check_same_grid(what: str, other: Case, ref: Case, ref_name: str = "the scan
 def read_labels_on(path: str, ref: Case, top: int = NUM_CLASSES - 1, ref_name: str = "the scan") -> np.ndarray:
     """(Z, H, W) uint8 label volume of the NIfTI ``path``, whole numbers in 0..``top``, on ``ref``'s grid
     (:func:`check_same_grid`; a file without geometry, :func:`header_free`, is matched by shape).
-    OSError or ValueError naming the file otherwise."""
+    A ``ref`` without an origin and direction (h5 data) has no orientation to check against: a
+    file :func:`unrotated_at_origin` is matched by shape, any other must lie on the grid
+    :func:`write_nifti` gives ``ref`` (at the origin, unrotated). OSError or ValueError naming the
+    file otherwise."""
     labels = read_scan(path)
-    if header_free(labels):
+    if header_free(labels) or (ref.direction is None and unrotated_at_origin(labels)):
         labels = Case(labels.name, labels.image)
+    elif ref.direction is None:
+        ref = Case(ref.name, ref.image, spacing=ref.spacing, origin=(0.0, 0.0, 0.0), direction=tuple(np.eye(3).ravel()))
+        ref_name = f"{ref_name} (at the origin, unrotated: it has no geometry)"
     check_same_grid(path, labels, ref, ref_name)
     check_labels(path, labels.image, top)
     return labels.image.astype(np.uint8)  # whole numbers, checked; a float file would fail the metrics
