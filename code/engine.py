@@ -371,6 +371,11 @@ def check_unseen(ckpt: dict, cases: list[str], path: str, part: str = "test") ->
         if seen:
             raise ValueError(f"{path} {done} {len(seen)} of the {len(cases)} cases to score (e.g. {seen[0]}); "
                              "score the fold and data root it was trained with")
+    chose_on = saved.get("val")
+    if part == "val" and chose_on is not None and sorted(chose_on) != sorted(cases):
+        example = (sorted(set(chose_on) ^ set(cases)) or ["a case listed twice"])[0]
+        raise ValueError(f"{path} chose its model on other validation cases than the {len(cases)} to score (e.g. "
+                         f"{example}); score them with the data root and splits it was trained with")
 
 
 def check_same_world(ckpt: dict, dist: Distributed, path: str) -> None:

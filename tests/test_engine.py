@@ -333,3 +333,18 @@ def test_validation_volumes_with_and_without_a_spacing_are_refused_before_traini
     with pytest.raises(ValueError, match=f"{first}.h5 has no spacing attribute but .*{second}.h5 has one"):
         run("pce", str(root), tmp_path / "run")
     assert not (tmp_path / "run" / "last.pth").exists()
+
+
+def test_check_unseen_refuses_seen_cases_and_other_validation_cases():
+    ckpt = {"split": {"train": ["a"], "val": ["b"], "test": ["c"]}}
+    engine.check_unseen(ckpt, ["c"], "x.pth")
+    engine.check_unseen(ckpt, ["b"], "x.pth", "val")
+    for cases, part, message in [(["a", "c"], "test", "x.pth trained on 1 of the 2 cases"),
+                                 (["b"], "test", "x.pth chose its model on 1 of the 1 cases"),
+                                 # an edited splits.json: every scoring tool's --on / --split val
+                                 (["d"], "val", "x.pth chose its model on other validation cases than the 1 to score "
+                                                "(e.g. b)")]:
+        with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            engine.check_unseen(ckpt, cases, "x.pth", part)
+    with pytest.raises(ValueError, match="fine-tuned by refine.py on s.nii.gz"):
+        engine.check_unseen({**ckpt, "refined_from": "run.pth", "refined_on": "s.nii.gz"}, ["c"], "x.pth")
