@@ -223,10 +223,10 @@ def method_from_checkpoint(ckpt: dict, device: torch.device):
     """:func:`load_method` for a checkpoint already read by :func:`read_checkpoint`."""
     from methods import get_method
 
-    cfg = argparse.Namespace(**{**LEGACY, **ckpt["config"]})
-    cfg.input_size = input_size(cfg)
+    method_cls = get_method(ckpt["method"])
+    cfg = argparse.Namespace(**with_defaults(ckpt["config"], method_cls))
     cfg.amp = predicting_amp(cfg.amp, device)
-    method = get_method(ckpt["method"])(cfg)
+    method = method_cls(cfg)
     method.load_state_dict(ckpt["model"])
     return method.to(device).eval(), cfg
 
@@ -647,7 +647,7 @@ def validate(cfg, method, val_set, device, batch, writer, iteration) -> dict:
     scalars and an image grid."""
     model = method.segmenter()
     _, summary = evaluate(model, val_set, cfg.input_size, device, cfg.amp, cfg.channels_last,
-                          cfg.postprocess, getattr(cfg, "target_spacing", None), cfg.resize_back,
+                          cfg.postprocess, cfg.target_spacing, cfg.resize_back,
                           io.class_names(cfg.root_path))
     for metric in ("dice", "hd95", "asd"):
         for k, v in summary[metric].items():

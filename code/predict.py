@@ -99,7 +99,7 @@ def segment_scan(path: str, model, cfg, device, tta: bool, post: str) -> tuple[i
     scan = io.read_scan(path)
     image = normalise_intensity(scan.image, path)
     pred = predict_volume(model, image, cfg.input_size, device, cfg.amp, tta=tta, spacing=scan.spacing,
-                          target_spacing=getattr(cfg, "target_spacing", None), resize_back=cfg.resize_back)
+                          target_spacing=cfg.target_spacing, resize_back=cfg.resize_back)
     return scan, postprocess(pred, post, cfg.num_classes).astype(np.uint8)
 
 
@@ -142,7 +142,7 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError, OSError) as e:
         parser.exit(2, f"error: {e}\n")
     model = method.segmenter().eval()
-    post = args.postprocess or getattr(cfg, "postprocess", "none")
+    post = args.postprocess or cfg.postprocess
     cfg.resize_back = args.resize_back or cfg.resize_back
     os.makedirs(args.output, exist_ok=True)
     failed = 0

@@ -177,7 +177,7 @@ def main(argv=None):
         device = resolve_device(args.device)
         ckpt = read_checkpoint(args.checkpoint, device)
         method, cfg = method_from_checkpoint(ckpt, device)
-        if getattr(cfg, "target_spacing", None):
+        if cfg.target_spacing:
             # Refinement resizes whole slices; such a model would see the heart at the wrong scale.
             raise ValueError(f"{args.checkpoint}: trained with --target_spacing {cfg.target_spacing}, "
                              "which refine.py does not support yet; use a run that resizes whole slices")

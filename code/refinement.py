@@ -47,7 +47,7 @@ class Prediction:
         """The prediction settings of a loaded run's ``cfg``; ``resize_back`` and ``post``, where
         given, replace the run's ``--resize_back`` and ``--postprocess``."""
         return cls(tuple(cfg.input_size), device, cfg.amp, cfg.channels_last, resize_back or cfg.resize_back,
-                   post or getattr(cfg, "postprocess", "none"), cfg.num_classes)
+                   post or cfg.postprocess, cfg.num_classes)
 
     def raw(self, model: torch.nn.Module, image: np.ndarray) -> np.ndarray:
         """uint8 (Z, H, W) labels of ``image`` (Z, H, W) in [0, 1], before post-processing."""

@@ -137,8 +137,8 @@ def predict_checkpoint(args, run, cases) -> tuple[dict[str, np.ndarray], dict]:
     check_predicts(path, ckpt, args.root_path)
     method, cfg = method_from_checkpoint(ckpt, device)
     model = method.segmenter()
-    post = args.postprocess or getattr(cfg, "postprocess", "none")
-    target = getattr(cfg, "target_spacing", None)
+    post = args.postprocess or cfg.postprocess
+    target = cfg.target_spacing
     resize_back = args.resize_back or cfg.resize_back
     preds = {c.name: postprocess(predict_volume(model, c.image, cfg.input_size, device, cfg.amp, tta=args.tta,
                                                 spacing=c.spacing, target_spacing=target, resize_back=resize_back),
@@ -149,7 +149,7 @@ def predict_checkpoint(args, run, cases) -> tuple[dict[str, np.ndarray], dict]:
                    "iteration": ckpt["iteration"], "best_model": best_model, "postprocess": post, "tta": args.tta,
                    "resize_back": resize_back,
                    "amp": cfg.amp, "trained_on": {"root_path": cfg.root_path, "fold": cfg.fold},
-                   "selected_on_test": bool(getattr(cfg, "select_on_test", False)),
+                   "selected_on_test": cfg.select_on_test,
                    "config_sha256": config_digest(ckpt["config"]), "setting": training_setting(ckpt)}
 
 

@@ -101,6 +101,13 @@ def test_a_run_saved_before_resize_back_keeps_the_labels_it_was_validated_with(t
     del ckpt["config"]["resize_back"]
     torch.save(ckpt, tmp_path / "last.pth")
     assert engine.load_method(str(tmp_path / "last.pth"), torch.device("cpu"))[1].resize_back == "labels"
+    # Flags added later without a LEGACY entry take the value their default had then.
+    for flag in ("postprocess", "target_spacing", "model_ema", "select_on_test", "upsampling"):
+        del ckpt["config"][flag]
+    torch.save(ckpt, tmp_path / "older.pth")
+    cfg = engine.load_method(str(tmp_path / "older.pth"), torch.device("cpu"))[1]
+    assert (cfg.postprocess, cfg.target_spacing, cfg.model_ema, cfg.select_on_test, cfg.upsampling) == \
+        ("none", None, 0.0, False, "transposed")
     with pytest.raises(ValueError, match="--resize_back is 'scores' but the run was started with 'labels'"):
         run("pce", phantom_root, tmp_path, "--resume")
     assert run("pce", phantom_root, tmp_path, "--resume", "--resize_back", "labels")["iteration"] == 4

@@ -95,12 +95,11 @@ class Method(nn.Module):
     def __init__(self, cfg: argparse.Namespace):
         super().__init__()
         self.cfg = cfg
-        # Configs saved before --upsampling / --head_kernel existed trained their defaults.
-        self.net = build_network(self.network, 1, cfg.num_classes, upsampling=getattr(cfg, "upsampling", "transposed"),
-                                 head_kernel=getattr(cfg, "head_kernel", 1))
+        self.net = build_network(self.network, 1, cfg.num_classes, upsampling=cfg.upsampling,
+                                 head_kernel=cfg.head_kernel)
         # --model_ema: the weight average that validation, best.pth and inference use (saved with
         # the method, so a resumed run continues the same average).
-        self.average = copy.deepcopy(self.net).requires_grad_(False) if getattr(cfg, "model_ema", 0.0) else None
+        self.average = copy.deepcopy(self.net).requires_grad_(False) if cfg.model_ema else None
 
     def prepare(self, train_set, log) -> None:
         """Hook run once before training (e.g. to load a shape prior); default: nothing."""

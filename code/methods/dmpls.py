@@ -41,7 +41,7 @@ class DMPLS(Method):
                             "attention-based feature dropout (the MaskMixAdv authors' release)")
 
     def __init__(self, cfg):
-        if getattr(cfg, "aux_perturbation", "dropout") == "attention_dropout":
+        if cfg.aux_perturbation == "attention_dropout":
             self.network = "unet_dual_attention"
         super().__init__(cfg)
 

@@ -89,7 +89,7 @@ class MaskMixAdv(Method):
         p.add_argument("--disc_ndf", type=int, default=64, help="base width of D")
 
     def __init__(self, cfg):
-        if getattr(cfg, "shared_decoder", False):
+        if cfg.shared_decoder:
             self.network = "maskmixadv_shared"
         super().__init__(cfg)
         self.disc = PatchDiscriminator(cfg.num_classes, cfg.disc_ndf)
