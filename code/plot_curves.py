@@ -53,9 +53,12 @@ def run_config(run_dir: str) -> dict:
     path = os.path.join(run_dir, "config.json")
     try:
         with open(path) as f:
-            return json.load(f)
+            config = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: not readable ({e}; is {run_dir} a run folder?)") from e
+    if not isinstance(config, dict) or "method" not in config:
+        raise ValueError(f"{path}: names no method (is {run_dir} a run folder?)")
+    return config
 
 
 def validated_on(cfg: dict) -> tuple:
@@ -84,8 +87,11 @@ def check_comparable(runs: list[str]) -> None:
     check_same(configs, "validation volumes (fold, --val_fraction, --select_on_test)", validated_on)
     check_same_cases([(r, validation_cases(r)) for r in runs])
     note_roots((c.get("root_path") for _, c in configs), "runs trained on")
-    # Runs older than a flag trained with its first default.
-    note_settings([(c.get("postprocess") or "none", c.get("resize_back") or "labels") for _, c in configs],
+    from engine import with_defaults
+    from methods import get_method
+
+    full = [with_defaults(c, get_method(c["method"])) for _, c in configs]
+    note_settings([(c["postprocess"], c["resize_back"]) for c in full],
                   "runs validated with different (post-processing, resize back)")
 
 

@@ -16,7 +16,7 @@ def write_run(tmp_path, name, text=LOG, **config):
     run = tmp_path / name / "scribble"
     run.mkdir(parents=True)
     (run / "log.txt").write_text(text)
-    config = {"fold": "fold1", "val_fraction": 0.1, "select_on_test": False, "root_path": "data/ACDC", **config}
+    config = {"method": "pce", "fold": "fold1", "val_fraction": 0.1, "select_on_test": False, "root_path": "data/ACDC", **config}
     (run / "config.json").write_text(json.dumps(config))
     return str(run)
 
@@ -71,6 +71,11 @@ def test_curves_refuse_a_run_twice_or_runs_validated_on_other_volumes(tmp_path, 
     with pytest.raises(SystemExit):
         plot_curves.main(["--runs", a, a + "/", "--out", str(tmp_path / "c.png")])
     assert "given twice" in capsys.readouterr().err
+    nameless = write_run(tmp_path, "nameless", method=None)
+    (tmp_path / "nameless" / "scribble" / "config.json").write_text(json.dumps({"fold": "fold1"}))
+    with pytest.raises(SystemExit):
+        plot_curves.main(["--runs", a, nameless, "--out", str(tmp_path / "c.png")])
+    assert "nameless/scribble/config.json: names no method" in capsys.readouterr().err
     assert not (tmp_path / "c.png").exists()
     other_root = write_run(tmp_path, "dmpls_fold1", root_path="data/MINE", postprocess="lcc")
     assert plot_curves.main(["--runs", a, other_root, "--out", str(tmp_path / "c.png")]) == 0
