@@ -23,16 +23,18 @@ import time
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "code"))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.join(HERE, "..", "code"), HERE]
 
 from config import build_parser, finalize  # noqa: E402
 from dataloaders.shape_prior import ShapePrior  # noqa: E402
 from engine import TrainState, resolve_device  # noqa: E402
 from inference import resolve_amp  # noqa: E402
 from methods import METHODS, get_method  # noqa: E402
+from step_timing import add_step_args, check_step_args  # noqa: E402
 
 
-RELEASE_STEP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "release_step.py")
+RELEASE_STEP = os.path.join(HERE, "release_step.py")
 
 
 class FakeSlices:
@@ -109,15 +111,11 @@ def main():
     p.add_argument("--methods", nargs="+", default=["pce", "maskmixadv"],
                    help="method names, each optionally quoted with its own flags")
     p.add_argument("--amp", nargs="+", default=["bf16", "off"])
-    p.add_argument("--patch", type=int, default=128)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=3)
+    add_step_args(p)
     p.add_argument("--device", default="auto")
     p.add_argument("--release", help="a checkout of github.com/lichen14/MaskMixAdv: also time its MaskMixAdv step")
     args = p.parse_args()
-    if args.steps < 1 or args.warmup < 0 or args.batch < 1 or args.patch < 16 or args.patch % 16:
-        p.error("--steps and --batch must be >= 1, --warmup >= 0, --patch a multiple of 16")
+    check_step_args(p, args)
     for spec in args.methods:
         parse_method(spec)
     device = resolve_device(args.device)

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from reference_release import import_release  # noqa: E402
+from step_timing import add_step_args, check_step_args  # noqa: E402
 
 REAL, FAKE, LAMBDA = 1, 0, 0.1  # the script's labels and adversarial weight
 
@@ -98,13 +99,9 @@ def main():
     p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n")[0])
     p.add_argument("--release", required=True, help="a checkout of github.com/lichen14/MaskMixAdv")
     p.add_argument("--amp", nargs="+", default=["off"], choices=["off", "bf16"])
-    p.add_argument("--patch", type=int, default=128)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=3)
+    add_step_args(p)
     args = p.parse_args()
-    if args.steps < 1 or args.warmup < 0 or args.batch < 1 or args.patch < 16 or args.patch % 16:
-        p.error("--steps and --batch must be >= 1, --warmup >= 0, --patch a multiple of 16")
+    check_step_args(p, args)
     if not os.path.isfile(os.path.join(args.release, "code", "train_weakly_supervised_pCE_MaskMixAdv.py")):
         p.error(f"--release {args.release}: not a checkout of the MaskMixAdv release "
                 "(no code/train_weakly_supervised_pCE_MaskMixAdv.py)")
