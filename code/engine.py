@@ -494,29 +494,10 @@ def _train(cfg, method_cls, folder: RunFolder, ckpt: dict | None, device: torch.
            stop: StopSignals, train_set: SliceDataset, dist: Distributed) -> dict:
     """The training proper, in a checked and locked run folder, on ``train_set``."""
     last_path = folder.file("last.pth")
-    if dist.is_main:
-        log = _logger(cfg.out_dir)
-        save_config(cfg, folder.file("config.json"))
-    else:
-        log = logging.getLogger(f"maskmixadv.rank{dist.rank}")
-        log.propagate = False
-        if not log.handlers:
-            log.addHandler(logging.NullHandler())
+    log = _run_logger(cfg, folder, dist)
     # Each rank draws its own masks and noise; the weights start equal (broadcast below).
     seed_everything(cfg.seed + dist.rank)
-    log.info("command: %s", " ".join(sys.argv))
-    log.info("split %s: %d train, %d validation, %d test volumes%s", cfg.fold, len(train_set.cases),
-             len(split.val), len(split.test), " (selecting on the TEST fold)" if cfg.select_on_test else "")
-    if cfg.labeled_patients:
-        log.info("dense masks for %d training patients (--labeled_patients): %s", cfg.labeled_patients,
-                 " ".join(cfg.labeled_patient_ids))
-    if dist.enabled:
-        log.info("data-parallel: %d processes of batch %d, effective batch %d", dist.world_size,
-                 cfg.batch_size, dist.world_size * cfg.batch_size)
-    if dist.is_main:  # only rank 0 logs; the others need not count
-        effort = train_set.annotation()
-        log.info("supervision %s: %d of %d training pixels labelled (%.3f%%), %d drawn", cfg.sup_type,
-                 effort["labelled"], effort["pixels"], 100 * effort["labelled"] / effort["pixels"], effort["drawn"])
+    _log_setup(log, cfg, train_set, split, dist)
     val_set = list(VolumeSet(cfg.root_path, split.val)) if dist.is_main else []
     if val_set:  # its HD95 and ASD go to the log, best.json and the curves
         inference.distance_units(cfg.root_path, val_set)
@@ -533,15 +514,8 @@ def _train(cfg, method_cls, folder: RunFolder, ckpt: dict | None, device: torch.
     schedulers = {k: PolynomialLR(o, total_iters=cfg.max_iterations, power=cfg.poly_power)
                   for k, o in optimizers.items()}
     state = TrainState(cfg, device, optimizers, dist)
-    best = {"iteration": -1, "dice": -math.inf}
-    if cfg.resume:
-        method.load_state_dict(ckpt["model"])
-        for k, o in optimizers.items():
-            o.load_state_dict(ckpt["optimizers"][k])
-        for k, s in schedulers.items():
-            s.load_state_dict(ckpt["schedulers"][k])
-        state.scaler.load_state_dict(ckpt["scaler"])
-        state.iteration, best = ckpt["iteration"], ckpt["best"]
+    best = _restore(ckpt, method, optimizers, schedulers, state) if cfg.resume else \
+        {"iteration": -1, "dice": -math.inf}
     dist.broadcast(method.state_dict().values())  # the ranks were seeded apart
     checkpointer = Checkpointer(folder, cfg, method, optimizers, schedulers, state, split, dist)
 
@@ -559,11 +533,8 @@ def _train(cfg, method_cls, folder: RunFolder, ckpt: dict | None, device: torch.
     log.info("training %s on %s (amp %s) for %d iterations from %d", cfg.method, device, cfg.amp,
              cfg.max_iterations, state.iteration)
     if cfg.amp == "bf16" and not inference.native_bf16(device):
-        warning = (f"bf16 is emulated on this {device.type.upper()} and far slower than fp32 (16x per "
-                   "step on an AVX2 CPU); --amp auto trains in fp32 here")
-        log.warning(warning)
-        if dist.is_main:
-            tqdm.write(f"warning: {warning}", file=sys.stderr)
+        _warn(log, dist, f"bf16 is emulated on this {device.type.upper()} and far slower than fp32 (16x per "
+                         "step on an AVX2 CPU); --amp auto trains in fp32 here")
     # Redirected to a file, a bar redraws ~10 times a second: slow it to keep logs readable.
     bar = tqdm(total=cfg.max_iterations, initial=state.iteration, disable=not (cfg.progress and dist.is_main), desc=cfg.method,
                mininterval=0.1 if sys.stderr.isatty() else 30)
@@ -621,6 +592,57 @@ def _train(cfg, method_cls, folder: RunFolder, ckpt: dict | None, device: torch.
         with open(folder.file("best.json"), "w") as f:
             json.dump(best, f, indent=2)
     return best
+
+
+def _run_logger(cfg, folder: RunFolder, dist: Distributed) -> logging.Logger:
+    """Rank 0's logger (console and ``log.txt``), which also writes ``config.json``; a silent one
+    on the other ranks."""
+    if dist.is_main:
+        log = _logger(cfg.out_dir)
+        save_config(cfg, folder.file("config.json"))
+        return log
+    log = logging.getLogger(f"maskmixadv.rank{dist.rank}")
+    log.propagate = False
+    if not log.handlers:
+        log.addHandler(logging.NullHandler())
+    return log
+
+
+def _log_setup(log: logging.Logger, cfg, train_set: SliceDataset, split: Split, dist: Distributed) -> None:
+    """The command, the split, the dense patients, the data-parallel layout and the supervision."""
+    log.info("command: %s", " ".join(sys.argv))
+    log.info("split %s: %d train, %d validation, %d test volumes%s", cfg.fold, len(train_set.cases),
+             len(split.val), len(split.test), " (selecting on the TEST fold)" if cfg.select_on_test else "")
+    if cfg.labeled_patients:
+        log.info("dense masks for %d training patients (--labeled_patients): %s", cfg.labeled_patients,
+                 " ".join(cfg.labeled_patient_ids))
+    if dist.enabled:
+        log.info("data-parallel: %d processes of batch %d, effective batch %d", dist.world_size,
+                 cfg.batch_size, dist.world_size * cfg.batch_size)
+    if dist.is_main:  # only rank 0 logs; the others need not count
+        effort = train_set.annotation()
+        log.info("supervision %s: %d of %d training pixels labelled (%.3f%%), %d drawn", cfg.sup_type,
+                 effort["labelled"], effort["pixels"], 100 * effort["labelled"] / effort["pixels"], effort["drawn"])
+
+
+def _restore(ckpt: dict, method, optimizers: dict, schedulers: dict, state: TrainState) -> dict:
+    """Load a resumed run's weights, optimizer, scheduler and scaler states and iteration from
+    ``ckpt`` into place; returns its best validation record."""
+    method.load_state_dict(ckpt["model"])
+    for k, o in optimizers.items():
+        o.load_state_dict(ckpt["optimizers"][k])
+    for k, s in schedulers.items():
+        s.load_state_dict(ckpt["schedulers"][k])
+    state.scaler.load_state_dict(ckpt["scaler"])
+    state.iteration = ckpt["iteration"]
+    return ckpt["best"]
+
+
+def _warn(log: logging.Logger, dist: Distributed, warning: str) -> None:
+    """A warning in ``log.txt`` and, from rank 0, on the console (under the progress bar)."""
+    log.warning(warning)
+    if dist.is_main:
+        tqdm.write(f"warning: {warning}", file=sys.stderr)
 
 
 def validation_point(cfg, method, val_set, device, batch, writer, iteration: int, logs: dict, best: dict,
