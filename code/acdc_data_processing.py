@@ -294,9 +294,6 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.raw is None and args.scribbles is not None:
         ap.error("--scribbles only applies to --raw")
-    if not 1 <= len(args.class_names) < UNLABELED:
-        ap.error(f"--class_names: 1..{UNLABELED - 1} names (scribbles use {UNLABELED} for unlabeled), "
-                 f"got {len(args.class_names)}")
     if args.scribbles is not None and not os.path.isdir(args.scribbles):
         ap.error(f"--scribbles {args.scribbles}: no such folder")
     try:

@@ -326,6 +326,7 @@ def test_bad_flags(tmp_path, args, flag):
 
 @pytest.mark.parametrize("args, message", [
     (["--class_names", "A", "A", "A"], "--class_names: class names must differ, 'A' repeated"),
+    (["--class_names", "A", "B", "C", "D"], "--class_names: 1..3 class names (label 4 marks unlabeled pixels), got 4"),
     (["--patient_pattern", "["], "--patient_pattern: '[' is not a valid regex"),
     (["--patient_pattern", r"subject(\d+)"], "--patient_pattern: case name 'patient001_frame01' does not match"),
     # patient00(\d) would be right; patient(\d) takes the first digit, 0, of every case

@@ -357,6 +357,10 @@ def test_dataset_json_with_a_repeated_class_name_is_refused(tmp_path):
     io.write_dataset_json(str(tmp_path), ("RV", "mean", "LV"))
     with pytest.raises(ValueError, match=r"dataset.json: 'mean' names the mean over the classes"):
         io.class_names(str(tmp_path))
+    # a fourth class would be label 4, the unlabeled marker: never learnt, its Dice 0 at exit 0
+    io.write_dataset_json(str(tmp_path), ("RV", "MYO", "LV", "scar"))
+    with pytest.raises(ValueError, match=r"dataset.json: 1..3 class names \(label 4 marks unlabeled pixels\), got 4"):
+        io.class_names(str(tmp_path))
 
 
 @pytest.mark.parametrize("pattern", ["[", 3])

@@ -74,8 +74,12 @@ def patient_of(case: str, pattern: str | None = None) -> str:
 
 
 def check_class_names(what: str, names) -> None:
-    """ValueError naming ``what`` when a class name repeats, or is ``mean``: results are keyed by
-    name, so such a class would overwrite another class's scores or the mean over the classes."""
+    """ValueError naming ``what`` unless there are 1..3 names (label 4 marks unlabeled pixels, so
+    a fourth class would never be learnt), or when a name repeats or is ``mean``: results are keyed
+    by name, so such a class would overwrite another class's scores or the mean over the classes."""
+    if not 1 <= len(names) < UNLABELED:
+        raise ValueError(f"{what}: 1..{UNLABELED - 1} class names (label {UNLABELED} marks unlabeled pixels), "
+                         f"got {len(names)}")
     repeated = sorted({n for n in names if list(names).count(n) > 1})
     if repeated:
         raise ValueError(f"{what}: class names must differ, {', '.join(map(repr, repeated))} repeated")
