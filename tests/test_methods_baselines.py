@@ -158,7 +158,7 @@ def test_ustm_teacher_not_optimised_and_updated_after_step():
 
 def test_ustm_bad_flags():
     with pytest.raises(ValueError, match="--mc_passes"):
-        USTM(make_cfg(USTM, "--mc_passes", "0"))
+        make_cfg(USTM, "--mc_passes", "0")
 
 
 # ---- Scribble2Label ----------------------------------------------------------------------

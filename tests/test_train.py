@@ -18,6 +18,12 @@ from conftest import ROOT
     (["--method", "pce", "--labeled_patients", "99"], "--labeled_patients must be in 0..3"),
     (["--method", "pce", "--val_fraction", "-0.5"], "--val_fraction must lie in [0, 1)"),
     (["--method", "pce", "--num_classes", "2"], "--num_classes 2: "),
+    # Method flags are checked before the run folder exists (they left a half-made one behind).
+    (["--method", "maskmixadv", "--mask_ratio", "1.0"], "--mask_ratio must lie in (0, 1), got 1.0"),
+    (["--method", "maskmixadv", "--mask_grid", "0"], "--mask_grid must be >= 1, got 0"),
+    (["--method", "maskmixadv", "--w_adv", "-0.1"], "--w_adv must be >= 0, got -0.1"),
+    (["--method", "ustm", "--mc_passes", "0"], "--mc_passes must be >= 1, got 0"),
+    (["--method", "s2l", "--memory_interval", "0"], "--memory_interval must be >= 1, got 0"),
     # argparse's prefixes would take --root for --root_path behind train_wss.sh's guards.
     (["--method", "pce", "--root", "elsewhere"], "unrecognized arguments: --root elsewhere"),
 ])

@@ -88,6 +88,19 @@ class MaskMixAdv(Method):
         p.add_argument("--disc_lr", type=float, default=1e-4, help="Adam learning rate of D")
         p.add_argument("--disc_ndf", type=int, default=64, help="base width of D")
 
+    @classmethod
+    def check_args(cls, cfg):
+        for flag in ("w_ce", "w_pseudo", "w_rec", "w_adv", "adv_rampup"):
+            if getattr(cfg, flag) < 0:  # a negative weight would train away from its target
+                raise ValueError(f"--{flag} must be >= 0, got {getattr(cfg, flag)}")
+        for flag in ("mask_grid", "disc_ndf"):
+            if getattr(cfg, flag) < 1:
+                raise ValueError(f"--{flag} must be >= 1, got {getattr(cfg, flag)}")
+        if not 0 < cfg.mask_ratio < 1:
+            raise ValueError(f"--mask_ratio must lie in (0, 1), got {cfg.mask_ratio}")
+        if cfg.disc_lr <= 0:
+            raise ValueError(f"--disc_lr must be > 0, got {cfg.disc_lr}")
+
     def __init__(self, cfg):
         if cfg.shared_decoder:
             self.network = "maskmixadv_shared"

@@ -99,15 +99,15 @@ class Scribble2Label(Method):
         if tuple(cfg.input_size) != tuple(cfg.patch_size):
             raise ValueError("--input_size: s2l keeps a memory of whole slices at the patch size, "
                              "so --input_size must equal --patch_size")
-
-    def __init__(self, cfg):
-        super().__init__(cfg)
         if cfg.memory_interval < 1:
             raise ValueError(f"--memory_interval must be >= 1, got {cfg.memory_interval}")
         if not 0.0 <= cfg.conf_threshold < 1.0:
             raise ValueError(f"--conf_threshold must lie in [0, 1), got {cfg.conf_threshold}")
         if not 0.0 < cfg.ema_alpha <= 1.0:
             raise ValueError(f"--ema_alpha must lie in (0, 1], got {cfg.ema_alpha}")
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
         h, w = cfg.patch_size
         # Sized by prepare(); empty until then (a checkpoint loaded for inference restores it).
         self.register_buffer("memory", torch.zeros(0, cfg.num_classes, h, w, dtype=torch.uint8))

@@ -59,12 +59,15 @@ class USTM(Method):
                        help="stochastic teacher passes for the target and its uncertainty "
                             "(default 4; WSL4MIS uses 8)")
 
-    def __init__(self, cfg):
-        super().__init__(cfg)
+    @classmethod
+    def check_args(cls, cfg):
         if cfg.mc_passes < 1:
             raise ValueError(f"--mc_passes must be >= 1, got {cfg.mc_passes}")
         if not 0.0 <= cfg.ema_decay <= 1.0:
             raise ValueError(f"--ema_decay must lie in [0, 1], got {cfg.ema_decay}")
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
         self.teacher = copy.deepcopy(self.net).requires_grad_(False)
 
     @torch.no_grad()
