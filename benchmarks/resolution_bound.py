@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import metrics  # noqa: E402
 from dataloaders import io  # noqa: E402
 from dataloaders.acdc import make_split  # noqa: E402
-from inference import RESIZE_BACK, back_to_slice  # noqa: E402
+from inference import RESIZE_BACK, back_to_slice, distance_units, score_cases  # noqa: E402
 
 
 def perfect_at(label: np.ndarray, size, resize_back: str = "labels", num_classes: int = io.NUM_CLASSES) -> np.ndarray:
@@ -49,20 +49,22 @@ def main(argv=None):
     args = p.parse_args(argv)
     if min(args.sizes) < 1:
         p.error(f"--sizes must be positive, got {args.sizes}")
-    names = getattr(make_split(args.root, args.fold), args.split)
-    scores = {(s, r): [] for s in args.sizes for r in RESIZE_BACK}
-    for name in names:
-        case = io.read_case(args.root, name)
-        for s, r in scores:
-            m = metrics.volume_metrics(perfect_at(case.label, (s, s), r), case.label, case.spacing)
-            scores[s, r].append([[m[c][k] for k in ("dice", "hd95")] for c in (1, 2, 3)])
-    units = metrics.units_of(case.spacing)
-    print(f"{args.split} of {args.fold} ({len(names)} volumes), a model perfect at the input size:")
-    for (s, r), rows in scores.items():
-        a = np.array(rows)  # (volumes, class, metric)
-        dice = a[..., 0].mean(0)
-        print(f"{s}x{s}, back as {r}: Dice RV {dice[0]:.4f} MYO {dice[1]:.4f} LV {dice[2]:.4f} "
-              f"mean {dice.mean():.4f}; HD95 {a[..., 1].mean():.2f} {units}")
+    try:
+        names = io.class_names(args.root)  # the data root's classes, as test_2D_fully.py scores them
+        cases = [io.read_case(args.root, c) for c in getattr(make_split(args.root, args.fold), args.split)]
+        if not cases:
+            raise ValueError(f"{args.root}: no {args.split} volumes in {args.fold}")
+        units = distance_units(args.root, cases)
+    except (OSError, ValueError, KeyError) as e:
+        p.exit(2, f"error: {e}\n")
+    print(f"{args.split} of {args.fold} ({len(cases)} volumes), a model perfect at the input size:")
+    for s in args.sizes:
+        for r in RESIZE_BACK:
+            preds = {c.name: perfect_at(c.label, (s, s), r, len(names) + 1) for c in cases}
+            summary = metrics.summarize(list(score_cases(preds, cases, len(names) + 1).values()), names)
+            dice = " ".join(f"{n} {summary['dice'][n]:.4f}" for n in names)
+            print(f"{s}x{s}, back as {r}: Dice {dice} mean {summary['dice']['mean']:.4f}; "
+                  f"HD95 {summary['hd95']['mean']:.2f} {units}")
 
 
 if __name__ == "__main__":

@@ -50,6 +50,19 @@ def test_resolution_bound_labels_each_low_resolution_pixel_by_its_largest_share(
         assert bound.perfect_at(label, (4, 4), mode).tolist() == label.tolist()
 
 
+def test_resolution_bound_scores_the_data_roots_own_classes(lv_root, capsys):
+    from conftest import benchmark
+
+    # It scored classes 1..3 on any root: a one-class root's LV was printed as RV, and two absent
+    # classes at Dice 1 lifted the mean (0.96 for 0.89), exit 0.
+    benchmark("resolution_bound").main(["--root", lv_root, "--split", "test", "--sizes", "16"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("16x16")]
+    assert len(lines) == 2 and all("RV" not in line and "MYO" not in line for line in lines)
+    for line in lines:
+        words = line.split()
+        assert words[words.index("LV") + 1] == words[words.index("mean") + 1].rstrip(";")  # one class: the mean
+
+
 def test_amp_auto_is_bf16_only_where_bf16_is_native(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.setattr(inference, "native_bf16", lambda device: False)
