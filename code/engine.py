@@ -475,6 +475,10 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
                              input_size=cfg.input_size, fg_prob=cfg.fg_prob,
                              target_spacing=cfg.target_spacing, dense_cases=training[1])
     cfg.train_data_sha256 = train_set.digest()
+    val_set = list(VolumeSet(cfg.root_path, split.val)) if dist.is_main else []
+    if val_set:  # its HD95 and ASD go to the log, best.json and the curves
+        inference.distance_units(cfg.root_path, val_set)
+        inference.check_classes_present(val_set, cfg.num_classes)
     if ckpt is not None:
         check_same_data(ckpt["config"].get("train_data_sha256"), cfg.train_data_sha256, folder.file("last.pth"))
         if finished(ckpt, cfg, folder.file("last.pth"), dist):
@@ -483,7 +487,7 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
     device = dist.start(device)
     try:
         with folder if dist.is_main else contextlib.nullcontext(), StopSignals() as stop:
-            best = _train(cfg, method_cls, folder, ckpt, device, split, stop, train_set, dist)
+            best = _train(cfg, method_cls, folder, ckpt, device, split, stop, train_set, val_set, dist)
         dist.barrier()  # rank 0 writes best.json last; the others wait before leaving the group
         return best
     finally:
@@ -491,16 +495,14 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
 
 
 def _train(cfg, method_cls, folder: RunFolder, ckpt: dict | None, device: torch.device, split: Split,
-           stop: StopSignals, train_set: SliceDataset, dist: Distributed) -> dict:
-    """The training proper, in a checked and locked run folder, on ``train_set``."""
+           stop: StopSignals, train_set: SliceDataset, val_set: list, dist: Distributed) -> dict:
+    """The training proper, in a checked and locked run folder, on ``train_set``, validating on
+    ``val_set`` (rank 0; empty elsewhere)."""
     last_path = folder.file("last.pth")
     log = _run_logger(cfg, folder, dist)
     # Each rank draws its own masks and noise; the weights start equal (broadcast below).
     seed_everything(cfg.seed + dist.rank)
     _log_setup(log, cfg, train_set, split, dist)
-    val_set = list(VolumeSet(cfg.root_path, split.val)) if dist.is_main else []
-    if val_set:  # its HD95 and ASD go to the log, best.json and the curves
-        inference.distance_units(cfg.root_path, val_set)
     if dist.is_main and not val_set:
         log.info("no validation split (--val_fraction 0, or no 'val' in splits.json): no model "
                  "selection, the last model is kept (best.pth = last.pth)")

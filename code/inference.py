@@ -144,17 +144,30 @@ def predict_volume(model: torch.nn.Module, image: np.ndarray, size, device: torc
     return torch.cat(out).numpy()
 
 
+def check_classes_present(cases: list[Case], num_classes: int) -> None:
+    """ValueError when one of the classes 1..``num_classes``-1 occurs in no case's label: a volume
+    without the class and without its prediction scores Dice 1, so a declared class the data lack
+    would lift every mean."""
+    absent = [k for k in range(1, num_classes) if not any((c.label == k).any() for c in cases)]
+    if absent:
+        raise ValueError(f"label {absent[0]} occurs in none of the {len(cases)} reference volumes (e.g. "
+                         f"{cases[0].name}): its Dice would count as 1; declare only the classes the masks hold "
+                         "(dataset.json 'labels', --class_names)")
+
+
 def score_cases(predictions: dict[str, np.ndarray], cases: list[Case], num_classes: int = 4) -> dict[str, dict]:
     """Per-volume :func:`metrics.volume_metrics` of each case, classes 1..``num_classes``-1:
     {case: {class: {metric: value}}}.
 
     Distances are in mm when a case has a spacing, else in voxels. A case without a prediction
-    raises KeyError naming it.
+    raises KeyError naming it; a class that no case's label holds, ValueError
+    (:func:`check_classes_present`).
     """
     missing = [c.name for c in cases if c.name not in predictions]
     if missing:
         raise KeyError(f"no prediction for case {missing[0]}" + (f" (and {len(missing) - 1} more)"
                                                                  if len(missing) > 1 else ""))
+    check_classes_present(cases, num_classes)
     classes = tuple(range(1, num_classes))
     return {c.name: metrics.volume_metrics(predictions[c.name], c.label, c.spacing, classes) for c in cases}
 

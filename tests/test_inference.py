@@ -89,3 +89,22 @@ def test_native_bf16_follows_the_cpu_probes(monkeypatch):
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
         assert inference.native_bf16(torch.device("cpu")) == (amx or avx512_bf16)
     assert not inference.native_bf16(torch.device("meta"))  # neither CPU nor CUDA: fp32, whatever the CPU has
+
+
+def test_a_class_no_reference_volume_holds_is_refused(lv_root, tmp_path, capsys):
+    import train
+    from dataloaders import io
+
+    cases = [io.read_case(lv_root, name) for name in io.list_cases(lv_root)[:2]]
+    preds = {c.name: c.label for c in cases}
+    assert inference.score_cases(preds, cases, 2)[cases[0].name][1]["dice"] == 1.0
+    # Declared RV/MYO/LV on LV-only masks: two classes at Dice 1 in every volume lifted the mean.
+    with pytest.raises(ValueError, match=f"label 2 occurs in none of the 2 reference volumes \\(e.g. {cases[0].name}\\)"):
+        inference.score_cases(preds, cases, 4)
+    root = tmp_path / "declared_rv_myo_lv"
+    for name in io.list_cases(lv_root):
+        io.write_case(str(root), io.read_case(lv_root, name))
+    with pytest.raises(SystemExit) as e:  # refused before the run folder exists, not at the first validation
+        train.main(["--method", "pce", "--root_path", str(root), "--out_dir", str(tmp_path / "run"), "--no_progress"])
+    assert e.value.code == 2 and "occurs in none of the" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
