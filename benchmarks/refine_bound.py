@@ -55,14 +55,19 @@ def main(argv=None):
     p.add_argument("--resize_back", choices=RESIZE_BACK, help="default: the run's own")
     p.add_argument("--postprocess", choices=POSTPROCESS, help="default: the run's own (as refine.py)")
     args = p.parse_args(argv)
+    if args.simulate < 1 or args.worst_slices < 1:  # a negative count took slices from the end
+        p.error(f"--simulate and --worst_slices must be >= 1, got {args.simulate} and {args.worst_slices}")
     device = resolve_device("auto")
-    ckpt = read_checkpoint(args.checkpoint, device)
-    method, cfg = method_from_checkpoint(ckpt, device)
+    try:
+        ckpt = read_checkpoint(args.checkpoint, device)
+        method, cfg = method_from_checkpoint(ckpt, device)
+        names = getattr(make_split(args.root, args.fold, cfg.val_fraction, cfg.select_on_test), args.split)
+        check_unseen(ckpt, names, args.checkpoint, args.split)
+        check_predicts(args.checkpoint, ckpt, args.root)
+    except (OSError, ValueError) as e:
+        p.exit(2, f"error: {e}\n")
     how = Prediction.of(cfg, device, args.resize_back, args.postprocess)
     model = method.segmenter().eval()
-    names = getattr(make_split(args.root, args.fold, cfg.val_fraction, cfg.select_on_test), args.split)
-    check_unseen(ckpt, names, args.checkpoint, args.split)
-    check_predicts(args.checkpoint, ckpt, args.root)
     rows = []
     for name in names:
         case = io.read_case(args.root, name)

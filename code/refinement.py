@@ -210,6 +210,8 @@ def simulate_strokes(pred: np.ndarray, truth: np.ndarray, k: int, seed: int = 0,
     Returns:
         uint8 (Z, H, W): 0..3 on stroked voxels, 4 elsewhere.
     """
+    if k < 1 or (worst_slices is not None and worst_slices < 1):  # a negative count took from the end
+        raise ValueError(f"simulate_strokes: k and worst_slices must be >= 1, got {k} and {worst_slices}")
     pred, truth = np.asarray(pred), np.asarray(truth)
     if pred.shape != truth.shape or pred.ndim != 3:
         raise ValueError(f"simulate_strokes: prediction {pred.shape} and truth {truth.shape} must be one (Z, H, W)")

@@ -32,6 +32,9 @@ def test_simulated_strokes_skeleton_of_the_largest_wrong_region():
     assert (simulate_strokes(truth, truth, k=3) == UNLABELED).all()
     with pytest.raises(ValueError, match="one"):
         simulate_strokes(pred[0], truth[0], 1)
+    for k, worst in ((0, None), (-1, None), (1, 0), (1, -2)):  # -2 stroked all slices but two
+        with pytest.raises(ValueError, match="k and worst_slices must be >= 1"):
+            simulate_strokes(pred, truth, k, worst_slices=worst)
 
 
 def test_anchor_mask_keeps_a_margin_around_strokes():
@@ -382,3 +385,7 @@ def test_refine_bound_fixes_only_the_regions_a_stroke_touches():
     fixed = bound.fix_stroked_regions(pred, truth, strokes)
     assert (fixed[0, 0:2, 0:2] == 1).all() and (fixed[0, 4:6, 4:6] == 0).all() and (fixed[1] == 0).all()
     assert (fixed != pred).sum() == 4 and (pred == 0).all()
+    for flag in ("--simulate", "--worst_slices"):  # -2 gave a bound with all slices but two stroked
+        with pytest.raises(SystemExit) as e:
+            bound.main(["--checkpoint", "x.pth", "--root", "r", flag, "-2"])
+        assert e.value.code == 2
