@@ -286,14 +286,20 @@ def main(argv=None) -> int:
     ap.add_argument("--overwrite", action="store_true",
                     help="replace the converted data already in --out (volumes, slices, dataset.json, "
                          "splits.json); it is replaced only when every case converts (default: refuse)")
-    ap.add_argument("--class_names", nargs="+", default=list(io.CLASS_NAMES),
-                    help="distinct names of labels 1..C, written to OUT/dataset.json (with --nifti)")
+    ap.add_argument("--class_names", nargs="+",
+                    help="distinct names of labels 1..C, written to OUT/dataset.json (with --nifti; "
+                         "default: RV MYO LV)")
     ap.add_argument("--patient_pattern",
                     help="regex whose first group is a case's patient, for k-fold splits; it must match every "
                          "case name (with --nifti; default: each case is its own patient)")
     args = ap.parse_args(argv)
     if args.raw is None and args.scribbles is not None:
         ap.error("--scribbles only applies to --raw")
+    # ACDC's own layouts (--raw, --volumes) are RV/MYO/LV by patient folder; the flags were ignored.
+    for flag in ("class_names", "patient_pattern"):
+        if args.nifti is None and getattr(args, flag) is not None:
+            ap.error(f"--{flag} only applies to --nifti")
+    args.class_names = args.class_names or list(io.CLASS_NAMES)
     if args.scribbles is not None and not os.path.isdir(args.scribbles):
         ap.error(f"--scribbles {args.scribbles}: no such folder")
     try:

@@ -317,6 +317,9 @@ def test_volumes_missing_key_and_garbage(phantom, tmp_path):
     (["--raw", "nowhere", "--out", "o"], "--raw"),
     (["--volumes", "nowhere", "--out", "o"], "--volumes"),
     (["--raw", ".", "--out", "o", "--scribbles", "nowhere"], "--scribbles"),
+    # ignored at exit 0: no dataset.json, so label 1 kept the name RV
+    (["--raw", ".", "--out", "o", "--class_names", "LV", "MYO", "RV"], "--class_names only applies to --nifti"),
+    (["--volumes", ".", "--out", "o", "--patient_pattern", "(p)"], "--patient_pattern only applies to --nifti"),
 ])
 def test_bad_flags(tmp_path, args, flag):
     r = subprocess.run([sys.executable, os.path.join(ROOT, "code", "acdc_data_processing.py"), *args],
