@@ -34,6 +34,17 @@ VARIANTS = {
 }
 
 
+def check_train_args(train_args: str) -> None:
+    """ValueError when ``--train_args`` sets a flag that defines a variant: given after the
+    variant's own, it would win (``--seed 7`` made the seed repeats copies of their runs)."""
+    defining = {f for _, flags in VARIANTS.values() for f in flags if f.startswith("--")} | {"--shape_prior"}
+    given = {word.split("=")[0] for word in shlex.split(train_args)}
+    clash = sorted(given & defining)
+    if clash:
+        raise ValueError(f"--train_args: {', '.join(clash)} defines the variants (or has its own flag); "
+                         "leave it to them")
+
+
 def run_variant(name: str, args) -> dict:
     """Train (or resume) and test one variant with ``train_wss.sh``; its result JSON."""
     method, flags = VARIANTS[name]
@@ -58,12 +69,17 @@ def main(argv=None) -> int:
     p.add_argument("--exp_prefix", default="abl_")
     p.add_argument("--train_args", default="", help="extra flags for every training run")
     args = p.parse_args(argv)
+    try:
+        check_train_args(args.train_args)
+    except ValueError as e:
+        p.error(str(e))
     rows = {name: run_variant(name, args) for name in args.variants}
-    print(f"{'variant':20s} {'Dice RV':>8s} {'MYO':>7s} {'LV':>7s} {'mean':>7s} {'HD95':>7s} {'ASD':>7s}")
+    classes = list(next(iter(rows.values()))["dice"])  # the data root's classes, then "mean"
+    print(f"{'variant':20s} " + " ".join(f"{'Dice ' + c if i == 0 else c:>8s}" for i, c in enumerate(classes))
+          + f" {'HD95':>7s} {'ASD':>7s}")
     for name, r in rows.items():
-        d = r["dice"]
-        print(f"{name:20s} {d['RV']:8.4f} {d['MYO']:7.4f} {d['LV']:7.4f} {d['mean']:7.4f} "
-              f"{r['hd95']['mean']:7.2f} {r['asd']['mean']:7.2f}")
+        print(f"{name:20s} " + " ".join(f"{r['dice'][c]:8.4f}" for c in classes)
+              + f" {r['hd95']['mean']:7.2f} {r['asd']['mean']:7.2f}")
     return 0
 
 

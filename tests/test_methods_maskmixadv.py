@@ -167,3 +167,21 @@ def test_reconstruction_is_scored_on_the_hidden_pixels_only(tmp_path, phantom_ro
     # view 1 hid (0,1), (1,0): (2^2 + 3^2) / 2 = 6.5; view 2 hid the diagonal: (5^2 + 9^2) / 2 = 53
     # (the visible pixels would give 25.5, all pixels 27.625)
     assert terms["rec"].item() == pytest.approx(0.5 * (6.5 + 53.0))
+
+
+def test_ablation_refuses_train_args_that_define_variants_and_prints_the_roots_classes(monkeypatch, capsys):
+    from conftest import benchmark
+
+    ablation = benchmark("ablation")
+    # Given after a variant's own flags they won: "--seed 7" made pce_seed1 a copy of pce, exit 0.
+    for extra in ("--seed 7", "--seed=7", "--max_iterations 6 --w_adv 0.2", "--shape_prior x"):
+        with pytest.raises(SystemExit) as e:
+            ablation.main([f"--train_args={extra}"])
+        assert e.value.code == 2 and "defines the variants" in capsys.readouterr().err
+    ablation.check_train_args("--max_iterations 6 --val_interval 3")
+    per = {"LV": 0.8, "mean": 0.8}
+    monkeypatch.setattr(ablation, "run_variant", lambda name, args: {"dice": per, "hd95": per, "asd": per})
+    assert ablation.main(["--variants", "pce", "views"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["variant", "Dice", "LV", "mean", "HD95", "ASD"]
+    assert out[1].split() == ["pce", "0.8000", "0.8000", "0.80", "0.80"]
