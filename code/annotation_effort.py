@@ -27,7 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from dataloaders import io  # noqa: E402
 from dataloaders.acdc import SliceDataset, dense_training_cases, make_split  # noqa: E402
-from plot_curves import run_name  # noqa: E402
+from plot_curves import check_figure_out, run_name  # noqa: E402
 from summarize_results import (check_same, check_same_setting, classes_of, note_roots, read_result,  # noqa: E402
                                root_of, scored_of, scored_part, scoring_of, units_of)
 
@@ -194,11 +194,13 @@ def main(argv=None) -> int:
     p.add_argument("--root", help="the runs' data root (default: each run's --root_path)")
     p.add_argument("--title", default="")
     p.add_argument("--out", required=True, help="the figure (.png, .pdf, .svg)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = p.parse_args(argv)
     if args.labels and len(args.labels) != len(args.results):
         p.error(f"--labels: {len(args.labels)} labels for {len(args.results)} results")
     labels = args.labels or [run_name(r) for r in args.results]
     try:
+        check_figure_out(args.out, args.overwrite)
         rows = effort_rows(args.results, labels, args.root)
     except (OSError, ValueError) as e:
         p.exit(2, f"error: {e}\n")

@@ -143,6 +143,17 @@ def plot_bars(results: list[str], labels: list[str], out: str, title: str = "") 
     _save(fig, out)
 
 
+def check_figure_out(out: str, overwrite: bool = False) -> None:
+    """ValueError naming ``--out`` when matplotlib cannot write its format (by extension) or it
+    exists and ``overwrite`` is not given: checked before anything is read or drawn."""
+    formats = matplotlib.figure.Figure().canvas.get_supported_filetypes()
+    ext = os.path.splitext(out)[1][1:].lower()
+    if ext not in formats:
+        raise ValueError(f"--out {out}: a figure file needs one of the extensions {', '.join(sorted(formats))}")
+    if os.path.exists(out) and not overwrite:
+        raise ValueError(f"--out {out} exists; pass --overwrite to replace it")
+
+
 def _save(fig, out: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     fig.savefig(out, dpi=120)
@@ -157,12 +168,14 @@ def main(argv=None) -> int:
     p.add_argument("--labels", nargs="+", help="one label per run or file (default: their names)")
     p.add_argument("--title", default="")
     p.add_argument("--out", required=True, help="the figure (.png, .pdf, .svg)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = p.parse_args(argv)
     items = args.runs or args.results
     if args.labels and len(args.labels) != len(items):
         p.error(f"--labels: {len(args.labels)} labels for {len(items)} inputs")
     labels = args.labels or [run_name(i) for i in items]
     try:
+        check_figure_out(args.out, args.overwrite)
         (plot_curves if args.runs else plot_bars)(items, labels, args.out, args.title)
     except (OSError, ValueError, KeyError) as e:
         p.exit(2, f"error: {e}\n")

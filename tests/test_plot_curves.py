@@ -84,7 +84,7 @@ def test_curves_refuse_a_run_twice_or_runs_validated_on_other_volumes(tmp_path, 
     assert "note: the runs validated with different (post-processing, resize back): ('none', 'labels'), " \
            "('lcc', 'labels')" in err
     with_defaults = write_run(tmp_path, "given", postprocess="none", resize_back="labels")  # as the older run
-    assert plot_curves.main(["--runs", a, with_defaults, "--out", str(tmp_path / "c.png")]) == 0
+    assert plot_curves.main(["--runs", a, with_defaults, "--out", str(tmp_path / "c.png"), "--overwrite"]) == 0
     assert "validated with different" not in capsys.readouterr().err
 
 
@@ -132,5 +132,22 @@ def test_split_runs_that_validated_on_other_cases_are_refused(tmp_path, capsys):
     assert plot_curves.main(["--runs", *runs, "--out", str(tmp_path / "c.png")]) == 0
     open(f"{runs[1]}/last.pth", "wb").write(b"truncated")  # a one-line error, not a traceback
     with pytest.raises(SystemExit) as e:
-        plot_curves.main(["--runs", *runs, "--out", str(tmp_path / "c.png")])
+        plot_curves.main(["--runs", *runs, "--out", str(tmp_path / "c.png"), "--overwrite"])
     assert e.value.code == 2 and "last.pth: not a readable checkpoint" in capsys.readouterr().err
+
+
+def test_a_figure_is_not_written_over_an_existing_file_or_in_an_unknown_format(tmp_path, capsys):
+    import annotation_effort
+
+    run = write_run(tmp_path, "pce_fold1")
+    old = tmp_path / "old.png"
+    old.write_bytes(b"a figure made earlier")  # replaced without a word, exit 0
+    for main, inputs in ((plot_curves.main, ["--runs", run]), (annotation_effort.main, ["r.json"])):
+        for out, message in ((old, "old.png exists; pass --overwrite to replace it"),
+                             (tmp_path / "x.json", "x.json: a figure file needs one of the extensions")):
+            with pytest.raises(SystemExit) as e:  # annotation_effort's .json was a traceback after its table
+                main([*inputs, "--out", str(out)])
+            assert e.value.code == 2 and message in capsys.readouterr().err
+    assert old.read_bytes() == b"a figure made earlier" and not (tmp_path / "x.json").exists()
+    assert plot_curves.main(["--runs", run, "--out", str(old), "--overwrite"]) == 0
+    assert old.read_bytes()[:4] == b"\x89PNG"
