@@ -680,7 +680,7 @@ def validate(cfg, method, val_set, device, batch, writer, iteration) -> dict:
     with torch.no_grad(), autocast(device, cfg.amp):
         pred = model(batch["image"][:4]).float().argmax(1, keepdim=True)
     target = batch["target"][:4, None].float()
-    scale = cfg.num_classes  # maps classes (and the unlabeled value 4) into [0, 1]
+    scale = max(cfg.num_classes - 1, io.UNLABELED)  # maps classes and the unlabeled value 4 into [0, 1]
     writer.add_images("train/image_prediction_target",
                       torch.cat([batch["image"][:4].float(), pred / scale, target / scale]).cpu(),
                       iteration)
