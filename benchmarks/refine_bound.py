@@ -23,7 +23,7 @@ from scipy import ndimage
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "code"))
 
 from dataloaders import io  # noqa: E402
-from dataloaders.acdc import make_split  # noqa: E402
+from dataloaders.acdc import FOLD_CHOICES, make_split  # noqa: E402
 from engine import check_predicts, check_unseen, method_from_checkpoint, read_checkpoint, resolve_device  # noqa: E402
 from inference import RESIZE_BACK  # noqa: E402
 from postprocess import POSTPROCESS  # noqa: E402
@@ -47,7 +47,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--root", required=True)
-    p.add_argument("--fold", default="fold1")
+    p.add_argument("--fold", default="fold1", choices=FOLD_CHOICES)
     p.add_argument("--split", default="val", choices=["val", "test"])
     p.add_argument("--simulate", type=int, default=1, metavar="K")
     p.add_argument("--worst_slices", type=int, default=3)

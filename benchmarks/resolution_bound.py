@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import metrics  # noqa: E402
 from dataloaders import io  # noqa: E402
-from dataloaders.acdc import make_split  # noqa: E402
+from dataloaders.acdc import FOLD_CHOICES, make_split  # noqa: E402
 from inference import RESIZE_BACK, back_to_slice, distance_units, score_cases  # noqa: E402
 
 
@@ -42,7 +42,7 @@ def perfect_at(label: np.ndarray, size, resize_back: str = "labels", num_classes
 def main(argv=None):
     p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n")[0])
     p.add_argument("--root", required=True, help="data root in the ACDC h5 layout")
-    p.add_argument("--fold", default="fold1")
+    p.add_argument("--fold", default="fold1", choices=FOLD_CHOICES)
     p.add_argument("--split", default="val", choices=["val", "test"])
     p.add_argument("--sizes", type=int, nargs="+", default=[128, 192, 256],
                    help="square input sizes to score")

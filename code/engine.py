@@ -31,6 +31,7 @@ from dataloaders.acdc import (SliceDataset, Split, TrainBatchSampler, VolumeSet,
                               labeled_patients, make_split)
 from distributed import Distributed
 import inference
+import metrics
 from inference import autocast, evaluate, predicting_amp, resolve_amp
 from run_folder import Interrupted, RunFolder, StopSignals
 
@@ -673,7 +674,7 @@ def validate(cfg, method, val_set, device, batch, writer, iteration) -> dict:
     _, summary = evaluate(model, val_set, cfg.input_size, device, cfg.amp, cfg.channels_last,
                           cfg.postprocess, cfg.target_spacing, cfg.resize_back,
                           io.class_names(cfg.root_path))
-    for metric in ("dice", "hd95", "asd"):
+    for metric in metrics.METRICS:
         for k, v in summary[metric].items():
             writer.add_scalar(f"val/{metric}_{k}", v, iteration)
     model.eval()

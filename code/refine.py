@@ -24,7 +24,7 @@ import os
 import torch
 
 from dataloaders import io
-from dataloaders.acdc import make_split
+from dataloaders.acdc import FOLD_CHOICES, make_split
 from dataloaders.phantoms import normalise_intensity
 from engine import check_predicts, check_unseen, method_from_checkpoint, read_checkpoint, resolve_device, weights_digest
 from inference import RESIZE_BACK
@@ -44,7 +44,7 @@ def parse_args(argv=None):
     p.add_argument("--overwrite", action="store_true", help="replace an existing DIR/<scan>_refined.nii.gz")
     p.add_argument("--simulate", type=int, metavar="K", help="simulated user: K strokes per slice")
     p.add_argument("--root", help="--simulate: data root in the ACDC h5 layout")
-    p.add_argument("--fold", default="fold1", help="--simulate: the fold whose volumes are refined")
+    p.add_argument("--fold", default="fold1", choices=FOLD_CHOICES, help="--simulate: the fold whose volumes are refined")
     p.add_argument("--split", default="test", choices=["val", "test"],
                    help="--simulate: the fold's validation volumes (to choose settings) or test volumes")
     p.add_argument("--worst_slices", type=int, default=3, help="--simulate: slices stroked per volume")

@@ -11,8 +11,7 @@ import sys
 
 import numpy as np
 
-
-METRICS = ("dice", "hd95", "asd")
+from metrics import METRICS
 
 
 def read_result(path: str, fold: str | None = None, method: str | None = None) -> dict:
