@@ -33,11 +33,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dataloaders.augment import resize
+from dataloaders.augment import random_rot_flip, resize, rot_flip, unrot_flip
 from dataloaders.io import UNLABELED
 from losses.segmentation import partial_ce
 from methods.base import Method
-from dataloaders.augment import random_rot_flip, rot_flip, unrot_flip
 
 SCALE = 255.0
 
