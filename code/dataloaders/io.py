@@ -310,8 +310,9 @@ def check_nifti_file(path: str) -> np.ndarray | None:
 
     ITK reads truncated files as partly zero arrays, and NaN or inf voxels as 0, without an
     error, so the whole file is decompressed here (gzip checks its CRC and length), the voxel
-    data's size is compared with what the header promises (NIfTI-1 and NIfTI-2, either byte
-    order) and float voxels are checked before ITK reads them.
+    data's size is compared with what the header promises (NIfTI-1, either byte order) and
+    float voxels are checked before ITK reads them. NIfTI-2, which this SimpleITK cannot read, is
+    an OSError saying so.
     """
     twins = same_name_files(path)
     if twins:
@@ -324,6 +325,8 @@ def check_nifti_file(path: str) -> np.ndarray | None:
     except (OSError, EOFError, zlib.error) as e:
         raise OSError(f"{path}: corrupt or truncated NIfTI ({e})") from e
     for order in "<>":
+        if len(data) >= 4 and struct.unpack(order + "i", data[:4])[0] == 540:
+            raise OSError(f"{path}: a NIfTI-2 file, which SimpleITK cannot read; save it as NIfTI-1")
         if len(data) >= 348 and struct.unpack(order + "i", data[:4])[0] == 348:
             dims = struct.unpack(order + "8h", data[40:56])
             datatype, bitpix = struct.unpack(order + "2h", data[70:74])
@@ -332,17 +335,8 @@ def check_nifti_file(path: str) -> np.ndarray | None:
             units, sform_code = data[123] & 7, struct.unpack(order + "h", data[254:256])[0]
             sform = struct.unpack(order + "12f", data[280:328])
             break
-        if len(data) >= 540 and struct.unpack(order + "i", data[:4])[0] == 540:
-            datatype, bitpix = struct.unpack(order + "2h", data[12:16])
-            dims = struct.unpack(order + "8q", data[16:80])
-            pixdim = struct.unpack(order + "8d", data[104:168])
-            offset, header = struct.unpack(order + "q", data[168:176])[0], 540
-            sform_code = struct.unpack(order + "i", data[348:352])[0]
-            sform = struct.unpack(order + "12d", data[400:496])
-            units = struct.unpack(order + "i", data[500:504])[0] & 7
-            break
     else:
-        raise OSError(f"{path}: not a NIfTI file (no NIfTI-1 or NIfTI-2 header)")
+        raise OSError(f"{path}: not a NIfTI file (no NIfTI-1 header)")
     if datatype in NIFTI_COMPLEX:
         raise ValueError(f"{path}: complex voxels (NIfTI datatype {datatype}); give the magnitude image")
     n_dims = max(0, min(int(dims[0]), 7))
