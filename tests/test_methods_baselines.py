@@ -237,9 +237,10 @@ def test_s2l_unprepared_method_fails_clearly():
 
 # ---- all three: one step, state_dict round trips ------------------------------------------
 
-@pytest.mark.parametrize("name", ["dmpls", "s2l", "ustm"])
-def test_registered(name):
-    assert METHODS[name].name == name
+def test_the_registry_holds_the_twelve_methods():
+    assert sorted(METHODS) == ["dmpls", "fully", "maskmixadv", "pce", "pce_entmin", "pce_gatedcrf", "pce_ivm",
+                               "pce_ms", "pce_rw", "pce_tv", "s2l", "ustm"]
+    assert all(cls.name == name for name, cls in METHODS.items())
 
 
 @pytest.mark.parametrize("method_cls,extra", [
