@@ -23,8 +23,8 @@ from scipy import ndimage
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "code"))
 
 from dataloaders import io  # noqa: E402
-from dataloaders.acdc import FOLD_CHOICES, make_split  # noqa: E402
-from engine import check_predicts, check_unseen, method_from_checkpoint, read_checkpoint, resolve_device  # noqa: E402
+from dataloaders.acdc import FOLD_CHOICES  # noqa: E402
+from engine import cases_to_score, method_from_checkpoint, read_checkpoint, resolve_device  # noqa: E402
 from inference import RESIZE_BACK  # noqa: E402
 from postprocess import POSTPROCESS  # noqa: E402
 from refinement import Prediction, mean_dice, simulate_strokes  # noqa: E402
@@ -61,9 +61,7 @@ def main(argv=None):
     try:
         ckpt = read_checkpoint(args.checkpoint, device)
         method, cfg = method_from_checkpoint(ckpt, device)
-        names = getattr(make_split(args.root, args.fold, cfg.val_fraction, cfg.select_on_test), args.split)
-        check_unseen(ckpt, names, args.checkpoint, args.split)
-        check_predicts(args.checkpoint, ckpt, args.root)
+        names = cases_to_score(ckpt, args.checkpoint, args.root, args.fold, args.split)
     except (OSError, ValueError) as e:
         p.exit(2, f"error: {e}\n")
     how = Prediction.of(cfg, device, args.resize_back, args.postprocess)

@@ -379,6 +379,22 @@ def check_unseen(ckpt: dict, cases: list[str], path: str, part: str = "test") ->
                          f"{example}); score them with the data root and splits it was trained with")
 
 
+def cases_to_score(ckpt: dict, path: str, root: str, fold: str, part: str) -> list[str]:
+    """The ``part`` ("val" or "test") cases of ``fold`` of ``root`` as the checkpoint ``ckpt``
+    (read from ``path``) split them (its own ``--val_fraction`` and ``--select_on_test``).
+    ValueError when there are none, when the run trained or chose its model on them
+    (:func:`check_unseen`) or predicts other classes than the root has (:func:`check_predicts`)."""
+    from methods import get_method
+
+    saved = with_defaults(ckpt["config"], get_method(ckpt["method"]))
+    names = getattr(make_split(root, fold, saved["val_fraction"], saved["select_on_test"]), part)
+    if not names:
+        raise ValueError(f"--fold {fold} of {root} has no {part} cases")
+    check_unseen(ckpt, names, path, part)
+    check_predicts(path, ckpt, root)
+    return names
+
+
 def check_same_world(ckpt: dict, dist: Distributed, path: str) -> None:
     """ValueError when a run is resumed with another number of processes (which would change
     its effective batch and its batches)."""

@@ -24,9 +24,9 @@ import os
 import torch
 
 from dataloaders import io
-from dataloaders.acdc import FOLD_CHOICES, make_split
+from dataloaders.acdc import FOLD_CHOICES
 from dataloaders.phantoms import normalise_intensity
-from engine import check_predicts, check_unseen, method_from_checkpoint, read_checkpoint, resolve_device, weights_digest
+from engine import cases_to_score, method_from_checkpoint, read_checkpoint, resolve_device, weights_digest
 from inference import RESIZE_BACK
 from postprocess import POSTPROCESS
 from refinement import (SCOPES, Prediction, RefineSettings, check_strokes, refine_volume, simulate_case,
@@ -145,12 +145,7 @@ def refine_scan(args, ckpt, method, how: Prediction) -> str:
 
 
 def simulate(args, method, cfg, how: Prediction, ckpt) -> dict:
-    # The run's own split: its --val_fraction and --select_on_test decide which cases it held out.
-    names = getattr(make_split(args.root, args.fold, cfg.val_fraction, cfg.select_on_test), args.split)
-    if not names:
-        raise ValueError(f"--split {args.split}: {args.fold} of {args.root} has no {args.split} volumes")
-    check_unseen(ckpt, names, args.checkpoint, args.split)
-    check_predicts(args.checkpoint, ckpt, args.root)
+    names = cases_to_score(ckpt, args.checkpoint, args.root, args.fold, args.split)
     rows = []
     print(f"{'case':22s} {'dice before':>11s} {'after':>7s} {'change':>7s} {'voxels':>7s} {'steps':>5s} {'s':>6s}")
     for name in names:

@@ -130,11 +130,9 @@ def predict_checkpoint(args, run, cases) -> tuple[dict[str, np.ndarray], dict]:
     its configuration, its training setting (with the number of data-parallel processes),
     post-processing, precision.
     ValueError when the run predicts another number of classes than the data root has."""
-    from engine import check_predicts, check_unseen, config_digest, method_from_checkpoint, training_setting
+    from engine import config_digest, method_from_checkpoint, training_setting
 
     path, ckpt, device = run
-    check_unseen(ckpt, [c.name for c in cases], path, args.on)
-    check_predicts(path, ckpt, args.root_path)
     method, cfg = method_from_checkpoint(ckpt, device)
     model = method.segmenter()
     post = args.postprocess or cfg.postprocess
@@ -251,14 +249,16 @@ def main(argv=None) -> dict:
             check_same_source(args.out_json, args.pred_dir or checkpoint_path(args))
             return {"out_json": args.out_json}
         names = io.class_names(args.root_path)
-        run = None if args.pred_dir else read_run(args)
-        # A run's validation cases depend on its own --val_fraction and --select_on_test.
-        trained = {} if run is None else run[1]["config"]
-        split = make_split(args.root_path, args.fold, trained.get("val_fraction", 0.1),
-                           trained.get("select_on_test", False))
-        part = split.val if args.on == "val" else split.test
-        if not part:
-            raise ValueError(f"--fold {args.fold} of {args.root_path} has no {args.on} cases")
+        if args.pred_dir:
+            run = None
+            part = getattr(make_split(args.root_path, args.fold), args.on)
+            if not part:
+                raise ValueError(f"--fold {args.fold} of {args.root_path} has no {args.on} cases")
+        else:
+            from engine import cases_to_score
+
+            run = read_run(args)
+            part = cases_to_score(run[1], run[0], args.root_path, args.fold, args.on)
         cases = list(VolumeSet(args.root_path, part))
         units = distance_units(args.root_path, cases)
         if args.save_nii:

@@ -229,7 +229,7 @@ def test_refine_cli_errors(phantom_root, bad_model, tmp_path, capsys):
     with pytest.raises(SystemExit):
         refine.main(["--checkpoint", str(tmp_path / "noval.pth"), "--simulate", "1", "--root", phantom_root,
                      "--split", "val", "--device", "cpu"])
-    assert "--split val: fold1 of" in capsys.readouterr().err
+    assert f"--fold fold1 of {phantom_root} has no val cases" in capsys.readouterr().err
     for extra, message in [(["--worst_slices", "0"], "--worst_slices must be >= 1"),
                            (["--worst_slices", "-2"], "--worst_slices must be >= 1"),
                            (["--anchor_weight", "-1"], "--anchor_weight must be >= 0"),
