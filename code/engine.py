@@ -32,7 +32,7 @@ from dataloaders.acdc import (SliceDataset, Split, TrainBatchSampler, VolumeSet,
 from distributed import Distributed
 import inference
 import metrics
-from inference import autocast, evaluate, predicting_amp, resolve_amp
+from inference import Prediction, autocast, evaluate, predicting_amp, resolve_amp
 from run_folder import Interrupted, RunFolder, StopSignals
 
 
@@ -687,9 +687,7 @@ def validate(cfg, method, val_set, device, batch, writer, iteration) -> dict:
     """Score the method's segmenter on the validation volumes (the data root's classes) and log
     scalars and an image grid."""
     model = method.segmenter()
-    _, summary = evaluate(model, val_set, cfg.input_size, device, cfg.amp, cfg.channels_last,
-                          cfg.postprocess, cfg.target_spacing, cfg.resize_back,
-                          io.class_names(cfg.root_path))
+    _, summary = evaluate(model, val_set, Prediction.of(cfg, device), io.class_names(cfg.root_path))
     for metric in metrics.METRICS:
         for k, v in summary[metric].items():
             writer.add_scalar(f"val/{metric}_{k}", v, iteration)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -9,7 +10,7 @@ import torch.nn.functional as F
 
 import metrics
 from dataloaders import io
-from dataloaders.io import CLASS_NAMES, Case
+from dataloaders.io import CLASS_NAMES, NUM_CLASSES, Case
 from dataloaders.spacing import slices_to_target, undo_fit
 from postprocess import postprocess
 
@@ -144,6 +145,48 @@ def predict_volume(model: torch.nn.Module, image: np.ndarray, size, device: torc
     return torch.cat(out).numpy()
 
 
+@dataclass(frozen=True)
+class Prediction:
+    """How a run predicts whole volumes, the same for validation, ``test_2D_fully.py``,
+    ``predict.py`` and ``refine.py``: slices resized to ``input_size`` (h, w) (or resampled to
+    ``target_spacing``), ``amp`` and ``channels_last`` as trained, ``tta`` flips, brought back to
+    the slice's size by ``resize_back`` and post-processed by ``post`` over ``num_classes`` classes."""
+
+    input_size: tuple
+    device: torch.device
+    amp: str = "off"
+    channels_last: bool = False
+    resize_back: str = "scores"
+    post: str = "none"
+    num_classes: int = NUM_CLASSES
+    tta: bool = False
+    target_spacing: tuple | None = None
+
+    @classmethod
+    def of(cls, cfg, device: torch.device, resize_back: str | None = None, post: str | None = None,
+           tta: bool = False) -> "Prediction":
+        """The prediction settings of a run's ``cfg``; ``resize_back`` and ``post``, where given,
+        replace the run's ``--resize_back`` and ``--postprocess``."""
+        target = cfg.target_spacing
+        return cls(tuple(cfg.input_size), device, cfg.amp, cfg.channels_last, resize_back or cfg.resize_back,
+                   post or cfg.postprocess, cfg.num_classes, tta, None if target is None else tuple(target))
+
+    def raw(self, model: torch.nn.Module, image: np.ndarray, spacing=None) -> np.ndarray:
+        """uint8 (Z, H, W) labels of ``image`` (Z, H, W) in [0, 1] with voxel ``spacing`` (z, y,
+        x) mm (needed with ``target_spacing``), before post-processing."""
+        return predict_volume(model, image, self.input_size, self.device, self.amp, channels_last=self.channels_last,
+                              tta=self.tta, spacing=spacing, target_spacing=self.target_spacing,
+                              resize_back=self.resize_back)
+
+    def finish(self, pred: np.ndarray) -> np.ndarray:
+        """``pred`` (Z, H, W) post-processed."""
+        return postprocess(pred, self.post, self.num_classes)
+
+    def labels(self, model: torch.nn.Module, image: np.ndarray, spacing=None) -> np.ndarray:
+        """uint8 (Z, H, W): the prediction of ``image`` (:meth:`raw`, then :meth:`finish`)."""
+        return self.finish(self.raw(model, image, spacing))
+
+
 def check_classes_present(cases: list[Case], num_classes: int) -> None:
     """ValueError when one of the classes 1..``num_classes``-1 occurs in no case's label: a volume
     without the class and without its prediction scores Dice 1, so a declared class the data lack
@@ -179,17 +222,12 @@ def table_rows(scores: dict[str, dict], names=CLASS_NAMES) -> list[dict]:
             for case, per_class in scores.items() for c, name in enumerate(names, start=1)]
 
 
-def evaluate(model, cases: list[Case], size, device, amp="off", channels_last=False, post="none",
-             target_spacing=None, resize_back="scores", names=CLASS_NAMES):
-    """Predict (:func:`predict_volume`), post-process (:func:`postprocess.postprocess`) and score
-    ``cases`` on the classes 1..C named ``names`` (the data root's): (per-volume scores, summary as
-    :func:`metrics.summarize`)."""
+def evaluate(model, cases: list[Case], how: Prediction, names=CLASS_NAMES):
+    """Predict ``cases`` the ``how`` way and score them on the classes 1..C named ``names`` (the
+    data root's): (per-volume scores, summary as :func:`metrics.summarize`)."""
     was_training = model.training
     model.eval()
-    preds = {c.name: postprocess(predict_volume(model, c.image, size, device, amp, channels_last=channels_last,
-                                                spacing=c.spacing, target_spacing=target_spacing,
-                                                resize_back=resize_back),
-                                 post, len(names) + 1) for c in cases}
+    preds = {c.name: how.labels(model, c.image, c.spacing) for c in cases}
     model.train(was_training)
     scores = score_cases(preds, cases, len(names) + 1)
     return scores, metrics.summarize(list(scores.values()), names)

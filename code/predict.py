@@ -25,8 +25,8 @@ from tqdm import tqdm
 
 from dataloaders import io
 from dataloaders.phantoms import normalise_intensity
-from inference import RESIZE_BACK, predict_volume
-from postprocess import POSTPROCESS, postprocess
+from inference import RESIZE_BACK, Prediction
+from postprocess import POSTPROCESS
 
 # Contour colours of classes 1..3 (RV red, MYO green, LV blue), as in the phantom figure.
 COLOURS = ("#ff3333", "#33ff33", "#4d80ff", "#ffcc00", "#ff66ff")
@@ -94,13 +94,10 @@ def overlay_path(out: str) -> str:
     return out[:-len(".nii.gz")] + ".png"
 
 
-def segment_scan(path: str, model, cfg, device, tta: bool, post: str) -> tuple[io.Case, np.ndarray]:
+def segment_scan(path: str, model, how: Prediction) -> tuple[io.Case, np.ndarray]:
     """(the scan with its geometry, its (Z, H, W) uint8 prediction)."""
     scan = io.read_scan(path)
-    image = normalise_intensity(scan.image, path)
-    pred = predict_volume(model, image, cfg.input_size, device, cfg.amp, tta=tta, spacing=scan.spacing,
-                          target_spacing=cfg.target_spacing, resize_back=cfg.resize_back)
-    return scan, postprocess(pred, post, cfg.num_classes).astype(np.uint8)
+    return scan, how.labels(model, normalise_intensity(scan.image, path), scan.spacing).astype(np.uint8)
 
 
 def draw_overlay(path: str, scan: io.Case, pred: np.ndarray, columns: int = 6) -> None:
@@ -142,13 +139,12 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError, OSError) as e:
         parser.exit(2, f"error: {e}\n")
     model = method.segmenter().eval()
-    post = args.postprocess or cfg.postprocess
-    cfg.resize_back = args.resize_back or cfg.resize_back
+    how = Prediction.of(cfg, device, args.resize_back, args.postprocess, args.tta)
     os.makedirs(args.output, exist_ok=True)
     failed = 0
     for path, out in tqdm(list(zip(files, outs)), desc="predicting", unit="scan"):
         try:
-            scan, pred = segment_scan(path, model, cfg, device, args.tta, post)
+            scan, pred = segment_scan(path, model, how)
             io.write_nifti(out, pred, scan.spacing, scan.origin, scan.direction)
             if args.overlay:
                 draw_overlay(overlay_path(out), scan, pred)

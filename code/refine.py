@@ -27,10 +27,9 @@ from dataloaders import io
 from dataloaders.acdc import FOLD_CHOICES
 from dataloaders.phantoms import normalise_intensity
 from engine import cases_to_score, method_from_checkpoint, read_checkpoint, resolve_device, weights_digest
-from inference import RESIZE_BACK
+from inference import RESIZE_BACK, Prediction
 from postprocess import POSTPROCESS
-from refinement import (SCOPES, Prediction, RefineSettings, check_strokes, refine_volume, simulate_case,
-                        summarize_simulation)
+from refinement import SCOPES, RefineSettings, check_strokes, refine_volume, simulate_case, summarize_simulation
 
 
 def parse_args(argv=None):

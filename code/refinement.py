@@ -21,46 +21,10 @@ from skimage.morphology import skeletonize
 
 import metrics
 from dataloaders.io import NUM_CLASSES, UNLABELED
-from inference import autocast, predict_volume
+from inference import Prediction, autocast
 from losses.segmentation import partial_ce
-from postprocess import postprocess
 
 SCOPES = ("slices", "volume")
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """How a run's predictions are made, as ``predict.py`` makes them: slices resized to
-    ``input_size`` (h, w), ``amp`` and ``channels_last`` as trained, brought back to the slice's
-    size by ``resize_back`` and post-processed by ``post`` over ``num_classes`` classes."""
-
-    input_size: tuple
-    device: torch.device
-    amp: str = "off"
-    channels_last: bool = False
-    resize_back: str = "scores"
-    post: str = "none"
-    num_classes: int = NUM_CLASSES
-
-    @classmethod
-    def of(cls, cfg, device: torch.device, resize_back: str | None = None, post: str | None = None) -> "Prediction":
-        """The prediction settings of a loaded run's ``cfg``; ``resize_back`` and ``post``, where
-        given, replace the run's ``--resize_back`` and ``--postprocess``."""
-        return cls(tuple(cfg.input_size), device, cfg.amp, cfg.channels_last, resize_back or cfg.resize_back,
-                   post or cfg.postprocess, cfg.num_classes)
-
-    def raw(self, model: torch.nn.Module, image: np.ndarray) -> np.ndarray:
-        """uint8 (Z, H, W) labels of ``image`` (Z, H, W) in [0, 1], before post-processing."""
-        return predict_volume(model, image, self.input_size, self.device, self.amp,
-                              channels_last=self.channels_last, resize_back=self.resize_back)
-
-    def finish(self, pred: np.ndarray) -> np.ndarray:
-        """``pred`` (Z, H, W) post-processed."""
-        return postprocess(pred, self.post, self.num_classes)
-
-    def labels(self, model: torch.nn.Module, image: np.ndarray) -> np.ndarray:
-        """uint8 (Z, H, W): the prediction ``predict.py`` writes for ``image``."""
-        return self.finish(self.raw(model, image))
 
 
 @dataclass

@@ -29,8 +29,8 @@ import torch
 import metrics
 from dataloaders import io
 from dataloaders.acdc import FOLD_CHOICES, VolumeSet, make_split
-from inference import RESIZE_BACK, distance_units, predict_volume, score_cases, table_rows
-from postprocess import POSTPROCESS, postprocess
+from inference import RESIZE_BACK, Prediction, distance_units, score_cases, table_rows
+from postprocess import POSTPROCESS
 
 
 def parse_args(argv=None):
@@ -128,24 +128,18 @@ def predict_checkpoint(args, run, cases) -> tuple[dict[str, np.ndarray], dict]:
     """Predictions of a trained run (:func:`read_run`) for ``cases`` and what was scored: method,
     checkpoint path, its iteration and whether it is the run's best validation model, a hash of
     its configuration, its training setting (with the number of data-parallel processes),
-    post-processing, precision.
-    ValueError when the run predicts another number of classes than the data root has."""
+    post-processing, precision (the cases were checked by ``engine.cases_to_score``)."""
     from engine import config_digest, method_from_checkpoint, training_setting
 
     path, ckpt, device = run
     method, cfg = method_from_checkpoint(ckpt, device)
     model = method.segmenter()
-    post = args.postprocess or cfg.postprocess
-    target = cfg.target_spacing
-    resize_back = args.resize_back or cfg.resize_back
-    preds = {c.name: postprocess(predict_volume(model, c.image, cfg.input_size, device, cfg.amp, tta=args.tta,
-                                                spacing=c.spacing, target_spacing=target, resize_back=resize_back),
-                                 post, cfg.num_classes)
-             for c in cases}
+    how = Prediction.of(cfg, device, args.resize_back, args.postprocess, args.tta)
+    preds = {c.name: how.labels(model, c.image, c.spacing) for c in cases}
     best_model = ckpt["iteration"] == (ckpt.get("best") or {}).get("iteration")
     return preds, {"method": ckpt["method"], "checkpoint": os.path.abspath(path),
-                   "iteration": ckpt["iteration"], "best_model": best_model, "postprocess": post, "tta": args.tta,
-                   "resize_back": resize_back,
+                   "iteration": ckpt["iteration"], "best_model": best_model, "postprocess": how.post, "tta": how.tta,
+                   "resize_back": how.resize_back,
                    "amp": cfg.amp, "trained_on": {"root_path": cfg.root_path, "fold": cfg.fold},
                    "selected_on_test": cfg.select_on_test,
                    "config_sha256": config_digest(ckpt["config"]), "setting": training_setting(ckpt)}

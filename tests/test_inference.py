@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import inference
-from inference import back_to_slice, predict_volume, resolve_amp
+from inference import Prediction, back_to_slice, predict_volume, resolve_amp
 
 
 def test_scores_and_labels_come_back_differently_at_a_non_integer_ratio():
@@ -108,3 +108,16 @@ def test_a_class_no_reference_volume_holds_is_refused(lv_root, tmp_path, capsys)
         train.main(["--method", "pce", "--root_path", str(root), "--out_dir", str(tmp_path / "run"), "--no_progress"])
     assert e.value.code == 2 and "occurs in none of the" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_prediction_settings_of_a_run_and_their_overrides():
+    import argparse
+
+    cpu = torch.device("cpu")
+    cfg = argparse.Namespace(input_size=[96, 128], amp="bf16", channels_last=True, resize_back="labels",
+                             postprocess="lcc", num_classes=2, target_spacing=None)
+    assert Prediction.of(cfg, cpu) == Prediction((96, 128), cpu, "bf16", True, "labels", "lcc", 2)
+    assert Prediction.of(cfg, cpu, "scores", "none") == Prediction((96, 128), cpu, "bf16", True, "scores", "none", 2)
+    cfg.target_spacing = [1.5, 1.5]
+    assert Prediction.of(cfg, cpu, tta=True) == Prediction((96, 128), cpu, "bf16", True, "labels", "lcc", 2, True,
+                                                           (1.5, 1.5))

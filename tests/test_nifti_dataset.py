@@ -299,9 +299,9 @@ def test_an_intensity_offset_does_not_change_what_is_segmented(nifti_src, traine
     (tmp_path / "in").mkdir()
     sitk.WriteImage(scan, str(tmp_path / "in" / "plain.nii.gz"))
     sitk.WriteImage(sitk.Cast(scan, sitk.sitkFloat64) + 1e9, str(tmp_path / "in" / "shifted.nii.gz"))
-    seen, real = [], predict.predict_volume
-    monkeypatch.setattr(predict, "predict_volume", lambda model, image, *a, **k: seen.append(image) or real(
-        model, image, *a, **k))
+    seen, real = [], predict.Prediction.raw
+    monkeypatch.setattr(predict.Prediction, "raw", lambda how, model, image, *a: seen.append(image) or real(
+        how, model, image, *a))
     assert predict.main(["--checkpoint", str(trained / "best.pth"), "--input", str(tmp_path / "in"),
                          "--output", str(tmp_path / "out"), "--device", "cpu"]) == 0
     assert len(seen) == 2 and len(np.unique(seen[0])) > 100 and np.array_equal(seen[0], seen[1])

@@ -9,8 +9,9 @@ import torch
 from dataloaders import io
 from dataloaders.acdc import fold_split, make_split
 from dataloaders.io import UNLABELED
-from refinement import (Prediction, RefineSettings, anchor_mask, mean_dice, refine_volume, simulate_case,
-                        simulate_strokes, summarize_simulation)
+from inference import Prediction
+from refinement import (RefineSettings, anchor_mask, mean_dice, refine_volume, simulate_case, simulate_strokes,
+                        summarize_simulation)
 
 CPU = torch.device("cpu")
 
@@ -129,15 +130,6 @@ def test_strokes_win_and_zero_steps_changes_nothing_else(phantom_root, bad_model
     with pytest.raises(ValueError, match="shape"):
         refine_volume(method.segmenter(), case.image, strokes[:-1], Prediction(tuple(cfg.input_size), CPU))
     assert mean_dice(case.label, case.label) == 1.0
-
-
-def test_prediction_settings_of_a_run_and_their_overrides():
-    import argparse
-
-    cfg = argparse.Namespace(input_size=[96, 128], amp="bf16", channels_last=True, resize_back="labels",
-                             postprocess="lcc", num_classes=2)
-    assert Prediction.of(cfg, CPU) == Prediction((96, 128), CPU, "bf16", True, "labels", "lcc", 2)
-    assert Prediction.of(cfg, CPU, "scores", "none") == Prediction((96, 128), CPU, "bf16", True, "scores", "none", 2)
 
 
 def write_scan(path, array, spacing=(1.5, 1.25, 10.0), origin=(3.0, -2.0, 7.0)):
