@@ -150,17 +150,8 @@ def save_checkpoint(path: str, cfg, method, optimizers, schedulers, state: Train
     }
     if rngs and len(rngs) > 1:
         ckpt["rng_ranks"] = rngs
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as f:
-        torch.save(ckpt, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    folder = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    with io.atomic_path(path, fsync=True) as tmp:
+        torch.save(ckpt, tmp)
 
 
 CHECKPOINT_KEYS = ("config", "method", "model", "iteration")

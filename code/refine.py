@@ -98,18 +98,13 @@ def save_refined(path: str, checkpoint: str, ckpt: dict, method, scan: str) -> N
     """A checkpoint ``load_method`` reads: the original's (``ckpt``, read from ``checkpoint``)
     config and split, the weights refined on ``scan``, and where they came from (so that the
     scoring tools refuse it: ``engine.check_unseen``)."""
-    tmp = f"{path}.{os.getpid()}.tmp"
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     model = method.state_dict()
-    try:
+    with io.atomic_path(path) as tmp:
         torch.save({"config": ckpt["config"], "method": ckpt["method"], "model": model,
                     "model_sha256": weights_digest(model), "iteration": ckpt["iteration"], "split": ckpt.get("split"),
                     "class_names": ckpt.get("class_names"), "refined_from": os.path.abspath(checkpoint),
                     "refined_on": os.path.abspath(scan)}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def refine_scan(args, ckpt, method, how: Prediction) -> str:

@@ -148,6 +148,8 @@ def refine_volume(model: torch.nn.Module, image: np.ndarray, strokes: np.ndarray
         kl = F.kl_div(logits.log_softmax(1), p0, reduction="none").sum(1)
         anchor = (kl * away).sum() / away.sum().clamp(min=1)
         loss = partial_ce(logits, target) + settings.anchor_weight * anchor
+        if not torch.isfinite(loss):  # weights gone to NaN or inf would segment garbage at exit 0
+            raise ValueError(f"the fine-tuning diverged at step {steps + 1} (loss {loss.item()}); lower --lr")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

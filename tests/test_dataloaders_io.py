@@ -367,3 +367,17 @@ def test_dataset_json_with_a_bad_patient_pattern_is_refused(phantom_root, tmp_pa
     io.write_dataset_json(str(root), io.CLASS_NAMES, patient_pattern=pattern)
     with pytest.raises(ValueError, match=f"{root / 'dataset.json'}: patient_pattern: .*(not a valid regex|regex string)"):
         make_split(str(root), "fold1")
+
+
+def test_atomic_path_replaces_only_on_success_and_leaves_no_partial_file(tmp_path):
+    path = tmp_path / "a.h5"
+    path.write_bytes(b"good")
+    with pytest.raises(RuntimeError):
+        with io.atomic_path(str(path)) as tmp:
+            open(tmp, "wb").write(b"half")
+            raise RuntimeError("disk full")
+    assert path.read_bytes() == b"good" and os.listdir(tmp_path) == ["a.h5"]
+    with io.atomic_path(str(path), ".nii.gz", fsync=True) as tmp:
+        assert tmp.endswith(".tmp.nii.gz") and os.path.dirname(tmp) == str(tmp_path)
+        open(tmp, "wb").write(b"new")
+    assert path.read_bytes() == b"new" and os.listdir(tmp_path) == ["a.h5"]

@@ -115,6 +115,13 @@ def stroked_case(phantom_root, bad_model, rows, label):
     return method, cfg, case, strokes, before
 
 
+def test_a_diverging_fine_tuning_is_an_error_not_a_segmentation(phantom_root, bad_model):
+    method, cfg, case, strokes, _ = stroked_case(phantom_root, bad_model, slice(10, 20), 2)
+    with pytest.raises(ValueError, match="the fine-tuning diverged at step .*; lower --lr"):
+        refine_volume(method.segmenter(), case.image, strokes, Prediction(tuple(cfg.input_size), CPU),
+                      settings=RefineSettings(iters=20, lr=1e12))
+
+
 def test_strokes_win_and_zero_steps_changes_nothing_else(phantom_root, bad_model):
     method, cfg, case, strokes, before = stroked_case(phantom_root, bad_model, slice(10, 20), 2)
     out, info = refine_volume(method.segmenter(), case.image, strokes, Prediction(tuple(cfg.input_size), CPU),

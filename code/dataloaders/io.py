@@ -18,6 +18,7 @@ A case name is a file stem; ACDC's ``patientXXX_frameYY`` groups the frames of p
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
@@ -538,11 +539,38 @@ def check_outputs(flag: str, paths, overwrite: bool = False) -> None:
             raise ValueError(f"{flag}: {path} exists; pass --overwrite to replace it")
 
 
+@contextlib.contextmanager
+def atomic_path(path: str, suffix: str = "", fsync: bool = False):
+    """A temporary path beside ``path`` (unique to this process, ending in ``suffix``: ITK picks
+    a format by it) for the block to write; renamed to ``path`` when the block succeeds and removed
+    when it fails, so a failed write neither replaces a good file nor leaves a partial one. With
+    ``fsync`` the file, then its folder after the rename, are flushed to disk (checkpoints)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = f"{os.path.abspath(path)}.{os.getpid()}.tmp{suffix}"
+    try:
+        yield tmp
+        if fsync:
+            _fsync(tmp)
+        os.replace(tmp, path)
+        if fsync:
+            _fsync(folder)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_nifti(path: str, array: np.ndarray, spacing=None, origin=None, direction=None) -> None:
     """Write ``array`` (e.g. (Z, H, W)) as NIfTI; ``spacing`` in the array's axis order (mm),
     ``origin`` and ``direction`` as ITK's (x, y, z) and row-major 3x3 (see :func:`read_scan`).
-    Atomic: written to a temporary file beside ``path``, then renamed, so a failed write never
-    replaces a good file."""
+    Atomic (:func:`atomic_path`)."""
     img = sitk.GetImageFromArray(array)
     if spacing is not None:
         img.SetSpacing(tuple(float(s) for s in reversed(spacing)))  # ITK wants (x, y, z)
@@ -551,9 +579,8 @@ def write_nifti(path: str, array: np.ndarray, spacing=None, origin=None, directi
     if direction is not None:
         img.SetDirection(tuple(float(d) for d in direction))
     ext = ".nii.gz" if path.endswith(".nii.gz") else os.path.splitext(path)[1]  # ITK picks the format by it
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.getpid()}.tmp{ext}")
-    sitk.WriteImage(img, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path, ext) as tmp:
+        sitk.WriteImage(img, tmp)
 
 
 def read_label_file(path: str, top: int = NUM_CLASSES - 1) -> np.ndarray:
@@ -580,10 +607,9 @@ def read_case(root: str, case: str) -> Case:
 def write_h5(path: str, arrays: dict, spacing=None, compression: str | None = "gzip",
              origin=None, direction=None) -> None:
     """Write ``arrays`` (keys of ``KEYS``) and the geometry attributes that are given,
-    atomically: a partial file never replaces a good one."""
+    atomically (:func:`atomic_path`)."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + ".tmp"
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         for k, a in arrays.items():
             if a is None:
                 continue
@@ -592,7 +618,6 @@ def write_h5(path: str, arrays: dict, spacing=None, compression: str | None = "g
         for name, value in zip(GEOMETRY, (spacing, origin, direction)):
             if value is not None:
                 f.attrs[name] = np.asarray(value, dtype=np.float64)
-    os.replace(tmp, path)
 
 
 def write_case(root: str, case: Case, slices: bool = True) -> None:

@@ -16,6 +16,8 @@ import re
 import numpy as np
 from tqdm import tqdm
 
+from dataloaders.io import atomic_path
+
 _KEY_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
@@ -54,10 +56,8 @@ class SliceCache:
 
     def _store(self, path: str, label: np.ndarray, digest: str) -> None:
         os.makedirs(self.cache_dir, exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as f:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, label=label, digest=np.array(digest))
-        os.replace(tmp, path)
 
     def cached(self, key: str, *inputs) -> bool:
         """True if a current label for these inputs is on disk."""
