@@ -67,7 +67,7 @@ from tqdm import tqdm
 
 from dataloaders import io
 from dataloaders.io import KEYS, UNLABELED, Case, read_h5, write_case, write_slices
-from dataloaders.phantoms import normalise_intensity
+from dataloaders.intensity import normalise_intensity
 from dataloaders.scribbles import scribble_volume
 
 FRAME_RE = re.compile(r"^(patient\d+_frame\d+)(_gt)?$")  # of a NIfTI stem (io.nifti_stem)

@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dataloaders import io
-from dataloaders.phantoms import normalise_intensity
+from dataloaders.intensity import normalise_intensity
 from inference import RESIZE_BACK, Prediction
 from postprocess import POSTPROCESS
 

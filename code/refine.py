@@ -25,7 +25,7 @@ import torch
 
 from dataloaders import io
 from dataloaders.acdc import FOLD_CHOICES
-from dataloaders.phantoms import normalise_intensity
+from dataloaders.intensity import normalise_intensity
 from engine import cases_to_score, method_from_checkpoint, read_checkpoint, resolve_device, weights_digest
 from inference import RESIZE_BACK, Prediction
 from postprocess import POSTPROCESS
