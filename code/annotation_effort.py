@@ -54,7 +54,7 @@ def result_and_config(path: str) -> tuple[dict, dict, dict]:
     """(result, training config, what the run trained on as its checkpoint records it: ``cases``
     (None without a split) and ``data_sha256`` (None for runs older than the record)) of a
     ``test_2D_fully.py`` JSON scored on a checkpoint."""
-    from engine import read_checkpoint
+    from checkpoint import read_checkpoint
 
     result = read_result(path)
     checkpoint = (result.get("scored") or {}).get("checkpoint")
@@ -78,7 +78,7 @@ def check_same_run(path: str, scored: dict, trained: dict, cfg: dict, config_pat
     """ValueError when the run folder no longer holds what the result ``path`` scored: its
     checkpoint's configuration ``trained`` differs from the one recorded (``config_sha256``), e.g.
     because the run was replaced by another, or ``config.json`` disagrees with the checkpoint."""
-    from engine import config_digest
+    from checkpoint import config_digest
 
     if "config_sha256" not in scored:  # a result written before the digest was recorded
         return

@@ -32,6 +32,17 @@ def native_bf16(device: torch.device) -> bool:
                                                                    "_is_avx512_bf16_supported"))
 
 
+def resolve_device(name: str) -> torch.device:
+    """``--device``: "auto" (CUDA where available, else the CPU), "cpu", "cuda" or "cuda:N";
+    ValueError naming the flag for CUDA on a machine without it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
 def resolve_amp(amp: str, device: torch.device) -> str:
     """``amp`` (one of :data:`AMP`) as run on ``device``: "auto" is "bf16" where bf16 is native
     (:func:`native_bf16`) and "off" (fp32) elsewhere; the others are kept."""

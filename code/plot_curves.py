@@ -73,7 +73,7 @@ def validation_cases(run: str) -> list[str] | None:
     path = os.path.join(run, "last.pth")
     if not os.path.isfile(path):
         return None
-    from engine import read_checkpoint
+    from checkpoint import read_checkpoint
 
     return (read_checkpoint(path).get("split") or {}).get("val")
 
@@ -87,7 +87,7 @@ def check_comparable(runs: list[str]) -> None:
     check_same(configs, "validation volumes (fold, --val_fraction, --select_on_test)", validated_on)
     check_same_cases([(r, validation_cases(r)) for r in runs])
     note_roots((c.get("root_path") for _, c in configs), "runs trained on")
-    from engine import with_defaults
+    from checkpoint import with_defaults
     from methods import get_method
 
     full = [with_defaults(c, get_method(c["method"])) for _, c in configs]

@@ -129,7 +129,8 @@ def draw_overlay(path: str, scan: io.Case, pred: np.ndarray, columns: int = 6) -
 
 def main(argv=None) -> int:
     args, parser = parse_args(argv)
-    from engine import load_method, resolve_device
+    from checkpoint import load_method
+    from inference import resolve_device
 
     try:
         files = input_files(args.input)

@@ -26,7 +26,8 @@ import torch
 from dataloaders import io
 from dataloaders.acdc import FOLD_CHOICES
 from dataloaders.intensity import normalise_intensity
-from engine import cases_to_score, method_from_checkpoint, read_checkpoint, resolve_device, weights_digest
+from checkpoint import cases_to_score, method_from_checkpoint, read_checkpoint, weights_digest
+from inference import resolve_device
 from inference import RESIZE_BACK, Prediction
 from postprocess import POSTPROCESS
 from refinement import SCOPES, RefineSettings, check_strokes, refine_volume, simulate_case, summarize_simulation
@@ -97,7 +98,7 @@ def refined_path(output: str, scan: str) -> str:
 def save_refined(path: str, checkpoint: str, ckpt: dict, method, scan: str) -> None:
     """A checkpoint ``load_method`` reads: the original's (``ckpt``, read from ``checkpoint``)
     config and split, the weights refined on ``scan``, and where they came from (so that the
-    scoring tools refuse it: ``engine.check_unseen``)."""
+    scoring tools refuse it: ``checkpoint.check_unseen``)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     model = method.state_dict()
     with io.atomic_path(path) as tmp:

@@ -73,7 +73,7 @@ def check_same_setting(results: list[tuple[str, dict]], ignore=()) -> None:
     results record their training setting: one row would average two settings. A flag only one
     of them records is newer than the other's run, which trained with its default. Flags in
     ``ignore`` may differ."""
-    from engine import complete_setting
+    from checkpoint import complete_setting
 
     recorded = []
     for path, r in results:

@@ -117,7 +117,8 @@ def checkpoint_path(args) -> str:
 
 def read_run(args) -> tuple[str, dict, torch.device]:
     """(path, contents, device) of the checkpoint that ``--exp``/``--model_dir``/``--checkpoint`` name."""
-    from engine import read_checkpoint, resolve_device
+    from checkpoint import read_checkpoint
+    from inference import resolve_device
 
     path = checkpoint_path(args)
     device = resolve_device(args.device)
@@ -128,8 +129,8 @@ def predict_checkpoint(args, run, cases) -> tuple[dict[str, np.ndarray], dict]:
     """Predictions of a trained run (:func:`read_run`) for ``cases`` and what was scored: method,
     checkpoint path, its iteration and whether it is the run's best validation model, a hash of
     its configuration, its training setting (with the number of data-parallel processes),
-    post-processing, precision (the cases were checked by ``engine.cases_to_score``)."""
-    from engine import config_digest, method_from_checkpoint, training_setting
+    post-processing, precision (the cases were checked by ``checkpoint.cases_to_score``)."""
+    from checkpoint import config_digest, method_from_checkpoint, training_setting
 
     path, ckpt, device = run
     method, cfg = method_from_checkpoint(ckpt, device)
@@ -249,7 +250,7 @@ def main(argv=None) -> dict:
             if not part:
                 raise ValueError(f"--fold {args.fold} of {args.root_path} has no {args.on} cases")
         else:
-            from engine import cases_to_score
+            from checkpoint import cases_to_score
 
             run = read_run(args)
             part = cases_to_score(run[1], run[0], args.root_path, args.fold, args.on)

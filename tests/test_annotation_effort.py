@@ -17,6 +17,7 @@ def fake_run(tmp_path, root, name, *extra):
     the root gives it now, and a result JSON that scored that checkpoint."""
     import torch
 
+    import checkpoint
     import engine
 
     cfg = tiny_cfg(get_method("pce"), root, tmp_path / name, *extra)
@@ -25,10 +26,10 @@ def fake_run(tmp_path, root, name, *extra):
     save_config(cfg, os.path.join(cfg.out_dir, "config.json"))
     method = get_method("pce")(cfg)
     optimizers = method.configure_optimizers()
-    engine.save_checkpoint(os.path.join(cfg.out_dir, "best.pth"), cfg, method, optimizers, {},
-                           engine.TrainState(cfg, torch.device("cpu"), optimizers), {},
-                           make_split(root, cfg.fold, cfg.val_fraction, cfg.select_on_test))
-    setting = engine.training_setting({"config": vars(cfg), "method": "pce"})
+    checkpoint.save_checkpoint(os.path.join(cfg.out_dir, "best.pth"), cfg, method, optimizers, {},
+                               engine.TrainState(cfg, torch.device("cpu"), optimizers), {},
+                               make_split(root, cfg.fold, cfg.val_fraction, cfg.select_on_test))
+    setting = checkpoint.training_setting({"config": vars(cfg), "method": "pce"})
     result = {"dice": {"RV": 0.5, "MYO": 0.4, "LV": 0.6, "mean": 0.5}, "hd95": {"mean": 7.0}, "asd": {"mean": 2.0},
               "units": "mm", "scored": {"checkpoint": os.path.join(cfg.out_dir, "best.pth"), "method": "pce",
                                         "setting": setting}}

@@ -4,6 +4,7 @@ import os
 import pytest
 import torch
 
+import checkpoint
 import engine
 import inference
 from conftest import tiny_cfg
@@ -18,7 +19,7 @@ def run(method_name, root, out_dir, *extra, crash_after_first_save=False, monkey
     method_cls = get_method(method_name)
     cfg = tiny_cfg(method_cls, root, out_dir, *extra)
     if crash_after_first_save:
-        real = engine.save_checkpoint
+        real = checkpoint.save_checkpoint
 
         def save_then_crash(path, *args):
             real(path, *args)
@@ -76,23 +77,14 @@ def test_resume_without_a_run_is_an_error(tmp_path, phantom_root):
         run("pce", phantom_root, tmp_path, "--resume")
 
 
-def test_load_method_restores_the_segmenter(tmp_path, phantom_root):
-    ckpt = run("pce", phantom_root, tmp_path)
-    method, cfg = engine.load_method(str(tmp_path / "last.pth"), torch.device("cpu"))
-    assert cfg.method == "pce" and not method.training
-    assert torch.equal(method.state_dict()["net.decoder.head.weight"], ckpt["model"]["net.decoder.head.weight"])
-    with pytest.raises(FileNotFoundError, match="nope.pth"):
-        engine.load_method(str(tmp_path / "nope.pth"), torch.device("cpu"))
-
-
 def test_crop_training_validates_and_tests_on_the_whole_resized_slice(tmp_path, phantom_root):
     ckpt = run("maskmixadv", phantom_root, tmp_path, "--input_size", "64", "64")
     assert ckpt["config"]["input_size"] == [64, 64] and ckpt["config"]["patch_size"] == [32, 32]
-    method, cfg = engine.load_method(str(tmp_path / "last.pth"), torch.device("cpu"))
+    method, cfg = checkpoint.load_method(str(tmp_path / "last.pth"), torch.device("cpu"))
     assert cfg.input_size == [64, 64]
     del ckpt["config"]["input_size"]  # a run saved before the flag existed: no crops
     torch.save(ckpt, tmp_path / "old.pth")
-    assert engine.load_method(str(tmp_path / "old.pth"), torch.device("cpu"))[1].input_size == [32, 32]
+    assert checkpoint.load_method(str(tmp_path / "old.pth"), torch.device("cpu"))[1].input_size == [32, 32]
 
 
 def test_a_run_saved_before_resize_back_keeps_the_labels_it_was_validated_with(tmp_path, phantom_root):
@@ -100,12 +92,12 @@ def test_a_run_saved_before_resize_back_keeps_the_labels_it_was_validated_with(t
     assert ckpt["config"]["resize_back"] == "scores"
     del ckpt["config"]["resize_back"]
     torch.save(ckpt, tmp_path / "last.pth")
-    assert engine.load_method(str(tmp_path / "last.pth"), torch.device("cpu"))[1].resize_back == "labels"
+    assert checkpoint.load_method(str(tmp_path / "last.pth"), torch.device("cpu"))[1].resize_back == "labels"
     # Flags added later without a LEGACY entry take the value their default had then.
     for flag in ("postprocess", "target_spacing", "model_ema", "select_on_test", "upsampling"):
         del ckpt["config"][flag]
     torch.save(ckpt, tmp_path / "older.pth")
-    cfg = engine.load_method(str(tmp_path / "older.pth"), torch.device("cpu"))[1]
+    cfg = checkpoint.load_method(str(tmp_path / "older.pth"), torch.device("cpu"))[1]
     assert (cfg.postprocess, cfg.target_spacing, cfg.model_ema, cfg.select_on_test, cfg.upsampling) == \
         ("none", None, 0.0, False, "transposed")
     with pytest.raises(ValueError, match="--resize_back is 'scores' but the run was started with 'labels'"):
@@ -131,7 +123,7 @@ def test_cuda_request_without_cuda_is_a_clear_error():
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     with pytest.raises(ValueError, match="--device cuda"):
-        engine.resolve_device("cuda")
+        inference.resolve_device("cuda")
 
 
 def test_resume_refuses_a_changed_schedule_but_accepts_other_workers(tmp_path, phantom_root):
@@ -203,16 +195,6 @@ def test_amp_auto_trains_in_bf16_only_where_it_is_native(native, trained, tmp_pa
     assert "emulated" not in open(tmp_path / "log.txt").read()
 
 
-@pytest.mark.parametrize("native, predicts", [(False, "off"), (True, "bf16")])
-def test_a_bf16_run_predicts_in_fp32_where_bf16_is_emulated(native, predicts, tmp_path, phantom_root, monkeypatch):
-    run("pce", phantom_root, tmp_path, "--max_iterations", "1")
-    ckpt = torch.load(tmp_path / "last.pth", weights_only=False)
-    monkeypatch.setattr(inference, "native_bf16", lambda device: native)
-    assert engine.method_from_checkpoint(ckpt, torch.device("cpu"))[1].amp == "off"
-    ckpt["config"]["amp"] = "bf16"
-    assert engine.method_from_checkpoint(ckpt, torch.device("cpu"))[1].amp == predicts
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_resume_on_cuda(tmp_path, phantom_root, monkeypatch):
     with pytest.raises(Interrupt):
@@ -235,51 +217,6 @@ def test_a_nan_loss_stops_the_run_before_any_checkpoint_is_written(tmp_path, pha
     with pytest.raises(FloatingPointError, match="non-finite loss at or before iteration 3"):
         engine.train(cfg, method_cls)
     assert not (tmp_path / "last.pth").exists() and not (tmp_path / "best.pth").exists()
-
-
-def test_a_model_with_non_finite_weights_is_never_written(tmp_path, phantom_root):
-    method_cls = get_method("pce")
-    cfg = tiny_cfg(method_cls, phantom_root, tmp_path)
-    method = method_cls(cfg)
-    opts = method.configure_optimizers()
-    state = engine.TrainState(cfg, torch.device("cpu"), opts)
-    with torch.no_grad():
-        method.net.decoder.head.bias[0] = float("inf")
-    with pytest.raises(FloatingPointError, match="net.decoder.head.bias holds NaN or inf"):
-        engine.save_checkpoint(str(tmp_path / "x.pth"), cfg, method, opts, {}, state, {})
-    assert not (tmp_path / "x.pth").exists()
-
-
-def test_foreign_or_damaged_checkpoints_are_one_line_errors(tmp_path, phantom_root):
-    run("pce", phantom_root, tmp_path)
-    data = (tmp_path / "last.pth").read_bytes()
-    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
-    with pytest.raises(OSError, match="cut.pth: not a readable checkpoint"):
-        engine.load_method(str(tmp_path / "cut.pth"), torch.device("cpu"))
-    torch.save(torch.load(tmp_path / "last.pth", weights_only=False)["model"], tmp_path / "bare.pth")
-    with pytest.raises(ValueError, match="bare.pth: not a checkpoint of this project .*bare state_dict"):
-        engine.load_method(str(tmp_path / "bare.pth"), torch.device("cpu"))
-
-
-def test_checkpoints_with_non_finite_or_changed_weights_are_refused(tmp_path, phantom_root):
-    run("pce", phantom_root, tmp_path)
-    ckpt = torch.load(tmp_path / "last.pth", weights_only=False)
-    name = next(k for k, t in ckpt["model"].items() if t.is_floating_point())
-    changed = {**ckpt, "model": {**ckpt["model"], name: ckpt["model"][name].clone()}}
-    changed["model"][name].view(-1)[0] += 1e-3  # a damaged byte: torch.load does not notice
-    torch.save(changed, tmp_path / "changed.pth")
-    with pytest.raises(ValueError, match="changed.pth: damaged checkpoint"):
-        engine.read_checkpoint(str(tmp_path / "changed.pth"))
-    del changed["model_sha256"]  # written before the digest existed: read, as before
-    torch.save(changed, tmp_path / "old.pth")
-    engine.read_checkpoint(str(tmp_path / "old.pth"))
-    changed["model"][name].view(-1)[0] = float("nan")
-    torch.save(changed, tmp_path / "nan.pth")
-    with pytest.raises(ValueError, match=f"nan.pth: weight {name} holds NaN or inf"):
-        engine.read_checkpoint(str(tmp_path / "nan.pth"))
-    torch.save({**changed, "model": [1, 2]}, tmp_path / "module.pth")  # e.g. a pickled module
-    with pytest.raises(ValueError, match="module.pth: its model is a list, not a state_dict"):
-        engine.read_checkpoint(str(tmp_path / "module.pth"))
 
 
 @pytest.mark.parametrize("flags, channels_last", [((), True), (("--no-channels_last",), False)])
@@ -340,18 +277,3 @@ def test_validation_volumes_with_and_without_a_spacing_are_refused_before_traini
     with pytest.raises(ValueError, match=f"{first}.h5 has no spacing attribute but .*{second}.h5 has one"):
         run("pce", str(root), tmp_path / "run")
     assert not (tmp_path / "run" / "last.pth").exists()
-
-
-def test_check_unseen_refuses_seen_cases_and_other_validation_cases():
-    ckpt = {"split": {"train": ["a"], "val": ["b"], "test": ["c"]}}
-    engine.check_unseen(ckpt, ["c"], "x.pth")
-    engine.check_unseen(ckpt, ["b"], "x.pth", "val")
-    for cases, part, message in [(["a", "c"], "test", "x.pth trained on 1 of the 2 cases"),
-                                 (["b"], "test", "x.pth chose its model on 1 of the 1 cases"),
-                                 # an edited splits.json: every scoring tool's --on / --split val
-                                 (["d"], "val", "x.pth chose its model on other validation cases than the 1 to score "
-                                                "(e.g. b)")]:
-        with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
-            engine.check_unseen(ckpt, cases, "x.pth", part)
-    with pytest.raises(ValueError, match="fine-tuned by refine.py on s.nii.gz"):
-        engine.check_unseen({**ckpt, "refined_from": "run.pth", "refined_on": "s.nii.gz"}, ["c"], "x.pth")

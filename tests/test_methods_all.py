@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+import checkpoint
 import engine
 import test_2D_fully
 from conftest import tiny_cfg
@@ -89,6 +90,6 @@ def test_decoder_flags_reach_the_network(name, phantom_root, tmp_path):
     assert heads and set(heads) == {(3, 3)}
     # A config saved before the flags existed builds the transposed convolutions and 1x1 heads it trained.
     saved = {k: v for k, v in vars(cfg).items() if k not in ("upsampling", "head_kernel")}
-    old = argparse.Namespace(**engine.with_defaults(saved, cls))
+    old = argparse.Namespace(**checkpoint.with_defaults(saved, cls))
     assert nn.ConvTranspose2d in {type(m) for m in cls(old).modules()}
     assert {m.head.kernel_size for m in cls(old).modules() if hasattr(m, "head")} == {(1, 1)}

@@ -63,7 +63,7 @@ def bad_model(phantom_root, tmp_path_factory):
 
 
 def test_refinement_raises_dice_of_a_bad_model(phantom_root, bad_model):
-    from engine import load_method
+    from checkpoint import load_method
 
     method, cfg = load_method(bad_model, torch.device("cpu"))
     case = io.read_case(phantom_root, fold_split(io.list_cases(phantom_root), "fold1").test[0])
@@ -82,7 +82,8 @@ def test_simulation_scores_the_classes_of_the_data_root(lv_root, phantom_root, t
     # Classes 2 and 3, absent from a one-class root, once counted as Dice 1 in the mean.
     import refine
     from conftest import tiny_cfg
-    from engine import load_method, train
+    from checkpoint import load_method
+    from engine import train
     from inference import predict_volume
     from methods import get_method
 
@@ -104,7 +105,7 @@ def test_simulation_scores_the_classes_of_the_data_root(lv_root, phantom_root, t
 def stroked_case(phantom_root, bad_model, rows, label):
     """(method, cfg, case, strokes with ``label`` on slice 1, rows ``rows`` of column 30, the
     prediction before refinement) for the first phantom case."""
-    from engine import load_method
+    from checkpoint import load_method
     from inference import predict_volume
 
     method, cfg = load_method(bad_model, torch.device("cpu"))
@@ -177,7 +178,7 @@ def test_refine_cli_keeps_geometry_honours_strokes_never_writes_the_checkpoint(p
         refine.main(again)
     assert "scan_refined.nii.gz exists; pass --overwrite" in capsys.readouterr().err and not saved.exists()
     refine.main(again + ["--overwrite"])
-    from engine import load_method
+    from checkpoint import load_method
 
     # The refined model keeps the run's split, so scoring it on its training cases is refused too.
     assert torch.load(saved, weights_only=False)["split"] == torch.load(bad_model, weights_only=False)["split"]
