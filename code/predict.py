@@ -17,6 +17,7 @@ failed files (0: all written).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -95,14 +96,17 @@ def overlay_path(out: str) -> str:
 
 
 def segment_scan(path: str, model, how: Prediction) -> tuple[io.Case, np.ndarray]:
-    """(the scan with its geometry, its (Z, H, W) uint8 prediction)."""
+    """(the scan with its geometry and its image normalised to [0, 1], its (Z, H, W) uint8
+    prediction)."""
     scan = io.read_scan(path)
-    return scan, how.labels(model, normalise_intensity(scan.image, path), scan.spacing).astype(np.uint8)
+    scan = dataclasses.replace(scan, image=normalise_intensity(scan.image, path))
+    return scan, how.labels(model, scan.image, scan.spacing).astype(np.uint8)
 
 
 def draw_overlay(path: str, scan: io.Case, pred: np.ndarray, columns: int = 6) -> None:
-    """Save a PNG grid of up to 2 x ``columns`` slices (base to apex) with the contours of each
-    predicted class; the image is shown in voxel order with the in-plane aspect of its spacing."""
+    """Save a PNG grid of up to 2 x ``columns`` slices (base to apex) of ``scan`` (its image in
+    [0, 1]) with the contours of each predicted class; the image is shown in voxel order with the
+    in-plane aspect of its spacing."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -111,12 +115,11 @@ def draw_overlay(path: str, scan: io.Case, pred: np.ndarray, columns: int = 6) -
     zs = np.linspace(0, scan.image.shape[0] - 1, n).round().astype(int)
     rows = (n + columns - 1) // columns
     fig, axes = plt.subplots(rows, columns, figsize=(2 * columns, 2 * rows), squeeze=False)
-    image = normalise_intensity(scan.image)
     aspect = scan.spacing[1] / scan.spacing[2] if scan.spacing else 1.0
     for ax in axes.ravel():
         ax.axis("off")
     for ax, z in zip(axes.ravel(), zs):
-        ax.imshow(image[z], cmap="gray", vmin=0, vmax=1, aspect=aspect, interpolation="nearest")
+        ax.imshow(scan.image[z], cmap="gray", vmin=0, vmax=1, aspect=aspect, interpolation="nearest")
         for c in range(1, int(pred.max()) + 1):
             if (pred[z] == c).any():
                 ax.contour(pred[z] == c, levels=[0.5], colors=COLOURS[(c - 1) % len(COLOURS)], linewidths=0.8)
