@@ -53,8 +53,10 @@ def _json_object(path: str) -> dict:
 def result_and_config(path: str) -> tuple[dict, dict, dict]:
     """(result, training config, what the run trained on as its checkpoint records it: ``cases``
     (None without a split) and ``data_sha256`` (None for runs older than the record)) of a
-    ``test_2D_fully.py`` JSON scored on a checkpoint."""
-    from checkpoint import read_checkpoint
+    ``test_2D_fully.py`` JSON scored on a checkpoint; the config has every flag (those its run
+    predates at the value it trained with: ``checkpoint.with_defaults``)."""
+    from checkpoint import read_checkpoint, with_defaults
+    from methods import get_method
 
     result = read_result(path)
     checkpoint = (result.get("scored") or {}).get("checkpoint")
@@ -70,7 +72,7 @@ def result_and_config(path: str) -> tuple[dict, dict, dict]:
     ckpt = read_checkpoint(checkpoint)
     check_same_run(path, result["scored"], ckpt["config"], cfg, config_path)
     # The split of the run, not the one the data root would give now (its splits.json may have changed).
-    return result, cfg, {"cases": (ckpt.get("split") or {}).get("train"),
+    return result, with_defaults(cfg, get_method(cfg["method"])), {"cases": (ckpt.get("split") or {}).get("train"),
                          "data_sha256": ckpt["config"].get("train_data_sha256")}
 
 
@@ -104,10 +106,10 @@ def annotation(cfg: dict, root: str | None = None, cases: list[str] | None = Non
         raise FileNotFoundError(f"{root}: data root of the run not found (pass --root)")
     if cases is None:
         cases = make_split(root, cfg["fold"], cfg["val_fraction"], cfg["select_on_test"]).train
-    train, dense = dense_training_cases(cases, cfg["sup_type"], cfg.get("labeled_patients", 0), cfg["seed"],
+    train, dense = dense_training_cases(cases, cfg["sup_type"], cfg["labeled_patients"], cfg["seed"],
                                         io.patient_pattern(root))
     data = SliceDataset(root, train, cfg["sup_type"], cfg["patch_size"], progress=False,
-                        input_size=cfg["input_size"], target_spacing=cfg.get("target_spacing"), dense_cases=dense)
+                        input_size=cfg["input_size"], target_spacing=cfg["target_spacing"], dense_cases=dense)
     if data_sha256 is not None and data.digest() != data_sha256:
         raise ValueError(f"{root}: the training data differ from those the run trained on (the same cases, "
                          "other images or labels); count on the run's own data (--root)")
@@ -130,9 +132,9 @@ def effort_rows(paths: list[str], labels: list[str], root: str | None = None) ->
         check_same(results, "scoring (post-processing, TTA, resize back)", scoring_of)
         if scored_part(results) != "test":
             raise ValueError(f"{path}: scored the validation part; the curve is of test Dice")
-        n = cfg.get("labeled_patients", 0)
+        n = cfg["labeled_patients"]
         # Runs whose training targets are built alike share one count.
-        key = (root or cfg["root_path"], json.dumps([cfg[k] for k in TARGET_KEYS]), n, str(cfg.get("target_spacing")),
+        key = (root or cfg["root_path"], json.dumps([cfg[k] for k in TARGET_KEYS]), n, str(cfg["target_spacing"]),
                json.dumps(trained["cases"]), trained["data_sha256"])
         if key not in counted:
             counted[key] = annotation(cfg, root, trained["cases"], trained["data_sha256"])
