@@ -153,6 +153,14 @@ def finalize(cfg: argparse.Namespace, method_cls) -> argparse.Namespace:
         raise ValueError(f"--fg_prob must lie in [0, 1], got {cfg.fg_prob}")
     if not 0.0 <= cfg.model_ema < 1.0:
         raise ValueError(f"--model_ema must lie in [0, 1), got {cfg.model_ema}")
+    if cfg.base_lr <= 0 or cfg.seed < 0:  # lr 0 trained nothing at exit 0; torch named neither flag
+        raise ValueError(f"--base_lr must be > 0 and --seed >= 0, got {cfg.base_lr} and {cfg.seed}")
+    if cfg.poly_power < 0:  # a negative power raised ZeroDivisionError at the last step
+        raise ValueError(f"--poly_power must be >= 0, got {cfg.poly_power}")
+    # Every method's loss weights are --w_*: a negative one would train away from its target.
+    for flag, value in sorted(vars(cfg).items()):
+        if flag.startswith("w_") and value < 0:
+            raise ValueError(f"--{flag} must be >= 0, got {value}")
     cfg.target_spacing = parse_target_spacing(cfg.target_spacing, cfg.root_path)
     method_cls.check_args(cfg)
     return cfg

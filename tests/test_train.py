@@ -22,6 +22,13 @@ from conftest import ROOT
     (["--method", "maskmixadv", "--mask_ratio", "1.0"], "--mask_ratio must lie in (0, 1), got 1.0"),
     (["--method", "maskmixadv", "--mask_grid", "0"], "--mask_grid must be >= 1, got 0"),
     (["--method", "maskmixadv", "--w_adv", "-0.1"], "--w_adv must be >= 0, got -0.1"),
+    # Negative loss weights of any method trained away from the strokes at exit 0 (dmpls: Dice 0.01).
+    (["--method", "dmpls", "--w_ce", "-1"], "--w_ce must be >= 0, got -1.0"),
+    (["--method", "pce_tv", "--w_reg", "-1"], "--w_reg must be >= 0, got -1.0"),
+    (["--method", "s2l", "--w_cons", "-1"], "--w_cons must be >= 0, got -1.0"),
+    (["--method", "pce", "--poly_power", "-1"], "--poly_power must be >= 0, got -1.0"),  # a traceback at the end
+    (["--method", "pce", "--base_lr", "0"], "--base_lr must be > 0"),  # trained nothing, exit 0
+    (["--method", "pce", "--seed", "-1"], "--seed >= 0"),
     (["--method", "ustm", "--mc_passes", "0"], "--mc_passes must be >= 1, got 0"),
     (["--method", "s2l", "--memory_interval", "0"], "--memory_interval must be >= 1, got 0"),
     # argparse's prefixes would take --root for --root_path behind train_wss.sh's guards.

@@ -90,9 +90,8 @@ class MaskMixAdv(Method):
 
     @classmethod
     def check_args(cls, cfg):
-        for flag in ("w_ce", "w_pseudo", "w_rec", "w_adv", "adv_rampup"):
-            if getattr(cfg, flag) < 0:  # a negative weight would train away from its target
-                raise ValueError(f"--{flag} must be >= 0, got {getattr(cfg, flag)}")
+        if cfg.adv_rampup < 0:
+            raise ValueError(f"--adv_rampup must be >= 0, got {cfg.adv_rampup}")
         for flag in ("mask_grid", "disc_ndf"):
             if getattr(cfg, flag) < 1:
                 raise ValueError(f"--{flag} must be >= 1, got {getattr(cfg, flag)}")
