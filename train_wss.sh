@@ -11,9 +11,10 @@
 #
 # --iters, --patch, --input, --batch, --amp and --val, wherever given, win over a --protocol's
 # values. A run that already exists is resumed (a finished one is only re-tested). When several
-# CUDA GPUs are visible, runs are spread over them, one run per GPU at a time.
+# CUDA GPUs are visible, runs are spread over them, one run per GPU at a time. Paths are the
+# caller's: model/ (and the default phantoms under data/) are written in the current directory.
 set -euo pipefail
-cd "$(dirname "$0")"
+here="$(cd "$(dirname "$0")" && pwd)"  # the scripts; the caller's relative paths stay the caller's
 
 methods="maskmixadv"
 folds="fold1"
@@ -49,7 +50,7 @@ while [ $# -gt 0 ]; do
       [ -z "${method_args[$2]+set}" ] || { echo "train_wss.sh: --args $2 given twice (put its flags in one)" >&2; exit 2; }
       method_args[$2]="$3"; shift 3 ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "train_wss.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -83,7 +84,7 @@ done
 PY=${PYTHON:-python3}
 
 declare -A sup=()
-while read -r m s; do sup[$m]=$s; done < <($PY -c "import sys; sys.path.insert(0, 'code')
+while read -r m s; do sup[$m]=$s; done < <($PY -c "import sys; sys.path.insert(0, '$here/code')
 from methods import METHODS
 for name, cls in METHODS.items(): print(name, cls.sup_type)")
 for m in $methods; do
@@ -92,7 +93,7 @@ done
 
 if [ ! -d "$root/ACDC_training_volumes" ]; then
   if [ "$(realpath -m "$root")" = "$(realpath -m "$phantoms")" ]; then
-    $PY code/make_phantoms.py --out "$root" --patients 20 --seed 0
+    $PY "$here/code/make_phantoms.py" --out "$root" --patients 20 --seed 0
   else
     echo "train_wss.sh: --root $root has no ACDC_training_volumes folder" >&2; exit 2
   fi
@@ -112,7 +113,7 @@ sup_of() {  # method: the supervision its run folder is named after (a --sup_typ
 }
 
 test_args() {  # method fold: sets targs, test_2D_fully's arguments for that run
-  targs=(code/test_2D_fully.py --root_path "$root" --fold "$2" --exp "${exp_prefix}$1" --sup_type "$(sup_of "$1")"
+  targs=("$here/code/test_2D_fully.py" --root_path "$root" --fold "$2" --exp "${exp_prefix}$1" --sup_type "$(sup_of "$1")"
     --out_json "model/results/${exp_prefix}$1_$2.json")
 }
 
@@ -121,7 +122,7 @@ run_one() {  # method fold [gpu]
   [ -n "${3:-}" ] && gpu=(env "CUDA_VISIBLE_DEVICES=$3")
   read -ra own <<< "${method_args[$m]:-}"
   [ -f "model/${exp}_${f}/$(sup_of "$m")/last.pth" ] && resume=(--resume)
-  "${gpu[@]}" $PY code/train.py --method "$m" --exp "$exp" --root_path "$root" --fold "$f" \
+  "${gpu[@]}" $PY "$here/code/train.py" --method "$m" --exp "$exp" --root_path "$root" --fold "$f" \
     --max_iterations "$iters" --patch_size "$patch" "$patch" --input_size "${input:-$patch}" "${input:-$patch}" \
     --batch_size "$batch" --amp "$amp" \
     --val_interval "$val" "${resume[@]}" "${own[@]}" "${extra[@]}"
@@ -158,5 +159,5 @@ else
   for j in "${jobs_[@]}"; do run_one $j; done
 fi
 
-$PY code/summarize_results.py --results model/results --methods $methods --folds $folds \
+$PY "$here/code/summarize_results.py" --results model/results --methods $methods --folds $folds \
   --exp_prefix "$exp_prefix" && [ "$failed" -eq 0 ]

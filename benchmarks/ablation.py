@@ -54,8 +54,8 @@ def run_variant(name: str, args) -> dict:
     if args.shape_prior:
         cmd += ["--args", "maskmixadv", f"--shape_prior {args.shape_prior}"]
     subprocess.run([*cmd, "--", *flags, *shlex.split(args.train_args)], check=True)
-    # train_wss.sh works in the repository root, so its model/ is there.
-    with open(os.path.join(HERE, "..", "model", "results", f"{prefix}{method}_{args.fold}.json")) as f:
+    # train_wss.sh writes model/ in the current directory, as this script's paths are read.
+    with open(os.path.join("model", "results", f"{prefix}{method}_{args.fold}.json")) as f:
         return json.load(f)
 
 

@@ -89,13 +89,13 @@ def test_train_wss_budget_flags_win_over_protocol_before_or_after_it(tmp_path, p
 
     calls = tmp_path / "calls"
     stub = tmp_path / "python"  # records train.py's flags, skips training and testing
-    stub.write_text(f'#!/bin/bash\ncase "$1" in code/train.py) echo "$@" >> {calls} ;; code/*) ;; '
+    stub.write_text(f'#!/bin/bash\ncase "$1" in */code/train.py) echo "$@" >> {calls} ;; */code/*) ;; '
                     '*) exec python3 "$@" ;; esac\n')
     stub.chmod(0o755)
     for order in (["--iters", "3", "--protocol", "quick"], ["--protocol", "quick", "--iters", "3"]):
         r = subprocess.run(["bash", os.path.join(ROOT, "train_wss.sh"), "--methods", "pce", "--root", phantom_root,
                             "--exp_prefix", "stub_", *order], capture_output=True, text=True,
-                           env={**os.environ, "PYTHON": str(stub)})
+                           env={**os.environ, "PYTHON": str(stub)}, cwd=tmp_path)
         assert r.returncode == 0, r.stderr
     lines = calls.read_text().splitlines()
     assert len(lines) == 2 and all("--max_iterations 3 " in c and "--patch_size 128 128" in c
@@ -110,24 +110,43 @@ def test_train_wss_refuses_another_runs_results_file_before_training(tmp_path, p
 
     calls = tmp_path / "calls"
     stub = tmp_path / "python"  # records train.py's calls; runs test_2D_fully's check only
-    stub.write_text(f'#!/bin/bash\ncase "$1" in code/train.py) echo "$@" >> {calls} ;; '
-                    'code/test_2D_fully.py) [[ " $* " != *" --check_outputs "* ]] || exec python3 "$@" ;; '
-                    'code/*) ;; *) exec python3 "$@" ;; esac\n')
+    stub.write_text(f'#!/bin/bash\ncase "$1" in */code/train.py) echo "$@" >> {calls} ;; '
+                    '*/code/test_2D_fully.py) [[ " $* " != *" --check_outputs "* ]] || exec python3 "$@" ;; '
+                    '*/code/*) ;; *) exec python3 "$@" ;; esac\n')
     stub.chmod(0o755)
-    prefix = f"stub{os.getpid()}_"  # train_wss.sh works in the repository's model/ folder
-    results = os.path.join(ROOT, "model", "results", f"{prefix}pce_fold1.json")
-    os.makedirs(os.path.dirname(results), exist_ok=True)
+    work = tmp_path / "work"  # train_wss.sh writes model/ in the caller's directory
+    results = work / "model" / "results" / "stub_pce_fold1.json"
+    results.parent.mkdir(parents=True)
     wss = ["bash", os.path.join(ROOT, "train_wss.sh"), "--methods", "pce", "--root", phantom_root, "--iters", "3",
-           "--exp_prefix", prefix]
-    try:
-        for sup, rc in (("label", 2), ("scribble", 0)):
-            with open(results, "w") as f:
-                json.dump({"dice": {}, "hd95": {}, "asd": {}, "n_volumes": 1, "units": "voxels",
-                           "scored": {"checkpoint": f"model/{prefix}pce_fold1/{sup}/best.pth"}}, f)
-            r = subprocess.run(wss, capture_output=True, text=True, env={**os.environ, "PYTHON": str(stub)})
-            assert r.returncode == rc, r.stderr
-            assert (f"holds the scores of model/{prefix}pce_fold1/label/best.pth" in r.stderr) == (rc == 2)
-        # another --sup_type's results: refused before training; the run's own: trained and re-scored
-        assert len(calls.read_text().splitlines()) == 1
-    finally:
-        os.remove(results)
+           "--exp_prefix", "stub_"]
+    for sup, rc in (("label", 2), ("scribble", 0)):
+        with open(results, "w") as f:
+            json.dump({"dice": {}, "hd95": {}, "asd": {}, "n_volumes": 1, "units": "voxels",
+                       "scored": {"checkpoint": f"model/stub_pce_fold1/{sup}/best.pth"}}, f)
+        r = subprocess.run(wss, capture_output=True, text=True, env={**os.environ, "PYTHON": str(stub)}, cwd=work)
+        assert r.returncode == rc, r.stderr
+        assert ("holds the scores of model/stub_pce_fold1/label/best.pth" in r.stderr) == (rc == 2)
+    # another --sup_type's results: refused before training; the run's own: trained and re-scored
+    assert len(calls.read_text().splitlines()) == 1
+
+
+def test_train_wss_reads_relative_paths_from_the_callers_directory(tmp_path, phantom_root):
+    # It worked in the repository, so --root data/X trained and scored the repository's data/X
+    # where the caller had one too, at exit 0.
+    import shutil
+    import subprocess
+
+    calls = tmp_path / "calls"
+    stub = tmp_path / "python"  # records train.py's flags, skips training and testing
+    stub.write_text(f'#!/bin/bash\ncase "$1" in */code/train.py) echo "$@" >> {calls} ;; */code/*) ;; '
+                    '*) exec python3 "$@" ;; esac\n')
+    stub.chmod(0o755)
+    shutil.copytree(phantom_root, tmp_path / "data" / "mine")
+    r = subprocess.run(["bash", os.path.join(ROOT, "train_wss.sh"), "--methods", "pce", "--root", "data/mine",
+                        "--iters", "3", "--exp_prefix", "stub_"], capture_output=True, text=True,
+                       env={**os.environ, "PYTHON": str(stub)}, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "--root_path data/mine " in calls.read_text() and (tmp_path / "model" / "results").is_dir()
+    r = subprocess.run(["bash", os.path.join(ROOT, "train_wss.sh"), "--methods", "pce", "--root", "data/nowhere"],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2 and "--root data/nowhere has no ACDC_training_volumes folder" in r.stderr
