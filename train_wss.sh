@@ -50,7 +50,7 @@ while [ $# -gt 0 ]; do
       [ -z "${method_args[$2]+set}" ] || { echo "train_wss.sh: --args $2 given twice (put its flags in one)" >&2; exit 2; }
       method_args[$2]="$3"; shift 3 ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "train_wss.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done

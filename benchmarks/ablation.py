@@ -51,7 +51,7 @@ def run_variant(name: str, args) -> dict:
     prefix = f"{args.exp_prefix}{name}_"
     cmd = ["bash", os.path.join(HERE, "..", "train_wss.sh"), "--root", args.root, "--folds", args.fold,
            "--protocol", args.protocol, "--methods", method, "--exp_prefix", prefix]
-    if args.shape_prior:
+    if args.shape_prior and method == "maskmixadv":  # train_wss.sh refuses --args of a method it does not run
         cmd += ["--args", "maskmixadv", f"--shape_prior {args.shape_prior}"]
     subprocess.run([*cmd, "--", *flags, *shlex.split(args.train_args)], check=True)
     # train_wss.sh writes model/ in the current directory, as this script's paths are read.

@@ -70,7 +70,7 @@ def main(argv=None):
     rows = []
     for name in names:
         case = io.read_case(args.root, name)
-        pred = how.labels(model, case.image)
+        pred = how.labels(model, case.image, case.spacing)
         strokes = simulate_strokes(pred, case.label, args.simulate, args.seed, args.worst_slices)
         slices = (strokes != io.UNLABELED).reshape(len(strokes), -1).any(1)
         perfect = pred.copy()

@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import metrics  # noqa: E402
 from dataloaders import io  # noqa: E402
 from dataloaders.acdc import FOLD_CHOICES, make_split  # noqa: E402
-from inference import RESIZE_BACK, back_to_slice, distance_units, score_cases  # noqa: E402
+from inference import RESIZE_BACK, back_to_slice, check_classes_present, distance_units, score_cases  # noqa: E402
 
 
 def perfect_at(label: np.ndarray, size, resize_back: str = "labels", num_classes: int = io.NUM_CLASSES) -> np.ndarray:
@@ -55,6 +55,7 @@ def main(argv=None):
         if not cases:
             raise ValueError(f"{args.root}: no {args.split} volumes in {args.fold}")
         units = distance_units(args.root, cases)
+        check_classes_present(cases, len(names) + 1)
     except (OSError, ValueError, KeyError) as e:
         p.exit(2, f"error: {e}\n")
     print(f"{args.split} of {args.fold} ({len(cases)} volumes), a model perfect at the input size:")

@@ -101,7 +101,7 @@ def _logger(out_dir: str) -> logging.Logger:
 
 def check_resumable(saved: dict, cfg, method_cls) -> None:
     """Raise ValueError naming the first flag whose value differs from the saved run's. A flag
-    that did not exist when the run was saved takes the value the run had (:data:`LEGACY`) or its
+    that did not exist when the run was saved takes the value the run had (:data:`checkpoint.LEGACY`) or its
     default."""
     saved = with_defaults(saved, method_cls)
     for key, value in sorted(vars(cfg).items()):

@@ -203,10 +203,11 @@ def check_classes_present(cases: list[Case], num_classes: int) -> None:
     without the class and without its prediction scores Dice 1, so a declared class the data lack
     would lift every mean."""
     absent = [k for k in range(1, num_classes) if not any((c.label == k).any() for c in cases)]
-    if absent:
+    if cases and absent:  # no cases: nothing is scored (summarize refuses that)
         raise ValueError(f"label {absent[0]} occurs in none of the {len(cases)} reference volumes (e.g. "
-                         f"{cases[0].name}): its Dice would count as 1; declare only the classes the masks hold "
-                         "(dataset.json 'labels', --class_names)")
+                         f"{cases[0].name}): its Dice would count as 1 in each; score volumes that hold every class "
+                         "(another split, --val_fraction) or declare only the classes the data hold (dataset.json "
+                         "'labels', --class_names)")
 
 
 def score_cases(predictions: dict[str, np.ndarray], cases: list[Case], num_classes: int = 4) -> dict[str, dict]:

@@ -73,8 +73,8 @@ def parse_args(argv=None):
         p.error("--simulate needs K >= 1 and --root")
     if args.iters < 0 or args.time_limit <= 0:
         p.error("--iters must be >= 0 and --time_limit > 0")
-    if args.lr <= 0:
-        p.error(f"--lr must be > 0, got {args.lr}")
+    if not 0 < args.lr <= 1:  # Adam's steps are about lr in size; above 1e38 torch itself overflows
+        p.error(f"--lr must lie in (0, 1], got {args.lr}")
     # A negative anchor would reward moving away from the first prediction.
     for flag in ("anchor_weight", "anchor_margin"):
         if getattr(args, flag) < 0:

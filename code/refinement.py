@@ -154,6 +154,9 @@ def refine_volume(model: torch.nn.Module, image: np.ndarray, strokes: np.ndarray
         loss.backward()
         opt.step()
         steps += 1
+    with torch.no_grad():  # the last step is checked by no loss
+        if steps and not torch.isfinite(_logits(model, x, size, how)).all():
+            raise ValueError(f"the fine-tuning diverged: NaN or inf scores after step {steps}; lower --lr")
     pred = initial.copy()
     pred[fit] = how.raw(model, image[fit])
     pred[fit] = how.finish(pred)[fit]

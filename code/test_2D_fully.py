@@ -29,7 +29,7 @@ import torch
 import metrics
 from dataloaders import io
 from dataloaders.acdc import FOLD_CHOICES, VolumeSet, make_split
-from inference import RESIZE_BACK, Prediction, distance_units, score_cases, table_rows
+from inference import RESIZE_BACK, Prediction, check_classes_present, distance_units, score_cases, table_rows
 from postprocess import POSTPROCESS
 
 
@@ -256,6 +256,7 @@ def main(argv=None) -> dict:
             part = cases_to_score(run[1], run[0], args.root_path, args.fold, args.on)
         cases = list(VolumeSet(args.root_path, part))
         units = distance_units(args.root_path, cases)
+        check_classes_present(cases, len(names) + 1)  # before minutes of predicting
         if args.save_nii:
             io.check_outputs("--save_nii", [nii_path(args.save_nii, c) for c in cases], args.overwrite)
         check_same_source(args.out_json, args.pred_dir or run[0])

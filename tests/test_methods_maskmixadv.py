@@ -179,6 +179,19 @@ def test_ablation_refuses_train_args_that_define_variants_and_prints_the_roots_c
             ablation.main([f"--train_args={extra}"])
         assert e.value.code == 2 and "defines the variants" in capsys.readouterr().err
     ablation.check_train_args("--max_iterations 6 --val_interval 3")
+    # --shape_prior went to pce's train_wss.sh call too, which refuses --args of a method it does not run.
+    calls = []
+
+    def no_result(path):
+        raise FileNotFoundError(path)  # stops run_variant after its train_wss.sh call
+    monkeypatch.setattr(ablation.subprocess, "run", lambda cmd, check: calls.append(cmd))
+    monkeypatch.setattr(ablation, "open", no_result, raising=False)
+    for variant in ("pce", "views"):
+        with pytest.raises(FileNotFoundError):
+            ablation.run_variant(variant, ablation.argparse.Namespace(
+                exp_prefix="a_", root="r", fold="fold1", protocol="quick", shape_prior="prior", train_args=""))
+    assert "--args" not in calls[0] and calls[1][calls[1].index("--args"):][:3] == ["--args", "maskmixadv",
+                                                                                   "--shape_prior prior"]
     per = {"LV": 0.8, "mean": 0.8}
     monkeypatch.setattr(ablation, "run_variant", lambda name, args: {"dice": per, "hd95": per, "asd": per})
     assert ablation.main(["--variants", "pce", "views"]) == 0

@@ -292,6 +292,20 @@ def test_predict_skips_a_bad_file_and_counts_it(nifti_src, trained, tmp_path, ca
     assert e.value.code == 2 and "would be overwritten" in capsys.readouterr().err
 
 
+def test_the_overlay_shows_the_scan_as_it_was_normalised_for_the_prediction(nifti_src, trained, tmp_path,
+                                                                           monkeypatch):
+    import matplotlib.axes
+
+    calls, shown, real = [], [], predict.normalise_intensity
+    monkeypatch.setattr(predict, "normalise_intensity", lambda v, *a: calls.append(1) or real(v, *a))
+    monkeypatch.setattr(matplotlib.axes.Axes, "imshow", lambda ax, image, **k: shown.append(image))
+    scan = nifti_src / "TestSet" / "images" / "subject5_ED.nii.gz"
+    assert predict.main(["--checkpoint", str(trained / "best.pth"), "--input", str(scan), "--output",
+                         str(tmp_path / "out"), "--overlay", "--device", "cpu"]) == 0
+    image = real(sitk.GetArrayFromImage(sitk.ReadImage(str(scan))))
+    assert len(calls) == 1 and shown and all(any(np.array_equal(s, z) for z in image) for s in shown)
+
+
 def test_an_intensity_offset_does_not_change_what_is_segmented(nifti_src, trained, tmp_path, monkeypatch):
     # A float64 scan offset by 1e9 kept only ~10 grey levels once cast to float32 before its
     # normalisation; min-max scaling in float64 makes any offset irrelevant.

@@ -121,6 +121,11 @@ def test_a_diverging_fine_tuning_is_an_error_not_a_segmentation(phantom_root, ba
     with pytest.raises(ValueError, match="the fine-tuning diverged at step .*; lower --lr"):
         refine_volume(method.segmenter(), case.image, strokes, Prediction(tuple(cfg.input_size), CPU),
                       settings=RefineSettings(iters=20, lr=1e12))
+    # One step to infinite weights: no loss after it to see them (a fresh model: the first diverged in place).
+    method, *_ = stroked_case(phantom_root, bad_model, slice(10, 20), 2)
+    with pytest.raises(ValueError, match="the fine-tuning diverged: NaN or inf scores after step 1; lower --lr"):
+        refine_volume(method.segmenter(), case.image, strokes, Prediction(tuple(cfg.input_size), CPU),
+                      settings=RefineSettings(iters=1, lr=1e30))
 
 
 def test_strokes_win_and_zero_steps_changes_nothing_else(phantom_root, bad_model):
@@ -235,7 +240,7 @@ def test_refine_cli_errors(phantom_root, bad_model, tmp_path, capsys):
                            (["--anchor_weight", "-1"], "--anchor_weight must be >= 0"),
                            (["--anchor_margin", "-5"], "--anchor_margin must be >= 0"),
                            (["--neighbours", "-1"], "--neighbours must be >= 0"),
-                           (["--lr", "-1"], "--lr must be > 0")]:
+                           (["--lr", "-1"], "--lr must lie in (0, 1]"), (["--lr", "1e39"], "--lr must lie in (0, 1]")]:
         with pytest.raises(SystemExit):
             refine.main(["--checkpoint", bad_model, "--simulate", "1", "--root", phantom_root, *extra])
         assert message in capsys.readouterr().err
