@@ -84,14 +84,20 @@ def test_train_wss_refuses_bad_arguments_before_any_work(args, message):
     assert r.returncode == 2 and message in r.stderr
 
 
+def python_stub(tmp_path, extra: str = ""):
+    """(a $PYTHON for train_wss.sh that records train.py's flags in the returned file and skips
+    the project's other scripts, unless ``extra`` case branches run them; that file)."""
+    calls, stub = tmp_path / "calls", tmp_path / "python"
+    stub.write_text(f'#!/bin/bash\ncase "$1" in */code/train.py) echo "$@" >> {calls} ;; {extra}*/code/*) ;; '
+                    '*) exec python3 "$@" ;; esac\n')
+    stub.chmod(0o755)
+    return stub, calls
+
+
 def test_train_wss_budget_flags_win_over_protocol_before_or_after_it(tmp_path, phantom_root):
     import subprocess
 
-    calls = tmp_path / "calls"
-    stub = tmp_path / "python"  # records train.py's flags, skips training and testing
-    stub.write_text(f'#!/bin/bash\ncase "$1" in */code/train.py) echo "$@" >> {calls} ;; */code/*) ;; '
-                    '*) exec python3 "$@" ;; esac\n')
-    stub.chmod(0o755)
+    stub, calls = python_stub(tmp_path)
     for order in (["--iters", "3", "--protocol", "quick"], ["--protocol", "quick", "--iters", "3"]):
         r = subprocess.run(["bash", os.path.join(ROOT, "train_wss.sh"), "--methods", "pce", "--root", phantom_root,
                             "--exp_prefix", "stub_", *order], capture_output=True, text=True,
@@ -108,12 +114,8 @@ def test_train_wss_refuses_another_runs_results_file_before_training(tmp_path, p
     import json
     import subprocess
 
-    calls = tmp_path / "calls"
-    stub = tmp_path / "python"  # records train.py's calls; runs test_2D_fully's check only
-    stub.write_text(f'#!/bin/bash\ncase "$1" in */code/train.py) echo "$@" >> {calls} ;; '
-                    '*/code/test_2D_fully.py) [[ " $* " != *" --check_outputs "* ]] || exec python3 "$@" ;; '
-                    '*/code/*) ;; *) exec python3 "$@" ;; esac\n')
-    stub.chmod(0o755)
+    stub, calls = python_stub(tmp_path, '*/code/test_2D_fully.py) [[ " $* " != *" --check_outputs "* ]] || '
+                                        'exec python3 "$@" ;; ')  # runs test_2D_fully's check only
     work = tmp_path / "work"  # train_wss.sh writes model/ in the caller's directory
     results = work / "model" / "results" / "stub_pce_fold1.json"
     results.parent.mkdir(parents=True)
@@ -136,11 +138,7 @@ def test_train_wss_reads_relative_paths_from_the_callers_directory(tmp_path, pha
     import shutil
     import subprocess
 
-    calls = tmp_path / "calls"
-    stub = tmp_path / "python"  # records train.py's flags, skips training and testing
-    stub.write_text(f'#!/bin/bash\ncase "$1" in */code/train.py) echo "$@" >> {calls} ;; */code/*) ;; '
-                    '*) exec python3 "$@" ;; esac\n')
-    stub.chmod(0o755)
+    stub, calls = python_stub(tmp_path)
     shutil.copytree(phantom_root, tmp_path / "data" / "mine")
     r = subprocess.run(["bash", os.path.join(ROOT, "train_wss.sh"), "--methods", "pce", "--root", "data/mine",
                         "--iters", "3", "--exp_prefix", "stub_"], capture_output=True, text=True,
