@@ -29,8 +29,7 @@ sys.path[:0] = [os.path.join(HERE, "..", "code"), HERE]
 from config import build_parser, finalize  # noqa: E402
 from dataloaders.shape_prior import ShapePrior  # noqa: E402
 from engine import TrainState  # noqa: E402
-from inference import resolve_device  # noqa: E402
-from inference import resolve_amp  # noqa: E402
+from inference import resolve_amp, resolve_device  # noqa: E402
 from methods import METHODS, get_method  # noqa: E402
 from step_timing import add_step_args, check_step_args  # noqa: E402
 

@@ -22,11 +22,10 @@ from scipy import ndimage
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "code"))
 
+from checkpoint import cases_to_score, method_from_checkpoint, read_checkpoint  # noqa: E402
 from dataloaders import io  # noqa: E402
 from dataloaders.acdc import FOLD_CHOICES  # noqa: E402
-from checkpoint import cases_to_score, method_from_checkpoint, read_checkpoint  # noqa: E402
-from inference import resolve_device  # noqa: E402
-from inference import RESIZE_BACK, Prediction  # noqa: E402
+from inference import RESIZE_BACK, Prediction, resolve_device  # noqa: E402
 from postprocess import POSTPROCESS  # noqa: E402
 from refinement import mean_dice, simulate_strokes  # noqa: E402
 

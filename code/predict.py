@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from dataloaders import io
 from dataloaders.intensity import normalise_intensity
-from inference import RESIZE_BACK, Prediction
+from inference import RESIZE_BACK, Prediction, resolve_device
 from postprocess import POSTPROCESS
 
 # Contour colours of classes 1..3 (RV red, MYO green, LV blue), as in the phantom figure.
@@ -133,7 +133,6 @@ def draw_overlay(path: str, scan: io.Case, pred: np.ndarray, columns: int = 6) -
 def main(argv=None) -> int:
     args, parser = parse_args(argv)
     from checkpoint import load_method
-    from inference import resolve_device
 
     try:
         files = input_files(args.input)

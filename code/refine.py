@@ -23,12 +23,11 @@ import os
 
 import torch
 
+from checkpoint import cases_to_score, method_from_checkpoint, read_checkpoint, weights_digest
 from dataloaders import io
 from dataloaders.acdc import FOLD_CHOICES
 from dataloaders.intensity import normalise_intensity
-from checkpoint import cases_to_score, method_from_checkpoint, read_checkpoint, weights_digest
-from inference import resolve_device
-from inference import RESIZE_BACK, Prediction
+from inference import RESIZE_BACK, Prediction, resolve_device
 from postprocess import POSTPROCESS
 from refinement import SCOPES, RefineSettings, check_strokes, refine_volume, simulate_case, summarize_simulation
 

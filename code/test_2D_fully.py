@@ -29,7 +29,8 @@ import torch
 import metrics
 from dataloaders import io
 from dataloaders.acdc import FOLD_CHOICES, VolumeSet, make_split
-from inference import RESIZE_BACK, Prediction, check_classes_present, distance_units, score_cases, table_rows
+from inference import (RESIZE_BACK, Prediction, check_classes_present, distance_units, resolve_device, score_cases,
+                       table_rows)
 from postprocess import POSTPROCESS
 
 
@@ -118,7 +119,6 @@ def checkpoint_path(args) -> str:
 def read_run(args) -> tuple[str, dict, torch.device]:
     """(path, contents, device) of the checkpoint that ``--exp``/``--model_dir``/``--checkpoint`` name."""
     from checkpoint import read_checkpoint
-    from inference import resolve_device
 
     path = checkpoint_path(args)
     device = resolve_device(args.device)
