@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import metrics  # noqa: E402
 from dataloaders import io  # noqa: E402
-from dataloaders.acdc import FOLD_CHOICES, make_split  # noqa: E402
+from dataloaders.acdc import FOLD_CHOICES, split_part  # noqa: E402
 from inference import RESIZE_BACK, back_to_slice, check_classes_present, distance_units, score_cases  # noqa: E402
 
 
@@ -51,9 +51,7 @@ def main(argv=None):
         p.error(f"--sizes must be positive, got {args.sizes}")
     try:
         names = io.class_names(args.root)  # the data root's classes, as test_2D_fully.py scores them
-        cases = [io.read_case(args.root, c) for c in getattr(make_split(args.root, args.fold), args.split)]
-        if not cases:
-            raise ValueError(f"{args.root}: no {args.split} volumes in {args.fold}")
+        cases = [io.read_case(args.root, c) for c in split_part(args.root, args.fold, args.split)]
         units = distance_units(args.root, cases)
         check_classes_present(cases, len(names) + 1)
     except (OSError, ValueError, KeyError) as e:

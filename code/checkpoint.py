@@ -20,7 +20,7 @@ import torch
 
 from config import build_parser, finalize, input_size
 from dataloaders import io
-from dataloaders.acdc import Split, make_split
+from dataloaders.acdc import Split, split_part
 from inference import predicting_amp
 
 
@@ -233,9 +233,7 @@ def cases_to_score(ckpt: dict, path: str, root: str, fold: str, part: str) -> li
     from methods import get_method
 
     saved = with_defaults(ckpt["config"], get_method(ckpt["method"]))
-    names = getattr(make_split(root, fold, saved["val_fraction"], saved["select_on_test"]), part)
-    if not names:
-        raise ValueError(f"--fold {fold} of {root} has no {part} cases")
+    names = split_part(root, fold, part, saved["val_fraction"], saved["select_on_test"])
     check_unseen(ckpt, names, path, part)
     check_predicts(path, ckpt, root)
     return names

@@ -28,7 +28,7 @@ import torch
 
 import metrics
 from dataloaders import io
-from dataloaders.acdc import FOLD_CHOICES, VolumeSet, make_split
+from dataloaders.acdc import FOLD_CHOICES, VolumeSet, split_part
 from inference import (RESIZE_BACK, Prediction, check_classes_present, distance_units, resolve_device, score_cases,
                        table_rows)
 from postprocess import POSTPROCESS
@@ -246,9 +246,7 @@ def main(argv=None) -> dict:
         names = io.class_names(args.root_path)
         if args.pred_dir:
             run = None
-            part = getattr(make_split(args.root_path, args.fold), args.on)
-            if not part:
-                raise ValueError(f"--fold {args.fold} of {args.root_path} has no {args.on} cases")
+            part = split_part(args.root_path, args.fold, args.on)
         else:
             from checkpoint import cases_to_score
 

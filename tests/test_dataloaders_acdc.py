@@ -155,3 +155,11 @@ def test_digest_is_of_the_slices_before_resampling(phantom_root, monkeypatch):
     assert not np.array_equal(again.images[0], ds.images[0]) and again.digest() == ds.digest()
     other = SliceDataset(phantom_root, split.train[1:3], "scribble", (32, 32), progress=False, target_spacing=[1.5, 1.5])
     assert other.digest() != ds.digest()
+
+
+def test_split_part_is_the_splits_part_and_refuses_an_empty_one(phantom_root):
+    from dataloaders.acdc import make_split, split_part
+
+    assert split_part(phantom_root, "fold1", "test") == make_split(phantom_root, "fold1").test
+    with pytest.raises(ValueError, match=f"--fold fold1 of {phantom_root} has no val cases"):
+        split_part(phantom_root, "fold1", "val", val_fraction=0.0)

@@ -117,6 +117,15 @@ def make_split(root: str, fold: str, val_fraction: float = 0.1, select_on_test: 
     return fold_split(io.list_cases(root), fold, val_fraction, select_on_test, patient_pattern=io.patient_pattern(root))
 
 
+def split_part(root: str, fold: str, part: str, val_fraction: float = 0.1, select_on_test: bool = False) -> list[str]:
+    """The cases of ``part`` ("train", "val" or "test") of :func:`make_split`; ValueError naming the
+    fold and root when it has none (nothing would be scored)."""
+    cases = getattr(make_split(root, fold, val_fraction, select_on_test), part)
+    if not cases:
+        raise ValueError(f"--fold {fold} of {root} has no {part} cases")
+    return cases
+
+
 def _key(sup_type: str, slices: list[dict], key: str) -> list[np.ndarray]:
     for s in slices:
         if key not in s:
