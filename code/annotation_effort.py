@@ -56,7 +56,6 @@ def result_and_config(path: str) -> tuple[dict, dict, dict]:
     ``test_2D_fully.py`` JSON scored on a checkpoint; the config has every flag (those its run
     predates at the value it trained with: ``checkpoint.with_defaults``)."""
     from checkpoint import read_checkpoint, with_defaults
-    from methods import get_method
 
     result = read_result(path)
     checkpoint = (result.get("scored") or {}).get("checkpoint")
@@ -72,7 +71,7 @@ def result_and_config(path: str) -> tuple[dict, dict, dict]:
     ckpt = read_checkpoint(checkpoint)
     check_same_run(path, result["scored"], ckpt["config"], cfg, config_path)
     # The split of the run, not the one the data root would give now (its splits.json may have changed).
-    return result, with_defaults(cfg, get_method(cfg["method"])), {"cases": (ckpt.get("split") or {}).get("train"),
+    return result, with_defaults(cfg), {"cases": (ckpt.get("split") or {}).get("train"),
                          "data_sha256": ckpt["config"].get("train_data_sha256")}
 
 

@@ -160,9 +160,14 @@ RESUME_MAY_CHANGE = {"resume", "overwrite", "save_every", "device", "num_workers
 PER_RUN = RESUME_MAY_CHANGE | {"fold", "seed", "labeled_patient_ids", "resumes", "train_data_sha256"}
 
 
-def with_defaults(config: dict, method_cls) -> dict:
+def with_defaults(config: dict, method_cls=None) -> dict:
     """A saved configuration with every flag it lacks at the value its run trained with: the
-    run had no such flag, so :data:`LEGACY` or the flag's default (the input size: the patch size)."""
+    run had no such flag, so :data:`LEGACY` or the flag's default (the input size: the patch size).
+    ``method_cls``: the method whose flags it has (default: the one ``config["method"]`` names)."""
+    if method_cls is None:
+        from methods import get_method
+
+        method_cls = get_method(config["method"])
     defaults = vars(finalize(build_parser(method_cls).parse_args([]), method_cls))
     config = {**defaults, **LEGACY, "input_size": None, **config}
     config["input_size"] = input_size(argparse.Namespace(**config))
@@ -232,7 +237,7 @@ def cases_to_score(ckpt: dict, path: str, root: str, fold: str, part: str) -> li
     (:func:`check_unseen`) or predicts other classes than the root has (:func:`check_predicts`)."""
     from methods import get_method
 
-    saved = with_defaults(ckpt["config"], get_method(ckpt["method"]))
+    saved = with_defaults(ckpt["config"], get_method(ckpt["method"]))  # the checkpoint names its method
     names = split_part(root, fold, part, saved["val_fraction"], saved["select_on_test"])
     check_unseen(ckpt, names, path, part)
     check_predicts(path, ckpt, root)

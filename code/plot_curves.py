@@ -88,9 +88,8 @@ def check_comparable(runs: list[str]) -> None:
     check_same_cases([(r, validation_cases(r)) for r in runs])
     note_roots((c.get("root_path") for _, c in configs), "runs trained on")
     from checkpoint import with_defaults
-    from methods import get_method
 
-    full = [with_defaults(c, get_method(c["method"])) for _, c in configs]
+    full = [with_defaults(c) for _, c in configs]
     note_settings([(c["postprocess"], c["resize_back"]) for c in full],
                   "runs validated with different (post-processing, resize back)")
 
