@@ -71,7 +71,7 @@ def test_curves_refuse_a_run_twice_or_runs_validated_on_other_volumes(tmp_path, 
     with pytest.raises(SystemExit):
         plot_curves.main(["--runs", a, a + "/", "--out", str(tmp_path / "c.png")])
     assert "given twice" in capsys.readouterr().err
-    nameless = write_run(tmp_path, "nameless", method=None)
+    nameless = write_run(tmp_path, "nameless")
     (tmp_path / "nameless" / "scribble" / "config.json").write_text(json.dumps({"fold": "fold1"}))
     with pytest.raises(SystemExit):
         plot_curves.main(["--runs", a, nameless, "--out", str(tmp_path / "c.png")])
