@@ -53,6 +53,7 @@ only when every case converted, so a failed conversion leaves OUT as it was. Oth
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -159,8 +160,8 @@ def process_raw_case(case: str, image_path: str | None, gt_path: str | None,
         scribble = scribble.astype(np.uint16)
     else:
         scribble = scribble_volume(label, np.random.default_rng(case_seed(seed, case)))
-    return Case(case, normalised(image_path, image.image), label, scribble, image.spacing, image.origin,
-                image.direction)
+    return dataclasses.replace(image, name=case, image=normalised(image_path, image.image), label=label,
+                               scribble=scribble)
 
 
 # A scribble leaves most voxels 4 (unlabeled; ACDC's strokes cover about 4%): a label file with 4
@@ -208,8 +209,7 @@ def process_nifti_case(split: str, image_path: str, label_path: str, seed: int,
         scribble = scribble_volume(label, np.random.default_rng(case_seed(seed, scan.name)))
     else:
         scribble = None
-    return Case(scan.name, normalised(image_path, scan.image), label, scribble,
-                scan.spacing, scan.origin, scan.direction)
+    return dataclasses.replace(scan, image=normalised(image_path, scan.image), label=label, scribble=scribble)
 
 
 def write_splits_json(out: str, splits: dict[str, list[str]]) -> None:

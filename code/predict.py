@@ -148,7 +148,7 @@ def main(argv=None) -> int:
     for path, out in tqdm(list(zip(files, outs)), desc="predicting", unit="scan"):
         try:
             scan, pred = segment_scan(path, model, how)
-            io.write_nifti(out, pred, scan.spacing, scan.origin, scan.direction)
+            io.write_nifti(out, pred, scan.spacing, scan.origin, scan.direction, scan.unoriented)
             if args.overlay:
                 draw_overlay(overlay_path(out), scan, pred)
         except (OSError, ValueError, RuntimeError) as e:

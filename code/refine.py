@@ -131,7 +131,7 @@ def refine_scan(args, ckpt, method, how: Prediction) -> str:
     image = normalise_intensity(scan.image, args.input)
     pred, info = refine_volume(method.segmenter(), image, strokes, how, settings_of(args))
     os.makedirs(args.output, exist_ok=True)
-    io.write_nifti(out, pred, scan.spacing, scan.origin, scan.direction)
+    io.write_nifti(out, pred, scan.spacing, scan.origin, scan.direction, scan.unoriented)
     if args.save is not None:
         save_refined(args.save, args.checkpoint, ckpt, method, args.input)
     print(f"{out}: {info['steps']} steps, {info['seconds']:.1f} s")

@@ -208,7 +208,8 @@ def nii_path(out_dir: str, case: io.Case) -> str:
 
 def save_nii(out_dir: str, case: io.Case, pred: np.ndarray) -> None:
     os.makedirs(out_dir, exist_ok=True)
-    io.write_nifti(nii_path(out_dir, case), pred.astype(np.uint8), case.spacing, case.origin, case.direction)
+    io.write_nifti(nii_path(out_dir, case), pred.astype(np.uint8), case.spacing, case.origin, case.direction,
+                 case.unoriented)
 
 
 def write_results(out_json: str, scores: dict, units: str, scored: dict | None = None,

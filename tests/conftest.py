@@ -1,4 +1,6 @@
+import gzip
 import os
+import struct
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -53,3 +55,17 @@ def lv_root(phantom_root, tmp_path_factory):
         io.write_case(root, case)
     io.write_dataset_json(root, ("LV",))
     return root
+
+
+def orientation_codes(path) -> tuple[int, int]:
+    """(qform_code, sform_code) of a little-endian NIfTI-1 file."""
+    data = (gzip.open if str(path).endswith(".gz") else open)(path, "rb").read()
+    return struct.unpack("<2h", data[252:256])
+
+
+def without_orientation(path) -> None:
+    """Set both orientation codes of a little-endian .nii.gz file to 0, as ANALYZE-era tools write."""
+    data = bytearray(gzip.open(path, "rb").read())
+    data[252:256] = struct.pack("<2h", 0, 0)
+    with gzip.open(path, "wb") as f:
+        f.write(data)

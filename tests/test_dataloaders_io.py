@@ -1,5 +1,6 @@
 """Load-time checks: no bad file may train or score silently (truncated NIfTI, labels out of
 range, non-finite images, misaligned keys)."""
+import dataclasses
 import gzip
 import os
 import shutil
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from conftest import orientation_codes, without_orientation
 from dataloaders import io
 from dataloaders.acdc import SliceDataset, VolumeSet, make_split
 
@@ -91,6 +93,32 @@ def test_a_scan_whose_sform_differs_from_what_itk_reads_is_refused(tmp_path):
     path.write_bytes(bytes(header))
     with pytest.raises(ValueError, match="sheared.nii: its sform places the voxels elsewhere than the qform"):
         io.read_scan(str(path))
+
+
+def test_a_scan_without_orientation_keeps_none_in_what_is_written_for_it(tmp_path):
+    # ITK writes qform_code = sform_code = 1 whatever it read. For a header without orientation
+    # nibabel and FSL mirror x (ITK does not), so a prediction written with codes 1 showed
+    # mirrored on such a scan there (nibabel's affines of the two differed in x and y).
+    array = np.arange(2 * 4 * 5, dtype=np.int16).reshape(2, 4, 5)
+    scan, oriented = tmp_path / "scan.nii.gz", tmp_path / "oriented.nii.gz"
+    io.write_nifti(str(scan), array, spacing=(8.0, 1.5, 1.25))
+    shutil.copy(scan, oriented)
+    assert orientation_codes(scan) == (1, 1)
+    without_orientation(scan)
+    read = io.read_scan(str(scan))
+    assert read.unoriented and not io.read_scan(str(oriented)).unoriented
+    assert read.spacing == (8.0, 1.5, 1.25) and np.array_equal(read.image, array)
+    out = tmp_path / "pred.nii.gz"
+    io.write_nifti(str(out), read.image, read.spacing, read.origin, read.direction, read.unoriented)
+    assert orientation_codes(out) == (0, 0)
+    again = io.read_scan(str(out))
+    assert again.unoriented and again.spacing == read.spacing and again.origin == read.origin
+    assert again.direction == read.direction and np.array_equal(again.image, array)
+    # Through a converted data root (h5) the same holds for test_2D_fully.py --save_nii.
+    root = str(tmp_path / "root")
+    for case in (read, io.read_scan(str(oriented))):
+        io.write_case(root, dataclasses.replace(case, image=case.image / array.max()), slices=False)
+    assert io.read_case(root, "scan").unoriented and not io.read_case(root, "oriented").unoriented
 
 
 def nifti2_of(nifti1: bytes) -> bytes:

@@ -12,7 +12,7 @@ import torch
 import acdc_data_processing
 import predict
 import test_2D_fully
-from conftest import tiny_cfg
+from conftest import orientation_codes, tiny_cfg, without_orientation
 from dataloaders import io
 from dataloaders.acdc import VolumeSet, make_split
 from dataloaders.phantoms import render_patient
@@ -272,6 +272,20 @@ def test_train_score_and_predict_a_nifti_data_set(nifti_src, nifti_root, trained
                          "--output", str(tmp_path / "notta"), "--device", "cpu"]) == 0
     assert (sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "notta" / "subject5_ED.nii.gz")))
             == sitk.GetArrayFromImage(saved)).all()
+
+
+def test_predict_writes_no_orientation_for_a_scan_without_one(nifti_src, trained, tmp_path):
+    # Viewers place a header without orientation (qform_code = sform_code = 0) each by its own
+    # convention; a prediction written with ITK's codes 1 showed mirrored on it in nibabel and FSL.
+    scan = tmp_path / "in" / "old.nii.gz"
+    scan.parent.mkdir()
+    shutil.copy(nifti_src / "TestSet" / "images" / "subject5_ED.nii.gz", scan)
+    without_orientation(scan)
+    for inp, name in ((scan, "old"), (nifti_src / "TestSet" / "images" / "subject5_ED.nii.gz", "subject5_ED")):
+        assert predict.main(["--checkpoint", str(trained / "best.pth"), "--input", str(inp),
+                             "--output", str(tmp_path / "out"), "--device", "cpu"]) == 0
+        assert orientation_codes(tmp_path / "out" / f"{name}.nii.gz") == orientation_codes(inp)
+    assert orientation_codes(scan) == (0, 0) and orientation_codes(tmp_path / "out" / "subject5_ED.nii.gz") == (1, 1)
 
 
 def test_predict_skips_a_bad_file_and_counts_it(nifti_src, trained, tmp_path, capsys):

@@ -53,6 +53,7 @@ class Case:
     spacing: tuple[float, float, float] | None = None
     origin: tuple[float, float, float] | None = None
     direction: tuple[float, ...] | None = None
+    unoriented: bool = False  # read from a NIfTI whose header gives no orientation (see read_scan)
 
 
 DATASET_JSON = "dataset.json"
@@ -236,12 +237,13 @@ def read_h5(path: str, keys=KEYS, num_classes: int = NUM_CLASSES) -> dict:
         with h5py.File(path, "r") as f:
             out = {k: f[k][()] for k in keys if k in f}
             geometry = {a: f.attrs.get(a) for a in GEOMETRY}
+            unoriented = bool(f.attrs.get("unoriented", False))
     except (OSError, KeyError) as e:
         raise OSError(f"{path}: cannot read h5 ({e})") from e
     if "image" in keys and "image" not in out:
         raise OSError(f"{path}: no 'image' dataset")
     check_arrays(path, out, num_classes)
-    out.update({a: read_geometry(path, a, g) for a, g in geometry.items()})
+    out.update({a: read_geometry(path, a, g) for a, g in geometry.items()}, unoriented=unoriented)
     spacing, image = out["spacing"], out.get("image")
     if spacing is not None and image is not None and image.ndim == 3 and len(image) > 1 \
             and max(spacing[1:]) > 2 * spacing[0]:
@@ -303,11 +305,12 @@ NIFTI_COMPLEX = {32, 1792, 2048}
 NIFTI_TO_MM = {1: 1000.0, 2: 1.0, 3: 0.001}
 
 
-def check_nifti_file(path: str) -> np.ndarray | None:
+def check_nifti_file(path: str) -> tuple[np.ndarray | None, bool]:
     """OSError naming ``path`` when a NIfTI file is truncated or corrupt, ValueError when its
     floating-point voxels hold NaN or inf, they are complex, its header gives a voxel side of 0
     or NaN, or a NIfTI file of the same stem lies beside it (:func:`same_name_files`). Returns
-    the header's sform, (3, 4) voxel -> RAS mm, where its sform_code is set, else None.
+    the header's sform, (3, 4) voxel -> RAS mm, where its sform_code is set, else None; and
+    whether the header gives no orientation at all (qform_code and sform_code both 0).
 
     ITK reads truncated files as partly zero arrays, and NaN or inf voxels as 0, without an
     error, so the whole file is decompressed here (gzip checks its CRC and length), the voxel
@@ -333,7 +336,8 @@ def check_nifti_file(path: str) -> np.ndarray | None:
             datatype, bitpix = struct.unpack(order + "2h", data[70:74])
             pixdim = struct.unpack(order + "8f", data[76:108])
             offset, header = int(struct.unpack(order + "f", data[108:112])[0]), 348
-            units, sform_code = data[123] & 7, struct.unpack(order + "h", data[254:256])[0]
+            units = data[123] & 7
+            qform_code, sform_code = struct.unpack(order + "2h", data[252:256])
             sform = struct.unpack(order + "12f", data[280:328])
             break
     else:
@@ -359,7 +363,8 @@ def check_nifti_file(path: str) -> np.ndarray | None:
         bad = int(voxels - np.isfinite(values).sum())
         if bad:
             raise ValueError(f"{path}: {bad} voxels are NaN or inf")
-    return np.reshape(sform, (3, 4)) * NIFTI_TO_MM.get(units, 1.0) if sform_code > 0 else None
+    sform = np.reshape(sform, (3, 4)) * NIFTI_TO_MM.get(units, 1.0) if sform_code > 0 else None
+    return sform, qform_code == 0 and sform_code == 0
 
 
 def check_sform(path: str, img: sitk.Image, sform: np.ndarray | None) -> None:
@@ -413,8 +418,13 @@ def read_scan(path: str) -> Case:
     3-D, an in-plane voxel axis of one voxel, an in-plane voxel side over twice the slice
     spacing, or more slices than voxels along an in-plane axis in a file without geometry: the
     slices would not be the acquired planes) naming the file.
+
+    A header without orientation (qform_code = sform_code = 0, as ANALYZE-era tools write) sets
+    ``unoriented``: viewers then place the voxels by their sizes alone, each by its own
+    convention (ITK unflipped, nibabel and FSL with x mirrored), so files written for the scan
+    keep both codes 0 (:func:`write_nifti`) and every viewer overlays them as it shows the scan.
     """
-    sform = check_nifti_file(path)
+    sform, unoriented = check_nifti_file(path)
     try:
         img = sitk.ReadImage(path)
     except RuntimeError as e:
@@ -435,7 +445,7 @@ def read_scan(path: str) -> Case:
     case = Case(nifti_stem(path), voxels(img, path),
                 spacing=tuple(float(s) for s in reversed(img.GetSpacing())),
                 origin=tuple(float(o) for o in img.GetOrigin()),
-                direction=tuple(float(d) for d in img.GetDirection()))
+                direction=tuple(float(d) for d in img.GetDirection()), unoriented=unoriented)
     # Without a spacing to tell (a header-free file), more slices than voxels along an in-plane
     # axis is a stack saved in (z, y, x) order, not a short-axis stack.
     if header_free(case) and nk > min(ni, nj):
@@ -567,10 +577,12 @@ def _fsync(path: str) -> None:
         os.close(fd)
 
 
-def write_nifti(path: str, array: np.ndarray, spacing=None, origin=None, direction=None) -> None:
+def write_nifti(path: str, array: np.ndarray, spacing=None, origin=None, direction=None,
+                unoriented: bool = False) -> None:
     """Write ``array`` (e.g. (Z, H, W)) as NIfTI; ``spacing`` in the array's axis order (mm),
     ``origin`` and ``direction`` as ITK's (x, y, z) and row-major 3x3 (see :func:`read_scan`).
-    Atomic (:func:`atomic_path`)."""
+    ``unoriented`` writes qform_code = sform_code = 0, as the scan read had (ITK always writes
+    1). Atomic (:func:`atomic_path`)."""
     img = sitk.GetImageFromArray(array)
     if spacing is not None:
         img.SetSpacing(tuple(float(s) for s in reversed(spacing)))  # ITK wants (x, y, z)
@@ -581,6 +593,19 @@ def write_nifti(path: str, array: np.ndarray, spacing=None, origin=None, directi
     ext = ".nii.gz" if path.endswith(".nii.gz") else os.path.splitext(path)[1]  # ITK picks the format by it
     with atomic_path(path, ext) as tmp:
         sitk.WriteImage(img, tmp)
+        if unoriented:
+            clear_orientation_codes(tmp)
+
+
+def clear_orientation_codes(path: str) -> None:
+    """Set qform_code and sform_code of the NIfTI-1 file ``path`` (as ITK writes it) to 0."""
+    opener = gzip.open if path.lower().endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = bytearray(f.read())
+    order = "<" if struct.unpack("<i", data[:4])[0] == 348 else ">"
+    data[252:256] = struct.pack(order + "2h", 0, 0)
+    with opener(path, "wb") as f:
+        f.write(data)
 
 
 def read_label_file(path: str, top: int = NUM_CLASSES - 1) -> np.ndarray:
@@ -601,13 +626,14 @@ def read_label_file(path: str, top: int = NUM_CLASSES - 1) -> np.ndarray:
 def read_case(root: str, case: str) -> Case:
     """The volume of ``case``, its labels and scribbles checked against the root's classes."""
     d = read_h5(volume_path(root, case), num_classes=root_classes(root))
-    return Case(case, d["image"], d.get("label"), d.get("scribble"), d["spacing"], d["origin"], d["direction"])
+    return Case(case, d["image"], d.get("label"), d.get("scribble"), d["spacing"], d["origin"], d["direction"],
+                d["unoriented"])
 
 
 def write_h5(path: str, arrays: dict, spacing=None, compression: str | None = "gzip",
-             origin=None, direction=None) -> None:
-    """Write ``arrays`` (keys of ``KEYS``) and the geometry attributes that are given,
-    atomically (:func:`atomic_path`)."""
+             origin=None, direction=None, unoriented: bool = False) -> None:
+    """Write ``arrays`` (keys of ``KEYS``) and the geometry attributes that are given (and
+    ``unoriented``, see :func:`read_scan`, where set), atomically (:func:`atomic_path`)."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         for k, a in arrays.items():
@@ -618,13 +644,16 @@ def write_h5(path: str, arrays: dict, spacing=None, compression: str | None = "g
         for name, value in zip(GEOMETRY, (spacing, origin, direction)):
             if value is not None:
                 f.attrs[name] = np.asarray(value, dtype=np.float64)
+        if unoriented:
+            f.attrs["unoriented"] = True
 
 
 def write_case(root: str, case: Case, slices: bool = True) -> None:
     """Write the volume file and (by default) one file per slice, with ACDC dtypes."""
     arrays = {k: None if getattr(case, k) is None else np.asarray(getattr(case, k), DTYPES[k])
               for k in KEYS}
-    write_h5(volume_path(root, case.name), arrays, case.spacing, origin=case.origin, direction=case.direction)
+    write_h5(volume_path(root, case.name), arrays, case.spacing, origin=case.origin, direction=case.direction,
+             unoriented=case.unoriented)
     if slices:
         write_slices(root, case.name, arrays, case.spacing)
 
