@@ -33,3 +33,11 @@ def test_a_label_mask_given_for_a_scan_is_refused():
     mask[:, 2:6, 2:6], mask[:, 3:5, 3:5] = 2, 3
     with pytest.raises(ValueError, match=r"gt.nii.gz: only 3 distinct values \(0, 2, 3\): a label mask, not a scan"):
         normalise_intensity(mask, "gt.nii.gz")
+
+
+def test_a_large_scan_whose_first_slice_is_blank_is_not_taken_for_a_label_mask():
+    # The distinct values are counted on a subsample of large scans; it took every k-th slice
+    # instead of every k-th voxel, so a 2-slice scan of 1000x1000 was judged by its blank slice 0.
+    scan = np.zeros((2, 1000, 1000), np.float32)
+    scan[1] = np.random.default_rng(0).random((1000, 1000)) * 500 + 10
+    assert normalise_intensity(scan)[1].max() == 1.0

@@ -23,7 +23,7 @@ def normalise_intensity(volume: np.ndarray, name: str = "the image") -> np.ndarr
     or when it holds at most ``MAX_LABEL_LEVELS`` distinct values (a label mask given for a scan).
     """
     v = np.asarray(volume, dtype=np.float64)
-    levels = np.unique(v[:: max(1, v.size // 1_000_000)])  # a subsample bounds the time on large scans
+    levels = np.unique(v.ravel()[:: max(1, v.size // 1_000_000)])  # a subsample bounds the time on large scans
     v = np.clip(v, None, np.percentile(v, 99))
     lo, hi = v.min(), v.max()
     if hi <= lo:
