@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from checkpoint import cases_to_score, method_from_checkpoint, read_checkpoint  # noqa: E402
 from dataloaders import io  # noqa: E402
 from dataloaders.acdc import FOLD_CHOICES  # noqa: E402
-from inference import RESIZE_BACK, Prediction, resolve_device  # noqa: E402
+from inference import RESIZE_BACK, Prediction, reference_volumes, resolve_device  # noqa: E402
 from postprocess import POSTPROCESS  # noqa: E402
 from refinement import mean_dice, simulate_strokes  # noqa: E402
 
@@ -62,13 +62,13 @@ def main(argv=None):
         ckpt = read_checkpoint(args.checkpoint, device)
         method, cfg = method_from_checkpoint(ckpt, device)
         names = cases_to_score(ckpt, args.checkpoint, args.root, args.fold, args.split)
+        cases = reference_volumes(args.root, names, cfg.num_classes)
     except (OSError, ValueError) as e:
         p.exit(2, f"error: {e}\n")
     how = Prediction.of(cfg, device, args.resize_back, args.postprocess)
     model = method.segmenter().eval()
     rows = []
-    for name in names:
-        case = io.read_case(args.root, name)
+    for case in cases:
         pred = how.labels(model, case.image, case.spacing)
         strokes = simulate_strokes(pred, case.label, args.simulate, args.seed, args.worst_slices)
         slices = (strokes != io.UNLABELED).reshape(len(strokes), -1).any(1)

@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import metrics  # noqa: E402
 from dataloaders import io  # noqa: E402
 from dataloaders.acdc import FOLD_CHOICES, split_part  # noqa: E402
-from inference import RESIZE_BACK, back_to_slice, check_classes_present, distance_units, score_cases  # noqa: E402
+from inference import RESIZE_BACK, back_to_slice, distance_units, reference_volumes, score_cases  # noqa: E402
 
 
 def perfect_at(label: np.ndarray, size, resize_back: str = "labels", num_classes: int = io.NUM_CLASSES) -> np.ndarray:
@@ -51,9 +51,8 @@ def main(argv=None):
         p.error(f"--sizes must be positive, got {args.sizes}")
     try:
         names = io.class_names(args.root)  # the data root's classes, as test_2D_fully.py scores them
-        cases = [io.read_case(args.root, c) for c in split_part(args.root, args.fold, args.split)]
+        cases = reference_volumes(args.root, split_part(args.root, args.fold, args.split), len(names) + 1)
         units = distance_units(args.root, cases)
-        check_classes_present(cases, len(names) + 1)
     except (OSError, ValueError, KeyError) as e:
         p.exit(2, f"error: {e}\n")
     print(f"{args.split} of {args.fold} ({len(cases)} volumes), a model perfect at the input size:")

@@ -29,7 +29,7 @@ from checkpoint import (RESUME_MAY_CHANGE, check_predicts, read_checkpoint, rng_
                         set_rng_state, with_defaults)
 from config import save_config
 from dataloaders import io
-from dataloaders.acdc import (SliceDataset, Split, TrainBatchSampler, VolumeSet, dense_training_cases,
+from dataloaders.acdc import (SliceDataset, Split, TrainBatchSampler, dense_training_cases,
                               labeled_patients, make_split)
 from distributed import Distributed
 import inference
@@ -260,10 +260,7 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
                              input_size=cfg.input_size, fg_prob=cfg.fg_prob,
                              target_spacing=cfg.target_spacing, dense_cases=training[1])
     cfg.train_data_sha256 = train_set.digest()
-    val_set = list(VolumeSet(cfg.root_path, split.val)) if dist.is_main else []
-    if val_set:  # its HD95 and ASD go to the log, best.json and the curves
-        inference.distance_units(cfg.root_path, val_set)
-        inference.check_classes_present(val_set, cfg.num_classes)
+    val_set = inference.reference_volumes(cfg.root_path, split.val, cfg.num_classes) if dist.is_main else []
     if ckpt is not None:
         check_same_data(ckpt["config"].get("train_data_sha256"), cfg.train_data_sha256, folder.file("last.pth"))
         if finished(ckpt, cfg, folder.file("last.pth"), dist):

@@ -210,6 +210,20 @@ def check_classes_present(cases: list[Case], num_classes: int) -> None:
                          "'labels', --class_names)")
 
 
+def reference_volumes(root: str, names: list[str], num_classes: int) -> list[Case]:
+    """The volumes ``names`` of ``root`` to score against, checked as every scoring needs them: a
+    dense, non-empty label each (:class:`~dataloaders.acdc.VolumeSet`), one distance unit
+    (:func:`distance_units`) and every class 1..``num_classes``-1 in some label
+    (:func:`check_classes_present`). ValueError naming the volume or class otherwise."""
+    from dataloaders.acdc import VolumeSet
+
+    cases = list(VolumeSet(root, names))
+    if cases:
+        distance_units(root, cases)
+    check_classes_present(cases, num_classes)
+    return cases
+
+
 def score_cases(predictions: dict[str, np.ndarray], cases: list[Case], num_classes: int = 4) -> dict[str, dict]:
     """Per-volume :func:`metrics.volume_metrics` of each case, classes 1..``num_classes``-1:
     {case: {class: {metric: value}}}.

@@ -28,8 +28,8 @@ import torch
 
 import metrics
 from dataloaders import io
-from dataloaders.acdc import FOLD_CHOICES, VolumeSet, split_part
-from inference import (RESIZE_BACK, Prediction, check_classes_present, distance_units, resolve_device, score_cases,
+from dataloaders.acdc import FOLD_CHOICES, split_part
+from inference import (RESIZE_BACK, Prediction, distance_units, reference_volumes, resolve_device, score_cases,
                        table_rows)
 from postprocess import POSTPROCESS
 
@@ -253,9 +253,8 @@ def main(argv=None) -> dict:
 
             run = read_run(args)
             part = cases_to_score(run[1], run[0], args.root_path, args.fold, args.on)
-        cases = list(VolumeSet(args.root_path, part))
+        cases = reference_volumes(args.root_path, part, len(names) + 1)  # checked before minutes of predicting
         units = distance_units(args.root_path, cases)
-        check_classes_present(cases, len(names) + 1)  # before minutes of predicting
         if args.save_nii:
             io.check_outputs("--save_nii", [nii_path(args.save_nii, c) for c in cases], args.overwrite)
         check_same_source(args.out_json, args.pred_dir or run[0])

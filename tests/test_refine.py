@@ -394,3 +394,22 @@ def test_refine_bound_fixes_only_the_regions_a_stroke_touches():
         with pytest.raises(SystemExit) as e:
             bound.main(["--checkpoint", "x.pth", "--root", "r", flag, "-2"])
         assert e.value.code == 2
+
+
+def test_the_simulated_user_refuses_a_class_no_reference_volume_holds(phantom_root, bad_model, tmp_path, capsys):
+    # Masks without RV under the default RV/MYO/LV: refine.py --simulate and refine_bound.py
+    # scored the absent RV as Dice 1 in every volume (a mean of 0.355 for 0.033), exit 0.
+    import refine
+    from conftest import benchmark
+
+    root = str(tmp_path / "no_rv")
+    for name in io.list_cases(phantom_root):
+        case = io.read_case(phantom_root, name)
+        case.label[case.label == 1] = 0
+        case.scribble[case.scribble == 1] = 0
+        io.write_case(root, case)
+    for run in (lambda: refine.main(["--checkpoint", bad_model, "--simulate", "1", "--root", root, "--iters", "1"]),
+                lambda: benchmark("refine_bound").main(["--checkpoint", bad_model, "--root", root])):
+        with pytest.raises(SystemExit) as e:
+            run()
+        assert e.value.code == 2 and "label 1 occurs in none of the" in capsys.readouterr().err
