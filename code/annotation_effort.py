@@ -28,8 +28,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from dataloaders import io  # noqa: E402
 from dataloaders.acdc import SliceDataset, dense_training_cases, make_split  # noqa: E402
 from plot_curves import check_figure_out, run_name  # noqa: E402
-from summarize_results import (check_same, check_same_setting, classes_of, note_roots, read_result,  # noqa: E402
-                               root_of, scored_of, scored_part, scoring_of, units_of)
+from summarize_results import (check_same, check_same_selection, check_same_setting, classes_of,  # noqa: E402
+                               note_roots, read_result, root_of, scored_of, scored_part, scoring_of, units_of)
 
 # What the training targets depend on, as train.py saves it in config.json (labeled_patients and
 # target_spacing are absent from configs older than those flags).
@@ -129,6 +129,7 @@ def effort_rows(paths: list[str], labels: list[str], root: str | None = None) ->
         check_same(results, "distance units", units_of)
         # One curve of Dice: each point predicted the same way (lcc alone lifts HD95 and Dice).
         check_same(results, "scoring (post-processing, TTA, resize back)", scoring_of)
+        check_same_selection(results, "the curves")
         if scored_part(results) != "test":
             raise ValueError(f"{path}: scored the validation part; the curve is of test Dice")
         n = cfg["labeled_patients"]
@@ -174,9 +175,10 @@ def plot_effort(rows: list[dict], out: str, title: str = "") -> None:
         mine = sorted((r for r in rows if (r["method"], r["sup_type"]) == series), key=lambda r: r["dense_patients"])
         ax_n.plot([r["dense_patients"] for r in mine], [r["dice"]["mean"] for r in mine], marker="o",
                   label=f"{series[0]}, " + ("dense patients only" if series[1] == "label" else f"{series[1]} + dense"))
+    ylabel = f"test Dice (mean {'/'.join(c for c in rows[0]['dice'] if c != 'mean')})"  # the root's classes
     ax_px.set(xscale="log", xlabel="drawn training pixels (strokes, points, outlines of dense masks)",
-              ylabel="test Dice (mean RV/MYO/LV)", ylim=(0, 1))
-    ax_n.set(xlabel="densely labelled training patients", ylabel="test Dice (mean RV/MYO/LV)", ylim=(0, 1))
+              ylabel=ylabel, ylim=(0, 1))
+    ax_n.set(xlabel="densely labelled training patients", ylabel=ylabel, ylim=(0, 1))
     for ax in (ax_px, ax_n):
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8, loc="lower right")

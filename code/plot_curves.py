@@ -26,7 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from summarize_results import (check_distinct, check_same, check_same_cases, classes_of, note_roots,  # noqa: E402
-                               read_result, root_of, scored_part, scoring_of)
+                               read_result, root_of, scored_of, scored_part, scoring_of)
 
 VALIDATION_LINE = re.compile(r"iteration (\d+):.*\| val dice ([-\d.naif]+) hd95 ([-\d.naif]+)")
 
@@ -108,7 +108,7 @@ def plot_curves(runs: list[str], labels: list[str], out: str, title: str = "") -
     for v, label in zip(curves, labels):
         ax_dice.plot(v[:, 0], v[:, 1], marker="o", ms=3, label=label)
         ax_hd.plot(v[:, 0], v[:, 2], marker="o", ms=3, label=label)
-    ax_dice.set(xlabel="iteration", ylabel="validation Dice (mean RV/MYO/LV)", ylim=(0, 1))
+    ax_dice.set(xlabel="iteration", ylabel="validation Dice (mean over classes)", ylim=(0, 1))
     ax_hd.set(xlabel="iteration", ylabel="validation HD95", yscale="log")
     for ax in (ax_dice, ax_hd):
         ax.grid(alpha=0.3)
@@ -126,6 +126,8 @@ def plot_bars(results: list[str], labels: list[str], out: str, title: str = "") 
     note_roots(root_of(summary) for summary in summaries)
     note_settings([scoring_of(summary) for summary in summaries],
                   "results were predicted with different (post-processing, TTA, resize back)")
+    note_settings([scored_of(summary).get("best_model") for summary in summaries],
+                  "results scored their run's best validation model (True), another model (False) or did not say (None)")
     classes = list(summaries[0]["dice"])
     scores = [[summary["dice"][c] for c in classes] for summary in summaries]
     x, width = np.arange(len(classes)), 0.8 / len(results)
@@ -153,6 +155,13 @@ def check_figure_out(out: str, overwrite: bool = False) -> None:
         raise ValueError(f"--out {out} exists; pass --overwrite to replace it")
 
 
+def check_labels(labels: list[str]) -> None:
+    """ValueError naming a label given to two inputs: the legend could not tell them apart."""
+    twice = next((label for label in labels if labels.count(label) > 1), None)
+    if twice is not None:
+        raise ValueError(f"two inputs are labelled {twice}; give --labels that tell them apart")
+
+
 def _save(fig, out: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     fig.savefig(out, dpi=120)
@@ -175,6 +184,8 @@ def main(argv=None) -> int:
     labels = args.labels or [run_name(i) for i in items]
     try:
         check_figure_out(args.out, args.overwrite)
+        check_distinct(items)
+        check_labels(labels)
         (plot_curves if args.runs else plot_bars)(items, labels, args.out, args.title)
     except (OSError, ValueError, KeyError) as e:
         p.exit(2, f"error: {e}\n")

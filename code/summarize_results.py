@@ -116,17 +116,18 @@ def check_same(results: list[tuple[str, dict]], what: str, key) -> None:
             raise ValueError(f"{path}: its {what} {key(r)} differ from {results[0][0]}'s {key(results[0][1])}")
 
 
-def check_same_selection(results: list[tuple[str, dict]]) -> None:
-    """ValueError naming the first of one method's (path, result) pairs that scored its run's best
-    validation model where the first scored another (``best.pth`` beside ``last.pth``), or the
-    other way round; results older than the record are not compared."""
+def check_same_selection(results: list[tuple[str, dict]], mixed: str = "one row") -> None:
+    """ValueError naming the first of the (path, result) pairs (one method's, for a row) that
+    scored its run's best validation model where the first scored another (``best.pth`` beside
+    ``last.pth``), or the other way round; results older than the record are not compared.
+    ``mixed`` names what would mix them."""
     recorded = [(path, scored_of(r)["best_model"]) for path, r in results if "best_model" in scored_of(r)]
     model = lambda best: "its run's best validation model" if best \
         else "a model other than its run's best"  # noqa: E731
     for path, best in recorded[1:]:
         if best != recorded[0][1]:
             raise ValueError(f"{path}: scored {model(best)}, {recorded[0][0]} {model(recorded[0][1])}; "
-                             "one row would mix model selections")
+                             f"{mixed} would mix model selections")
 
 
 def check_same_cases(cases_of: list[tuple[str, list | None]]) -> None:

@@ -157,6 +157,19 @@ def test_one_methods_points_differ_only_in_their_supervision(phantom_root, tmp_p
     assert e.value.code == 2 and "e.json: trained with --model_ema 0.9, " in capsys.readouterr().err
 
 
+def test_points_of_the_best_and_of_another_model_are_refused(phantom_root, tmp_path, capsys):
+    # summarize_results.py refused a best.pth and a last.pth in one row; the curves joined them, exit 0.
+    best, other = fake_run(tmp_path, phantom_root, "b"), fake_run(tmp_path, phantom_root, "l", "--sup_type", "points")
+    for path, chosen in ((best, True), (other, False)):
+        result = json.loads(open(path).read())
+        result["scored"]["best_model"] = chosen
+        open(path, "w").write(json.dumps(result))
+    with pytest.raises(SystemExit) as e:
+        annotation_effort.main([best, other, "--out", str(tmp_path / "e.png")])
+    assert e.value.code == 2 and "l.json: scored a model other than its run's best" in capsys.readouterr().err
+    assert not (tmp_path / "e.png").exists()
+
+
 def test_results_of_other_data_roots_are_noted(phantom_root, tmp_path, capsys):
     results = [fake_run(tmp_path, phantom_root, "a"), fake_run(tmp_path, phantom_root, "b")]
     annotation_effort.effort_rows(results, ["a", "b"])

@@ -105,15 +105,25 @@ def test_bars_refuse_a_result_twice_validation_mixed_with_test_or_another_fold(t
 
 def test_bars_note_other_data_roots_and_other_scoring(tmp_path, capsys):
     per = {"RV": 0.8, "MYO": 0.7, "LV": 0.9, "mean": 0.8}
-    for name, root, post in (("a", "/data/ACDC", "none"), ("b", "/data/MINE", "lcc")):
+    for name, root, post, best in (("a", "/data/ACDC", "none", True), ("b", "/data/MINE", "lcc", False)):
         (tmp_path / f"{name}.json").write_text(json.dumps({"dice": per, "hd95": per, "asd": per, "scored": {
-            "on": "test", "fold": "fold1", "root_path": root, "postprocess": post}}))
+            "on": "test", "fold": "fold1", "root_path": root, "postprocess": post, "best_model": best}}))
     assert plot_curves.main(["--results", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
                              "--out", str(tmp_path / "b.png")]) == 0
     err = capsys.readouterr().err
     assert "note: the results scored data roots /data/ACDC, /data/MINE" in err
     assert "note: the results were predicted with different (post-processing, TTA, resize back): " \
            "('none', None, None), ('lcc', None, None)" in err
+    assert "note: the results scored their run's best validation model (True), another model (False) or did not " \
+           "say (None): True, False" in err
+    # Two files of one default name (run_name: pce_fold1) made two bars the legend could not tell apart.
+    for sub in ("x", "y"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "pce_fold1.json").write_text((tmp_path / "a.json").read_text())
+    with pytest.raises(SystemExit) as e:
+        plot_curves.main(["--results", str(tmp_path / "x" / "pce_fold1.json"), str(tmp_path / "y" / "pce_fold1.json"),
+                          "--out", str(tmp_path / "twice.png")])
+    assert e.value.code == 2 and "two inputs are labelled pce_fold1" in capsys.readouterr().err
 
 
 def test_split_runs_that_validated_on_other_cases_are_refused(tmp_path, capsys):
