@@ -25,7 +25,8 @@ Variants:
   against the release's random-walker labels (its ``pseudo_label_generator_acdc``: beta 100,
   intensities rescaled, the whole slice background where a class has no scribble). The release
   recomputes them for every sample it loads; they depend only on the slice, so they are computed
-  once per slice before training (``OUT/rw_labels.npz``, reused by a later run into OUT);
+  once per slice before training (``OUT/rw_labels.npz``, reused by a later run into OUT on the
+  same slices);
 - ``pce_entmin``, ``pce_tv``, ``pce_ms``, ``pce_gatedcrf``: its ``..._Entropy_Mini_2D.py``,
   ``..._TV_2D.py``, ``..._MumfordShah_Loss_2D.py`` and ``..._GatedCRFLoss_2D.py``: the same UNet,
   pCE plus the script's regulariser at the script's weight (0.1, 1e-2, 1e-6, 0.1; the gated CRF
@@ -44,8 +45,10 @@ Variants:
 ``--ours augment`` / ``--ours network`` swap in this project's augmentation or DMPLS network, to
 find which piece makes a difference. The test fold is predicted as the release's test script
 does (each slice resized to the patch with order 0, argmax, resized back with order 0) and
-scored by ``metrics.volume_metrics`` in a second process (the release's packages are named
-like ours). Writes ``OUT/result.json``.
+scored as ``test_2D_fully.py`` scores (mm where the root has a spacing) in a second process (the
+release's packages are named like ours). Writes ``OUT/result.json``; the outputs of an earlier run
+in OUT are replaced only with ``--overwrite``. The release's folds are fixed blocks of ACDC's
+patients 1..100, so the root must hold exactly those.
 """
 from __future__ import annotations
 
@@ -70,6 +73,8 @@ REGULARIZED = {"pce_entmin": ("train_weakly_supervised_pCE_Entropy_Mini_2D.py", 
                "pce_gatedcrf": ("train_weakly_supervised_pCE_GatedCRFLoss_2D.py", 0.1)}
 VARIANTS = ("dmpls_published", "dmpls", "pce", "pce_published", "pce_rw", "ustm", *REGULARIZED)
 SEED = 2022
+ACDC_PATIENTS = tuple(f"patient{i:03d}" for i in range(1, 101))
+OUTPUTS = ("last.pth", "log.txt", "predictions.npz", "train.json", "result.json")  # what a run writes in --out
 
 
 def parse(argv=None):
@@ -83,8 +88,11 @@ def parse(argv=None):
     p.add_argument("--iterations", type=int, default=1500)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--patch", type=int, default=128)
+    p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run in --out")
     p.add_argument("--score", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if min(args.iterations, args.batch, args.patch) < 1:  # 0 iterations scored an untrained network
+        p.error(f"--iterations, --batch and --patch must be >= 1, got {args.iterations}, {args.batch}, {args.patch}")
     if not args.score and not (args.release and os.path.isdir(os.path.join(args.release, "code", "networks"))):
         p.error(f"--release {args.release}: not a checkout of the MaskMixAdv release (no code/networks)")
     if not os.path.isdir(os.path.join(args.root, "ACDC_training_slices")):
@@ -94,6 +102,14 @@ def parse(argv=None):
         p.error(f"--release {args.release}: no code/{REGULARIZED[args.variant][0]}")
     if "network" in args.ours and not args.variant.startswith("dmpls"):
         p.error("--ours network is the DMPLS network; use it with a dmpls variant")
+    if not args.score:
+        patients = {n[:10] for n in os.listdir(os.path.join(args.root, "ACDC_training_volumes"))}
+        if patients != set(ACDC_PATIENTS):  # the release's folds are fixed blocks of ACDC's patients
+            p.error(f"--root {args.root}: the release's folds split ACDC's patients patient001..patient100; "
+                    f"this root holds {len(patients)} others")
+        written = [f for f in OUTPUTS if os.path.exists(os.path.join(args.out, f))]
+        if written and not args.overwrite:
+            p.error(f"--out {args.out} holds {written[0]} of an earlier run; pass --overwrite to replace it")
     return args
 
 
@@ -187,8 +203,8 @@ def load_ours(name: str, path: str):
 
 
 def fold_patients(fold: int) -> tuple[list[str], list[str]]:
-    test = [f"patient{i:03d}" for i in range(20 * (fold - 1) + 1, 20 * fold + 1)]
-    return [f"patient{i:03d}" for i in range(1, 101) if f"patient{i:03d}" not in test], test
+    test = ACDC_PATIENTS[20 * (fold - 1):20 * fold]
+    return [p for p in ACDC_PATIENTS if p not in test], list(test)
 
 
 class Slices(torch.utils.data.Dataset):
@@ -244,19 +260,25 @@ def loss_of(args, images, outputs, target, ce, dice, regularizer):
 
 
 def walker_labels(args, names, generator) -> dict:
-    """The release's random-walker label of each training slice (cached in OUT/rw_labels.npz)."""
+    """The release's random-walker label of each training slice, cached in OUT/rw_labels.npz with
+    a digest of the slices it was computed from (another root's slices of the same names miss)."""
+    import hashlib
+
     import h5py
 
+    slices, digest = {}, hashlib.sha256()
+    for name in names:
+        with h5py.File(os.path.join(args.root, "ACDC_training_slices", name), "r") as f:
+            slices[name] = f["image"][:], f["scribble"][:]
+        digest.update(name.encode() + b"".join(np.ascontiguousarray(a).tobytes() for a in slices[name]))
+    key = np.frombuffer(digest.digest(), np.uint8)
     path = os.path.join(args.out, "rw_labels.npz")
     if os.path.isfile(path):
         with np.load(path) as cached:
-            if sorted(cached.files) == sorted(names):
+            if "digest" in cached.files and np.array_equal(cached["digest"], key):
                 return {n: cached[n] for n in names}
-    labels = {}
-    for name in names:
-        with h5py.File(os.path.join(args.root, "ACDC_training_slices", name), "r") as f:
-            labels[name] = generator(f["image"][:], f["scribble"][:]).astype(np.uint8)
-    np.savez_compressed(path, **labels)
+    labels = {name: generator(*slices[name]).astype(np.uint8) for name in names}
+    np.savez_compressed(path, digest=key, **labels)
     return labels
 
 
@@ -328,22 +350,24 @@ def train(args) -> None:
 
 
 def score(args) -> dict:
-    """Mean per-class Dice / HD95 / ASD (voxels) of the saved predictions, by our metrics."""
+    """Mean per-class Dice / HD95 / ASD of the saved predictions, scored as test_2D_fully.py
+    scores (mm where the root has a spacing, else voxels: ``units``)."""
     sys.path.insert(0, CODE)
-    from dataloaders.io import read_case
-    from metrics import summarize, volume_metrics
+    from inference import distance_units, reference_volumes, score_cases
+    from metrics import summarize
 
-    predictions = np.load(os.path.join(args.out, "predictions.npz"))
-    rows = [volume_metrics(predictions[case].astype(np.int64), read_case(args.root, case).label.astype(np.int64))
-            for case in sorted(predictions.files)]
+    with np.load(os.path.join(args.out, "predictions.npz")) as saved:
+        predictions = {case: saved[case].astype(np.int64) for case in saved.files}
+    cases = reference_volumes(args.root, sorted(predictions), 4)
+    rows = list(score_cases(predictions, cases, 4).values())
     result = summarize(rows)
     with open(os.path.join(args.out, "train.json")) as f:
-        result.update(volumes=len(rows), run=json.load(f))
+        result.update(volumes=len(rows), units=distance_units(args.root, cases), run=json.load(f))
     with open(os.path.join(args.out, "result.json"), "w") as f:
         json.dump(result, f, indent=1)
     dice = result["dice"]
     print(f"{' '.join([args.variant, *args.ours])}: Dice RV {dice['RV']:.3f} MYO {dice['MYO']:.3f} "
-          f"LV {dice['LV']:.3f} mean {dice['mean']:.3f} HD95 {result['hd95']['mean']:.1f}")
+          f"LV {dice['LV']:.3f} mean {dice['mean']:.3f} HD95 {result['hd95']['mean']:.1f} {result['units']}")
     return result
 
 

@@ -1,6 +1,7 @@
 import copy
 import io
 import logging
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -363,3 +364,63 @@ def test_pce_rw_loss_is_half_ce_half_dice_on_the_walker_labels():
     logits = method.net(batch["image"])
     assert loss.item() == pytest.approx(ce_dice_loss(logits, batch["target"]).item(), rel=1e-5)
     assert loss.item() != pytest.approx(partial_ce(logits, batch["target"]).item(), rel=1e-3)
+
+
+def test_the_reference_harness_refuses_what_would_mislead_and_scores_in_mm(phantom_root, tmp_path, capsys):
+    # benchmarks/reference_release.py scored an untrained network with --iterations 0, replaced an
+    # earlier run's files in --out, took its fixed ACDC folds on any root, and gave HD95 in voxels
+    # on a root with a spacing (test_2D_fully.py gives mm there), all at exit 0.
+    from conftest import benchmark
+    from dataloaders import io as data_io
+
+    ref = benchmark("reference_release")
+    release = tmp_path / "release"
+    (release / "code" / "networks").mkdir(parents=True)
+    acdc = tmp_path / "acdc"
+    for folder in ("ACDC_training_volumes", "ACDC_training_slices"):
+        (acdc / folder).mkdir(parents=True)
+    for i in range(1, 101):
+        (acdc / "ACDC_training_volumes" / f"patient{i:03d}_frame01.h5").touch()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "last.pth").write_bytes(b"an earlier run")
+    for args, message in [(["--root", str(acdc), "--iterations", "0"], "--iterations, --batch and --patch must be >= 1"),
+                          (["--root", phantom_root], "the release's folds split ACDC's patients"),
+                          (["--root", str(acdc)], "holds last.pth of an earlier run; pass --overwrite")]:
+        with pytest.raises(SystemExit) as e:
+            ref.parse(["--release", str(release), "--out", str(out), *args])
+        assert e.value.code == 2 and message in capsys.readouterr().err
+    assert (out / "last.pth").read_bytes() == b"an earlier run"
+    assert ref.parse(["--release", str(release), "--out", str(out), "--root", str(acdc), "--overwrite"]).overwrite
+
+    cases = data_io.list_cases(phantom_root)[:2]
+    truths = {c: data_io.read_case(phantom_root, c) for c in cases}
+    np.savez_compressed(out / "predictions.npz", **{c: np.roll(t.label, 1, axis=2) for c, t in truths.items()})
+    (out / "train.json").write_text("{}")
+    result = ref.main(["--score", "--out", str(out), "--root", phantom_root])
+    spacing_x = truths[cases[0]].spacing[2]
+    assert result["units"] == "mm" and spacing_x > 1.5 and result["hd95"]["mean"] >= spacing_x - 1e-6
+
+
+def test_the_reference_random_walker_cache_is_keyed_by_the_slices(phantom_root, tmp_path):
+    # The cache was reused whenever the slice names matched, also for another root's images.
+    import shutil
+
+    from conftest import benchmark
+    from dataloaders import io as data_io
+
+    ref = benchmark("reference_release")
+    calls = []
+    walker = lambda image, scribble: calls.append(1) or (image > 0.5)  # noqa: E731
+    names = sorted(os.listdir(os.path.join(phantom_root, data_io.SLICE_DIR)))[:3]
+    args = SimpleNamespace(out=str(tmp_path), root=phantom_root)
+    first = ref.walker_labels(args, names, walker)
+    assert len(calls) == 3 and all(np.array_equal(ref.walker_labels(args, names, walker)[n], first[n]) for n in names)
+    assert len(calls) == 3  # the same slices: from the cache
+    other = tmp_path / "other"
+    shutil.copytree(phantom_root, other)
+    path = os.path.join(other, data_io.SLICE_DIR, names[0])
+    arrays = data_io.read_h5(path)
+    data_io.write_h5(path, {k: arrays[k] for k in data_io.KEYS if k != "image"} | {"image": 1 - arrays["image"]})
+    args.root = str(other)
+    assert not np.array_equal(ref.walker_labels(args, names, walker)[names[0]], first[names[0]]) and len(calls) == 6
