@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 import metrics
 from dataloaders import io
+from dataloaders.acdc import VolumeSet
 from dataloaders.io import CLASS_NAMES, NUM_CLASSES, Case
 from dataloaders.spacing import slices_to_target, undo_fit
 from postprocess import postprocess
@@ -215,8 +216,6 @@ def reference_volumes(root: str, names: list[str], num_classes: int) -> list[Cas
     dense, non-empty label each (:class:`~dataloaders.acdc.VolumeSet`), one distance unit
     (:func:`distance_units`) and every class 1..``num_classes``-1 in some label
     (:func:`check_classes_present`). ValueError naming the volume or class otherwise."""
-    from dataloaders.acdc import VolumeSet
-
     cases = list(VolumeSet(root, names))
     if cases:
         distance_units(root, cases)
