@@ -10,7 +10,7 @@ import argparse
 import json
 import os
 
-from dataloaders.acdc import FOLD_CHOICES, SUPERVISION
+from dataloaders.acdc import FOLD_CHOICES, SPLIT_FOLD, SUPERVISION
 from dataloaders.spacing import parse_target_spacing
 from networks.unet import HEAD_KERNELS, UPSAMPLING
 from inference import AMP, RESIZE_BACK
@@ -110,9 +110,10 @@ def build_parser(method_cls=None, method_choices=None) -> argparse.ArgumentParse
     p.add_argument("--num_workers", type=int, default=d["num_workers"], help="data loader workers")
     p.add_argument("--val_interval", type=int, default=d["val_interval"],
                    help="validate (and save checkpoints) every N iterations")
-    p.add_argument("--val_fraction", type=float, default=d["val_fraction"],
-                   help="fraction of training patients held out for model selection (0: none, "
-                        "the last model is kept)")
+    p.add_argument("--val_fraction", type=float, default=None,
+                   help=f"fraction of training patients held out for model selection (default "
+                        f"{d['val_fraction']}; 0: none, the last model is kept); not with --fold split, whose "
+                        "splits.json names the validation cases")
     p.add_argument("--select_on_test", action="store_true",
                    help="select the model on the test fold, as the peers do (biased; for comparison)")
     p.add_argument("--resume", action="store_true", help="continue from <out_dir>/last.pth")
@@ -147,6 +148,11 @@ def finalize(cfg: argparse.Namespace, method_cls) -> argparse.Namespace:
     if any(s % 16 or s < p for s, p in zip(cfg.input_size, cfg.patch_size)):
         raise ValueError(f"--input_size must be multiples of 16 and >= --patch_size {cfg.patch_size}, "
                          f"got {cfg.input_size}")
+    if cfg.val_fraction is not None and cfg.fold == SPLIT_FOLD:  # make_split would ignore it
+        raise ValueError(f"--val_fraction {cfg.val_fraction} does not apply to --fold split: splits.json's 'val' "
+                         "part names the validation cases (none: the last model is kept)")
+    if cfg.val_fraction is None:
+        cfg.val_fraction = DEFAULTS["val_fraction"]
     if not 0.0 <= cfg.val_fraction < 1.0:
         raise ValueError(f"--val_fraction must lie in [0, 1), got {cfg.val_fraction}")
     if not 0.0 <= cfg.fg_prob <= 1.0:

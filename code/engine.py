@@ -30,7 +30,7 @@ from checkpoint import (RESUME_MAY_CHANGE, check_predicts, read_checkpoint, rng_
 from config import save_config
 from dataloaders import io
 from dataloaders.acdc import (SliceDataset, Split, TrainBatchSampler, dense_training_cases,
-                              labeled_patients, make_split)
+                              labeled_patients, make_split, volumes_digest)
 from distributed import Distributed
 import inference
 import metrics
@@ -145,12 +145,13 @@ def check_same_split(saved: dict | None, split: Split, path: str) -> None:
                              f"(e.g. {changed[0] if changed else 'their order'}); use the same --root_path")
 
 
-def check_same_data(saved: str | None, now: str, path: str) -> None:
-    """ValueError when the training slices now (their :meth:`SliceDataset.digest` ``now``) differ
-    from those the run saved at ``path`` trained on (``saved``; None for runs older than the
-    record): the same case names on another data root, or the data converted again otherwise."""
+def check_same_data(saved: str | None, now: str, path: str, part: str = "training") -> None:
+    """ValueError when the ``part`` data now (the digest ``now``: :meth:`SliceDataset.digest` of the
+    training slices, :func:`volumes_digest` of the validation volumes) differ from those the run
+    saved at ``path`` used (``saved``; None for runs older than the record): the same case names
+    on another data root, or the data converted again otherwise."""
     if saved is not None and saved != now:
-        raise ValueError(f"--resume: the training data differ from those {path} was trained on (the same "
+        raise ValueError(f"--resume: the {part} data differ from those {path} was trained with (the same "
                          "cases, other images or labels: another or re-converted data root?); use the same "
                          "data, or train a new run")
 
@@ -260,9 +261,13 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
                              input_size=cfg.input_size, fg_prob=cfg.fg_prob,
                              target_spacing=cfg.target_spacing, dense_cases=training[1])
     cfg.train_data_sha256 = train_set.digest()
-    val_set = inference.reference_volumes(cfg.root_path, split.val, cfg.num_classes) if dist.is_main else []
+    val_set = inference.reference_volumes(cfg.root_path, split.val, cfg.num_classes)
+    cfg.val_data_sha256 = volumes_digest(val_set)
+    val_set = val_set if dist.is_main else []  # rank 0 validates
     if ckpt is not None:
         check_same_data(ckpt["config"].get("train_data_sha256"), cfg.train_data_sha256, folder.file("last.pth"))
+        check_same_data(ckpt["config"].get("val_data_sha256"), cfg.val_data_sha256, folder.file("last.pth"),
+                        "validation")
         if finished(ckpt, cfg, folder.file("last.pth"), dist):
             return ckpt["best"]
         record_resume(ckpt["config"], cfg, ckpt["iteration"])

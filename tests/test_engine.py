@@ -183,6 +183,16 @@ def test_a_run_resumed_on_other_data_with_the_same_case_names_is_refused(tmp_pat
         torch.save(ckpt, tmp_path / "run" / "last.pth")
         with pytest.raises(ValueError, match="--resume: the training data differ from those .*last.pth was trained"):
             run("pce", str(other), tmp_path / "run", "--max_iterations", iterations, "--val_interval", "2", "--resume")
+    # The same training slices, other validation volumes: the model would be chosen on other data.
+    from dataloaders.acdc import make_split
+
+    val_only = tmp_path / "val_only"
+    shutil.copytree(phantom_root, val_only)
+    for case in make_split(phantom_root, "fold1").val:
+        with h5py.File(val_only / "ACDC_training_volumes" / f"{case}.h5", "r+") as f:
+            f["image"][...] = f["image"][:] ** 2
+    with pytest.raises(ValueError, match="--resume: the validation data differ from those .*last.pth was trained"):
+        run("pce", str(val_only), tmp_path / "run", "--max_iterations", "4", "--val_interval", "2", "--resume")
     assert run("pce", phantom_root, tmp_path / "run", "--max_iterations", "4", "--val_interval", "2",
                "--resume")["iteration"] == 4
 

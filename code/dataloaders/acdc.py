@@ -364,3 +364,15 @@ class VolumeSet:
 
     def __len__(self) -> int:
         return len(self.cases)
+
+
+def volumes_digest(cases) -> str:
+    """SHA-256 of what the volumes ``cases`` (:class:`~dataloaders.io.Case`) are scored on: each
+    one's name, image and label. Checkpoints record it for their validation volumes, so that a
+    run resumed on other data with the same case names is refused."""
+    h = hashlib.sha256()
+    for case in cases:
+        h.update(case.name.encode())
+        h.update(np.ascontiguousarray(case.image).tobytes())
+        h.update(np.asarray(case.label, np.uint8).tobytes())
+    return h.hexdigest()
