@@ -97,8 +97,14 @@ def overlay_path(out: str) -> str:
 
 def segment_scan(path: str, model, how: Prediction) -> tuple[io.Case, np.ndarray]:
     """(the scan with its geometry and its image normalised to [0, 1], its (Z, H, W) uint8
-    prediction)."""
+    prediction). ValueError naming ``path`` for a scan without geometry in its header when the
+    model resamples to a target spacing: read as 1 mm voxels, its heart would be seen at the
+    wrong scale."""
     scan = io.read_scan(path)
+    if how.target_spacing and io.header_free(scan):
+        raise ValueError(f"{path}: no geometry in its header (read as 1 mm voxels at the origin), but the model "
+                         f"resamples slices to {how.target_spacing} mm, so the heart would be segmented at the wrong "
+                         "scale; save the scan with its voxel spacing")
     scan = dataclasses.replace(scan, image=normalise_intensity(scan.image, path))
     return scan, how.labels(model, scan.image, scan.spacing).astype(np.uint8)
 

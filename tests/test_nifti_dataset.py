@@ -430,3 +430,10 @@ def test_target_spacing_median_trains_and_predicts_on_the_scan_grid(nifti_src, n
     scan = sitk.ReadImage(str(images / "subject4_ED.nii.gz"))
     pred = sitk.ReadImage(str(tmp_path / "pred" / "subject4_ED.nii.gz"))
     assert pred.GetSize() == scan.GetSize() and pred.GetSpacing() == scan.GetSpacing()
+    # A copy without header geometry (1 mm at the origin) was segmented at the wrong scale, exit 0.
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    sitk.WriteImage(sitk.GetImageFromArray(sitk.GetArrayFromImage(scan)), str(bare / "subject4_ED.nii.gz"))
+    assert predict.main(["--checkpoint", str(out / "best.pth"), "--input", str(bare),
+                         "--output", str(tmp_path / "pred_bare"), "--device", "cpu"]) == 1
+    assert not (tmp_path / "pred_bare" / "subject4_ED.nii.gz").exists()
