@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from checkpoint import cases_to_score, method_from_checkpoint, read_checkpoint  # noqa: E402
 from dataloaders import io  # noqa: E402
 from dataloaders.acdc import FOLD_CHOICES  # noqa: E402
-from inference import RESIZE_BACK, Prediction, reference_volumes, resolve_device  # noqa: E402
+from inference import RESIZE_BACK, Prediction, resolve_device  # noqa: E402
 from postprocess import POSTPROCESS  # noqa: E402
 from refinement import mean_dice, simulate_strokes  # noqa: E402
 
@@ -61,8 +61,7 @@ def main(argv=None):
     try:
         ckpt = read_checkpoint(args.checkpoint, device)
         method, cfg = method_from_checkpoint(ckpt, device)
-        names = cases_to_score(ckpt, args.checkpoint, args.root, args.fold, args.split)
-        cases = reference_volumes(args.root, names, cfg.num_classes)
+        cases = cases_to_score(ckpt, args.checkpoint, args.root, args.fold, args.split)
     except (OSError, ValueError) as e:
         p.exit(2, f"error: {e}\n")
     how = Prediction.of(cfg, device, args.resize_back, args.postprocess)

@@ -20,8 +20,9 @@ import torch
 
 from config import build_parser, finalize, input_size
 from dataloaders import io
-from dataloaders.acdc import Split, split_part
-from inference import predicting_amp
+from dataloaders.acdc import Split, split_part, trained_on_image
+from dataloaders.io import Case
+from inference import predicting_amp, reference_volumes
 
 
 def rng_state() -> dict:
@@ -40,9 +41,11 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(path: str, cfg, method, optimizers, schedulers, state, best: dict,
-                    split: Split | None = None, rngs: list[dict] | None = None) -> None:
+                    split: Split | None = None, rngs: list[dict] | None = None,
+                    train_images: list[str] | None = None) -> None:
     """Everything needed to resume exactly (and the split's case lists, so that a resume on other
-    data is refused), written atomically and durably: a uniquely named temporary file, fsync'ed,
+    data is refused; ``train_images``: the training slices' ``image_fingerprint``, so that no
+    scoring runs on them under other names), written atomically and durably: a uniquely named temporary file, fsync'ed,
     renamed, and the folder fsync'ed, so a crash or power cut never leaves half a file.
     ``state``: the engine's ``TrainState`` (iteration, gradient scaler); ``rngs``: every rank's
     RNG states in a data-parallel job (default: this process's).
@@ -66,6 +69,7 @@ def save_checkpoint(path: str, cfg, method, optimizers, schedulers, state, best:
         "world_size": len(rngs) if rngs else 1,
         "split": None if split is None else vars(split),
         "class_names": list(io.class_names(cfg.root_path)),  # what its labels 1..C are, for scoring elsewhere
+        "train_images": train_images,
     }
     if rngs and len(rngs) > 1:
         ckpt["rng_ranks"] = rngs
@@ -230,15 +234,23 @@ def check_unseen(ckpt: dict, cases: list[str], path: str, part: str = "test") ->
                          f"{example}); score them with the data root and splits it was trained with")
 
 
-def cases_to_score(ckpt: dict, path: str, root: str, fold: str, part: str) -> list[str]:
-    """The ``part`` ("val" or "test") cases of ``fold`` of ``root`` as the checkpoint ``ckpt``
-    (read from ``path``) split them (its own ``--val_fraction`` and ``--select_on_test``).
-    ValueError when there are none, when the run trained or chose its model on them
-    (:func:`check_unseen`) or predicts other classes than the root has (:func:`check_predicts`)."""
+def cases_to_score(ckpt: dict, path: str, root: str, fold: str, part: str) -> list[Case]:
+    """The ``part`` ("val" or "test") volumes of ``fold`` of ``root`` as the checkpoint ``ckpt``
+    (read from ``path``) split them (its own ``--val_fraction`` and ``--select_on_test``), checked
+    for scoring (:func:`inference.reference_volumes`). ValueError when there are none, when the
+    run trained or chose its model on them (:func:`check_unseen`; by their images too: a training
+    scan under another case name, or a root whose names hold other scans), or when it predicts
+    other classes than the root has (:func:`check_predicts`)."""
     from methods import get_method
 
     saved = with_defaults(ckpt["config"], get_method(ckpt["method"]))  # the checkpoint names its method
     names = split_part(root, fold, part, saved["val_fraction"], saved["select_on_test"])
     check_unseen(ckpt, names, path, part)
     check_predicts(path, ckpt, root)
-    return names
+    cases = reference_volumes(root, names, saved["num_classes"])
+    leaked = trained_on_image(cases, ckpt.get("train_images") or ())
+    if leaked:
+        raise ValueError(f"{path} trained on the image of slice {leaked[1]} of {io.volume_path(root, leaked[0])} "
+                         "(a training scan under another case name, or another data root's cases under these "
+                         "names); score cases it did not train on")
+    return cases

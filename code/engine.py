@@ -30,7 +30,7 @@ from checkpoint import (RESUME_MAY_CHANGE, check_predicts, read_checkpoint, rng_
 from config import save_config
 from dataloaders import io
 from dataloaders.acdc import (SliceDataset, Split, TrainBatchSampler, dense_training_cases,
-                              labeled_patients, make_split, volumes_digest)
+                              labeled_patients, make_split, trained_on_image, volumes_digest)
 from distributed import Distributed
 import inference
 import metrics
@@ -179,8 +179,9 @@ class Checkpointer:
     ranks' weights agree), and rank 0 alone writes."""
 
     def __init__(self, folder: RunFolder, cfg, method, optimizers: dict, schedulers: dict, state: TrainState,
-                 split: Split, dist: Distributed):
+                 split: Split, dist: Distributed, train_images: list[str]):
         self.folder, self.cfg, self.method, self.split, self.dist = folder, cfg, method, split, dist
+        self.train_images = train_images
         self.optimizers, self.schedulers, self.state = optimizers, schedulers, state
         self._finite_at = -1  # the iteration last checked: logging and saving share one check
 
@@ -203,7 +204,7 @@ class Checkpointer:
         if self.dist.is_main:
             for name in names:
                 save_checkpoint(self.folder.file(name), self.cfg, self.method, self.optimizers, self.schedulers,
-                                self.state, best, self.split, rngs)
+                                self.state, best, self.split, rngs, self.train_images)
 
 
 class _NoWriter:
@@ -262,6 +263,10 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
                              target_spacing=cfg.target_spacing, dense_cases=training[1])
     cfg.train_data_sha256 = train_set.digest()
     val_set = inference.reference_volumes(cfg.root_path, split.val, cfg.num_classes)
+    leaked = trained_on_image(val_set, train_set.image_fingerprints)
+    if leaked:
+        raise ValueError(f"{io.volume_path(cfg.root_path, leaked[0])}: slice {leaked[1]} holds the image of a training "
+                         "slice, so the model would be chosen on data it trains on (one scan under two case names?)")
     cfg.val_data_sha256 = volumes_digest(val_set)
     val_set = val_set if dist.is_main else []  # rank 0 validates
     if ckpt is not None:
@@ -306,7 +311,8 @@ def _train(cfg, method_cls, folder: RunFolder, ckpt: dict | None, device: torch.
     best = _restore(ckpt, method, optimizers, schedulers, state) if cfg.resume else \
         {"iteration": -1, "dice": -math.inf}
     dist.broadcast(method.state_dict().values())  # the ranks were seeded apart
-    checkpointer = Checkpointer(folder, cfg, method, optimizers, schedulers, state, split, dist)
+    checkpointer = Checkpointer(folder, cfg, method, optimizers, schedulers, state, split, dist,
+                                train_set.image_fingerprints)
 
     sampler = TrainBatchSampler(len(train_set), cfg.batch_size, cfg.seed, state.iteration, dist.rank, dist.world_size)
     loader = DataLoader(train_set, batch_sampler=sampler,

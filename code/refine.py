@@ -27,7 +27,7 @@ from checkpoint import cases_to_score, method_from_checkpoint, read_checkpoint, 
 from dataloaders import io
 from dataloaders.acdc import FOLD_CHOICES
 from dataloaders.intensity import normalise_intensity
-from inference import RESIZE_BACK, Prediction, reference_volumes, resolve_device
+from inference import RESIZE_BACK, Prediction, resolve_device
 from postprocess import POSTPROCESS
 from refinement import SCOPES, RefineSettings, check_strokes, refine_volume, simulate_case, summarize_simulation
 
@@ -139,8 +139,7 @@ def refine_scan(args, ckpt, method, how: Prediction) -> str:
 
 
 def simulate(args, method, cfg, how: Prediction, ckpt) -> dict:
-    names = cases_to_score(ckpt, args.checkpoint, args.root, args.fold, args.split)
-    cases = reference_volumes(args.root, names, how.num_classes)
+    cases = cases_to_score(ckpt, args.checkpoint, args.root, args.fold, args.split)
     rows = []
     print(f"{'case':22s} {'dice before':>11s} {'after':>7s} {'change':>7s} {'voxels':>7s} {'steps':>5s} {'s':>6s}")
     for case in cases:

@@ -245,15 +245,15 @@ def main(argv=None) -> dict:
             check_same_source(args.out_json, args.pred_dir or checkpoint_path(args))
             return {"out_json": args.out_json}
         names = io.class_names(args.root_path)
+        # The volumes are checked before minutes of predicting.
         if args.pred_dir:
             run = None
-            part = split_part(args.root_path, args.fold, args.on)
+            cases = reference_volumes(args.root_path, split_part(args.root_path, args.fold, args.on), len(names) + 1)
         else:
             from checkpoint import cases_to_score
 
             run = read_run(args)
-            part = cases_to_score(run[1], run[0], args.root_path, args.fold, args.on)
-        cases = reference_volumes(args.root_path, part, len(names) + 1)  # checked before minutes of predicting
+            cases = cases_to_score(run[1], run[0], args.root_path, args.fold, args.on)
         units = distance_units(args.root_path, cases)
         if args.save_nii:
             io.check_outputs("--save_nii", [nii_path(args.save_nii, c) for c in cases], args.overwrite)

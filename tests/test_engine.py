@@ -197,6 +197,25 @@ def test_a_run_resumed_on_other_data_with_the_same_case_names_is_refused(tmp_pat
                "--resume")["iteration"] == 4
 
 
+def test_a_validation_case_holding_a_training_image_is_refused(tmp_path, phantom_root):
+    # One scan under two case names (a training and a validation one) chose the model on training data.
+    import shutil
+
+    import h5py
+    from dataloaders import io
+    from dataloaders.acdc import make_split
+
+    split = make_split(phantom_root, "fold1")
+    root = tmp_path / "root"
+    shutil.copytree(phantom_root, root)
+    training_image = io.read_h5(io.slice_path(phantom_root, split.train[0], 1))["image"]
+    with h5py.File(io.volume_path(str(root), split.val[0]), "r+") as f:
+        f["image"][2] = training_image
+    with pytest.raises(ValueError, match=f"{split.val[0]}.h5: slice 2 holds the image of a training slice"):
+        run("pce", str(root), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("native, trained", [(False, "off"), (True, "bf16")])
 def test_amp_auto_trains_in_bf16_only_where_it_is_native(native, trained, tmp_path, phantom_root, monkeypatch):
     monkeypatch.setattr(inference, "native_bf16", lambda device: native)

@@ -191,6 +191,32 @@ def test_scoring_a_checkpoint_on_its_training_cases_is_refused(phantom_root, tmp
     assert e.value.code == 2 and "last.pth trained on 2 of the 2 cases to score (e.g. patient001_frame01)" in err
 
 
+def test_a_training_scan_scored_under_a_test_name_is_refused(phantom_root, tmp_path, capsys):
+    # Cases were matched by name: a root whose test names hold training scans (files swapped by
+    # name, or one scan under two names) was scored on them at exit 0.
+    import shutil
+
+    import engine
+    from conftest import tiny_cfg
+    from dataloaders.acdc import make_split
+    from methods import get_method
+
+    engine.train(tiny_cfg(get_method("pce"), phantom_root, tmp_path / "run"), get_method("pce"))
+    split = make_split(phantom_root, "fold1")
+    swapped = tmp_path / "swapped"
+    shutil.copytree(phantom_root, swapped)
+    shutil.copy(io.volume_path(phantom_root, split.train[0]), io.volume_path(str(swapped), split.test[1]))
+    with pytest.raises(SystemExit) as e:
+        test_2D_fully.main(["--root_path", str(swapped), "--fold", "fold1", "--checkpoint",
+                            str(tmp_path / "run" / "last.pth"), "--out_json", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"last.pth trained on the image of slice 0 of {swapped}" in err
+    assert f"{split.test[1]}.h5 (a training scan under another case name" in err
+    assert not (tmp_path / "r.json").exists()
+    assert test_2D_fully.main(["--root_path", phantom_root, "--fold", "fold1", "--checkpoint",
+                               str(tmp_path / "run" / "last.pth"), "--out_json", str(tmp_path / "r.json")])
+
+
 def test_on_val_scores_the_runs_own_validation_split(phantom_root, tmp_path, capsys):
     import engine
     import torch

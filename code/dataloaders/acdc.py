@@ -254,6 +254,7 @@ class SliceDataset(Dataset):
                              f"(--sup_type {sup_type}: every target pixel is {io.UNLABELED}, unlabeled)")
         # Hashed on the slices' own grid: resampling's rounding may change with the SciPy version.
         self._digest = self._hash()
+        self.image_fingerprints = sorted({f for f in map(image_fingerprint, self.images) if f is not None})
         if target_spacing is not None:
             self._resample(slices, target_spacing)
 
@@ -364,6 +365,28 @@ class VolumeSet:
 
     def __len__(self) -> int:
         return len(self.cases)
+
+
+def image_fingerprint(image: np.ndarray) -> str | None:
+    """A short SHA-256 of one slice's image as float32 (as training loads it), or None for a
+    constant image (blank slices are alike in any data set). Checkpoints record those of their
+    training slices, so that a case scored under another name or from another root is known by
+    its image (:func:`trained_on_image`)."""
+    image = np.ascontiguousarray(image, np.float32)
+    if image.size == 0 or image.min() == image.max():
+        return None
+    return hashlib.sha256(image.tobytes()).hexdigest()[:20]
+
+
+def trained_on_image(cases, fingerprints) -> tuple[str, int] | None:
+    """(case name, slice index) of the first slice of ``cases`` (:class:`~dataloaders.io.Case`)
+    whose image is among the training ``fingerprints`` (:func:`image_fingerprint`), else None."""
+    seen = set(fingerprints)
+    for case in cases:
+        for z, image in enumerate(case.image):
+            if image_fingerprint(image) in seen:
+                return case.name, z
+    return None
 
 
 def volumes_digest(cases) -> str:
