@@ -36,7 +36,8 @@ all cases of a set one patient is refused).
 
 ``--volumes``: DIR holds ``<case>.h5`` volumes (image, label, scribble); their 2-D slices
 ``volume[key][z]`` (dtypes kept) are written to ``OUT/ACDC_training_slices``. With
-``--volumes X/ACDC_training_volumes --out X`` the root X becomes complete.
+``--volumes X/ACDC_training_volumes --out X`` the root X becomes complete; into another OUT the
+volume files are copied to ``OUT/ACDC_training_volumes`` too.
 
 A case that cannot be read (unreadable NIfTI or h5, missing mask or image, shapes that disagree,
 missing key) is reported on stderr in one line naming the file; the other cases are still
@@ -219,8 +220,9 @@ def write_splits_json(out: str, splits: dict[str, list[str]]) -> None:
         json.dump(splits, f, indent=2)
 
 
-def process_volume_file(path: str, out: str) -> int:
-    """Write the slice files of one ``<case>.h5`` volume into ``out``; returns the slice count."""
+def process_volume_file(path: str, out: str, copy_volume: bool = False) -> int:
+    """Write the slice files of one ``<case>.h5`` volume into ``out`` (and with ``copy_volume``
+    the volume file itself, for a root other than its own); returns the slice count."""
     case = os.path.basename(path)[:-3]
     try:
         d = read_h5(path)
@@ -233,6 +235,9 @@ def process_volume_file(path: str, out: str) -> int:
     shapes = {k: a.shape for k, a in arrays.items()}
     if len(set(shapes.values())) != 1 or arrays["image"].ndim != 3:
         raise CaseError(f"{path}: keys have shapes {shapes}, expected one (Z, H, W) shape")
+    if copy_volume:
+        os.makedirs(os.path.join(out, io.VOLUME_DIR), exist_ok=True)
+        shutil.copyfile(path, io.volume_path(out, case))
     return write_slices(out, case, arrays, d["spacing"])
 
 
@@ -309,6 +314,7 @@ def main(argv=None) -> int:
     except ValueError as e:
         ap.error(str(e))
 
+    in_place = False  # --volumes into the root they are in
     if args.nifti is not None:
         try:
             found = io.find_nifti_dataset(args.nifti)
@@ -369,12 +375,12 @@ def main(argv=None) -> int:
         files = sorted(os.path.join(args.volumes, f) for f in os.listdir(args.volumes) if f.endswith(".h5"))
         if not files:
             ap.error(f"--volumes {args.volumes}: no .h5 volumes")
-        jobs = [(f, lambda dest, f=f: process_volume_file(f, dest)) for f in files]
+        # Into its own root it adds the slices to the volumes and json files already there; into
+        # another, the volumes go with their slices (a root of slices alone lists no cases).
+        in_place = os.path.realpath(args.volumes) == os.path.realpath(os.path.join(args.out, io.VOLUME_DIR))
+        jobs = [(f, lambda dest, f=f: process_volume_file(f, dest, copy_volume=not in_place)) for f in files]
         desc, finish = "volumes", None
 
-    # --volumes into its own root adds the slices to the volumes and json files already there.
-    in_place = args.volumes is not None and (os.path.realpath(args.volumes)
-                                             == os.path.realpath(os.path.join(args.out, io.VOLUME_DIR)))
     outputs = (io.SLICE_DIR,) if in_place else OUTPUTS
     held = held_outputs(args.out, outputs)
     if held and not args.overwrite:

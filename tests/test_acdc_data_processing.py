@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import acdc_data_processing as adp
-from dataloaders.io import (SLICE_DIR, UNLABELED, list_cases, num_slices, read_case, read_h5, slice_path,
+from dataloaders.io import (SLICE_DIR, UNLABELED, VOLUME_DIR, list_cases, num_slices, read_case, read_h5, slice_path,
                             volume_path, write_h5)
 from dataloaders.phantoms import write_phantoms
 
@@ -281,6 +281,14 @@ def test_volumes_to_slices(phantom, tmp_path):
                 assert s[k].dtype == getattr(v, k).dtype and np.array_equal(s[k], getattr(v, k)[z])
             n += 1
     assert len(os.listdir(out / SLICE_DIR)) == n
+    # Into another root the volumes go with their slices: --overwrite of a root there removed its
+    # volumes and wrote none (a root of slices alone, which lists no cases; exit 0).
+    assert sorted(list_cases(str(out))) == sorted(list_cases(truth))
+    other = tmp_path / "other"
+    shutil.copytree(out, other)
+    (other / VOLUME_DIR / "patient001_frame01.h5").unlink()
+    assert adp.main(["--volumes", str(vols), "--out", str(other), "--overwrite"]) == 0
+    assert sorted(list_cases(str(other))) == sorted(list_cases(truth))
 
 
 def test_volumes_into_their_own_root_replace_only_the_slices(phantom, tmp_path):

@@ -57,10 +57,23 @@ def test_a_header_without_a_voxel_size_is_refused(tmp_path, side):
     data[80:84] = np.float32(side).tobytes()  # pixdim[1], the x side, which ITK would read as 1 mm
     data[254:256] = bytes(2)  # sform_code 0: the qform alone (with pixdim) places the voxels
     path.write_bytes(bytes(data))
-    if side < 0:  # a flip, which ITK reads into the direction
-        assert io.read_scan(str(path)).spacing == (1.0, 1.0, 1.5)
-        return
-    with pytest.raises(ValueError, match=r"a.nii: voxel size \((0.0|nan|inf), 1.0, 1.0\) in its header is zero or not finite"):
+    # A negative side: ITK read it as a flip, nibabel as its size, so a prediction written with
+    # ITK's reading showed mirrored on the scan in nibabel (exit 0).
+    with pytest.raises(ValueError, match=r"a.nii: voxel size \((0.0|nan|inf|-1.5), 1.0, 1.0\) in its header is zero, "
+                                         "negative or not finite"):
+        io.read_scan(str(path))
+
+
+@pytest.mark.parametrize("units, name", [(1, "metres"), (3, "micrometres")])
+def test_a_header_in_other_units_than_mm_is_refused(tmp_path, units, name):
+    # ITK converts metres and microns to mm, nibabel and FSL do not: a prediction written in mm
+    # for a scan in metres lay 1000 times larger than the scan there (exit 0).
+    path = tmp_path / "a.nii"
+    io.write_nifti(str(path), np.arange(32, dtype=np.int16).reshape(2, 4, 4), spacing=(0.008, 0.0015, 0.0015))
+    data = bytearray(path.read_bytes())
+    data[123] = (data[123] & ~7) | units
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=f"a.nii: its header gives lengths in {name} \\(xyzt_units\\)"):
         io.read_scan(str(path))
 
 

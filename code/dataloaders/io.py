@@ -301,14 +301,15 @@ NIFTI_FLOATS = {16: "f4", 64: "f8"}
 NIFTI_COMPLEX = {32, 1792, 2048}
 
 
-# The header's xyzt_units code of a length -> its factor to mm (ITK reads every file in mm).
-NIFTI_TO_MM = {1: 1000.0, 2: 1.0, 3: 0.001}
+# The header's xyzt_units codes of lengths other than mm (0: unknown, read as mm; 2: mm).
+NIFTI_OTHER_UNITS = {1: "metres", 3: "micrometres"}
 
 
 def check_nifti_file(path: str) -> tuple[np.ndarray | None, bool]:
     """OSError naming ``path`` when a NIfTI file is truncated or corrupt, ValueError when its
-    floating-point voxels hold NaN or inf, they are complex, its header gives a voxel side of 0
-    or NaN, or a NIfTI file of the same stem lies beside it (:func:`same_name_files`). Returns
+    floating-point voxels hold NaN or inf, they are complex, its header gives a voxel side of 0,
+    NaN or below 0, or lengths in other units than mm, or a NIfTI file of the same stem lies
+    beside it (:func:`same_name_files`). Returns
     the header's sform, (3, 4) voxel -> RAS mm, where its sform_code is set, else None; and
     whether the header gives no orientation at all (qform_code and sform_code both 0).
 
@@ -342,15 +343,22 @@ def check_nifti_file(path: str) -> tuple[np.ndarray | None, bool]:
             break
     else:
         raise OSError(f"{path}: not a NIfTI file (no NIfTI-1 header)")
+    if units in NIFTI_OTHER_UNITS:
+        # ITK converts them to mm, nibabel and FSL do not: what is written for the scan in mm would
+        # lie 1000 times larger or smaller than the scan there.
+        raise ValueError(f"{path}: its header gives lengths in {NIFTI_OTHER_UNITS[units]} (xyzt_units), which tools "
+                         "read differently; save the scan in mm")
     if datatype in NIFTI_COMPLEX:
         raise ValueError(f"{path}: complex voxels (NIfTI datatype {datatype}); give the magnitude image")
     n_dims = max(0, min(int(dims[0]), 7))
     sides = [(d, n) for d, n in zip(pixdim[1:4], dims[1:4])][:min(n_dims, 3)]
-    if any(n > 1 and not (np.isfinite(d) and d != 0) for d, n in sides):
-        # ITK would silently read such a side as 1 mm, and distances in mm would be wrong. (A
-        # negative side is a flip, which ITK reads into the direction.)
+    if any(n > 1 and not (np.isfinite(d) and d > 0) for d, n in sides):
+        # ITK would silently read a zero or NaN side as 1 mm, and distances in mm would be wrong. A
+        # negative one ITK reads as a flip, nibabel as its size and niftilib as 1 mm: a prediction
+        # written with ITK's reading would show mirrored on the scan elsewhere.
         raise ValueError(f"{path}: voxel size {tuple(round(float(d), 4) for d, _ in sides)} in its header is "
-                         "zero or not finite; the scan's spacing is undefined")
+                         "zero, negative or not finite; the scan's spacing is undefined (tools disagree on a "
+                         "negative one: save the scan with positive sizes and any flip in its qform or sform)")
     offset = max(offset, header)
     voxels = int(np.prod([max(1, int(d)) for d in dims[1:n_dims + 1]]))
     expected = offset + voxels * bitpix // 8
@@ -363,7 +371,7 @@ def check_nifti_file(path: str) -> tuple[np.ndarray | None, bool]:
         bad = int(voxels - np.isfinite(values).sum())
         if bad:
             raise ValueError(f"{path}: {bad} voxels are NaN or inf")
-    sform = np.reshape(sform, (3, 4)) * NIFTI_TO_MM.get(units, 1.0) if sform_code > 0 else None
+    sform = np.reshape(sform, (3, 4)) if sform_code > 0 else None
     return sform, qform_code == 0 and sform_code == 0
 
 
