@@ -163,3 +163,17 @@ def test_split_part_is_the_splits_part_and_refuses_an_empty_one(phantom_root):
     assert split_part(phantom_root, "fold1", "test") == make_split(phantom_root, "fold1").test
     with pytest.raises(ValueError, match=f"--fold fold1 of {phantom_root} has no val cases"):
         split_part(phantom_root, "fold1", "val", val_fraction=0.0)
+
+
+def test_grown_targets_count_the_scribbles_they_grew_from_as_drawn(phantom_root, tmp_path):
+    # --sup_type random_walker counted the walker's dense output as drawn pixels (12x the scribbles
+    # it grew from), so annotation_effort.py placed it at 12x the effort of the same scribbles.
+    import shutil
+
+    root = str(tmp_path / "root")
+    shutil.copytree(phantom_root, root)  # the walker's cache goes into the root
+    cases = io.list_cases(root)[:2]
+    for spacing in (None, [4.0, 4.0]):
+        scribble, grown = (SliceDataset(root, cases, t, (32, 32), progress=False, input_size=(64, 64),
+                                        target_spacing=spacing).annotation() for t in ("scribble", "random_walker"))
+        assert grown["drawn"] == scribble["drawn"] == scribble["labelled"] < grown["labelled"]

@@ -57,8 +57,54 @@ def test_prior_errors(tmp_path):
         ShapePrior.from_source(str(tmp_path / "bad.nii.gz"), (16, 16))
     (tmp_path / "flat").mkdir()
     sitk.WriteImage(sitk.GetImageFromArray(np.zeros((16, 16), np.uint8)), str(tmp_path / "flat" / "x_gt.nii.gz"))
-    with pytest.raises(ValueError, match=r"x_gt.nii.gz: expected a 3-D label volume, got shape \(16, 16\)"):
+    with pytest.raises(ValueError, match=r"x_gt.nii.gz: expected a 3-D stack of 2-D slices, got a 2-D image"):
         ShapePrior.from_source(str(tmp_path / "flat"), (16, 16))
+
+
+def heart_volume(radius: float, size: int = 64) -> np.ndarray:
+    """(3, size, size) labels: a disc of LV in a MYO ring with an RV beside it, centred."""
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    r = np.hypot(yy, xx)
+    label = np.zeros((3, size, size), np.uint8)
+    label[:, r < radius * 1.4] = 2
+    label[:, r < radius] = 3
+    label[:, (r >= radius * 1.4) & (r < radius * 2) & (xx < 0)] = 1
+    return label
+
+
+def heart_area(prior: ShapePrior) -> float:
+    return float((prior.masks > 0).float().mean())
+
+
+def test_prior_hearts_take_the_training_scale_under_target_spacing(tmp_path):
+    # The masks were resized whole to the input size whatever their spacing, while --target_spacing
+    # resamples the training slices: the README's MSCMR recipe met hearts of about half the size.
+    for name, spacing in (("fine", 0.75), ("coarse", 1.5)):
+        img = sitk.GetImageFromArray(heart_volume(6 if name == "coarse" else 12).astype(np.int16))
+        img.SetSpacing((spacing, spacing, 8.0))
+        (tmp_path / name).mkdir()
+        sitk.WriteImage(img, str(tmp_path / name / "m.nii.gz"))
+    # The same heart, 18 mm across, drawn at two pixel sizes: equal at the target spacing.
+    fine, coarse = (ShapePrior.from_source(str(tmp_path / n), (64, 64), target_spacing=(1.5, 1.5))
+                    for n in ("fine", "coarse"))
+    assert heart_area(fine) == pytest.approx(heart_area(coarse), rel=0.1)
+    unscaled = ShapePrior.from_source(str(tmp_path / "fine"), (64, 64))
+    assert heart_area(unscaled) == pytest.approx(4 * heart_area(fine), rel=0.1)
+    # Masks without a spacing: refused under --target_spacing unless --prior_spacing gives it.
+    io.write_h5(str(tmp_path / "h5" / "m.h5"), {"label": heart_volume(12)})
+    with pytest.raises(ValueError, match=r"m.h5 has no spacing, and --target_spacing resamples .* --prior_spacing"):
+        ShapePrior.from_source(str(tmp_path / "h5"), (64, 64), target_spacing=(1.5, 1.5))
+    given = ShapePrior.from_source(str(tmp_path / "h5"), (64, 64), target_spacing=(1.5, 1.5), prior_spacing=(0.75, 0.75))
+    assert heart_area(given) == pytest.approx(heart_area(fine), rel=0.01)
+
+
+def test_a_nifti_prior_stored_across_the_slice_axis_is_refused(tmp_path):
+    # Masks saved as (W, H, Z) with their spacing passed for 64 long-axis "slices" of 3 x 64.
+    img = sitk.GetImageFromArray(np.ascontiguousarray(heart_volume(12).transpose(2, 1, 0)).astype(np.int16))
+    img.SetSpacing((8.0, 1.5, 1.5))
+    sitk.WriteImage(img, str(tmp_path / "t.nii.gz"))
+    with pytest.raises(ValueError, match="t.nii.gz: voxel axis i is 8 mm thick"):
+        ShapePrior.from_source(str(tmp_path / "t.nii.gz"), (32, 32))
 
 
 def test_prior_numbered_unlike_the_data_root_is_refused(tmp_path, phantom_root):

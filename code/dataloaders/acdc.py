@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from dataloaders import io
 from dataloaders.augment import augment
-from dataloaders.spacing import to_target
+from dataloaders.spacing import mask_to_target, to_target
 
 FOLDS = tuple(f"fold{k}" for k in range(1, 6))
 SPLIT_FOLD = "split"
@@ -171,6 +171,9 @@ SUPERVISION = {
     "random_walker": random_walker_targets,
     "points": point_targets,
 }
+# Supervision types whose targets are grown from what an annotator drew: the key of that drawing,
+# which is what their annotation counts.
+GROWN_FROM = {"random_walker": "scribble"}
 # Value a rotation brings in from outside the slice, per supervision type.
 FILL = {"scribble": io.UNLABELED, "label": 0, "random_walker": io.UNLABELED, "points": io.UNLABELED}
 
@@ -248,6 +251,8 @@ class SliceDataset(Dataset):
         self.targets = [next(labels if d else targets).astype(np.int64) for d in dense]
         self.dense = [d or sup_type == "label" for d in dense]
         self.fills = [FILL["label" if d else sup_type] for d in self.dense]
+        drawing = GROWN_FROM.get(sup_type)
+        self.drawings = [s[drawing].astype(np.int64) if drawing and not d else None for s, d in zip(slices, dense)]
         if not any((t != io.UNLABELED).any() for t in self.targets):
             # pCE is then 0 at every step: the run trained on nothing and exited 0.
             raise ValueError(f"{root}: no labelled pixel in the {len(self.targets)} training slices "
@@ -266,6 +271,9 @@ class SliceDataset(Dataset):
                 raise ValueError(f"--target_spacing: {s['name']} has no spacing attribute")
             self.images[i], (self.targets[i],) = to_target(self.images[i], [self.targets[i]], [self.fills[i]],
                                                           s["spacing"][1:], target, self.input_size)
+            if self.drawings[i] is not None:
+                self.drawings[i] = mask_to_target(self.drawings[i], s["spacing"][1:], target, self.input_size,
+                                                  io.UNLABELED)
 
     def digest(self) -> str:
         """SHA-256 of what the run trains on: each slice's name, image and target as loaded, before
@@ -285,10 +293,11 @@ class SliceDataset(Dataset):
         """How much annotation the run trains on, counted on the targets as loaded (native grid,
         or the ``target_spacing`` grid): ``labelled`` and all (``pixels``) training pixels, and
         ``drawn``: the pixels an annotator draws, every labelled pixel of a scribble or point
-        target and the outlines (:func:`contour_pixels`) of a dense mask."""
+        target, the scribbles a grown target comes from (:data:`GROWN_FROM`), and the outlines
+        (:func:`contour_pixels`) of a dense mask."""
         labelled = sum(int(np.count_nonzero(t != io.UNLABELED)) for t in self.targets)
-        drawn = sum(contour_pixels(t) if d else int(np.count_nonzero(t != io.UNLABELED))
-                    for t, d in zip(self.targets, self.dense))
+        drawn = sum(contour_pixels(t) if d else int(np.count_nonzero((t if g is None else g) != io.UNLABELED))
+                    for t, d, g in zip(self.targets, self.dense, self.drawings))
         return {"labelled": labelled, "drawn": drawn, "pixels": sum(t.size for t in self.targets)}
 
     def __len__(self) -> int:

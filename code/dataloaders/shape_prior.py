@@ -4,8 +4,12 @@ Sources: a folder or file of h5 volumes (key ``label``) or NIfTI masks (``.nii``
 each a (Z, H, W) map with 0 background and the data root's classes 1..C (RV, MYO, LV unless its
 ``dataset.json`` names others); when those include LV and MYO, masks that number them otherwise
 (LV and MYO swapped, another data set's order) are refused by anatomy: the MYO encloses the LV.
-Every slice that shows some heart is kept, resized (nearest neighbour) to the training input
-size and, like the training slices, cropped to the patch size when that is smaller. The training fold's own dense labels must
+Every slice that shows some heart is kept, brought to the training input as the training slices
+are (nearest neighbour): resized whole to the input size, or with ``--target_spacing`` resampled
+from its own spacing (or ``--prior_spacing`` for masks without one) to the target spacing, so that
+its hearts have the training hearts' scale; then, like the training slices, cropped to the patch
+size when that is smaller. NIfTI masks pass the scans' checks (:func:`dataloaders.io.read_scan`),
+so their slices lie along the third voxel axis. The training fold's own dense labels must
 never serve as the prior: that would leak full supervision into a scribble-supervised run, so
 a prior is compared with the data root's labels by content, not only by path.
 """
@@ -22,6 +26,7 @@ import torch.nn.functional as F
 from dataloaders.augment import crop_origin, resize, rot_flip
 from dataloaders import io
 from dataloaders.io import read_label_file
+from dataloaders.spacing import mask_to_target
 
 MASK_PATTERNS = ("*.h5", "*.nii", "*.nii.gz")
 
@@ -50,7 +55,7 @@ def check_not_training_labels(source: str, root_path: str) -> None:
                          "data's own dense labels must not be the shape prior")
     prior = {}
     for f in mask_files(source):
-        for z, m in enumerate(read_label_file(f)):
+        for z, m in enumerate(read_prior_file(f)[0]):
             if (m > 0).any():
                 prior.setdefault(_slice_hash(m), (f, z))
     for case in io.list_cases(root_path):
@@ -87,6 +92,21 @@ def check_class_order(masks: list[np.ndarray], class_names) -> None:
         raise ValueError(f"the shape prior's MYO (class {myo}) touches only {100 * touching / border:.0f}% of "
                          f"its LV's (class {lv}) border, not enclosing it: its masks do not number the classes "
                          f"as the data root does ({order}); relabel them")
+
+
+def read_prior_file(path: str) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """(labels (Z, H, W) uint8 with classes 0..3, in-plane spacing (y, x) mm or None) of one mask
+    file: an h5 volume (key ``label``) or a NIfTI file read as scans are (:func:`io.read_scan`:
+    slices along the third voxel axis, one geometry). ValueError or OSError naming the file."""
+    if path.lower().endswith(".h5"):
+        labels, spacing = read_label_file(path), io.read_h5(path, keys=())["spacing"]
+    else:
+        mask = io.read_scan(path)
+        io.check_labels(path, mask.image)
+        labels, spacing = mask.image.astype(np.uint8), mask.spacing
+    if labels.ndim != 3:  # a 2-D file's rows would pass for slices
+        raise ValueError(f"{path}: expected a 3-D label volume, got shape {labels.shape}")
+    return labels, None if spacing is None else (spacing[1], spacing[2])
 
 
 def _slice_hash(mask: np.ndarray) -> bytes:
@@ -132,12 +152,22 @@ class ShapePrior:
 
     @classmethod
     def from_source(cls, source: str, patch_size, num_classes: int = 4, input_size=None,
-                    fg_prob: float = 0.5, class_names=None) -> "ShapePrior":
-        masks = []
+                    fg_prob: float = 0.5, class_names=None, target_spacing=None,
+                    prior_spacing=None) -> "ShapePrior":
+        """The masks of the files of ``source`` (:func:`mask_files`, :func:`read_prior_file`); with
+        ``target_spacing`` (y, x) mm each slice is resampled from its file's spacing, or
+        ``prior_spacing`` (y, x) for a file without one (ValueError naming it when neither is
+        known: its hearts would be at another scale than the training slices')."""
+        size, masks = tuple(input_size or patch_size), []
         for f in mask_files(source):
-            volume = read_label_file(f)
-            if volume.ndim != 3:  # a 2-D file's rows would pass for slices
-                raise ValueError(f"{f}: expected a 3-D label volume, got shape {volume.shape}")
+            volume, spacing = read_prior_file(f)
+            if target_spacing:
+                spacing = spacing or prior_spacing
+                if spacing is None:
+                    raise ValueError(f"--shape_prior: {f} has no spacing, and --target_spacing resamples the "
+                                     f"training slices to {tuple(target_spacing)} mm, so its hearts would be at "
+                                     "another scale; give --prior_spacing MM (its in-plane voxel size)")
+                volume = [mask_to_target(m, spacing, target_spacing, size) for m in volume]
             masks.extend(volume)
         return cls(masks, patch_size, num_classes, input_size, fg_prob, class_names)
 

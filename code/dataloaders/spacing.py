@@ -77,8 +77,15 @@ def to_target(image: np.ndarray, masks: list[np.ndarray], fills: list[int], spac
     shape = resampled_shape(image.shape, spacing, target)
     zoom = [n / o for n, o in zip(shape, image.shape)]
     image = ndimage.zoom(image.astype(np.float32), zoom, order=1, grid_mode=True, mode="nearest")
-    masks = [ndimage.zoom(m, zoom, order=0, grid_mode=True, mode="grid-constant") for m in masks]
-    return fit(image, size, 0.0), [fit(m, size, f) for m, f in zip(masks, fills)]
+    return fit(image, size, 0.0), [mask_to_target(m, spacing, target, size, f) for m, f in zip(masks, fills)]
+
+
+def mask_to_target(mask: np.ndarray, spacing, target, size, fill: int = 0) -> np.ndarray:
+    """An (h, w) label map resampled from ``spacing`` (y, x) to ``target`` (nearest) and fitted to
+    ``size`` (``fill`` where it pads), as :func:`to_target` does a training slice's masks."""
+    shape = resampled_shape(mask.shape, spacing, target)
+    zoom = [n / o for n, o in zip(shape, mask.shape)]
+    return fit(ndimage.zoom(mask, zoom, order=0, grid_mode=True, mode="grid-constant"), size, fill)
 
 
 def slices_to_target(x: torch.Tensor, spacing, target, size) -> torch.Tensor:

@@ -52,14 +52,18 @@ def hidden_mse(rec: torch.Tensor, image: torch.Tensor, hidden: torch.Tensor) -> 
 PRIOR_PATIENT_OFFSET = 100_000
 
 
-def phantom_prior_masks(seed: int, n_patients: int = 10) -> list:
-    """(H, W) dense masks of freshly generated phantom patients. Their indices start at
+def phantom_prior_masks(seed: int, target_spacing=None, size=None, n_patients: int = 10) -> list:
+    """(H, W) dense masks of freshly generated phantom patients, resampled from their spacing to
+    ``target_spacing`` (y, x) mm and fitted to ``size`` where one is given. Their indices start at
     ``PRIOR_PATIENT_OFFSET``, far beyond any generated data set, so they are never the
     training patients whatever seed made the data."""
     from dataloaders.phantoms import render_patient
+    from dataloaders.spacing import mask_to_target
 
-    return [s for p in range(n_patients)
-            for case in render_patient(PRIOR_PATIENT_OFFSET + p, seed)[0] for s in case.label]
+    cases = [case for p in range(n_patients) for case in render_patient(PRIOR_PATIENT_OFFSET + p, seed)[0]]
+    if target_spacing:
+        return [mask_to_target(s, case.spacing[1:], target_spacing, size) for case in cases for s in case.label]
+    return [s for case in cases for s in case.label]
 
 
 class MaskMixAdv(Method):
@@ -85,6 +89,9 @@ class MaskMixAdv(Method):
         p.add_argument("--shape_prior", default=None,
                        help="unpaired dense masks (h5 with 'label', or NIfTI) for the discriminator; "
                             "default: freshly generated phantom masks")
+        p.add_argument("--prior_spacing", type=float, default=None,
+                       help="in-plane voxel size (mm) of --shape_prior masks stored without one, needed with "
+                            "--target_spacing to bring their hearts to the training scale")
         p.add_argument("--disc_lr", type=float, default=1e-4, help="Adam learning rate of D")
         p.add_argument("--disc_ndf", type=int, default=64, help="base width of D")
 
@@ -99,6 +106,9 @@ class MaskMixAdv(Method):
             raise ValueError(f"--mask_ratio must lie in (0, 1), got {cfg.mask_ratio}")
         if cfg.disc_lr <= 0:
             raise ValueError(f"--disc_lr must be > 0, got {cfg.disc_lr}")
+        if cfg.prior_spacing is not None and not (cfg.shape_prior and cfg.target_spacing and cfg.prior_spacing > 0):
+            raise ValueError(f"--prior_spacing {cfg.prior_spacing}: a positive voxel size, for --shape_prior masks "
+                             "without one, with --target_spacing (it is used nowhere else)")
 
     def __init__(self, cfg):
         if cfg.shared_decoder:
@@ -111,11 +121,14 @@ class MaskMixAdv(Method):
         names = io.class_names(self.cfg.root_path)
         if self.cfg.shape_prior:
             check_not_training_labels(self.cfg.shape_prior, self.cfg.root_path)
+            prior_spacing = None if self.cfg.prior_spacing is None else (self.cfg.prior_spacing,) * 2
             self.prior = ShapePrior.from_source(self.cfg.shape_prior, self.cfg.patch_size, self.cfg.num_classes,
-                                                self.cfg.input_size, self.cfg.fg_prob, names)
+                                                self.cfg.input_size, self.cfg.fg_prob, names,
+                                                self.cfg.target_spacing, prior_spacing)
             log.info("shape prior: %d slices from %s", len(self.prior), self.cfg.shape_prior)
         else:
-            self.prior = ShapePrior(phantom_prior_masks(self.cfg.seed), self.cfg.patch_size,
+            self.prior = ShapePrior(phantom_prior_masks(self.cfg.seed, self.cfg.target_spacing, self.cfg.input_size),
+                                    self.cfg.patch_size,
                                     self.cfg.num_classes, self.cfg.input_size, self.cfg.fg_prob, names)
             log.info("shape prior: no --shape_prior given, using %d slices of freshly generated "
                      "phantom masks", len(self.prior))
