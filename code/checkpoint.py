@@ -216,7 +216,9 @@ def check_unseen(ckpt: dict, cases: list[str], path: str, part: str = "test") ->
     it on a scan with strokes (the scores would pass for the run's, and the scan may be a case to
     score)."""
     if ckpt.get("refined_from"):
-        raise ValueError(f"{path} was fine-tuned by refine.py on {ckpt.get('refined_on', 'one scan')} "
+        scans = ckpt.get("refined_on") or "one scan"  # a list since 2026-12-06
+        scans = scans if isinstance(scans, str) else ", ".join(scans)
+        raise ValueError(f"{path} was fine-tuned by refine.py on {scans} "
                          f"(from {ckpt['refined_from']}); its scores are not the run's: score the run's checkpoint")
     saved = ckpt.get("split") or {}
     roles = {"train": "trained on"}

@@ -5,7 +5,8 @@
     python code/refine.py --simulate K --checkpoint CKPT --root ROOT --fold fold1 [--worst_slices 3]
 
 The strokes are a label NIfTI on the scan's grid (its shape, spacing, origin and direction):
-0 background, 1 RV, 2 MYO, 3 LV on stroked voxels, 4 elsewhere. The scan is normalised as the
+the model's labels on stroked voxels (0 background, then its classes in the order its checkpoint
+records and ``refine.py`` prints, 1 RV, 2 MYO, 3 LV for ACDC's), 4 elsewhere. The scan is normalised as the
 training data (99th-percentile clip, min-max), the model fine-tuned on it
 (``refinement.refine_volume``), post-processed as ``predict.py`` does (the run's
 ``--postprocess`` unless given), and the corrected segmentation written as
@@ -94,17 +95,23 @@ def refined_path(output: str, scan: str) -> str:
     return os.path.join(output, f"{io.nifti_stem(scan)}_refined.nii.gz")
 
 
+# What a refined checkpoint keeps of the one it was refined from (not the optimisers or RNGs).
+KEPT = ("config", "method", "iteration", "split", "class_names", "train_images", "world_size")
+
+
 def save_refined(path: str, checkpoint: str, ckpt: dict, method, scan: str) -> None:
     """A checkpoint ``load_method`` reads: the original's (``ckpt``, read from ``checkpoint``)
-    config and split, the weights refined on ``scan``, and where they came from (so that the
-    scoring tools refuse it: ``checkpoint.check_unseen``)."""
+    config, split and record of its training data (``KEPT``), the weights refined on ``scan``,
+    and where they came from: the run's own checkpoint and every scan refined on, also through
+    earlier refinements (so that the scoring tools refuse it: ``checkpoint.check_unseen``)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     model = method.state_dict()
+    earlier = ckpt.get("refined_on") or []
     with io.atomic_path(path) as tmp:
-        torch.save({"config": ckpt["config"], "method": ckpt["method"], "model": model,
-                    "model_sha256": weights_digest(model), "iteration": ckpt["iteration"], "split": ckpt.get("split"),
-                    "class_names": ckpt.get("class_names"), "refined_from": os.path.abspath(checkpoint),
-                    "refined_on": os.path.abspath(scan)}, tmp)
+        torch.save({**{k: ckpt[k] for k in KEPT if k in ckpt}, "model": model, "model_sha256": weights_digest(model),
+                    "refined_from": ckpt.get("refined_from") or os.path.abspath(checkpoint),
+                    "refined_on": [*([earlier] if isinstance(earlier, str) else earlier), os.path.abspath(scan)]},
+                   tmp)
 
 
 def refine_scan(args, ckpt, method, how: Prediction) -> str:
@@ -134,7 +141,10 @@ def refine_scan(args, ckpt, method, how: Prediction) -> str:
     io.write_nifti(out, pred, scan.spacing, scan.origin, scan.direction, scan.unoriented)
     if args.save is not None:
         save_refined(args.save, args.checkpoint, ckpt, method, args.input)
-    print(f"{out}: {info['steps']} steps, {info['seconds']:.1f} s")
+    # Checkpoints older than the record name no classes: their labels are the run's root's.
+    names = ckpt.get("class_names") or [f"label {k}" for k in range(1, how.num_classes)]
+    codes = ", ".join(f"{k} {n}" for k, n in enumerate(["background", *names]))
+    print(f"{out}: {info['steps']} steps, {info['seconds']:.1f} s (strokes read as {codes})")
     return out
 
 

@@ -154,6 +154,9 @@ def refine_volume(model: torch.nn.Module, image: np.ndarray, strokes: np.ndarray
         loss.backward()
         opt.step()
         steps += 1
+    if settings.iters and not steps:  # the strokes pasted on the first prediction would pass for a refinement
+        raise ValueError(f"no fine-tuning step ran: the first prediction took {time.monotonic() - start:.1f} s of "
+                         f"the {settings.time_limit:g} s time limit; raise --time_limit")
     with torch.no_grad():  # the last step is checked by no loss
         if steps and not torch.isfinite(_logits(model, x, size, how)).all():
             raise ValueError(f"the fine-tuning diverged: NaN or inf scores after step {steps}; lower --lr")

@@ -167,7 +167,9 @@ def test_refine_cli_keeps_geometry_honours_strokes_never_writes_the_checkpoint(p
     out = refine.main(["--checkpoint", bad_model, "--input", str(tmp_path / "scan.nii.gz"), "--strokes",
                        str(tmp_path / "strokes.nii.gz"), "--output", str(tmp_path / "out"), "--iters", "3",
                        "--device", "cpu"])
-    assert out == str(tmp_path / "out" / "scan_refined.nii.gz") and "3 steps" in capsys.readouterr().out
+    printed = capsys.readouterr().out  # the stroke codes as the checkpoint numbers its classes
+    assert out == str(tmp_path / "out" / "scan_refined.nii.gz") and "3 steps" in printed
+    assert "(strokes read as 0 background, 1 RV, 2 MYO, 3 LV)" in printed
     ref, res = sitk.ReadImage(str(tmp_path / "scan.nii.gz")), sitk.ReadImage(out)
     assert res.GetSpacing() == ref.GetSpacing() and res.GetOrigin() == ref.GetOrigin()
     assert res.GetDirection() == ref.GetDirection() and res.GetSize() == ref.GetSize()
@@ -194,7 +196,25 @@ def test_refine_cli_keeps_geometry_honours_strokes_never_writes_the_checkpoint(p
     # Its weights saw strokes on a scan, which may be a test case: no tool scores it as the run.
     import test_2D_fully
 
-    assert torch.load(saved, weights_only=False)["refined_on"] == str(tmp_path / "scan.nii.gz")
+    assert torch.load(saved, weights_only=False)["refined_on"] == [str(tmp_path / "scan.nii.gz")]
+    # Refined again: it names the run's checkpoint and both scans (it named the refined one only),
+    # and keeps the record of the training images.
+    twice = tmp_path / "twice.pth"
+    refine.main(["--checkpoint", str(saved), "--input", str(tmp_path / "scan.nii.gz"), "--strokes",
+                 str(tmp_path / "strokes.nii.gz"), "--output", str(tmp_path / "out2"), "--iters", "1",
+                 "--device", "cpu", "--save", str(twice)])
+    record = torch.load(twice, weights_only=False)
+    assert record["refined_from"] == os.path.abspath(bad_model) and len(record["refined_on"]) == 2
+    assert record["train_images"] == torch.load(bad_model, weights_only=False)["train_images"]
+    # A time limit the first prediction used up ran no step: the strokes pasted on the prediction
+    # passed for a refinement, and --save wrote the unchanged weights as refined, exit 0.
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        refine.main(["--checkpoint", bad_model, "--input", str(tmp_path / "scan.nii.gz"), "--strokes",
+                     str(tmp_path / "strokes.nii.gz"), "--output", str(tmp_path / "out3"), "--time_limit", "1e-9",
+                     "--device", "cpu", "--save", str(tmp_path / "none.pth")])
+    assert e.value.code == 2 and "no fine-tuning step ran" in capsys.readouterr().err
+    assert not (tmp_path / "none.pth").exists() and not (tmp_path / "out3" / "scan_refined.nii.gz").exists()
     for score in (lambda: test_2D_fully.main(["--root_path", phantom_root, "--checkpoint", str(saved),
                                               "--out_json", str(tmp_path / "r.json")]),
                   lambda: refine.main(["--checkpoint", str(saved), "--simulate", "1", "--root", phantom_root,
