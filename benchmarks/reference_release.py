@@ -103,6 +103,8 @@ def parse(argv=None):
     if "network" in args.ours and not args.variant.startswith("dmpls"):
         p.error("--ours network is the DMPLS network; use it with a dmpls variant")
     if not args.score:
+        if not os.path.isdir(os.path.join(args.root, "ACDC_training_volumes")):
+            p.error(f"--root {args.root}: no ACDC_training_volumes (the test fold is predicted from them)")
         patients = {n[:10] for n in os.listdir(os.path.join(args.root, "ACDC_training_volumes"))}
         if patients != set(ACDC_PATIENTS):  # the release's folds are fixed blocks of ACDC's patients
             p.error(f"--root {args.root}: the release's folds split ACDC's patients patient001..patient100; "
@@ -266,18 +268,20 @@ def walker_labels(args, names, generator) -> dict:
 
     import h5py
 
-    slices, digest = {}, hashlib.sha256()
-    for name in names:
+    def read(name):
         with h5py.File(os.path.join(args.root, "ACDC_training_slices", name), "r") as f:
-            slices[name] = f["image"][:], f["scribble"][:]
-        digest.update(name.encode() + b"".join(np.ascontiguousarray(a).tobytes() for a in slices[name]))
+            return f["image"][:], f["scribble"][:]
+
+    digest = hashlib.sha256()
+    for name in names:  # one slice at a time: the whole set need not be held twice
+        digest.update(name.encode() + b"".join(np.ascontiguousarray(a).tobytes() for a in read(name)))
     key = np.frombuffer(digest.digest(), np.uint8)
     path = os.path.join(args.out, "rw_labels.npz")
     if os.path.isfile(path):
         with np.load(path) as cached:
             if "digest" in cached.files and np.array_equal(cached["digest"], key):
                 return {n: cached[n] for n in names}
-    labels = {name: generator(*slices[name]).astype(np.uint8) for name in names}
+    labels = {name: generator(*read(name)).astype(np.uint8) for name in names}
     np.savez_compressed(path, digest=key, **labels)
     return labels
 

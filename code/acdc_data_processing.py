@@ -37,7 +37,8 @@ all cases of a set one patient is refused).
 ``--volumes``: DIR holds ``<case>.h5`` volumes (image, label, scribble); their 2-D slices
 ``volume[key][z]`` (dtypes kept) are written to ``OUT/ACDC_training_slices``. With
 ``--volumes X/ACDC_training_volumes --out X`` the root X becomes complete; into another OUT the
-volume files are copied to ``OUT/ACDC_training_volumes`` too.
+volume files are copied to ``OUT/ACDC_training_volumes`` too, with the ``dataset.json`` and
+``splits.json`` of the root they lie in.
 
 A case that cannot be read (unreadable NIfTI or h5, missing mask or image, shapes that disagree,
 missing key) is reported on stderr in one line naming the file; the other cases are still
@@ -241,6 +242,17 @@ def process_volume_file(path: str, out: str, copy_volume: bool = False) -> int:
     return write_slices(out, case, arrays, d["spacing"])
 
 
+def copy_root_files(src: str):
+    """A ``finish(dest, failed)`` step that copies the class names and splits of the data root
+    ``src`` the volumes come from (``dataset.json``, ``splits.json``, where it has them), so that
+    a root built from its volumes numbers and splits its cases alike."""
+    def finish(dest: str, failed) -> None:
+        for name in (io.DATASET_JSON, SPLITS_JSON):
+            if os.path.isfile(os.path.join(src, name)):
+                shutil.copyfile(os.path.join(src, name), os.path.join(dest, name))
+    return finish
+
+
 def _run(jobs, dest: str, desc: str) -> list[str]:
     """Run ``(name, fn)`` jobs, ``fn(dest)``, with a progress bar; one stderr line per failure;
     the names that failed."""
@@ -379,7 +391,7 @@ def main(argv=None) -> int:
         # another, the volumes go with their slices (a root of slices alone lists no cases).
         in_place = os.path.realpath(args.volumes) == os.path.realpath(os.path.join(args.out, io.VOLUME_DIR))
         jobs = [(f, lambda dest, f=f: process_volume_file(f, dest, copy_volume=not in_place)) for f in files]
-        desc, finish = "volumes", None
+        desc, finish = "volumes", None if in_place else copy_root_files(os.path.dirname(os.path.abspath(args.volumes)))
 
     outputs = (io.SLICE_DIR,) if in_place else OUTPUTS
     held = held_outputs(args.out, outputs)

@@ -208,6 +208,13 @@ def check_predicts(path: str, ckpt: dict, root: str) -> None:
                          f"classes {', '.join(root_names)}; use a data root with the classes in the run's order")
 
 
+def refined_scans(ckpt: dict) -> list[str]:
+    """The scans ``refine.py --save`` fine-tuned the checkpoint ``ckpt`` on (one path before
+    2026-12-06, a list since; none for a run's own checkpoint)."""
+    scans = ckpt.get("refined_on") or []
+    return [scans] if isinstance(scans, str) else list(scans)
+
+
 def check_unseen(ckpt: dict, cases: list[str], path: str, part: str = "test") -> None:
     """ValueError when the checkpoint ``ckpt`` (read from ``path``) would be scored on cases it
     trained on (another fold, or a data root whose patients differ so that its positional folds
@@ -216,8 +223,7 @@ def check_unseen(ckpt: dict, cases: list[str], path: str, part: str = "test") ->
     it on a scan with strokes (the scores would pass for the run's, and the scan may be a case to
     score)."""
     if ckpt.get("refined_from"):
-        scans = ckpt.get("refined_on") or "one scan"  # a list since 2026-12-06
-        scans = scans if isinstance(scans, str) else ", ".join(scans)
+        scans = ", ".join(refined_scans(ckpt)) or "one scan"
         raise ValueError(f"{path} was fine-tuned by refine.py on {scans} "
                          f"(from {ckpt['refined_from']}); its scores are not the run's: score the run's checkpoint")
     saved = ckpt.get("split") or {}

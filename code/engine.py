@@ -29,7 +29,7 @@ from checkpoint import (RESUME_MAY_CHANGE, check_predicts, read_checkpoint, rng_
                         set_rng_state, with_defaults)
 from config import save_config
 from dataloaders import io
-from dataloaders.acdc import (SliceDataset, Split, TrainBatchSampler, dense_training_cases,
+from dataloaders.acdc import (SPLIT_FOLD, SliceDataset, Split, TrainBatchSampler, dense_training_cases,
                               labeled_patients, make_split, trained_on_image, volumes_digest)
 from distributed import Distributed
 import inference
@@ -104,8 +104,11 @@ def check_resumable(saved: dict, cfg, method_cls) -> None:
     that did not exist when the run was saved takes the value the run had (:data:`checkpoint.LEGACY`) or its
     default."""
     saved = with_defaults(saved, method_cls)
+    # --fold split ignores --val_fraction (splits.json names the validation cases); runs saved
+    # before it was refused there may hold any value.
+    meaningless = {"val_fraction"} if cfg.fold == SPLIT_FOLD else set()
     for key, value in sorted(vars(cfg).items()):
-        if key not in RESUME_MAY_CHANGE and saved.get(key) != value:
+        if key not in RESUME_MAY_CHANGE | meaningless and saved.get(key) != value:
             raise ValueError(f"--resume: --{key} is {value!r} but the run was started with "
                              f"{saved.get(key)!r}; use the same value or another --exp")
 

@@ -24,7 +24,7 @@ import os
 
 import torch
 
-from checkpoint import cases_to_score, method_from_checkpoint, read_checkpoint, weights_digest
+from checkpoint import cases_to_score, method_from_checkpoint, read_checkpoint, refined_scans, weights_digest
 from dataloaders import io
 from dataloaders.acdc import FOLD_CHOICES
 from dataloaders.intensity import normalise_intensity
@@ -106,11 +106,10 @@ def save_refined(path: str, checkpoint: str, ckpt: dict, method, scan: str) -> N
     earlier refinements (so that the scoring tools refuse it: ``checkpoint.check_unseen``)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     model = method.state_dict()
-    earlier = ckpt.get("refined_on") or []
     with io.atomic_path(path) as tmp:
         torch.save({**{k: ckpt[k] for k in KEPT if k in ckpt}, "model": model, "model_sha256": weights_digest(model),
                     "refined_from": ckpt.get("refined_from") or os.path.abspath(checkpoint),
-                    "refined_on": [*([earlier] if isinstance(earlier, str) else earlier), os.path.abspath(scan)]},
+                    "refined_on": [*refined_scans(ckpt), os.path.abspath(scan)]},
                    tmp)
 
 

@@ -289,6 +289,12 @@ def test_volumes_to_slices(phantom, tmp_path):
     (other / VOLUME_DIR / "patient001_frame01.h5").unlink()
     assert adp.main(["--volumes", str(vols), "--out", str(other), "--overwrite"]) == 0
     assert sorted(list_cases(str(other))) == sorted(list_cases(truth))
+    # ... and so do the class names and splits of the root they lie in.
+    named = tmp_path / "named"
+    shutil.copytree(phantom / "truth", named)
+    (named / "dataset.json").write_text('{"labels": {"1": "RV", "2": "MYO", "3": "LV"}, "patient_pattern": "(patient\\d+)_"}')
+    assert adp.main(["--volumes", str(named / VOLUME_DIR), "--out", str(tmp_path / "from_named")]) == 0
+    assert (tmp_path / "from_named" / "dataset.json").read_text() == (named / "dataset.json").read_text()
 
 
 def test_volumes_into_their_own_root_replace_only_the_slices(phantom, tmp_path):

@@ -96,6 +96,11 @@ def test_prior_hearts_take_the_training_scale_under_target_spacing(tmp_path):
         ShapePrior.from_source(str(tmp_path / "h5"), (64, 64), target_spacing=(1.5, 1.5))
     given = ShapePrior.from_source(str(tmp_path / "h5"), (64, 64), target_spacing=(1.5, 1.5), prior_spacing=(0.75, 0.75))
     assert heart_area(given) == pytest.approx(heart_area(fine), rel=0.01)
+    # A NIfTI file without geometry reads as 1 mm: its spacing is unknown too, not 1 mm.
+    (tmp_path / "bare").mkdir()
+    sitk.WriteImage(sitk.GetImageFromArray(heart_volume(12).astype(np.int16)), str(tmp_path / "bare" / "m.nii.gz"))
+    with pytest.raises(ValueError, match=r"m.nii.gz has no spacing"):
+        ShapePrior.from_source(str(tmp_path / "bare"), (64, 64), target_spacing=(1.5, 1.5))
 
 
 def test_a_nifti_prior_stored_across_the_slice_axis_is_refused(tmp_path):

@@ -133,6 +133,19 @@ def test_resume_refuses_a_changed_schedule_but_accepts_other_workers(tmp_path, p
     assert run("pce", phantom_root, tmp_path, "--resume", "--num_workers", "1")["iteration"] == 4
 
 
+def test_a_split_run_saved_with_any_val_fraction_resumes(phantom_root, tmp_path):
+    # --val_fraction is refused with --fold split now; runs saved before with another value must
+    # still resume (the value never counted there), while other folds still refuse a change.
+    for fold, refused in (("split", False), ("fold1", True)):
+        cfg = tiny_cfg(get_method("pce"), phantom_root, tmp_path / fold, "--fold", fold)
+        saved = {**vars(cfg), "val_fraction": 0.3}
+        if refused:
+            with pytest.raises(ValueError, match="--val_fraction is 0.1 but the run was started with 0.3"):
+                engine.check_resumable(saved, cfg, get_method("pce"))
+        else:
+            engine.check_resumable(saved, cfg, get_method("pce"))
+
+
 def test_a_resume_with_a_changed_setting_is_recorded(tmp_path, phantom_root, monkeypatch, capsys):
     monkeypatch.setattr(inference, "native_bf16", lambda device: False)
     run("pce", phantom_root, tmp_path, "--max_iterations", "2", "--val_interval", "2")

@@ -17,7 +17,8 @@ from conftest import ROOT
     (["--method", "pce", "--labeled_patients", "-1"], "--labeled_patients must be >= 0"),
     (["--method", "pce", "--labeled_patients", "99"], "--labeled_patients must be in 0..3"),
     (["--method", "pce", "--val_fraction", "-0.5"], "--val_fraction must lie in [0, 1)"),
-    # splits.json names --fold split's validation cases: --val_fraction 0 still chose a best model.
+    # splits.json names --fold split's validation cases: --val_fraction 0 still chose a best model
+    # (runs saved before with another value still resume: test_engine).
     (["--method", "pce", "--fold", "split", "--val_fraction", "0"], "--val_fraction 0.0 does not apply to --fold split"),
     (["--method", "pce", "--num_classes", "2"], "--num_classes 2: "),
     # Method flags are checked before the run folder exists (they left a half-made one behind).

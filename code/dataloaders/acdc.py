@@ -252,7 +252,7 @@ class SliceDataset(Dataset):
         self.dense = [d or sup_type == "label" for d in dense]
         self.fills = [FILL["label" if d else sup_type] for d in self.dense]
         drawing = GROWN_FROM.get(sup_type)
-        self.drawings = [s[drawing].astype(np.int64) if drawing and not d else None for s, d in zip(slices, dense)]
+        self.drawings = [s[drawing].astype(np.uint8) if drawing and not d else None for s, d in zip(slices, dense)]
         if not any((t != io.UNLABELED).any() for t in self.targets):
             # pCE is then 0 at every step: the run trained on nothing and exited 0.
             raise ValueError(f"{root}: no labelled pixel in the {len(self.targets)} training slices "

@@ -95,15 +95,17 @@ def check_class_order(masks: list[np.ndarray], class_names) -> None:
 
 
 def read_prior_file(path: str) -> tuple[np.ndarray, tuple[float, float] | None]:
-    """(labels (Z, H, W) uint8 with classes 0..3, in-plane spacing (y, x) mm or None) of one mask
-    file: an h5 volume (key ``label``) or a NIfTI file read as scans are (:func:`io.read_scan`:
-    slices along the third voxel axis, one geometry). ValueError or OSError naming the file."""
+    """(labels (Z, H, W) uint8 with classes 0..3, in-plane spacing (y, x) mm or None: an h5 file
+    without the attribute, a NIfTI file without geometry) of one mask file: an h5 volume (key
+    ``label``) or a NIfTI file read as scans are (:func:`io.read_scan`: slices along the third
+    voxel axis, one geometry). ValueError or OSError naming the file."""
     if path.lower().endswith(".h5"):
         labels, spacing = read_label_file(path), io.read_h5(path, keys=())["spacing"]
     else:
         mask = io.read_scan(path)
         io.check_labels(path, mask.image)
-        labels, spacing = mask.image.astype(np.uint8), mask.spacing
+        # A file written without geometry reads as 1 mm: its spacing is unknown, not 1 mm.
+        labels, spacing = mask.image.astype(np.uint8), None if io.header_free(mask) else mask.spacing
     if labels.ndim != 3:  # a 2-D file's rows would pass for slices
         raise ValueError(f"{path}: expected a 3-D label volume, got shape {labels.shape}")
     return labels, None if spacing is None else (spacing[1], spacing[2])
