@@ -161,7 +161,8 @@ RESUME_MAY_CHANGE = {"resume", "overwrite", "save_every", "device", "num_workers
 
 # What may differ between the folds of one setting: where and how each run ran, its fold, seed,
 # dense patients (drawn per fold) and data, its resumes.
-PER_RUN = RESUME_MAY_CHANGE | {"fold", "seed", "labeled_patient_ids", "resumes", "train_data_sha256", "val_data_sha256"}
+PER_RUN = RESUME_MAY_CHANGE | {"fold", "seed", "labeled_patient_ids", "resumes", "train_data_sha256",
+                               "val_data_sha256", "shape_prior_data_sha256"}
 
 
 def with_defaults(config: dict, method_cls=None) -> dict:

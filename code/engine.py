@@ -148,15 +148,22 @@ def check_same_split(saved: dict | None, split: Split, path: str) -> None:
                              f"(e.g. {changed[0] if changed else 'their order'}); use the same --root_path")
 
 
-def check_same_data(saved: str | None, now: str, path: str, part: str = "training") -> None:
-    """ValueError when the ``part`` data now (the digest ``now``: :meth:`SliceDataset.digest` of the
-    training slices, :func:`volumes_digest` of the validation volumes) differ from those the run
-    saved at ``path`` used (``saved``; None for runs older than the record): the same case names
-    on another data root, or the data converted again otherwise."""
-    if saved is not None and saved != now:
-        raise ValueError(f"--resume: the {part} data differ from those {path} was trained with (the same "
-                         "cases, other images or labels: another or re-converted data root?); use the same "
-                         "data, or train a new run")
+def check_same_data(saved: dict, cfg, path: str) -> None:
+    """ValueError when data the run reads now differ from those the run saved at ``path`` used:
+    every ``<part>_data_sha256`` of ``cfg`` (:meth:`SliceDataset.digest` of the training slices,
+    :func:`volumes_digest` of the validation volumes, what a method's ``prepare`` loaded, e.g. a
+    shape prior) against the saved config ``saved`` (absent from runs older than the record):
+    the same names on another data root, or the data converted again otherwise."""
+    for key in sorted(k for k in vars(cfg) if k.endswith(DATA_DIGEST)):
+        if saved.get(key) is not None and saved[key] != getattr(cfg, key):
+            part = key[:-len(DATA_DIGEST)]
+            part = {"train": "training", "val": "validation"}.get(part, part.replace("_", " "))
+            raise ValueError(f"--resume: the {part} data differ from those {path} "
+                             "was trained with (the same names, other images or labels: another or re-converted "
+                             "data?); use the same data, or train a new run")
+
+
+DATA_DIGEST = "_data_sha256"  # config keys of digests of what a run reads (check_same_data)
 
 
 def check_classes(cfg) -> None:
@@ -273,9 +280,7 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
     cfg.val_data_sha256 = volumes_digest(val_set)
     val_set = val_set if dist.is_main else []  # rank 0 validates
     if ckpt is not None:
-        check_same_data(ckpt["config"].get("train_data_sha256"), cfg.train_data_sha256, folder.file("last.pth"))
-        check_same_data(ckpt["config"].get("val_data_sha256"), cfg.val_data_sha256, folder.file("last.pth"),
-                        "validation")
+        check_same_data(ckpt["config"], cfg, folder.file("last.pth"))
         if finished(ckpt, cfg, folder.file("last.pth"), dist):
             return ckpt["best"]
         record_resume(ckpt["config"], cfg, ckpt["iteration"])
@@ -304,6 +309,8 @@ def _train(cfg, method_cls, folder: RunFolder, ckpt: dict | None, device: torch.
 
     method = method_cls(cfg)
     method.prepare(train_set, log)
+    if ckpt is not None:  # and what prepare() read (e.g. a shape prior)
+        check_same_data(ckpt["config"], cfg, last_path)
     method.to(device)
     if cfg.channels_last:
         method.to(memory_format=torch.channels_last)

@@ -133,6 +133,25 @@ def test_resume_refuses_a_changed_schedule_but_accepts_other_workers(tmp_path, p
     assert run("pce", phantom_root, tmp_path, "--resume", "--num_workers", "1")["iteration"] == 4
 
 
+def test_a_run_resumed_with_other_shape_prior_masks_is_refused(phantom_root, tmp_path, monkeypatch):
+    # Only the --shape_prior path was compared: other masks under it trained the rest of the run.
+    from dataloaders import io
+    from dataloaders.phantoms import render_patient
+
+    prior = tmp_path / "prior"
+    for p in (50, 51):
+        for case in render_patient(p, seed=3, size=64)[0]:
+            io.write_h5(str(prior / f"{case.name}.h5"), {"label": case.label})
+    extra = ("--shape_prior", str(prior), "--disc_ndf", "8")
+    with pytest.raises(Interrupt):
+        run("maskmixadv", phantom_root, tmp_path / "run", *extra, crash_after_first_save=True, monkeypatch=monkeypatch)
+    monkeypatch.undo()
+    first = sorted(prior.iterdir())[0]
+    io.write_h5(str(first), {"label": io.read_h5(str(first), keys=("label",))["label"][::-1]})
+    with pytest.raises(ValueError, match="--resume: the shape prior data differ from those .*last.pth was trained"):
+        run("maskmixadv", phantom_root, tmp_path / "run", *extra, "--resume")
+
+
 def test_a_split_run_saved_with_any_val_fraction_resumes(phantom_root, tmp_path):
     # --val_fraction is refused with --fold split now; runs saved before with another value must
     # still resume (the value never counted there), while other folds still refuse a change.

@@ -176,6 +176,11 @@ class ShapePrior:
     def __len__(self) -> int:
         return len(self.masks)
 
+    def digest(self) -> str:
+        """SHA-256 of the masks as the discriminator gets them: runs record it, so that a run
+        resumed with other prior masks under the same path is refused."""
+        return hashlib.sha256(self.masks.numpy().tobytes()).hexdigest()
+
     def sample(self, batch_size: int, device: torch.device, seed) -> torch.Tensor:
         """(batch_size, num_classes, H, W) float one-hot masks, augmented like the training data
         (:mod:`dataloaders.augment`: rot90 + flip, or a rotation in [-20, 20] degrees).

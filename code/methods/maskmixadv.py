@@ -132,6 +132,7 @@ class MaskMixAdv(Method):
                                     self.cfg.num_classes, self.cfg.input_size, self.cfg.fg_prob, names)
             log.info("shape prior: no --shape_prior given, using %d slices of freshly generated "
                      "phantom masks", len(self.prior))
+        self.cfg.shape_prior_data_sha256 = self.prior.digest()  # a resume checks it (engine.check_same_data)
 
     def configure_optimizers(self):
         params = [p for n, p in self.named_parameters() if not n.startswith("disc.") and p.requires_grad]
