@@ -46,11 +46,6 @@ class FakeSlices:
         self.targets = [rng.integers(0, 5, (size, size)) for _ in range(n)]
 
 
-class NullLog:
-    def info(self, *args):
-        pass
-
-
 def parse_method(spec: str) -> tuple[str, list[str]]:
     """``"maskmixadv --disc_ndf 32"`` -> ``("maskmixadv", ["--disc_ndf", "32"])``."""
     name, *flags = shlex.split(spec)
@@ -73,7 +68,7 @@ def time_method(spec, amp, args, device) -> tuple[float, str]:
     if hasattr(method, "prior"):  # MaskMixAdv: a random prior instead of rendering phantoms
         method.prior = ShapePrior([rng.integers(0, 4, (args.patch, args.patch))], [args.patch] * 2)
     else:
-        method.prepare(FakeSlices(4 * args.batch, args.patch, rng), NullLog())
+        method.prepare(FakeSlices(4 * args.batch, args.patch, rng))
     layout = torch.channels_last if cfg.channels_last else torch.contiguous_format  # as the engine does
     method.to(device).to(memory_format=layout).train()
     state = TrainState(cfg, device, method.configure_optimizers())

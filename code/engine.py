@@ -148,6 +148,9 @@ def check_same_split(saved: dict | None, split: Split, path: str) -> None:
                              f"(e.g. {changed[0] if changed else 'their order'}); use the same --root_path")
 
 
+DATA_DIGEST = "_data_sha256"  # config keys of digests of what a run reads (check_same_data)
+
+
 def check_same_data(saved: dict, cfg, path: str) -> None:
     """ValueError when data the run reads now differ from those the run saved at ``path`` used:
     every ``<part>_data_sha256`` of ``cfg`` (:meth:`SliceDataset.digest` of the training slices,
@@ -161,9 +164,6 @@ def check_same_data(saved: dict, cfg, path: str) -> None:
             raise ValueError(f"--resume: the {part} data differ from those {path} "
                              "was trained with (the same names, other images or labels: another or re-converted "
                              "data?); use the same data, or train a new run")
-
-
-DATA_DIGEST = "_data_sha256"  # config keys of digests of what a run reads (check_same_data)
 
 
 def check_classes(cfg) -> None:
@@ -277,8 +277,14 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
     if leaked:
         raise ValueError(f"{io.volume_path(cfg.root_path, leaked[0])}: slice {leaked[1]} holds the image of a training "
                          "slice, so the model would be chosen on data it trains on (one scan under two case names?)")
+    # Every rank loads and checks the same data, so that all of them fail together before the
+    # process group starts.
     cfg.val_data_sha256 = volumes_digest(val_set)
     val_set = val_set if dist.is_main else []  # rank 0 validates
+    # Each rank draws its own masks and noise; the weights start equal (broadcast in _train).
+    seed_everything(cfg.seed + dist.rank)
+    method = method_cls(cfg)
+    notes = method.prepare(train_set)  # what it reads (e.g. a shape prior) is checked below too
     if ckpt is not None:
         check_same_data(ckpt["config"], cfg, folder.file("last.pth"))
         if finished(ckpt, cfg, folder.file("last.pth"), dist):
@@ -287,30 +293,26 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
     device = dist.start(device)
     try:
         with folder if dist.is_main else contextlib.nullcontext(), StopSignals() as stop:
-            best = _train(cfg, method_cls, folder, ckpt, device, split, stop, train_set, val_set, dist)
+            best = _train(cfg, method, notes, folder, ckpt, device, split, stop, train_set, val_set, dist)
         dist.barrier()  # rank 0 writes best.json last; the others wait before leaving the group
         return best
     finally:
         dist.stop()
 
 
-def _train(cfg, method_cls, folder: RunFolder, ckpt: dict | None, device: torch.device, split: Split,
-           stop: StopSignals, train_set: SliceDataset, val_set: list, dist: Distributed) -> dict:
-    """The training proper, in a checked and locked run folder, on ``train_set``, validating on
-    ``val_set`` (rank 0; empty elsewhere)."""
+def _train(cfg, method, notes: list[str], folder: RunFolder, ckpt: dict | None, device: torch.device,
+           split: Split, stop: StopSignals, train_set: SliceDataset, val_set: list, dist: Distributed) -> dict:
+    """The training proper of the prepared ``method`` (``notes``: what its preparation logs), in
+    a checked and locked run folder, on ``train_set``, validating on ``val_set`` (rank 0; empty
+    elsewhere)."""
     last_path = folder.file("last.pth")
     log = _run_logger(cfg, folder, dist)
-    # Each rank draws its own masks and noise; the weights start equal (broadcast below).
-    seed_everything(cfg.seed + dist.rank)
     _log_setup(log, cfg, train_set, split, dist)
     if dist.is_main and not val_set:
         log.info("no validation split (--val_fraction 0, or no 'val' in splits.json): no model "
                  "selection, the last model is kept (best.pth = last.pth)")
-
-    method = method_cls(cfg)
-    method.prepare(train_set, log)
-    if ckpt is not None:  # and what prepare() read (e.g. a shape prior)
-        check_same_data(ckpt["config"], cfg, last_path)
+    for note in notes:
+        log.info("%s", note)
     method.to(device)
     if cfg.channels_last:
         method.to(memory_format=torch.channels_last)

@@ -79,10 +79,9 @@ def validation_cases(run: str) -> list[str] | None:
 
 
 def check_comparable(runs: list[str]) -> None:
-    """ValueError naming a run given twice or one that validated on other volumes than the first
-    (another fold, or an edited splits.json: its curve is not comparable); a note on stderr for
-    other data roots and for validation predicted differently."""
-    check_distinct(runs)
+    """ValueError naming a run that validated on other volumes than the first (another fold, or
+    an edited splits.json: its curve is not comparable); a note on stderr for other data roots
+    and for validation predicted differently. Runs given twice are refused by :func:`main`."""
     configs = [(r, run_config(r)) for r in runs]
     check_same(configs, "validation volumes (fold, --val_fraction, --select_on_test)", validated_on)
     check_same_cases([(r, validation_cases(r)) for r in runs])

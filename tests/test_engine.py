@@ -148,8 +148,19 @@ def test_a_run_resumed_with_other_shape_prior_masks_is_refused(phantom_root, tmp
     monkeypatch.undo()
     first = sorted(prior.iterdir())[0]
     io.write_h5(str(first), {"label": io.read_h5(str(first), keys=("label",))["label"][::-1]})
+    before = {f.name: f.read_bytes() for f in (tmp_path / "run").iterdir() if f.is_file()}
     with pytest.raises(ValueError, match="--resume: the shape prior data differ from those .*last.pth was trained"):
         run("maskmixadv", phantom_root, tmp_path / "run", *extra, "--resume")
+    # refused before the run folder was touched (its log and config.json were written first)
+    assert {f.name: f.read_bytes() for f in (tmp_path / "run").iterdir() if f.is_file()} == before
+
+
+def test_a_shape_prior_that_cannot_be_read_leaves_no_run_folder(phantom_root, tmp_path):
+    empty = tmp_path / "prior"
+    empty.mkdir()
+    with pytest.raises((ValueError, FileNotFoundError), match="prior"):
+        run("maskmixadv", phantom_root, tmp_path / "run", "--shape_prior", str(empty))
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_split_run_saved_with_any_val_fraction_resumes(phantom_root, tmp_path):

@@ -1,6 +1,5 @@
 import copy
 import io
-import logging
 import os
 from types import SimpleNamespace
 
@@ -19,7 +18,6 @@ from methods.dmpls import DMPLS
 from methods.scribble2label import Scribble2Label, confident_pseudo_labels, update_memory
 from methods.ustm import USTM, masked_mse
 
-LOG = logging.getLogger("test_methods_baselines")
 SIZE = 32
 
 
@@ -54,7 +52,8 @@ def build(method_cls, *args):
     cfg = make_cfg(method_cls, *args)
     torch.manual_seed(0)
     method = method_cls(cfg)
-    method.prepare(fake_train_set(), LOG)
+    notes = method.prepare(fake_train_set())
+    assert notes == (["s2l: prediction memory of 5 slices, 0 MB"] if method_cls is Scribble2Label else [])
     method.train()
     return method, engine.TrainState(cfg, torch.device("cpu"), method.configure_optimizers())
 
@@ -275,7 +274,7 @@ def test_s2l_memory_survives_state_dict_round_trip():
     assert torch.equal(fresh.memory, method.memory) and fresh.memory.sum() > 0
     # a prepared method of another size still refuses a mismatched memory
     other = Scribble2Label(make_cfg(Scribble2Label))
-    other.prepare(fake_train_set(n=3), LOG)
+    other.prepare(fake_train_set(n=3))
     with pytest.raises(RuntimeError, match="memory"):
         other.load_state_dict(method.state_dict())
 

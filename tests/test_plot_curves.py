@@ -1,8 +1,11 @@
 import json
 
 import pytest
+from conftest import tiny_cfg
 
+import engine
 import plot_curves
+from methods import get_method
 
 LOG = """2026-11-29 00:22:42,581 command: code/train.py --method pce
 2026-11-29 00:30:00,000 iteration 250: loss 1.2000 ce 0.5000 | val dice 0.5123 hd95 40.10 (400 s)
@@ -161,3 +164,13 @@ def test_a_figure_is_not_written_over_an_existing_file_or_in_an_unknown_format(t
     assert old.read_bytes() == b"a figure made earlier" and not (tmp_path / "x.json").exists()
     assert plot_curves.main(["--runs", run, "--out", str(old), "--overwrite"]) == 0
     assert old.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_curves_read_the_validations_a_training_run_logs(phantom_root, tmp_path):
+    # The parser is pinned to the engine's log line: a changed line would draw no curve.
+    run = tmp_path / "run"
+    best = engine.train(tiny_cfg(get_method("pce"), phantom_root, run), get_method("pce"))
+    rows = plot_curves.read_validation(str(run))
+    assert rows[:, 0].tolist() == [2, 4]
+    assert rows[rows[:, 0] == best["iteration"], 1] == pytest.approx(best["dice"], abs=1e-4)
+    assert rows[rows[:, 0] == best["iteration"], 2] == pytest.approx(best["hd95"], abs=0.01)

@@ -2,7 +2,7 @@
 
 A method is an ``nn.Module`` that owns its networks (everything in its ``state_dict`` is saved
 and restored) and its training step. The engine calls, in order: ``Method(cfg)``,
-``prepare(train_set, log)``, ``configure_optimizers()``, then ``training_step(batch, state)``
+``prepare(train_set)``, ``configure_optimizers()``, then ``training_step(batch, state)``
 once per iteration followed by ``update_average(iteration)``, and ``segmenter()`` for validation
 and testing.
 
@@ -101,8 +101,12 @@ class Method(nn.Module):
         # the method, so a resumed run continues the same average).
         self.average = copy.deepcopy(self.net).requires_grad_(False) if cfg.model_ema else None
 
-    def prepare(self, train_set, log) -> None:
-        """Hook run once before training (e.g. to load a shape prior); default: nothing."""
+    def prepare(self, train_set) -> list[str]:
+        """Hook run once before training and before the run folder is touched (e.g. to load a
+        shape prior: its errors leave nothing behind); returns lines for the run's log. A digest
+        of what it reads, set as ``cfg.<part>_data_sha256``, is checked on ``--resume``
+        (:func:`engine.check_same_data`). Default: nothing."""
+        return []
 
     def segmenter(self) -> nn.Module:
         """The network used at inference: (B, 1, H, W) -> (B, C, H, W) logits (the weight

@@ -117,7 +117,7 @@ class MaskMixAdv(Method):
         self.disc = PatchDiscriminator(cfg.num_classes, cfg.disc_ndf)
         self.prior = None
 
-    def prepare(self, train_set, log):
+    def prepare(self, train_set):
         names = io.class_names(self.cfg.root_path)
         if self.cfg.shape_prior:
             check_not_training_labels(self.cfg.shape_prior, self.cfg.root_path)
@@ -125,14 +125,15 @@ class MaskMixAdv(Method):
             self.prior = ShapePrior.from_source(self.cfg.shape_prior, self.cfg.patch_size, self.cfg.num_classes,
                                                 self.cfg.input_size, self.cfg.fg_prob, names,
                                                 self.cfg.target_spacing, prior_spacing)
-            log.info("shape prior: %d slices from %s", len(self.prior), self.cfg.shape_prior)
+            note = f"shape prior: {len(self.prior)} slices from {self.cfg.shape_prior}"
         else:
             self.prior = ShapePrior(phantom_prior_masks(self.cfg.seed, self.cfg.target_spacing, self.cfg.input_size),
                                     self.cfg.patch_size,
                                     self.cfg.num_classes, self.cfg.input_size, self.cfg.fg_prob, names)
-            log.info("shape prior: no --shape_prior given, using %d slices of freshly generated "
-                     "phantom masks", len(self.prior))
+            note = (f"shape prior: no --shape_prior given, using {len(self.prior)} slices of freshly generated "
+                    "phantom masks")
         self.cfg.shape_prior_data_sha256 = self.prior.digest()  # a resume checks it (engine.check_same_data)
+        return [note]
 
     def configure_optimizers(self):
         params = [p for n, p in self.named_parameters() if not n.startswith("disc.") and p.requires_grad]

@@ -114,7 +114,7 @@ class Scribble2Label(Method):
         self.register_buffer("canon_images", torch.zeros(0, 1, h, w, dtype=torch.float16), persistent=False)
         self.register_buffer("canon_targets", torch.zeros(0, h, w, dtype=torch.uint8), persistent=False)
 
-    def prepare(self, train_set, log):
+    def prepare(self, train_set):
         """Resize every training slice (``train_set.images`` (H, W) float in [0, 1] and
         ``train_set.targets`` (H, W) int) to the patch size and size the memory (N, C, h, w)."""
         size = tuple(self.cfg.patch_size)
@@ -123,7 +123,7 @@ class Scribble2Label(Method):
         self.canon_images = torch.from_numpy(images)[:, None].to(torch.float16)
         self.canon_targets = torch.from_numpy(targets.astype(np.uint8))
         self.memory = torch.zeros(len(images), self.cfg.num_classes, *size, dtype=torch.uint8)
-        log.info("s2l: prediction memory of %d slices, %.0f MB", len(images), self.memory.numel() / 2**20)
+        return [f"s2l: prediction memory of {len(images)} slices, {self.memory.numel() / 2**20:.0f} MB"]
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # An unprepared method (e.g. rebuilt for inference) takes the saved memory's size.
@@ -149,7 +149,7 @@ class Scribble2Label(Method):
     def loss(self, batch, state):
         c = self.cfg
         if len(self.memory) == 0:
-            raise RuntimeError("s2l: prepare(train_set, log) must run before training")
+            raise RuntimeError("s2l: prepare(train_set) must run before training")
         image, target, index = batch["image"], batch["target"], batch["index"]
         canon = self.canon_images[index].to(image.dtype)
         if state.iteration % c.memory_interval == 0:
