@@ -190,6 +190,15 @@ class Prediction:
                               tta=self.tta, spacing=spacing, target_spacing=self.target_spacing,
                               resize_back=self.resize_back)
 
+    def check_scan(self, scan, path: str) -> None:
+        """ValueError naming ``path`` when ``scan`` (an :class:`io.Case` read from it) has no
+        geometry in its header and this prediction resamples to a target spacing: read as 1 mm
+        voxels, its heart would be seen at the wrong scale."""
+        if self.target_spacing and io.header_free(scan):
+            raise ValueError(f"{path}: no geometry in its header (read as 1 mm voxels at the origin), but the model "
+                             f"resamples slices to {self.target_spacing} mm, so the heart would be segmented at the "
+                             "wrong scale; save the scan with its voxel spacing")
+
     def finish(self, pred: np.ndarray) -> np.ndarray:
         """``pred`` (Z, H, W) post-processed."""
         return postprocess(pred, self.post, self.num_classes)

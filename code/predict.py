@@ -101,10 +101,7 @@ def segment_scan(path: str, model, how: Prediction) -> tuple[io.Case, np.ndarray
     model resamples to a target spacing: read as 1 mm voxels, its heart would be seen at the
     wrong scale."""
     scan = io.read_scan(path)
-    if how.target_spacing and io.header_free(scan):
-        raise ValueError(f"{path}: no geometry in its header (read as 1 mm voxels at the origin), but the model "
-                         f"resamples slices to {how.target_spacing} mm, so the heart would be segmented at the wrong "
-                         "scale; save the scan with its voxel spacing")
+    how.check_scan(scan, path)
     scan = dataclasses.replace(scan, image=normalise_intensity(scan.image, path))
     return scan, how.labels(model, scan.image, scan.spacing).astype(np.uint8)
 

@@ -115,6 +115,7 @@ def save_refined(path: str, checkpoint: str, ckpt: dict, method, scan: str) -> N
 
 def refine_scan(args, ckpt, method, how: Prediction) -> str:
     scan = io.read_scan(args.input)
+    how.check_scan(scan, args.input)
     strokes = check_strokes(io.read_labels_on(args.strokes, scan, io.UNLABELED, args.input), scan.image.shape,
                             args.strokes, how.num_classes)
     if not (strokes != io.UNLABELED).any():
@@ -135,7 +136,7 @@ def refine_scan(args, ckpt, method, how: Prediction) -> str:
                              "give the refined model a file path")
         io.check_outputs("--save", [args.save])
     image = normalise_intensity(scan.image, args.input)
-    pred, info = refine_volume(method.segmenter(), image, strokes, how, settings_of(args))
+    pred, info = refine_volume(method.segmenter(), image, strokes, how, settings_of(args), spacing=scan.spacing)
     os.makedirs(args.output, exist_ok=True)
     io.write_nifti(out, pred, scan.spacing, scan.origin, scan.direction, scan.unoriented)
     if args.save is not None:
@@ -147,7 +148,7 @@ def refine_scan(args, ckpt, method, how: Prediction) -> str:
     return out
 
 
-def simulate(args, method, cfg, how: Prediction, ckpt) -> dict:
+def simulate(args, method, how: Prediction, ckpt) -> dict:
     cases = cases_to_score(ckpt, args.checkpoint, args.root, args.fold, args.split)
     rows = []
     print(f"{'case':22s} {'dice before':>11s} {'after':>7s} {'change':>7s} {'voxels':>7s} {'steps':>5s} {'s':>6s}")
@@ -172,13 +173,9 @@ def main(argv=None):
         device = resolve_device(args.device)
         ckpt = read_checkpoint(args.checkpoint, device)
         method, cfg = method_from_checkpoint(ckpt, device)
-        if cfg.target_spacing:
-            # Refinement resizes whole slices; such a model would see the heart at the wrong scale.
-            raise ValueError(f"{args.checkpoint}: trained with --target_spacing {cfg.target_spacing}, "
-                             "which refine.py does not support yet; use a run that resizes whole slices")
         how = Prediction.of(cfg, device, args.resize_back, args.postprocess)
         if args.simulate:
-            return simulate(args, method, cfg, how, ckpt)
+            return simulate(args, method, how, ckpt)
         return refine_scan(args, ckpt, method, how)
     except (ValueError, FileNotFoundError, KeyError, OSError) as e:
         parser.exit(2, f"error: {e}\n")

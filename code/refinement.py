@@ -21,6 +21,7 @@ from skimage.morphology import skeletonize
 
 import metrics
 from dataloaders.io import NUM_CLASSES, UNLABELED
+from dataloaders.spacing import slices_to_target, undo_fit
 from inference import Prediction, autocast
 from losses.segmentation import partial_ce
 
@@ -94,18 +95,31 @@ def anchor_mask(strokes: np.ndarray, margin: float) -> np.ndarray:
     return away
 
 
-def _logits(model, x, size, how: Prediction) -> torch.Tensor:
-    """(Z, C, H, W) float logits of ``x`` (Z, 1, h, w), resized back to ``size`` (bilinear)."""
+def _inputs(slices: np.ndarray, how: Prediction, spacing) -> torch.Tensor:
+    """(Z, H, W) float32 slices -> (Z, 1, h, w) network inputs, as :func:`inference.predict_volume`
+    makes them: resized to ``how.input_size``, or resampled from ``spacing`` (z, y, x) mm to
+    ``how.target_spacing`` and centre cropped / padded."""
+    x = torch.from_numpy(np.ascontiguousarray(slices, np.float32))[:, None].to(how.device)
+    if how.target_spacing is not None:
+        return slices_to_target(x, spacing[1:], how.target_spacing, how.input_size)
+    return F.interpolate(x, size=how.input_size, mode="bilinear", align_corners=False)
+
+
+def _logits(model, x, size, how: Prediction, spacing) -> torch.Tensor:
+    """(Z, C, H, W) float logits of the inputs ``x`` (Z, 1, h, w) on the slices' (H, W) = ``size``
+    grid (the inverse of :func:`_inputs`, bilinear; zeros, equal scores, outside a crop)."""
     if how.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with autocast(how.device, how.amp):
-        out = model(x)
-    return F.interpolate(out.float(), size=size, mode="bilinear", align_corners=False)
+        out = model(x).float()
+    if how.target_spacing is not None:
+        out = undo_fit(out, size, spacing[1:], how.target_spacing)
+    return F.interpolate(out, size=size, mode="bilinear", align_corners=False)
 
 
 def refine_volume(model: torch.nn.Module, image: np.ndarray, strokes: np.ndarray, how: Prediction,
-                  settings: RefineSettings | None = None,
-                  initial: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+                  settings: RefineSettings | None = None, initial: np.ndarray | None = None,
+                  spacing=None) -> tuple[np.ndarray, dict]:
     """Fine-tune ``model`` in place on one volume and return its corrected segmentation.
 
     Args:
@@ -116,7 +130,9 @@ def refine_volume(model: torch.nn.Module, image: np.ndarray, strokes: np.ndarray
         how: the run's prediction settings; the first prediction is post-processed as
             ``predict.py`` does, and so is the volume with the refined slices (the other slices
             keep the first prediction).
-        initial: ``how.labels(model, image)`` where the caller has it already (not recomputed).
+        initial: ``how.labels(model, image, spacing)`` where the caller has it already (not recomputed).
+        spacing: the volume's voxel size (z, y, x) in mm, needed when ``how`` resamples to a
+            target spacing.
     Returns:
         (uint8 (Z, H, W) prediction with the strokes written over it, info dict with ``steps``
         and ``seconds``).
@@ -126,8 +142,10 @@ def refine_volume(model: torch.nn.Module, image: np.ndarray, strokes: np.ndarray
     start = time.monotonic()
     size = image.shape[1:]
     model.eval().requires_grad_(True)  # a --model_ema average is stored without gradients
+    if how.target_spacing is not None and spacing is None:
+        raise ValueError("refine_volume: the model resamples to a target spacing; give the volume's spacing")
     if initial is None:
-        initial = how.labels(model, image)
+        initial = how.labels(model, image, spacing)
     stroked_z = (strokes != UNLABELED).reshape(len(strokes), -1).any(1)
     if not stroked_z.any():
         return initial, {"steps": 0, "seconds": time.monotonic() - start}
@@ -135,16 +153,15 @@ def refine_volume(model: torch.nn.Module, image: np.ndarray, strokes: np.ndarray
     if settings.scope == "slices":
         # Neighbouring slices share the errors; fine-tuned on under the anchor, they follow the fix.
         fit = ndimage.binary_dilation(stroked_z, iterations=settings.neighbours) if settings.neighbours else stroked_z
-    x = F.interpolate(torch.from_numpy(np.ascontiguousarray(image[fit], np.float32))[:, None].to(how.device),
-                      size=how.input_size, mode="bilinear", align_corners=False)
+    x = _inputs(image[fit], how, spacing)
     target = torch.from_numpy(strokes[fit].astype(np.int64)).to(how.device)
     away = torch.from_numpy(anchor_mask(strokes[fit], settings.anchor_margin)).to(how.device)
     with torch.no_grad():
-        p0 = _logits(model, x, size, how).softmax(1)
+        p0 = _logits(model, x, size, how, spacing).softmax(1)
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
     steps = 0
     while steps < settings.iters and time.monotonic() - start < settings.time_limit:
-        logits = _logits(model, x, size, how)
+        logits = _logits(model, x, size, how, spacing)
         kl = F.kl_div(logits.log_softmax(1), p0, reduction="none").sum(1)
         anchor = (kl * away).sum() / away.sum().clamp(min=1)
         loss = partial_ce(logits, target) + settings.anchor_weight * anchor
@@ -158,10 +175,10 @@ def refine_volume(model: torch.nn.Module, image: np.ndarray, strokes: np.ndarray
         raise ValueError(f"no fine-tuning step ran: the first prediction took {time.monotonic() - start:.1f} s of "
                          f"the {settings.time_limit:g} s time limit; raise --time_limit")
     with torch.no_grad():  # the last step is checked by no loss
-        if steps and not torch.isfinite(_logits(model, x, size, how)).all():
+        if steps and not torch.isfinite(_logits(model, x, size, how, spacing)).all():
             raise ValueError(f"the fine-tuning diverged: NaN or inf scores after step {steps}; lower --lr")
     pred = initial.copy()
-    pred[fit] = how.raw(model, image[fit])
+    pred[fit] = how.raw(model, image[fit], spacing)
     pred[fit] = how.finish(pred)[fit]
     stroked = strokes != UNLABELED
     pred[stroked] = strokes[stroked]
@@ -218,10 +235,10 @@ def simulate_case(model, case, k: int, how: Prediction, worst_slices=None, seed=
     ``seconds`` is what ``refine.py`` spends: the first prediction, the fine-tuning and the final
     prediction (not the simulated user)."""
     start = time.monotonic()
-    before = how.labels(model, case.image)
+    before = how.labels(model, case.image, case.spacing)
     first = time.monotonic() - start
     strokes = simulate_strokes(before, case.label, k, seed, worst_slices)
-    after, info = refine_volume(copy.deepcopy(model), case.image, strokes, how, settings, initial=before)
+    after, info = refine_volume(copy.deepcopy(model), case.image, strokes, how, settings, before, case.spacing)
     return {"case": case.name, "dice_before": mean_dice(before, case.label, how.num_classes),
             "dice_after": mean_dice(after, case.label, how.num_classes),
             "stroked_voxels": int((strokes != UNLABELED).sum()), **info, "seconds": first + info["seconds"]}

@@ -145,6 +145,27 @@ def test_strokes_win_and_zero_steps_changes_nothing_else(phantom_root, bad_model
     assert mean_dice(case.label, case.label) == 1.0
 
 
+def test_refinement_of_a_target_spacing_model_sees_and_returns_slices_as_prediction_does(phantom_root, bad_model):
+    # refine.py refused --target_spacing models (the MSCMR recipe's); its differentiable path must
+    # resample slices as inference.predict_volume does, and bring the scores back the same way.
+    from refinement import _inputs, _logits
+
+    method, cfg, case, strokes, _ = stroked_case(phantom_root, bad_model, slice(10, 20), 2)
+    model = method.segmenter().eval()
+    for target in ((2.0, 2.0), (5.0, 5.0)):  # a crop of the resampled slice, and a padding
+        how = Prediction(tuple(cfg.input_size), CPU, target_spacing=target)
+        with torch.no_grad():
+            scores = _logits(model, _inputs(case.image, how, case.spacing), case.image.shape[1:], how, case.spacing)
+        agree = scores.argmax(1).numpy() == how.raw(model, case.image, case.spacing)
+        assert agree.mean() > 0.995
+        out, info = refine_volume(copy.deepcopy(model), case.image, strokes, how, RefineSettings(iters=2),
+                                  spacing=case.spacing)
+        assert info["steps"] == 2 and (out[1, 10:20, 30] == 2).all()
+        assert np.array_equal(out[3:], how.labels(model, case.image, case.spacing)[3:])  # slices 0-2 refined
+    with pytest.raises(ValueError, match="give the volume's spacing"):
+        refine_volume(model, case.image, strokes, how)
+
+
 def write_scan(path, array, spacing=(1.5, 1.25, 10.0), origin=(3.0, -2.0, 7.0)):
     img = sitk.GetImageFromArray(array)
     img.SetSpacing(spacing)
@@ -245,9 +266,11 @@ def test_refine_cli_errors(phantom_root, bad_model, tmp_path, capsys):
     ckpt = torch.load(bad_model, weights_only=False)
     ckpt["config"]["target_spacing"] = [1.5, 1.5]
     torch.save(ckpt, tmp_path / "spaced.pth")
+    sitk.WriteImage(sitk.GetImageFromArray(np.arange(3 * 8 * 8, dtype=np.int16).reshape(3, 8, 8)),
+                    str(tmp_path / "bare.nii.gz"))  # no geometry: read as 1 mm voxels
     with pytest.raises(SystemExit):
-        refine.main(["--checkpoint", str(tmp_path / "spaced.pth"), *args[2:]])
-    assert "spaced.pth: trained with --target_spacing [1.5, 1.5]" in capsys.readouterr().err
+        refine.main(["--checkpoint", str(tmp_path / "spaced.pth"), "--input", str(tmp_path / "bare.nii.gz"), *args[4:]])
+    assert "bare.nii.gz: no geometry in its header" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "out")
     ckpt["config"].update(target_spacing=None, val_fraction=0.0)  # a run that held out no validation
     torch.save(ckpt, tmp_path / "noval.pth")
