@@ -22,7 +22,8 @@ class RunFolder:
     takes an exclusive ``fcntl`` lock on ``.lock`` inside it for the life of the run, so a second
     run in the same folder stops with the PID of the one that holds it. With ``--overwrite`` the
     old run is set aside in ``.replaced`` and only removed when the new run ends (or stops on a
-    signal with its own ``last.pth``); if the new run fails, the old one is put back. A new run
+    signal with its own ``last.pth``); if the new run fails, the old one is put back. A ``.replaced``
+    that a killed replacement left behind is never removed: a further ``--overwrite`` is refused. A new run
     that fails before its first training step (:attr:`started`; bad data found while loading)
     removes what it wrote, and the folder if it made it, so the same command can be rerun.
     """
@@ -52,6 +53,11 @@ class RunFolder:
         elif self.existing() and not self.overwrite:
             raise FileExistsError(f"{self.path} already holds a run ({', '.join(self.existing())}); pass "
                                   "--resume to continue it, --overwrite to replace it, or another --exp")
+        aside = self.file(self.REPLACED)
+        if self.overwrite and os.path.exists(aside):
+            raise FileExistsError(f"{aside} holds a run set aside by an --overwrite that has not ended (still "
+                                  "running, or killed): another --overwrite would delete it; move its files back "
+                                  f"into {self.path} or remove it first")
 
     def open(self) -> "RunFolder":
         """Create the folder and lock it; with ``overwrite``, then set the old run's files aside."""
@@ -73,8 +79,7 @@ class RunFolder:
         self._lock = lock
         if self.overwrite:
             aside = self.file(self.REPLACED)
-            _remove(aside)  # left by a replacement that was killed (-9) before it ended
-            os.makedirs(aside)
+            os.makedirs(aside)  # none left by a killed replacement: check() refused that
             for a in self.existing():
                 os.replace(self.file(a), os.path.join(aside, a))
         return self

@@ -130,17 +130,25 @@ def check_same_selection(results: list[tuple[str, dict]], mixed: str = "one row"
                              f"{mixed} would mix model selections")
 
 
-def check_same_cases(cases_of: list[tuple[str, list | None]]) -> None:
-    """ValueError naming the first (path, case names) pair with other cases than the first one
-    that records them (None: not recorded), e.g. the same fold of a regenerated data root, or of
-    an edited splits.json: their scores cannot be compared."""
-    recorded = [(path, sorted(cases)) for path, cases in cases_of if cases is not None]
+def check_same_cases(scored: list[tuple[str, dict]]) -> None:
+    """ValueError naming the first (path, record) pair that scored other volumes than the first
+    pair recording them: other case names (``cases``), e.g. the same fold of an edited
+    splits.json, or the same names with other images or labels (``volumes_sha256``,
+    :func:`dataloaders.acdc.volumes_digest`), e.g. a data root converted or generated again.
+    Records older than a key are not compared on it."""
+    recorded = [(path, sorted(r["cases"])) for path, r in scored if r.get("cases") is not None]
     for path, cases in recorded[1:]:
         first_path, first = recorded[0]
         if cases != first:
             example = (sorted(set(cases) ^ set(first)) or ["a case listed twice"])[0]
             raise ValueError(f"{path}: {len(cases)} volumes, {first_path} {len(first)}, not the same ones (e.g. "
                              f"{example}); their scores cannot be compared")
+    digests = [(path, r["volumes_sha256"]) for path, r in scored if r.get("volumes_sha256") is not None]
+    for path, digest in digests[1:]:
+        if digest != digests[0][1]:
+            raise ValueError(f"{path}: its volumes differ from those of {digests[0][0]} under the same case names "
+                             "(other images or labels: a data root converted or generated again?); their scores "
+                             "cannot be compared")
 
 
 def scored_part(results: list[tuple[str, dict]]) -> str:
@@ -151,7 +159,7 @@ def scored_part(results: list[tuple[str, dict]]) -> str:
     part = lambda r: scored_of(r).get("on", "test")  # noqa: E731
     check_same(results, "scored part of the split", part)
     check_same(results, "scored fold", lambda r: scored_of(r).get("fold"))
-    check_same_cases([(path, scored_of(r).get("cases")) for path, r in results])
+    check_same_cases([(path, scored_of(r)) for path, r in results])
     return part(results[0][1]) if results else "test"
 
 
@@ -187,7 +195,7 @@ def load_results(folder: str, methods, folds, prefix: str = "") -> dict[str, lis
                   file=sys.stderr)
     found = [pr for runs in out.values() for pr in runs]
     for f in folds:  # the methods' rows compare their scores on each fold's volumes
-        check_same_cases([(path, scored_of(r).get("cases")) for path, r in found if scored_of(r).get("fold") == f])
+        check_same_cases([(path, scored_of(r)) for path, r in found if scored_of(r).get("fold") == f])
     check_same(found, "classes", classes_of)
     check_same(found, "distance units", units_of)
     note_roots(root_of(r) for _, r in found)

@@ -28,7 +28,7 @@ import torch
 
 import metrics
 from dataloaders import io
-from dataloaders.acdc import FOLD_CHOICES, split_part
+from dataloaders.acdc import FOLD_CHOICES, split_part, volumes_digest
 from inference import (RESIZE_BACK, Prediction, distance_units, reference_volumes, resolve_device, score_cases,
                        table_rows)
 from postprocess import POSTPROCESS
@@ -274,7 +274,8 @@ def main(argv=None) -> dict:
         for c in cases:
             save_nii(args.save_nii, c, preds[c.name])
     scored.update(root_path=os.path.abspath(args.root_path), fold=args.fold, on=args.on,
-                  cases=sorted(c.name for c in cases))
+                  cases=sorted(c.name for c in cases),
+                  volumes_sha256=volumes_digest(sorted(cases, key=lambda c: c.name)))
     summary = write_results(args.out_json, scores, units, scored, names)
     print(format_table(summary))
     return summary

@@ -71,6 +71,11 @@ def test_curves_refuse_a_run_twice_or_runs_validated_on_other_volumes(tmp_path, 
         with pytest.raises(SystemExit) as e:
             plot_curves.main(["--runs", a, write_run(tmp_path, name, **config), "--out", str(tmp_path / "c.png")])
         assert e.value.code == 2 and f"{name}/scribble: its validation volumes" in capsys.readouterr().err
+    # validated on a data root generated again: the same names, other volumes (drawn, exit 0)
+    with pytest.raises(SystemExit):
+        plot_curves.main(["--runs", write_run(tmp_path, "v1", val_data_sha256="a" * 64),
+                          write_run(tmp_path, "v2", val_data_sha256="b" * 64), "--out", str(tmp_path / "c.png")])
+    assert "v2/scribble: its volumes differ from those of " in capsys.readouterr().err
     with pytest.raises(SystemExit):
         plot_curves.main(["--runs", a, a + "/", "--out", str(tmp_path / "c.png")])
     assert "given twice" in capsys.readouterr().err

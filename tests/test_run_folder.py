@@ -56,6 +56,19 @@ def test_overwrite_puts_the_old_run_back_when_the_new_one_fails(tmp_path, phanto
     assert (run / "config.json").read_bytes() != old["config.json"] and not (run / RunFolder.REPLACED).exists()
 
 
+def test_a_run_set_aside_by_a_killed_overwrite_is_never_deleted(tmp_path, phantom_root):
+    # A replacement killed with -9 leaves the finished run in .replaced; the next --overwrite
+    # removed it at its start, and put back the killed run's files when it failed.
+    run = tmp_path / "run"
+    engine.train(tiny_cfg(PCE, phantom_root, run), PCE)
+    (run / RunFolder.REPLACED).mkdir()
+    os.replace(run / "best.pth", run / RunFolder.REPLACED / "best.pth")
+    kept = (run / RunFolder.REPLACED / "best.pth").read_bytes()
+    with pytest.raises(FileExistsError, match="run/.replaced holds a run set aside by an --overwrite that has not ended"):
+        engine.train(tiny_cfg(PCE, phantom_root, run, "--overwrite"), PCE)
+    assert (run / RunFolder.REPLACED / "best.pth").read_bytes() == kept
+
+
 def test_nothing_is_created_when_the_device_or_data_is_wrong(tmp_path, phantom_root):
     if torch.cuda.is_available():
         pytest.skip("needs a machine without CUDA")

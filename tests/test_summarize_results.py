@@ -120,6 +120,18 @@ def test_results_of_other_volumes_of_one_fold_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         summarize_results.main(["--results", str(tmp_path), "--methods", "pce", "dmpls", "--folds", "fold1"])
     assert e.value.code == 2 and "1 volumes, " in capsys.readouterr().err
+    # The same names with other images or labels: a root converted or generated again (exit 0 before).
+    cases = ["patient001_frame01"]
+    for method, digest in (("pce", "a" * 64), ("dmpls", "b" * 64)):
+        r = result(0.7, 10.0, "fold1")
+        r["scored"].update(method=method, cases=cases, volumes_sha256=digest)
+        (tmp_path / f"{method}_fold1.json").write_text(json.dumps(r))
+    with pytest.raises(SystemExit) as e:
+        summarize_results.main(["--results", str(tmp_path), "--methods", "pce", "dmpls", "--folds", "fold1"])
+    assert e.value.code == 2 and "dmpls_fold1.json: its volumes differ from those of " in capsys.readouterr().err
+    r["scored"].pop("volumes_sha256")  # a result older than the record is not compared on it
+    (tmp_path / "dmpls_fold1.json").write_text(json.dumps(r))
+    assert summarize_results.main(["--results", str(tmp_path), "--methods", "pce", "dmpls", "--folds", "fold1"]) == 0
 
 
 def test_folds_scored_from_the_best_and_from_a_later_model_are_not_averaged(tmp_path, capsys):

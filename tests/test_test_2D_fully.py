@@ -441,7 +441,11 @@ def test_a_nifti_prediction_off_the_grid_save_nii_writes_is_refused(phantom_root
         case = io.read_case(phantom_root, c)
         io.write_nifti(str(pred / f"{c}.nii.gz"), case.label, case.spacing, None, None)
     assert score(phantom_root, pred, tmp_path / "r.json")["dice"]["mean"] == 1.0
-    assert json.loads((tmp_path / "r.json").read_text())["scored"]["cases"] == sorted(cases)
+    scored = json.loads((tmp_path / "r.json").read_text())["scored"]
+    assert scored["cases"] == sorted(cases)
+    from dataloaders.acdc import volumes_digest  # what summarize_results compares across results
+
+    assert scored["volumes_sha256"] == volumes_digest([io.read_case(phantom_root, c) for c in sorted(cases)])
 
 
 def test_on_val_scores_the_cases_the_run_chose_its_model_on(phantom_root, tmp_path, capsys):
