@@ -214,9 +214,10 @@ def test_counts_on_other_data_with_the_same_cases_are_refused(phantom_root, tmp_
     test_2D_fully.main(["--root_path", str(root), "--checkpoint", str(tmp_path / "run" / "last.pth"),
                         "--out_json", scored])
     assert len(annotation_effort.effort_rows([scored], ["r"])) == 1
-    for name in os.listdir(root / io.SLICE_DIR):  # the data converted again, otherwise
-        with h5py.File(root / io.SLICE_DIR / name, "r+") as f:
-            f["scribble"][...] = np.where(f["scribble"][:] == 1, 4, f["scribble"][:])
+    for folder in (io.SLICE_DIR, io.VOLUME_DIR):  # the data converted again, otherwise
+        for name in os.listdir(root / folder):
+            with h5py.File(root / folder / name, "r+") as f:
+                f["scribble"][...] = np.where(f["scribble"][:] == 1, 4, f["scribble"][:])
     with pytest.raises(SystemExit) as e:
         annotation_effort.main([scored, "--out", str(tmp_path / "e.png")])
     assert e.value.code == 2 and "root: the training data differ from those the run trained on" in capsys.readouterr().err

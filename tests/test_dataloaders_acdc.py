@@ -141,6 +141,21 @@ def test_training_data_with_nothing_to_train_on_is_refused(phantom_root, tmp_pat
         SliceDataset(root, cases, "label", (32, 32), progress=False)
 
 
+def test_slices_that_no_longer_match_their_volume_are_refused(phantom_root, tmp_path):
+    # Training reads the slice files, scoring the volumes: volumes replaced (here mirrored)
+    # without converting their slices again trained on other data than the run was scored on.
+    root = str(tmp_path / "root")
+    cases = io.list_cases(phantom_root)[:2]
+    for name in cases:
+        io.write_case(root, io.read_case(phantom_root, name))
+    assert len(SliceDataset(root, cases, "scribble", (32, 32), progress=False)) > 0
+    volume = io.read_h5(io.volume_path(root, cases[1]))
+    io.write_h5(io.volume_path(root, cases[1]), {k: volume[k][:, ::-1].copy() for k in io.KEYS})
+    with pytest.raises(ValueError, match=f"{cases[1]}_slice_0.h5: its image differs from slice 0 of .*{cases[1]}.h5; "
+                                         "convert the volumes again"):
+        SliceDataset(root, cases, "scribble", (32, 32), progress=False)
+
+
 def test_digest_is_of_the_slices_before_resampling(phantom_root, monkeypatch):
     # Resampling's rounding may change with the SciPy version; a resume must not then be refused
     # as "other data". The digest covers the slices as stored, and still tells other data apart.

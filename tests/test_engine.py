@@ -215,9 +215,10 @@ def test_a_run_resumed_on_other_data_with_the_same_case_names_is_refused(tmp_pat
 
     other = tmp_path / "other"
     shutil.copytree(phantom_root, other)
-    for name in os.listdir(other / "ACDC_training_slices"):  # the same cases, another contrast
-        with h5py.File(other / "ACDC_training_slices" / name, "r+") as f:
-            f["image"][...] = f["image"][:] ** 2
+    for folder in ("ACDC_training_slices", "ACDC_training_volumes"):  # the same cases, another contrast
+        for name in os.listdir(other / folder):
+            with h5py.File(other / folder / name, "r+") as f:
+                f["image"][...] = f["image"][:] ** 2
     run("pce", phantom_root, tmp_path / "run", "--max_iterations", "2", "--val_interval", "2")
     saved = torch.load(tmp_path / "run" / "last.pth", weights_only=False)
     assert len(saved["config"]["train_data_sha256"]) == 64

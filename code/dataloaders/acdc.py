@@ -213,6 +213,23 @@ def dense_training_cases(train: list[str], sup_type: str, n: int, seed: int,
     return train, dense
 
 
+def check_slices_match_volumes(root: str, cases: list[str], slices: list[dict], num_classes: int) -> None:
+    """ValueError naming the first training slice file whose image, label or scribble differs from
+    its volume's slice (``slices``: the arrays of every slice of ``cases``, in order). Training
+    reads the slices, validation and testing the volumes: volumes replaced without converting
+    their slices again would train on other data than the run is scored on."""
+    it = iter(slices)
+    for case in cases:
+        volume = io.read_h5(io.volume_path(root, case), num_classes=num_classes)
+        for z in range(len(volume["image"])):
+            s = next(it)
+            differ = [k for k in io.KEYS if k in s and k in volume and not np.array_equal(s[k], volume[k][z])]
+            if differ:
+                raise ValueError(f"{os.path.join(root, io.SLICE_DIR, s['name'] + '.h5')}: its {differ[0]} differs "
+                                 f"from slice {z} of {io.volume_path(root, case)}; convert the volumes again "
+                                 "(acdc_data_processing.py --volumes ... --overwrite)")
+
+
 class SliceDataset(Dataset):
     """Training slices of ``cases``, read once from ``ACDC_training_slices`` and then served
     from memory (a fold of ACDC is ~150 MB), augmented reproducibly.
@@ -243,6 +260,7 @@ class SliceDataset(Dataset):
         classes = io.root_classes(root)
         slices = [{"name": n, **io.read_h5(os.path.join(root, io.SLICE_DIR, n + ".h5"), num_classes=classes)}
                   for _, n in tqdm(pairs, desc="loading slices", disable=not progress, leave=False)]
+        check_slices_match_volumes(root, cases, slices, classes)
         self.names = [n for _, n in pairs]
         self.images = [s["image"].astype(np.float32) for s in slices]
         dense = [case in set(dense_cases) for case, _ in pairs]
