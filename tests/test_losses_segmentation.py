@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from losses.segmentation import ce_dice_loss, dice_loss, partial_ce
+from losses.segmentation import ce_dice_loss, dice_loss, masked_mse, partial_ce
 
 
 def test_partial_ce_uses_only_labeled_pixels():
@@ -42,3 +42,15 @@ def test_ce_dice_is_the_even_mix():
     target = torch.tensor([[[0, 1]]])
     loss = ce_dice_loss(torch.zeros(1, 2, 1, 2), target).item()
     assert loss == pytest.approx(0.5 * math.log(2) + 0.5 / 3, abs=1e-4)
+
+
+def test_masked_mse_hand_values():
+    p = torch.tensor([[0.5, 1.0], [0.5, 0.0]]).view(1, 2, 1, 2)
+    q = torch.tensor([[1.0, 1.0], [0.0, 0.0]]).view(1, 2, 1, 2)
+    # pixel 0: (0.25 + 0.25) / 2 channels; pixel 1: 0
+    assert masked_mse(p, q, torch.tensor([[[True, True]]])).item() == pytest.approx(0.125)
+    assert masked_mse(p, q, torch.tensor([[[True, False]]])).item() == pytest.approx(0.25)
+    assert masked_mse(p, q, torch.tensor([[[False, False]]])).item() == 0.0
+    # one channel, a 0/1 float mask (MaskMixAdv's hidden pixels): only the hidden pixel counts
+    rec, image = torch.tensor([[[[3.0, 1.0]]]]), torch.zeros(1, 1, 1, 2)
+    assert masked_mse(rec, image, torch.tensor([[[0.0, 1.0]]])).item() == 1.0

@@ -6,7 +6,7 @@ from conftest import tiny_cfg
 from dataloaders.shape_prior import ShapePrior
 from engine import TrainState
 from methods.base import mixed_pseudo_label
-from methods.maskmixadv import MaskMixAdv, block_masks, hidden_mse
+from methods.maskmixadv import MaskMixAdv, block_masks
 
 
 def test_block_masks_are_binary_blocks_with_half_the_cells_on():
@@ -30,12 +30,6 @@ def test_pseudo_label_takes_each_pixel_from_the_view_that_saw_it():
     p2[:, 3] = 1  # view 2 says LV everywhere
     mask = torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]]])
     assert mixed_pseudo_label(p1, p2, mask).tolist() == [[[1, 3], [3, 1]]]
-
-
-def test_hidden_mse_counts_only_hidden_pixels():
-    image = torch.zeros(1, 1, 1, 2)
-    rec = torch.tensor([[[[3.0, 1.0]]]])
-    assert hidden_mse(rec, image, torch.tensor([[[[0.0, 1.0]]]])).item() == 1.0
 
 
 def make_method(tmp_path, phantom_root, *extra):

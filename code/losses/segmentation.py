@@ -51,3 +51,12 @@ def ce_dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int =
     """0.5 CE + 0.5 Dice on (B, C, H, W) logits vs (B, H, W) labels: the fully supervised loss."""
     return 0.5 * partial_ce(logits, target, ignore_index) + 0.5 * dice_loss(
         logits.float().softmax(1), target, ignore_index)
+
+
+def masked_mse(p: torch.Tensor, q: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the pixels where ``mask`` (B, H, W) is set (bool, or 0/1) and over the C channels
+    of (p - q)^2, with p, q (B, C, H, W); 0 (keeping the graph) when the mask is empty. USTM's
+    consistency on confident pixels, MaskMixAdv's reconstruction of the hidden pixels."""
+    dist = ((p.float() - q.float()) ** 2).sum(1)
+    w = mask.float()
+    return (dist * w).sum() / (p.shape[1] * w.sum()).clamp_min(1.0)

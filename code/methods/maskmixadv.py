@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from dataloaders import io
 from dataloaders.shape_prior import ShapePrior, check_not_training_labels
-from losses.segmentation import dice_loss, partial_ce
+from losses.segmentation import dice_loss, masked_mse, partial_ce
 from methods.base import Method, mixed_pseudo_label, sigmoid_rampup
 from networks import PatchDiscriminator
 
@@ -42,11 +42,6 @@ def block_masks(batch: int, size, grid: int = 32, ratio: float = 0.5, device=Non
     scores = torch.rand(batch, grid * grid, device=device, generator=generator)
     cells = (scores.argsort(1) < n_on).float().view(batch, 1, grid, grid)
     return F.interpolate(cells, size=tuple(size), mode="nearest")
-
-
-def hidden_mse(rec: torch.Tensor, image: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over the hidden pixels: (B, 1, H, W) each, ``hidden`` in {0, 1}."""
-    return ((rec.float() - image.float()) ** 2 * hidden).sum() / hidden.sum().clamp_min(1)
 
 
 PRIOR_PATIENT_OFFSET = 100_000
@@ -157,7 +152,7 @@ class MaskMixAdv(Method):
             pseudo = mixed_pseudo_label(p1, p2, mask)
             terms["pseudo"] = 0.5 * (dice_loss(p1, pseudo, None) + dice_loss(p2, pseudo, None))
         if c.w_rec > 0:
-            terms["rec"] = 0.5 * (hidden_mse(rec1, image, 1 - mask) + hidden_mse(rec2, image, mask))
+            terms["rec"] = 0.5 * (masked_mse(rec1, image, 1 - mask[:, 0]) + masked_mse(rec2, image, mask[:, 0]))
         d_fake = None
         if c.w_adv > 0:
             d_fake = self.disc(torch.cat([p1, p2])).float()

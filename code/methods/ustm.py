@@ -29,16 +29,8 @@ import torch
 
 from dataloaders.augment import random_rot_flip, rot_flip, unrot_flip
 from losses.regularizers import pixel_entropy
-from losses.segmentation import partial_ce
+from losses.segmentation import masked_mse, partial_ce
 from methods.base import Method, ema_decay, ema_update, sigmoid_rampup
-
-
-def masked_mse(p: torch.Tensor, q: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over the pixels where ``mask`` (B, H, W) bool and over the C classes of (p - q)^2,
-    p, q (B, C, H, W); 0 (keeping the graph) when the mask is empty."""
-    dist = ((p.float() - q.float()) ** 2).sum(1)
-    w = mask.float()
-    return (dist * w).sum() / (p.shape[1] * w.sum()).clamp_min(1.0)
 
 
 class USTM(Method):
