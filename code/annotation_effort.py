@@ -39,17 +39,6 @@ CONFIG_KEYS = ("method", "root_path", *TARGET_KEYS)
 ALONG_CURVES = ("sup_type", "labeled_patients")
 
 
-def _json_object(path: str) -> dict:
-    with open(path) as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
-
-
 def result_and_config(path: str) -> tuple[dict, dict, dict]:
     """(result, training config, what the run trained on as its checkpoint records it: ``cases``
     (None without a split) and ``data_sha256`` (None for runs older than the record)) of a
@@ -64,7 +53,7 @@ def result_and_config(path: str) -> tuple[dict, dict, dict]:
     config_path = os.path.join(os.path.dirname(checkpoint), "config.json")
     if not os.path.isfile(config_path):
         raise FileNotFoundError(f"{config_path}: no run config beside the checkpoint {path} scored")
-    cfg = _json_object(config_path)
+    cfg = io.read_json_object(config_path)
     missing = [k for k in CONFIG_KEYS if k not in cfg]
     if missing:
         raise ValueError(f"{config_path}: not a run config (missing {', '.join(missing)})")

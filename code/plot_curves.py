@@ -14,7 +14,6 @@ result JSON that ``test_2D_fully.py`` wrote. Labels default to the run folder's 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -25,6 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from dataloaders import io  # noqa: E402
 from summarize_results import (check_distinct, check_same, check_same_cases, classes_of, note_roots,  # noqa: E402
                                read_result, root_of, scored_of, scored_part, scoring_of)
 
@@ -51,12 +51,8 @@ def read_validation(run_dir: str) -> np.ndarray:
 def run_config(run_dir: str) -> dict:
     """The ``config.json`` a run writes when it starts."""
     path = os.path.join(run_dir, "config.json")
-    try:
-        with open(path) as f:
-            config = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not readable ({e}; is {run_dir} a run folder?)") from e
-    if not isinstance(config, dict) or "method" not in config:
+    config = io.read_json_object(path)
+    if "method" not in config:
         raise ValueError(f"{path}: names no method (is {run_dir} a run folder?)")
     return config
 

@@ -5,12 +5,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 import numpy as np
 
+from dataloaders import io
 from metrics import METRICS
 
 
@@ -19,13 +19,8 @@ def read_result(path: str, fold: str | None = None, method: str | None = None) -
     record when ``fold`` is given), a checkpoint of ``method`` when it records one (predictions
     of ``--pred_dir`` do not), and holds a finite number for every class of every metric.
     ValueError naming the file."""
-    try:
-        with open(path) as fh:
-            result = json.load(fh)
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not readable JSON ({e})") from e
-    if not isinstance(result, dict) or not all(isinstance(result.get(m), dict) and "mean" in result[m]
-                                               for m in METRICS):
+    result = io.read_json_object(path)
+    if not all(isinstance(result.get(m), dict) and "mean" in result[m] for m in METRICS):
         raise ValueError(f"{path}: not a test_2D_fully.py result (needs dice, hd95, asd per class and mean)")
     scored = scored_of(result)
     if fold is not None and "fold" not in scored:

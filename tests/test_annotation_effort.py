@@ -105,7 +105,7 @@ def test_bad_inputs_are_one_line_errors(phantom_root, tmp_path, capsys):
     assert "nowhere: data root of the run not found" in capsys.readouterr().err
     (tmp_path / "list.json").write_text("[1, 2]")
     (tmp_path / "broken.json").write_text("{")
-    for name, says in [("list.json", "list.json: not a test_2D_fully.py result"),
+    for name, says in [("list.json", "list.json: expected a JSON object, got list"),
                        ("broken.json", "broken.json: not readable JSON")]:
         with pytest.raises(SystemExit):
             annotation_effort.main([str(tmp_path / name), "--out", str(tmp_path / "e.png")])

@@ -40,7 +40,8 @@ def test_results_that_cannot_share_a_table_are_named(tmp_path, capsys):
                          (other_method, "pce_fold2.json: scored a maskmixadv checkpoint, not pce"),
                          (post_processed, "pce_fold2.json: its scoring (post-processing, TTA, resize back) "
                                           "('lcc', None, None) differ from"),
-                         ([1, 2], "pce_fold2.json: not a test_2D_fully.py result"),
+                         ([1, 2], "pce_fold2.json: expected a JSON object, got list"),
+                         ({"dice": 1}, "pce_fold2.json: not a test_2D_fully.py result"),
                          ("{", "pce_fold2.json: not readable JSON")]:
         (tmp_path / "pce_fold2.json").write_text(bad if isinstance(bad, str) else json.dumps(bad))
         with pytest.raises(SystemExit) as e:

@@ -14,7 +14,6 @@ part is allowed, e.g. no ``val`` trains without validation).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 
@@ -82,12 +81,8 @@ def read_splits(root: str) -> Split:
     path = os.path.join(root, SPLITS_JSON)
     if not os.path.isfile(path):
         raise ValueError(f"--fold split: {path} does not exist (write it, or use fold1..fold5)")
-    try:
-        with open(path) as f:
-            parts = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not readable JSON ({e})") from e
-    if not isinstance(parts, dict) or set(parts) - {"train", "val", "test"} or \
+    parts = io.read_json_object(path)
+    if set(parts) - {"train", "val", "test"} or \
             not all(isinstance(v, list) for v in parts.values()):
         raise ValueError(f"{path}: expected {{\"train\": [...], \"val\": [...], \"test\": [...]}}")
     known, pattern = set(io.list_cases(root)), io.patient_pattern(root)

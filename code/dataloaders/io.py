@@ -99,19 +99,26 @@ def check_patient_pattern(what: str, pattern) -> None:
         raise ValueError(f"{what}: {pattern!r} is not a valid regex ({e})") from e
 
 
+def read_json_object(path: str) -> dict:
+    """The JSON object in the file ``path``; ValueError naming it when it is unreadable, not JSON
+    or not an object."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not readable JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 def read_dataset_json(root: str) -> dict:
     """``root/dataset.json`` as a dict ({} when absent); ValueError naming the file when bad (not
     JSON, not an object, a ``patient_pattern`` that is not a regex)."""
     path = os.path.join(root, DATASET_JSON)
     if not os.path.isfile(path):
         return {}
-    try:
-        with open(path) as f:
-            meta = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not readable JSON ({e})") from e
-    if not isinstance(meta, dict):
-        raise ValueError(f"{path}: expected a JSON object")
+    meta = read_json_object(path)
     if "patient_pattern" in meta:
         check_patient_pattern(f"{path}: patient_pattern", meta["patient_pattern"])
     return meta
