@@ -156,6 +156,16 @@ def test_slices_that_no_longer_match_their_volume_are_refused(phantom_root, tmp_
         SliceDataset(root, cases, "scribble", (32, 32), progress=False)
 
 
+def test_a_root_too_small_for_five_folds_is_named(phantom_root, tmp_path):
+    from dataloaders.acdc import make_split
+
+    root = str(tmp_path / "root")
+    for name in io.list_cases(phantom_root)[:4]:  # two patients
+        io.write_case(root, io.read_case(phantom_root, name))
+    with pytest.raises(ValueError, match=f"^--fold fold2 of {root}: need at least 5 patients for 5 folds, found 2"):
+        make_split(root, "fold2")
+
+
 def test_digest_is_of_the_slices_before_resampling(phantom_root, monkeypatch):
     # Resampling's rounding may change with the SciPy version; a resume must not then be refused
     # as "other data". The digest covers the slices as stored, and still tells other data apart.

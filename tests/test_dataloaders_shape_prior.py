@@ -117,7 +117,8 @@ def test_prior_numbered_unlike_the_data_root_is_refused(tmp_path, phantom_root):
     masks = [io.read_case(phantom_root, c).label for c in io.list_cases(phantom_root)[:2]]
     swapped = [np.choose(m, [0, 1, 3, 2]).astype(np.uint8) for m in masks]
     sitk.WriteImage(sitk.GetImageFromArray(swapped[0]), str(tmp_path / "swapped.nii.gz"))
-    with pytest.raises(ValueError, match=r"MYO \(class 2\) touches only \d+% of its LV's \(class 3\) border"):
+    with pytest.raises(ValueError, match=r"^--shape_prior .*swapped.nii.gz: the shape prior's MYO \(class 2\) touches "
+                                         r"only \d+% of its LV's \(class 3\) border"):
         ShapePrior.from_source(str(tmp_path / "swapped.nii.gz"), (32, 32), class_names=io.CLASS_NAMES)
     slices = [s for m in masks for s in m]
     assert len(ShapePrior(slices, (32, 32), class_names=io.CLASS_NAMES)) > 0

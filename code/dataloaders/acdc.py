@@ -57,7 +57,8 @@ def fold_split(cases: list[str], fold: str, val_fraction: float = 0.1,
     patient = {c: io.patient_of(c, patient_pattern) for c in cases}
     patients = sorted(set(patient.values()))
     if len(patients) < 5:
-        raise ValueError(f"need at least 5 patients for 5 folds, found {len(patients)}")
+        raise ValueError(f"need at least 5 patients for 5 folds, found {len(patients)} (use --fold split "
+                         "with a splits.json)")
     k, n = int(fold[4:]), len(patients)
     test_p = set(patients[(k - 1) * n // 5: k * n // 5])
     train_p = [p for p in patients if p not in test_p]
@@ -109,7 +110,11 @@ def make_split(root: str, fold: str, val_fraction: float = 0.1, select_on_test: 
     if fold == SPLIT_FOLD:
         split = read_splits(root)
         return Split(split.train, split.test, split.test) if select_on_test else split
-    return fold_split(io.list_cases(root), fold, val_fraction, select_on_test, patient_pattern=io.patient_pattern(root))
+    try:
+        return fold_split(io.list_cases(root), fold, val_fraction, select_on_test,
+                          patient_pattern=io.patient_pattern(root))
+    except ValueError as e:  # e.g. too few patients for five folds: the flag's data root is named
+        raise ValueError(f"--fold {fold} of {root}: {e}") from None
 
 
 def split_part(root: str, fold: str, part: str, val_fraction: float = 0.1, select_on_test: bool = False) -> list[str]:

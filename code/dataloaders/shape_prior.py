@@ -171,7 +171,10 @@ class ShapePrior:
                                      "another scale; give --prior_spacing MM (its in-plane voxel size)")
                 volume = [mask_to_target(m, spacing, target_spacing, size) for m in volume]
             masks.extend(volume)
-        return cls(masks, patch_size, num_classes, input_size, fg_prob, class_names)
+        try:
+            return cls(masks, patch_size, num_classes, input_size, fg_prob, class_names)
+        except ValueError as e:  # properties of the whole pool: the flag names it
+            raise ValueError(f"--shape_prior {source}: {e}") from None
 
     def __len__(self) -> int:
         return len(self.masks)
