@@ -61,7 +61,7 @@ def run_variant(name: str, args) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n")[0])
-    p.add_argument("--root", default="data/ACDC")
+    p.add_argument("--root", "--root_path", default="data/ACDC")
     p.add_argument("--fold", default="fold1")
     p.add_argument("--protocol", default="quick", choices=["quick", "long", "paper"])
     p.add_argument("--shape_prior", help="unpaired dense masks for the adversarial variants")

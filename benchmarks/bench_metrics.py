@@ -84,7 +84,7 @@ def run(pairs, spacing, binary):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n")[0])
-    ap.add_argument("--root", required=True, help="data root holding ACDC_training_volumes/")
+    ap.add_argument("--root", "--root_path", required=True, help="data root holding ACDC_training_volumes/")
     ap.add_argument("--n", type=int, default=40, help="number of volumes (first N cases)")
     ap.add_argument("--spacing", type=float, nargs=3, default=(1.5, 1.0, 1.0),
                     metavar=("Z", "Y", "X"), help="spacing (mm) for the second timing")

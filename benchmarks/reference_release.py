@@ -80,7 +80,8 @@ OUTPUTS = ("last.pth", "log.txt", "predictions.npz", "train.json", "result.json"
 def parse(argv=None):
     p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n")[0])
     p.add_argument("--release", help="a checkout of github.com/lichen14/MaskMixAdv")
-    p.add_argument("--root", default="data/ACDC", help="ACDC in the h5 layout of acdc_data_processing.py")
+    p.add_argument("--root", "--root_path", default="data/ACDC",
+                   help="ACDC in the h5 layout of acdc_data_processing.py")
     p.add_argument("--out", required=True, help="folder for last.pth, predictions and result.json")
     p.add_argument("--variant", choices=VARIANTS, default="dmpls")
     p.add_argument("--ours", nargs="*", default=[], choices=["augment", "network"])

@@ -46,9 +46,9 @@ def fix_stroked_regions(pred: np.ndarray, truth: np.ndarray, strokes: np.ndarray
 def main(argv=None):
     p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--root", required=True)
+    p.add_argument("--root", "--root_path", required=True)
     p.add_argument("--fold", default="fold1", choices=FOLD_CHOICES)
-    p.add_argument("--split", default="val", choices=["val", "test"])
+    p.add_argument("--split", "--on", default="val", choices=["val", "test"])
     p.add_argument("--simulate", type=int, default=1, metavar="K")
     p.add_argument("--worst_slices", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)

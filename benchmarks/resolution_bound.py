@@ -41,9 +41,9 @@ def perfect_at(label: np.ndarray, size, resize_back: str = "labels", num_classes
 
 def main(argv=None):
     p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n")[0])
-    p.add_argument("--root", required=True, help="data root in the ACDC h5 layout")
+    p.add_argument("--root", "--root_path", required=True, help="data root in the ACDC h5 layout")
     p.add_argument("--fold", default="fold1", choices=FOLD_CHOICES)
-    p.add_argument("--split", default="val", choices=["val", "test"])
+    p.add_argument("--split", "--on", default="val", choices=["val", "test"])
     p.add_argument("--sizes", type=int, nargs="+", default=[128, 192, 256],
                    help="square input sizes to score")
     args = p.parse_args(argv)

@@ -183,7 +183,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n")[0])
     p.add_argument("results", nargs="+", help="test_2D_fully.py JSON files of trained checkpoints")
     p.add_argument("--labels", nargs="+", help="one label per result (default: the file names)")
-    p.add_argument("--root", help="the runs' data root (default: each run's --root_path)")
+    p.add_argument("--root", "--root_path", help="the runs' data root (default: each run's --root_path)")
     p.add_argument("--title", default="")
     p.add_argument("--out", required=True, help="the figure (.png, .pdf, .svg)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")

@@ -24,6 +24,7 @@ import os
 
 import torch
 
+import config
 from checkpoint import cases_to_score, method_from_checkpoint, read_checkpoint, refined_scans, weights_digest
 from dataloaders import io
 from dataloaders.acdc import FOLD_CHOICES
@@ -43,9 +44,10 @@ def parse_args(argv=None):
     p.add_argument("--save", help="also write the fine-tuned model to this new checkpoint path")
     p.add_argument("--overwrite", action="store_true", help="replace an existing DIR/<scan>_refined.nii.gz")
     p.add_argument("--simulate", type=int, metavar="K", help="simulated user: K strokes per slice")
-    p.add_argument("--root", help="--simulate: data root in the ACDC h5 layout")
-    p.add_argument("--fold", default="fold1", choices=FOLD_CHOICES, help="--simulate: the fold whose volumes are refined")
-    p.add_argument("--split", default="test", choices=["val", "test"],
+    p.add_argument("--root", "--root_path", help="--simulate: data root in the ACDC h5 layout")
+    p.add_argument("--fold", default=config.DEFAULTS["fold"], choices=FOLD_CHOICES,
+                   help="--simulate: the fold whose volumes are refined")
+    p.add_argument("--split", "--on", default="test", choices=["val", "test"],
                    help="--simulate: the fold's validation volumes (to choose settings) or test volumes")
     p.add_argument("--worst_slices", type=int, default=3, help="--simulate: slices stroked per volume")
     p.add_argument("--seed", type=int, default=0, help="--simulate: seed of the simulated strokes")

@@ -26,6 +26,7 @@ import sys
 import numpy as np
 import torch
 
+import config
 import metrics
 from dataloaders import io
 from dataloaders.acdc import FOLD_CHOICES, split_part, volumes_digest
@@ -36,10 +37,11 @@ from postprocess import POSTPROCESS
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n")[0])
-    p.add_argument("--root_path", default="data/ACDC_phantom", help="data root in the ACDC h5 layout")
-    p.add_argument("--fold", default="fold1", choices=FOLD_CHOICES,
+    p.add_argument("--root_path", "--root", default=config.DEFAULTS["root_path"],
+                   help="data root in the ACDC h5 layout")
+    p.add_argument("--fold", default=config.DEFAULTS["fold"], choices=FOLD_CHOICES,
                    help="fold1..fold5, or split (ROOT/splits.json)")
-    p.add_argument("--on", default="test", choices=("test", "val"), help="which part of the split to score")
+    p.add_argument("--on", "--split", default="test", choices=("test", "val"), help="which part of the split to score")
     p.add_argument("--out_json", required=True, help="summary JSON; the CSV is written beside it")
     p.add_argument("--pred_dir", help="score the label volumes in this folder")
     p.add_argument("--exp", help="experiment name of a trained run")
