@@ -9,10 +9,12 @@
 #   bash train_wss.sh ... --args maskmixadv "--shape_prior MSCMR/val/labels"   # one method's flags
 #   bash train_wss.sh ... -- --seed 1       # flags after -- go to every run
 #
-# --iters, --patch, --input, --batch, --amp and --val, wherever given, win over a --protocol's
-# values. A run that already exists is resumed (a finished one is only re-tested). When several
-# CUDA GPUs are visible, runs are spread over them, one run per GPU at a time. Paths are the
-# caller's: model/ (and the default phantoms under data/) are written in the current directory.
+# A flag goes either in one method's --args or after --, not both; patch and input sizes go
+# through --patch and --input. --iters, --patch, --input, --batch, --amp and --val, wherever
+# given, win over a --protocol's values. A run that already exists is resumed (a finished one is
+# only re-tested). When several CUDA GPUs are visible, runs are spread over them, one run per GPU
+# at a time. Paths are the caller's: model/ (and the default phantoms under data/) are written in
+# the current directory.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"  # the scripts; the caller's relative paths stay the caller's
 
@@ -50,7 +52,7 @@ while [ $# -gt 0 ]; do
       [ -z "${method_args[$2]+set}" ] || { echo "train_wss.sh: --args $2 given twice (put its flags in one)" >&2; exit 2; }
       method_args[$2]="$3"; shift 3 ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "train_wss.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -79,7 +81,19 @@ for a in ${method_args[@]+${method_args[@]}} ${extra[@]+"${extra[@]}"}; do  # th
     echo "train_wss.sh: ${a%%=*} in --args or after --: use --exp_prefix, --folds or --root" >&2; exit 2 ;;
   --method|--method=*)  # one method's run would train another in its folder
     echo "train_wss.sh: --method in --args or after --: use --methods" >&2; exit 2 ;;
+  --patch_size|--patch_size=*|--input_size|--input_size=*)  # the script passes both: one alone trained on crops
+    echo "train_wss.sh: ${a%%=*} in --args or after --: use --patch and --input" >&2; exit 2 ;;
   esac
+done
+flag_names() {  # words: the --flags among them, one per line
+  local w
+  for w in "$@"; do [[ $w == --* ]] && echo "${w%%=*}"; done
+  return 0
+}
+for m in "${!method_args[@]}"; do  # the later one won without a word
+  read -ra own <<< "${method_args[$m]}"
+  twice=$(comm -12 <(flag_names ${own[@]+"${own[@]}"} | sort -u) <(flag_names ${extra[@]+"${extra[@]}"} | sort -u) | head -1)
+  [ -z "$twice" ] || { echo "train_wss.sh: $twice given in --args $m and after --; give it once" >&2; exit 2; }
 done
 PY=${PYTHON:-python3}
 

@@ -73,7 +73,7 @@ from dataloaders.io import KEYS, UNLABELED, Case, read_h5, write_case, write_sli
 from dataloaders.intensity import normalise_intensity
 from dataloaders.scribbles import scribble_volume
 
-FRAME_RE = re.compile(r"^(patient\d+_frame\d+)(_gt)?$")  # of a NIfTI stem (io.nifti_stem)
+FRAME_RE = re.compile(r"^(patient\d+_frame\d+)(_gt)?$", re.IGNORECASE)  # of a NIfTI stem (io.nifti_stem)
 
 
 class CaseError(Exception):
@@ -95,21 +95,27 @@ def check_distinct_scans(what: str, paths) -> None:
 
 def find_raw_cases(raw: str) -> dict[str, tuple[str | None, str | None]]:
     """``{case: (image path or None, mask path or None)}`` of the frames under ``raw/patient*/``
-    (``.nii.gz`` or ``.nii``, in any letter case); ValueError naming both files when a frame's
-    image or mask is found twice."""
+    (names and ``.nii.gz`` or ``.nii`` in any letter case; cases named in lower case); ValueError
+    naming both files when a frame's image or mask is found twice, and naming a frame file that
+    lies outside a patient folder (it was skipped without a word)."""
     if not os.path.isdir(raw):
         raise FileNotFoundError(f"--raw {raw}: no such folder")
     cases: dict[str, list] = {}
     for patient in sorted(os.listdir(raw)):
         folder = os.path.join(raw, patient)
-        if not (patient.startswith("patient") and os.path.isdir(folder)):
+        if not os.path.isdir(folder):
+            if io.is_nifti(patient) and FRAME_RE.match(io.nifti_stem(patient)):
+                raise ValueError(f"--raw {raw}: {patient} lies outside a patient folder; move it into "
+                                 f"{raw}/{patient.split('_')[0]}/")
+            continue
+        if not patient.lower().startswith("patient"):
             continue
         for f in sorted(os.listdir(folder)):
             m = FRAME_RE.match(io.nifti_stem(f)) if io.is_nifti(f) else None
             if m:
-                paths, kind = cases.setdefault(m.group(1), [None, None]), 1 if m.group(2) else 0
+                paths, kind = cases.setdefault(m.group(1).lower(), [None, None]), 1 if m.group(2) else 0
                 if paths[kind] is not None:  # e.g. a copy in a patient001_old folder: one would replace the other
-                    raise ValueError(f"--raw {raw}: {m.group(1)}'s {('image', 'mask')[kind]} is there twice, "
+                    raise ValueError(f"--raw {raw}: {m.group(1).lower()}'s {('image', 'mask')[kind]} is there twice, "
                                      f"{paths[kind]} and {os.path.join(folder, f)}; remove one")
                 paths[kind] = os.path.join(folder, f)
     return {c: tuple(p) for c, p in sorted(cases.items())}

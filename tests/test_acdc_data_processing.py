@@ -89,6 +89,16 @@ def test_raw_reads_nii_and_capitals(phantom, tmp_path):
     r = run("--raw", str(raw), "--out", str(tmp_path / "out"))
     assert r.returncode == 0 and "4 of 4 cases" in r.stdout, r.stderr
     assert len(list_cases(str(tmp_path / "out"))) == 4
+    # capitals in names (Patient002/, Patient001_frame01.nii.gz) were skipped too: "2 of 2", exit 0
+    os.rename(folder, raw / "Patient002")
+    for f in sorted(os.listdir(raw / "patient001")):
+        os.rename(raw / "patient001" / f, raw / "patient001" / f.replace("patient", "Patient"))
+    assert sorted(adp.find_raw_cases(str(raw))) == sorted(cases)
+    # a frame outside its patient folder was skipped without a word
+    loose = next(f for f in sorted(os.listdir(raw / "patient001")) if "_frame" in f)
+    os.rename(raw / "patient001" / loose, raw / loose)
+    with pytest.raises(ValueError, match=f"{loose} lies outside a patient folder; move it into .*/Patient001/"):
+        adp.find_raw_cases(str(raw))
 
 
 def test_raw_round_trip(phantom, tmp_path):

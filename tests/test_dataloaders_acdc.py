@@ -1,3 +1,4 @@
+import h5py
 import numpy as np
 import pytest
 
@@ -154,6 +155,13 @@ def test_slices_that_no_longer_match_their_volume_are_refused(phantom_root, tmp_
     with pytest.raises(ValueError, match=f"{cases[1]}_slice_0.h5: its image differs from slice 0 of .*{cases[1]}.h5; "
                                          "convert the volumes again"):
         SliceDataset(root, cases, "scribble", (32, 32), progress=False)
+    # the same arrays at another voxel size: --target_spacing trained at the wrong scale, exit 0
+    io.write_case(root, io.read_case(phantom_root, cases[1]))
+    path = io.slice_path(root, cases[1], 2)
+    with h5py.File(path, "r+") as f:
+        f.attrs["spacing"] = f.attrs["spacing"] * [1, 0.5, 0.5]
+    with pytest.raises(ValueError, match=f"{cases[1]}_slice_2.h5: its spacing differs from slice 2 of "):
+        SliceDataset(root, cases, "scribble", (32, 32), progress=False, target_spacing=(2.0, 2.0))
 
 
 def test_a_root_too_small_for_five_folds_is_named(phantom_root, tmp_path):

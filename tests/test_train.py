@@ -80,7 +80,13 @@ def test_missing_data_root_is_named(tmp_path, capsys):
     (["--methods", "pce", "--args", "pce", "--a 1", "--args", "pce", "--b 2"], "--args pce given twice"),
     (["--methods", "pce", "--args", "pce", "--base_lr 0.1 --exp other"], "--exp in --args or after --"),
     (["--methods", "pce", "--", "--fold=fold2"], "--fold in --args or after --"),
-    (["--methods", "pce", "--", "--method", "maskmixadv"], "--method in --args or after --: use --methods")])
+    (["--methods", "pce", "--", "--method", "maskmixadv"], "--method in --args or after --: use --methods"),
+    # the value after -- replaced the method's own at exit 0 (found by a probe)
+    (["--methods", "pce", "--args", "pce", "--seed 3 --base_lr 0.02", "--", "--base_lr=0.005"],
+     "--base_lr given in --args pce and after --; give it once"),
+    # the script passes --input_size too: --patch_size alone trained on crops of larger slices
+    (["--methods", "pce", "--", "--patch_size", "48", "48"], "--patch_size in --args or after --: use --patch and --input"),
+    (["--methods", "pce", "--args", "pce", "--input_size=64 64"], "--input_size in --args or after --")])
 def test_train_wss_refuses_bad_arguments_before_any_work(args, message):
     import subprocess
 

@@ -214,8 +214,9 @@ def dense_training_cases(train: list[str], sup_type: str, n: int, seed: int,
 
 
 def check_slices_match_volumes(root: str, cases: list[str], slices: list[dict], num_classes: int) -> None:
-    """ValueError naming the first training slice file whose image, label or scribble differs from
-    its volume's slice (``slices``: the arrays of every slice of ``cases``, in order). Training
+    """ValueError naming the first training slice file whose image, label, scribble or spacing
+    differs from its volume's slice (``slices``: what was read of
+    every slice of ``cases``, in order). Training
     reads the slices, validation and testing the volumes: volumes replaced without converting
     their slices again would train on other data than the run is scored on."""
     it = iter(slices)
@@ -224,6 +225,12 @@ def check_slices_match_volumes(root: str, cases: list[str], slices: list[dict], 
         for z in range(len(volume["image"])):
             s = next(it)
             differ = [k for k in io.KEYS if k in s and k in volume and not np.array_equal(s[k], volume[k][z])]
+            # --target_spacing resamples training slices by their own spacing, the rest by the volume's
+            # (slices record no origin or direction)
+            spacings = s.get("spacing"), volume.get("spacing")
+            if (spacings[0] is None) != (spacings[1] is None) or \
+                    spacings[0] is not None and not np.allclose(*spacings, rtol=1e-6, atol=1e-6):
+                differ.append("spacing")
             if differ:
                 raise ValueError(f"{os.path.join(root, io.SLICE_DIR, s['name'] + '.h5')}: its {differ[0]} differs "
                                  f"from slice {z} of {io.volume_path(root, case)}; convert the volumes again "
