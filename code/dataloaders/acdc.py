@@ -225,11 +225,10 @@ def check_slices_match_volumes(root: str, cases: list[str], slices: list[dict], 
         for z in range(len(volume["image"])):
             s = next(it)
             differ = [k for k in io.KEYS if k in s and k in volume and not np.array_equal(s[k], volume[k][z])]
-            # --target_spacing resamples training slices by their own spacing, the rest by the volume's
-            # (slices record no origin or direction)
+            # --target_spacing resamples training slices by their own spacing (refusing slices
+            # without one), the rest by the volume's; slices record no origin or direction.
             spacings = s.get("spacing"), volume.get("spacing")
-            if (spacings[0] is None) != (spacings[1] is None) or \
-                    spacings[0] is not None and not np.allclose(*spacings, rtol=1e-6, atol=1e-6):
+            if None not in spacings and not np.allclose(*spacings, rtol=1e-6, atol=1e-6):
                 differ.append("spacing")
             if differ:
                 raise ValueError(f"{os.path.join(root, io.SLICE_DIR, s['name'] + '.h5')}: its {differ[0]} differs "

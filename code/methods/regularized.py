@@ -3,6 +3,8 @@ baselines. Each differs from :class:`~methods.supervised.PCE` only by its regula
 :mod:`losses.regularizers` for the formulas, shapes and papers) and its default weight."""
 from __future__ import annotations
 
+import torch
+
 from dataloaders.io import UNLABELED
 from losses import regularizers as R
 from losses.segmentation import partial_ce
@@ -19,7 +21,9 @@ class RegularizedPCE(Method):
         p.add_argument("--w_reg", type=float, default=cls.reg_weight,
                        help=f"weight of the regulariser (default {cls.reg_weight})")
 
-    def regularizer(self, probs, batch):
+    def regularizer(self, probs: torch.Tensor, batch: dict) -> torch.Tensor:
+        """The 0-dim regularisation term of the softmax ``probs`` (B, C, H, W) in [0, 1] of the
+        batch ``batch`` (its ``image`` for intensity-aware terms), weighted by ``--w_reg``."""
         raise NotImplementedError
 
     def loss(self, batch, state):

@@ -152,6 +152,8 @@ class DualDecoderUNet(nn.Module):
         self.feature_dropout = FEATURE_PERTURBATIONS[perturbation]()
 
     def forward_both(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 1, H, W) -> logits (B, C, H, W) of the main decoder and of the auxiliary decoder,
+        which sees the encoder's features through the feature perturbation (training only)."""
         feats = self.encoder(x)
         return self.decoder(feats), self.aux_decoder([self.feature_dropout(f) for f in feats])
 
