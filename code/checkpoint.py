@@ -20,7 +20,7 @@ import torch
 
 from config import build_parser, finalize, input_size
 from dataloaders import io
-from dataloaders.acdc import Split, split_part, trained_on_image
+from dataloaders.acdc import Split, make_split, split_part, trained_on_image
 from dataloaders.io import Case
 from inference import predicting_amp, reference_volumes
 
@@ -254,6 +254,8 @@ def cases_to_score(ckpt: dict, path: str, root: str, fold: str, part: str) -> li
 
     saved = with_defaults(ckpt["config"], get_method(ckpt["method"]))  # the checkpoint names its method
     names = split_part(root, fold, part, saved["val_fraction"], saved["select_on_test"])
+    if not ckpt.get("split"):  # saved before checkpoints recorded it: the split its flags give this root
+        ckpt = {**ckpt, "split": vars(make_split(root, saved["fold"], saved["val_fraction"], saved["select_on_test"]))}
     check_unseen(ckpt, names, path, part)
     check_predicts(path, ckpt, root)
     cases = reference_volumes(root, names, saved["num_classes"])

@@ -189,6 +189,15 @@ def test_scoring_a_checkpoint_on_its_training_cases_is_refused(phantom_root, tmp
                             str(tmp_path / "run" / "last.pth"), "--out_json", str(tmp_path / "r.json")])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "last.pth trained on 2 of the 2 cases to score (e.g. patient001_frame01)" in err
+    # A checkpoint older than the records of its split and training images was scored (found by a probe).
+    old = torch.load(tmp_path / "run" / "last.pth", weights_only=False)
+    del old["split"], old["train_images"]
+    torch.save(old, tmp_path / "old.pth")
+    with pytest.raises(SystemExit) as e:
+        test_2D_fully.main(["--root_path", phantom_root, "--fold", "fold1", "--checkpoint",
+                            str(tmp_path / "old.pth"), "--out_json", str(tmp_path / "r.json")])
+    assert e.value.code == 2 and "old.pth trained on 2 of the 2 cases to score" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
 
 
 def test_a_training_scan_scored_under_a_test_name_is_refused(phantom_root, tmp_path, capsys):
