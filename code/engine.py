@@ -234,6 +234,33 @@ def _to(batch: dict, device: torch.device, channels_last: bool) -> dict:
     return out
 
 
+def load_data(cfg, split: Split, saved: dict | None, path: str) -> tuple[SliceDataset, list]:
+    """The run's training slices and validation volumes, checked: the dense patients and, on a
+    resume (``saved``: the config of the run saved at ``path``), the same as before; no validation
+    volume holding a training slice's image. Records in ``cfg`` the dense patients and digests of
+    both (:func:`check_same_data`). Every rank loads and checks the same data, so that all of
+    them fail together before the process group starts."""
+    pattern = io.patient_pattern(cfg.root_path)
+    training = dense_training_cases(split.train, cfg.sup_type, cfg.labeled_patients, cfg.seed, pattern)
+    cfg.labeled_patient_ids = labeled_patients(split.train, cfg.labeled_patients, cfg.seed, pattern)
+    saved_ids = (saved or {}).get("labeled_patient_ids", cfg.labeled_patient_ids)
+    if saved_ids != cfg.labeled_patient_ids:
+        raise ValueError(f"--resume: the dense patients {' '.join(cfg.labeled_patient_ids)} differ from those "
+                         f"{path} was trained with ({' '.join(saved_ids)}); was the data root's patient_pattern "
+                         "changed?")
+    train_set = SliceDataset(cfg.root_path, training[0], cfg.sup_type, cfg.patch_size, progress=cfg.progress,
+                             input_size=cfg.input_size, fg_prob=cfg.fg_prob,
+                             target_spacing=cfg.target_spacing, dense_cases=training[1])
+    cfg.train_data_sha256 = train_set.digest()
+    val_set = inference.reference_volumes(cfg.root_path, split.val, cfg.num_classes)
+    leaked = trained_on_image(val_set, train_set.image_fingerprints)
+    if leaked:
+        raise ValueError(f"{io.volume_path(cfg.root_path, leaked[0])}: slice {leaked[1]} holds the image of a training "
+                         "slice, so the model would be chosen on data it trains on (one scan under two case names?)")
+    cfg.val_data_sha256 = volumes_digest(val_set)
+    return train_set, val_set
+
+
 def train(cfg: argparse.Namespace, method_cls) -> dict:
     """Train ``method_cls`` as ``cfg`` says; returns the best validation summary.
 
@@ -260,26 +287,7 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
     split = make_split(cfg.root_path, cfg.fold, cfg.val_fraction, cfg.select_on_test)
     if ckpt is not None:
         check_same_split(ckpt.get("split"), split, folder.file("last.pth"))
-    pattern = io.patient_pattern(cfg.root_path)
-    training = dense_training_cases(split.train, cfg.sup_type, cfg.labeled_patients, cfg.seed, pattern)
-    cfg.labeled_patient_ids = labeled_patients(split.train, cfg.labeled_patients, cfg.seed, pattern)
-    saved_ids = (ckpt or {}).get("config", {}).get("labeled_patient_ids", cfg.labeled_patient_ids)
-    if saved_ids != cfg.labeled_patient_ids:
-        raise ValueError(f"--resume: the dense patients {' '.join(cfg.labeled_patient_ids)} differ from those "
-                         f"{folder.file('last.pth')} was trained with ({' '.join(saved_ids)}); was the data "
-                         "root's patient_pattern changed?")
-    train_set = SliceDataset(cfg.root_path, training[0], cfg.sup_type, cfg.patch_size, progress=cfg.progress,
-                             input_size=cfg.input_size, fg_prob=cfg.fg_prob,
-                             target_spacing=cfg.target_spacing, dense_cases=training[1])
-    cfg.train_data_sha256 = train_set.digest()
-    val_set = inference.reference_volumes(cfg.root_path, split.val, cfg.num_classes)
-    leaked = trained_on_image(val_set, train_set.image_fingerprints)
-    if leaked:
-        raise ValueError(f"{io.volume_path(cfg.root_path, leaked[0])}: slice {leaked[1]} holds the image of a training "
-                         "slice, so the model would be chosen on data it trains on (one scan under two case names?)")
-    # Every rank loads and checks the same data, so that all of them fail together before the
-    # process group starts.
-    cfg.val_data_sha256 = volumes_digest(val_set)
+    train_set, val_set = load_data(cfg, split, ckpt and ckpt["config"], folder.file("last.pth"))
     val_set = val_set if dist.is_main else []  # rank 0 validates
     # Each rank draws its own masks and noise; the weights start equal (broadcast in _train).
     seed_everything(cfg.seed + dist.rank)

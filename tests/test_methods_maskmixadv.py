@@ -51,7 +51,7 @@ def batch(n=2):
 def test_adversarial_gradient_reaches_the_segmenter(tmp_path, phantom_root):
     # The authors' release feeds argmax maps to D, so no gradient flows back; ours must.
     _, method = make_method(tmp_path, phantom_root)
-    terms, _ = method.losses(batch(), None)
+    terms, _ = method.losses(batch())
     method.zero_grad()
     terms["adv"].backward()
     grads = [p.grad for n, p in method.net.named_parameters() if "seg_decoders" in n or "encoder" in n]
@@ -149,7 +149,7 @@ def test_each_view_labels_the_pixels_it_saw_inside_the_method(tmp_path, phantom_
     _, method = make_method(tmp_path, phantom_root, "--w_adv", "0")  # D needs >= 32 pixels
     labels = fixed_views(monkeypatch, method)
     batch = {"image": torch.zeros(1, 1, 2, 2), "target": torch.full((1, 2, 2), 4)}
-    method.losses(batch, None)
+    method.losses(batch)
     assert labels[0].tolist() == [[[1, 3], [3, 1]]]
 
 
@@ -157,7 +157,7 @@ def test_reconstruction_is_scored_on_the_hidden_pixels_only(tmp_path, phantom_ro
     _, method = make_method(tmp_path, phantom_root, "--w_adv", "0")
     fixed_views(monkeypatch, method)
     batch = {"image": torch.zeros(1, 1, 2, 2), "target": torch.full((1, 2, 2), 4)}
-    terms, _ = method.losses(batch, None)
+    terms, _ = method.losses(batch)
     # view 1 hid (0,1), (1,0): (2^2 + 3^2) / 2 = 6.5; view 2 hid the diagonal: (5^2 + 9^2) / 2 = 53
     # (the visible pixels would give 25.5, all pixels 27.625)
     assert terms["rec"].item() == pytest.approx(0.5 * (6.5 + 53.0))

@@ -137,7 +137,7 @@ class MaskMixAdv(Method):
             optimizers["disc"] = torch.optim.Adam(self.disc.parameters(), lr=self.cfg.disc_lr, betas=(0.9, 0.99))
         return optimizers
 
-    def losses(self, batch, state):
+    def losses(self, batch):
         """The segmenter's loss terms (0-dim) and the discriminator's logits of both views'
         probabilities, D(cat([p1, p2])) of shape (2B, 1, H/32, W/32), whose graph reaches the
         segmenter. A term whose weight is 0 is neither computed nor returned (the ablation's
@@ -164,7 +164,7 @@ class MaskMixAdv(Method):
         weights = {"ce": c.w_ce, "pseudo": c.w_pseudo, "rec": c.w_rec,
                    "adv": c.w_adv * sigmoid_rampup(state.progress, c.adv_rampup)}
         with state.autocast():
-            terms, d_fake = self.losses(batch, state)
+            terms, d_fake = self.losses(batch)
             total = sum(weights[k] * v for k, v in terms.items())
         logs = {"loss": total.detach(), **{k: v.detach() for k, v in terms.items()}}
         if d_fake is None:
@@ -174,14 +174,10 @@ class MaskMixAdv(Method):
         # adversarial gradient through D into the segmenter only, then D's step reuses the same
         # scores (D's weights are unchanged in between, so they equal D(p.detach())).
         state.optimize(total, "seg", retain_graph=True)
-        real = self.prior.sample(d_fake.shape[0], image_device(batch), [c.seed, state.iteration])
+        real = self.prior.sample(d_fake.shape[0], batch["image"].device, [c.seed, state.iteration])
         with state.autocast():
             d_real = self.disc(real).float()
             d_loss = F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real)) + \
                 F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
         state.optimize(d_loss, "disc")
         return {**logs, "w_adv": torch.tensor(weights["adv"]), "disc": d_loss.detach()}
-
-
-def image_device(batch: dict) -> torch.device:
-    return batch["image"].device
