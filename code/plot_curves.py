@@ -76,8 +76,9 @@ def validation_cases(run: str) -> list[str] | None:
 
 def check_comparable(runs: list[str]) -> None:
     """ValueError naming a run that validated on other volumes than the first (another fold, an
-    edited splits.json, or a data root generated again: its curve is not comparable); a note on stderr for other data roots
-    and for validation predicted differently. Runs given twice are refused by :func:`main`."""
+    edited splits.json, or a data root generated again: its curve is not comparable); a note on
+    stderr for other data roots and for validation predicted differently. Runs given twice are
+    refused by :func:`main`."""
     configs = [(r, run_config(r)) for r in runs]
     check_same(configs, "validation volumes (fold, --val_fraction, --select_on_test)", validated_on)
     check_same_cases([(r, {"cases": validation_cases(r), "volumes_sha256": c.get("val_data_sha256")})

@@ -22,10 +22,11 @@ class RunFolder:
     takes an exclusive ``fcntl`` lock on ``.lock`` inside it for the life of the run, so a second
     run in the same folder stops with the PID of the one that holds it. With ``--overwrite`` the
     old run is set aside in ``.replaced`` and only removed when the new run ends (or stops on a
-    signal with its own ``last.pth``); if the new run fails, the old one is put back. A ``.replaced``
-    that a killed replacement left behind is never removed: a further ``--overwrite`` is refused. A new run
-    that fails before its first training step (:attr:`started`; bad data found while loading)
-    removes what it wrote, and the folder if it made it, so the same command can be rerun.
+    signal with its own ``last.pth``); if the new run fails, the old one is put back. A
+    ``.replaced`` that a killed replacement left behind is never removed: a further
+    ``--overwrite`` is refused. A new run that fails before its first training step
+    (:attr:`started`; bad data found while loading) removes what it wrote, and the folder if it
+    made it, so the same command can be rerun.
     """
 
     ARTEFACTS = ("last.pth", "best.pth", "best.json", "config.json", "log.txt", "tb")

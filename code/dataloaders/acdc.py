@@ -215,10 +215,9 @@ def dense_training_cases(train: list[str], sup_type: str, n: int, seed: int,
 
 def check_slices_match_volumes(root: str, cases: list[str], slices: list[dict], num_classes: int) -> None:
     """ValueError naming the first training slice file whose image, label, scribble or spacing
-    differs from its volume's slice (``slices``: what was read of
-    every slice of ``cases``, in order). Training
-    reads the slices, validation and testing the volumes: volumes replaced without converting
-    their slices again would train on other data than the run is scored on."""
+    differs from its volume's slice (``slices``: what was read of every slice of ``cases``, in
+    order). Training reads the slices, validation and testing the volumes: volumes replaced
+    without converting their slices again would train on other data than the run is scored on."""
     it = iter(slices)
     for case in cases:
         volume = io.read_h5(io.volume_path(root, case), num_classes=num_classes)
