@@ -108,6 +108,38 @@ def test_a_scan_whose_sform_differs_from_what_itk_reads_is_refused(tmp_path):
         io.read_scan(str(path))
 
 
+@pytest.mark.parametrize("edit, message", [
+    # qfac -0.5 with the qform alone: ITK read it as -1, nibabel as 1 (the prediction mirrored along z there)
+    ({76: ("<f", -0.5), 254: ("<h", 0)}, r"pixdim\[0\] \(qfac\) is -0.5 in its header, not 1 or -1"),
+    ({256: ("<f", float("nan"))}, r"its qform \(quatern_b..d, qoffset_x..z\) holds NaN or inf"),  # ITK: no rotation
+    ({268: ("<f", float("nan")), 254: ("<h", 0)}, "its qform .* holds NaN or inf"),  # ITK: the origin 0
+    # vox_offset 0 in a .nii: ITK read the voxels from byte 348, nibabel from 352 (shifted 2 voxels)
+    ({108: ("<f", 0.0)}, "vox_offset 0 in its header lies before byte 352"),
+])
+def test_header_fields_that_tools_read_differently_are_refused(tmp_path, edit, message):
+    path = tmp_path / "scan.nii"
+    io.write_nifti(str(path), np.arange(3 * 8 * 9, dtype=np.int16).reshape(3, 8, 9), spacing=(8.0, 1.5, 1.5))
+    header = bytearray(path.read_bytes())
+    for at, (fmt, value) in edit.items():
+        struct.pack_into(fmt, header, at, value)
+    path.write_bytes(bytes(header))
+    with pytest.raises(ValueError, match=f"scan.nii: {message}"):
+        io.read_scan(str(path))
+
+
+def test_a_stack_saved_in_zyx_order_with_voxel_sizes_is_refused(tmp_path):
+    # A (Z, H, W) array saved with nibabel and the sizes diag(4.3, 4.3, 10): 48 "slices" of 9 x 48
+    # voxels were segmented at exit 0 (Dice 0.31-0.52 for 0.44-0.78); only header-free files were caught.
+    path = tmp_path / "zyx.nii.gz"
+    stack = np.arange(48 * 48 * 9, dtype=np.int16).reshape(48, 48, 9)  # (k, j, i): i holds the 9 slices
+    io.write_nifti(str(path), stack, spacing=(10.0, 4.3, 4.3))
+    with pytest.raises(ValueError, match="zyx.nii.gz: 48 slices of 9 x 48 voxels and slices 10 mm thick of 4.3 mm "
+                                         r"pixels: a stack saved in \(z, y, x\) order\?"):
+        io.read_scan(str(path))
+    io.write_nifti(str(path), stack, spacing=(1.0, 1.1, 1.1))  # near-cubic voxels: a 3-D volume, read
+    assert io.read_scan(str(path)).image.shape == (48, 48, 9)
+
+
 def test_a_scan_without_orientation_keeps_none_in_what_is_written_for_it(tmp_path):
     # ITK writes qform_code = sform_code = 1 whatever it read. For a header without orientation
     # nibabel and FSL mirror x (ITK does not), so a prediction written with codes 1 showed

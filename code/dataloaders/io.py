@@ -346,6 +346,7 @@ def check_nifti_file(path: str) -> tuple[np.ndarray | None, bool]:
             offset, header = int(struct.unpack(order + "f", data[108:112])[0]), 348
             units = data[123] & 7
             qform_code, sform_code = struct.unpack(order + "2h", data[252:256])
+            quaternion = struct.unpack(order + "6f", data[256:280])  # quatern_b..d, qoffset_x..z
             sform = struct.unpack(order + "12f", data[280:328])
             break
     else:
@@ -366,7 +367,12 @@ def check_nifti_file(path: str) -> tuple[np.ndarray | None, bool]:
         raise ValueError(f"{path}: voxel size {tuple(round(float(d), 4) for d, _ in sides)} in its header is "
                          "zero, negative or not finite; the scan's spacing is undefined (tools disagree on a "
                          "negative one: save the scan with positive sizes and any flip in its qform or sform)")
-    offset = max(offset, header)
+    check_qform(path, qform_code, sform_code, pixdim[0], quaternion)
+    if offset < SINGLE_FILE_OFFSET:
+        # A single-file NIfTI's voxels start at byte 352 at the earliest; ITK reads a lower
+        # vox_offset (e.g. 0) from byte 348, nibabel from 352: two images, shifted by 4 bytes.
+        raise ValueError(f"{path}: vox_offset {offset} in its header lies before byte {SINGLE_FILE_OFFSET}, where a "
+                         "single-file NIfTI's voxels start (tools read it differently); save the scan again")
     voxels = int(np.prod([max(1, int(d)) for d in dims[1:n_dims + 1]]))
     expected = offset + voxels * bitpix // 8
     if len(data) < expected:
@@ -380,6 +386,24 @@ def check_nifti_file(path: str) -> tuple[np.ndarray | None, bool]:
             raise ValueError(f"{path}: {bad} voxels are NaN or inf")
     sform = np.reshape(sform, (3, 4)) if sform_code > 0 else None
     return sform, qform_code == 0 and sform_code == 0
+
+
+SINGLE_FILE_OFFSET = 352  # the 348-byte header and the 4 bytes of its extension flag
+
+
+def check_qform(path: str, qform_code: int, sform_code: int, qfac: float, quaternion) -> None:
+    """ValueError naming ``path`` when the qform that places the voxels (qform_code set, no
+    sform) is one tools read differently: a qfac (pixdim[0]) other than -1, 0 or 1 (ITK reads any
+    negative as -1, nibabel resets it to 1: the slices mirrored), or a non-finite quaternion or
+    offset (ITK replaces them, nibabel keeps NaN)."""
+    if qform_code <= 0:
+        return
+    if not all(np.isfinite(quaternion)):
+        raise ValueError(f"{path}: its qform (quatern_b..d, qoffset_x..z) holds NaN or inf; the scan's orientation "
+                         "is undefined")
+    if sform_code <= 0 and qfac not in (-1.0, 0.0, 1.0):
+        raise ValueError(f"{path}: pixdim[0] (qfac) is {qfac:g} in its header, not 1 or -1, and tools read it "
+                         "differently (ITK as -1 when negative, nibabel as 1: the slices mirrored); save the scan again")
 
 
 def check_sform(path: str, img: sitk.Image, sform: np.ndarray | None) -> None:
@@ -461,12 +485,14 @@ def read_scan(path: str) -> Case:
                 spacing=tuple(float(s) for s in reversed(img.GetSpacing())),
                 origin=tuple(float(o) for o in img.GetOrigin()),
                 direction=tuple(float(d) for d in img.GetDirection()), unoriented=unoriented)
-    # Without a spacing to tell (a header-free file), more slices than voxels along an in-plane
-    # axis is a stack saved in (z, y, x) order, not a short-axis stack.
-    if header_free(case) and nk > min(ni, nj):
-        raise ValueError(f"{path}: {nk} slices of {ni} x {nj} voxels and no geometry in its header: a stack "
-                         "saved in (z, y, x) order? Store the slices along the third voxel axis, with the scan's "
-                         "spacing")
+    # More slices than voxels along an in-plane axis is a stack saved in (z, y, x) order, not a
+    # short-axis stack, where a file gives no spacing or gives its slices thicker than their
+    # pixels (e.g. an array saved with its voxel sizes in (x, y, z) order); a 3-D volume of
+    # near-cubic voxels may have more slices.
+    if nk > min(ni, nj) and (header_free(case) or sk > 1.5 * max(si, sj)):
+        why = "no geometry in its header" if header_free(case) else f"slices {sk:g} mm thick of {max(si, sj):g} mm pixels"
+        raise ValueError(f"{path}: {nk} slices of {ni} x {nj} voxels and {why}: a stack saved in (z, y, x) order? "
+                         "Store the slices along the third voxel axis, with the scan's spacing")
     return case
 
 
