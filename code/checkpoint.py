@@ -161,8 +161,10 @@ RESUME_MAY_CHANGE = {"resume", "overwrite", "save_every", "device", "num_workers
 
 # What may differ between the folds of one setting: where and how each run ran, its fold, seed,
 # dense patients (drawn per fold) and data, its resumes.
-PER_RUN = RESUME_MAY_CHANGE | {"fold", "seed", "labeled_patient_ids", "resumes", "train_data_sha256",
-                               "val_data_sha256", "shape_prior_data_sha256"}
+PER_RUN = RESUME_MAY_CHANGE | {"fold", "seed", "labeled_patient_ids", "resumes"}
+# Config keys ending so hold digests of what a run read (its training slices, validation
+# volumes, a method's prepared data such as a shape prior): per run, and checked on --resume.
+DATA_DIGEST = "_data_sha256"
 
 
 def with_defaults(config: dict, method_cls=None) -> dict:
@@ -184,11 +186,12 @@ def complete_setting(method: str, setting: dict) -> dict:
     from methods import get_method
 
     full = with_defaults(setting, get_method(method))
-    return {**{k: v for k, v in sorted(full.items()) if k not in PER_RUN}, "world_size": setting.get("world_size", 1)}
+    return {**{k: v for k, v in sorted(full.items()) if k not in PER_RUN and not k.endswith(DATA_DIGEST)},
+            "world_size": setting.get("world_size", 1)}
 
 
 def training_setting(ckpt: dict) -> dict:
-    """A checkpoint's configuration without :data:`PER_RUN`, with its number of data-parallel
+    """A checkpoint's configuration without :data:`PER_RUN` and data digests, with its number of data-parallel
     processes and every flag it lacks at its default: what the folds averaged into one row of a
     table must share (results record it)."""
     return complete_setting(ckpt["method"], {**ckpt["config"], "world_size": ckpt.get("world_size", 1)})
@@ -249,16 +252,26 @@ def cases_to_score(ckpt: dict, path: str, root: str, fold: str, part: str) -> li
     for scoring (:func:`inference.reference_volumes`). ValueError when there are none, when the
     run trained or chose its model on them (:func:`check_unseen`; by their images too: a training
     scan under another case name, or a root whose names hold other scans), or when it predicts
-    other classes than the root has (:func:`check_predicts`)."""
+    other classes than the root has (:func:`check_predicts`), or resamples to a target spacing
+    that volumes without a spacing cannot give."""
     from methods import get_method
 
     saved = with_defaults(ckpt["config"], get_method(ckpt["method"]))  # the checkpoint names its method
     names = split_part(root, fold, part, saved["val_fraction"], saved["select_on_test"])
     if not ckpt.get("split"):  # saved before checkpoints recorded it: the split its flags give this root
-        ckpt = {**ckpt, "split": vars(make_split(root, saved["fold"], saved["val_fraction"], saved["select_on_test"]))}
+        try:
+            split = make_split(root, saved["fold"], saved["val_fraction"], saved["select_on_test"])
+        except ValueError as e:
+            raise ValueError(f"{path} was saved before checkpoints recorded their split, and its --fold "
+                             f"{saved['fold']} cannot be rebuilt on {root} to check the cases to score ({e})") from None
+        ckpt = {**ckpt, "split": vars(split)}
     check_unseen(ckpt, names, path, part)
     check_predicts(path, ckpt, root)
     cases = reference_volumes(root, names, saved["num_classes"])
+    without = [c.name for c in cases if c.spacing is None]
+    if saved["target_spacing"] and without:
+        raise ValueError(f"{io.volume_path(root, without[0])} has no spacing attribute, but {path} resamples slices "
+                         f"to {tuple(saved['target_spacing'])} mm; score it on volumes with a spacing")
     leaked = trained_on_image(cases, ckpt.get("train_images") or ())
     if leaked:
         raise ValueError(f"{path} trained on the image of slice {leaked[1]} of {io.volume_path(root, leaked[0])} "

@@ -25,7 +25,7 @@ from torch.optim.lr_scheduler import PolynomialLR
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from checkpoint import (RESUME_MAY_CHANGE, check_predicts, read_checkpoint, rng_state, save_checkpoint,
+from checkpoint import (DATA_DIGEST, RESUME_MAY_CHANGE, check_predicts, read_checkpoint, rng_state, save_checkpoint,
                         set_rng_state, with_defaults)
 from config import save_config
 from dataloaders import io
@@ -146,9 +146,6 @@ def check_same_split(saved: dict | None, split: Split, path: str) -> None:
             changed = sorted(set(saved.get(part) or []) ^ set(cases))
             raise ValueError(f"--resume: the {part} cases differ from those {path} was trained on "
                              f"(e.g. {changed[0] if changed else 'their order'}); use the same --root_path")
-
-
-DATA_DIGEST = "_data_sha256"  # config keys of digests of what a run reads (check_same_data)
 
 
 def check_same_data(saved: dict, cfg, path: str) -> None:
@@ -289,14 +286,15 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
         check_same_split(ckpt.get("split"), split, folder.file("last.pth"))
     train_set, val_set = load_data(cfg, split, ckpt and ckpt["config"], folder.file("last.pth"))
     val_set = val_set if dist.is_main else []  # rank 0 validates
+    if ckpt is not None and finished(ckpt, cfg, folder.file("last.pth"), dist):
+        check_same_data(ckpt["config"], cfg, folder.file("last.pth"))  # a re-test needs no method
+        return ckpt["best"]
     # Each rank draws its own masks and noise; the weights start equal (broadcast in _train).
     seed_everything(cfg.seed + dist.rank)
     method = method_cls(cfg)
     notes = method.prepare(train_set)  # what it reads (e.g. a shape prior) is checked below too
     if ckpt is not None:
         check_same_data(ckpt["config"], cfg, folder.file("last.pth"))
-        if finished(ckpt, cfg, folder.file("last.pth"), dist):
-            return ckpt["best"]
         record_resume(ckpt["config"], cfg, ckpt["iteration"])
     device = dist.start(device)
     try:

@@ -155,12 +155,29 @@ def test_a_run_resumed_with_other_shape_prior_masks_is_refused(phantom_root, tmp
     assert {f.name: f.read_bytes() for f in (tmp_path / "run").iterdir() if f.is_file()} == before
 
 
-def test_a_shape_prior_that_cannot_be_read_leaves_no_run_folder(phantom_root, tmp_path):
+def test_a_shape_prior_is_read_before_the_run_folder_is_touched(phantom_root, tmp_path, monkeypatch):
+    import run_folder
+
+    def touched(self):
+        raise AssertionError("the run folder was opened before the shape prior was read")
+    monkeypatch.setattr(run_folder.RunFolder, "open", touched)
     empty = tmp_path / "prior"
     empty.mkdir()
-    with pytest.raises((ValueError, FileNotFoundError), match="prior"):
+    with pytest.raises(FileNotFoundError, match="--shape_prior .*prior: no .h5"):
         run("maskmixadv", phantom_root, tmp_path / "run", "--shape_prior", str(empty))
-    assert not (tmp_path / "run").exists()
+
+
+def test_a_finished_run_is_re_tested_without_its_method_prepared(phantom_root, tmp_path, monkeypatch):
+    # train_wss.sh re-tests finished runs through --resume: a moved shape prior stopped it.
+    from methods.maskmixadv import MaskMixAdv
+
+    run("maskmixadv", phantom_root, tmp_path / "run", "--disc_ndf", "8")
+
+    def gone(self, train_set):
+        raise FileNotFoundError("the shape prior moved")
+    monkeypatch.setattr(MaskMixAdv, "prepare", gone)
+    cfg = tiny_cfg(MaskMixAdv, phantom_root, tmp_path / "run", "--disc_ndf", "8", "--resume")
+    assert engine.train(cfg, MaskMixAdv)["iteration"] >= 0
 
 
 def test_a_split_run_saved_with_any_val_fraction_resumes(phantom_root, tmp_path):

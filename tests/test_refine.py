@@ -272,6 +272,33 @@ def test_refine_cli_errors(phantom_root, bad_model, tmp_path, capsys):
         refine.main(["--checkpoint", str(tmp_path / "spaced.pth"), "--input", str(tmp_path / "bare.nii.gz"), *args[4:]])
     assert "bare.nii.gz: no geometry in its header" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "out")
+    # with geometry it is refined (refused before 2026-12-06), and simulated on volumes with a spacing
+    case = io.read_case(phantom_root, io.list_cases(phantom_root)[0])
+    write_scan(tmp_path / "real.nii.gz", (case.image * 700).astype(np.int16))
+    strokes = np.full(case.image.shape, UNLABELED, np.uint8)
+    strokes[2, 20:40, 32] = 3
+    write_scan(tmp_path / "real_strokes.nii.gz", strokes)
+    out = refine.main(["--checkpoint", str(tmp_path / "spaced.pth"), "--input", str(tmp_path / "real.nii.gz"),
+                       "--strokes", str(tmp_path / "real_strokes.nii.gz"), "--output", str(tmp_path / "sp"),
+                       "--iters", "2", "--device", "cpu"])
+    assert (sitk.GetArrayFromImage(sitk.ReadImage(out))[2, 20:40, 32] == 3).all()
+    assert "2 steps" in capsys.readouterr().out
+    assert refine.main(["--checkpoint", str(tmp_path / "spaced.pth"), "--simulate", "1", "--root", phantom_root,
+                        "--iters", "1", "--device", "cpu"])["n"] == len(make_split(phantom_root, "fold1").test)
+    capsys.readouterr()
+    import shutil
+
+    import h5py
+
+    bare_root = tmp_path / "bare_root"
+    shutil.copytree(phantom_root, bare_root)
+    for name in os.listdir(bare_root / io.VOLUME_DIR):
+        with h5py.File(bare_root / io.VOLUME_DIR / name, "r+") as f:
+            del f.attrs["spacing"]
+    with pytest.raises(SystemExit):  # it said "--target_spacing needs volumes with a spacing", a training flag
+        refine.main(["--checkpoint", str(tmp_path / "spaced.pth"), "--simulate", "1", "--root", str(bare_root),
+                     "--device", "cpu"])
+    assert "h5 has no spacing attribute, but " in capsys.readouterr().err
     ckpt["config"].update(target_spacing=None, val_fraction=0.0)  # a run that held out no validation
     torch.save(ckpt, tmp_path / "noval.pth")
     with pytest.raises(SystemExit):

@@ -110,9 +110,9 @@ def make_split(root: str, fold: str, val_fraction: float = 0.1, select_on_test: 
     if fold == SPLIT_FOLD:
         split = read_splits(root)
         return Split(split.train, split.test, split.test) if select_on_test else split
+    cases, pattern = io.list_cases(root), io.patient_pattern(root)
     try:
-        return fold_split(io.list_cases(root), fold, val_fraction, select_on_test,
-                          patient_pattern=io.patient_pattern(root))
+        return fold_split(cases, fold, val_fraction, select_on_test, patient_pattern=pattern)
     except ValueError as e:  # e.g. too few patients for five folds: the flag's data root is named
         raise ValueError(f"--fold {fold} of {root}: {e}") from None
 

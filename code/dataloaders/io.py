@@ -315,8 +315,9 @@ NIFTI_OTHER_UNITS = {1: "metres", 3: "micrometres"}
 def check_nifti_file(path: str) -> tuple[np.ndarray | None, bool]:
     """OSError naming ``path`` when a NIfTI file is truncated or corrupt, ValueError when its
     floating-point voxels hold NaN or inf, they are complex, its header gives a voxel side of 0,
-    NaN or below 0, or lengths in other units than mm, or a NIfTI file of the same stem lies
-    beside it (:func:`same_name_files`). Returns
+    NaN or below 0, lengths in other units than mm, a qform tools read differently
+    (:func:`check_qform`) or voxels starting before byte 352, or a NIfTI file of the same stem
+    lies beside it (:func:`same_name_files`). Returns
     the header's sform, (3, 4) voxel -> RAS mm, where its sform_code is set, else None; and
     whether the header gives no orientation at all (qform_code and sform_code both 0).
 
@@ -343,7 +344,7 @@ def check_nifti_file(path: str) -> tuple[np.ndarray | None, bool]:
             dims = struct.unpack(order + "8h", data[40:56])
             datatype, bitpix = struct.unpack(order + "2h", data[70:74])
             pixdim = struct.unpack(order + "8f", data[76:108])
-            offset, header = int(struct.unpack(order + "f", data[108:112])[0]), 348
+            offset = int(struct.unpack(order + "f", data[108:112])[0])
             units = data[123] & 7
             qform_code, sform_code = struct.unpack(order + "2h", data[252:256])
             quaternion = struct.unpack(order + "6f", data[256:280])  # quatern_b..d, qoffset_x..z
@@ -392,10 +393,10 @@ SINGLE_FILE_OFFSET = 352  # the 348-byte header and the 4 bytes of its extension
 
 
 def check_qform(path: str, qform_code: int, sform_code: int, qfac: float, quaternion) -> None:
-    """ValueError naming ``path`` when the qform that places the voxels (qform_code set, no
-    sform) is one tools read differently: a qfac (pixdim[0]) other than -1, 0 or 1 (ITK reads any
-    negative as -1, nibabel resets it to 1: the slices mirrored), or a non-finite quaternion or
-    offset (ITK replaces them, nibabel keeps NaN)."""
+    """ValueError naming ``path`` when its qform (qform_code set) is one tools read differently:
+    a non-finite quaternion or offset (ITK replaces them, nibabel keeps NaN), or, where the qform
+    alone places the voxels (no sform), a qfac (pixdim[0]) other than -1, 0 or 1 (ITK reads any
+    negative as -1, nibabel resets it to 1: the slices mirrored)."""
     if qform_code <= 0:
         return
     if not all(np.isfinite(quaternion)):
@@ -455,8 +456,9 @@ def read_scan(path: str) -> Case:
     prediction written with them (:func:`write_nifti`) overlays exactly on the scan, whatever its
     orientation. OSError (unreadable, truncated) or ValueError (as :func:`check_nifti_file`; not
     3-D, an in-plane voxel axis of one voxel, an in-plane voxel side over twice the slice
-    spacing, or more slices than voxels along an in-plane axis in a file without geometry: the
-    slices would not be the acquired planes) naming the file.
+    spacing, or more slices than voxels along an in-plane axis in a file without geometry or
+    with slices over 1.5 times thicker than their pixels: the slices would not be the acquired
+    planes) naming the file.
 
     A header without orientation (qform_code = sform_code = 0, as ANALYZE-era tools write) sets
     ``unoriented``: viewers then place the voxels by their sizes alone, each by its own
