@@ -24,8 +24,8 @@ and whole-number labels.
 subset), each with ``images/<case>.nii.gz`` and ``labels/`` (the layout of MS-CMRSeg). A label
 file is matched to its image by name (``dataloaders.io.find_nifti_dataset``: the image stem,
 optionally followed by ``_anything``, e.g. ``subject3_DE_scribble.nii.gz`` or
-``subject3_DE_manual.nii.gz`` for ``subject3_DE.nii.gz``); unmatched files are listed in one
-error. A label is a scribble (0..3, 4 = unlabeled) when its name contains "scribble" or it holds
+``subject3_DE_manual.nii.gz`` for ``subject3_DE.nii.gz``); unmatched files, and folders or files
+the layout would skip (``Val/``, a subfolder of ``images/``), are listed in one error. A label is a scribble (0..3, 4 = unlabeled) when its name contains "scribble" or it holds
 the value 4, a dense mask (0..C) otherwise; training cases with only a dense mask get scribbles
 generated from it, as with ``--raw``. Each case keeps its geometry (spacing, origin, direction;
 see ``dataloaders.io.read_scan`` for the orientation rule), ``OUT/splits.json`` records the
@@ -80,16 +80,18 @@ class CaseError(Exception):
     """A case that cannot be processed; the message names the offending file."""
 
 
-def check_distinct_scans(what: str, paths) -> None:
-    """ValueError naming ``what`` and two of the scan files ``paths`` with the same bytes: one scan
-    under two case names, which could then be trained on and tested."""
+def check_distinct_scans(what: str, paths, kind: str = "scan") -> None:
+    """ValueError naming ``what`` and two of the files ``paths`` with the same bytes: one scan
+    under two case names, which could then be trained on and tested, or (``kind`` "mask") one
+    mask copied to another case, which would be scored against it."""
+    why = {"scan": "one scan under two case names (it could be trained on and tested)",
+           "mask": "one mask for two cases (a copy: one of them would be scored against another's truth)"}[kind]
     seen: dict[str, str] = {}
     for path in paths:
         with open(path, "rb") as f:
             digest = hashlib.file_digest(f, "sha256").hexdigest()
         if digest in seen:
-            raise ValueError(f"{what}: {seen[digest]} and {path} are the same file: one scan under two case names "
-                             "(it could be trained on and tested); remove one")
+            raise ValueError(f"{what}: {seen[digest]} and {path} are the same file: {why}; remove one")
         seen[digest] = path
 
 
@@ -343,6 +345,8 @@ def main(argv=None) -> int:
             ap.error(f"--nifti {args.nifti}: a case name appears in two splits")
         try:
             check_distinct_scans(f"--nifti {args.nifti}", (img for pairs in found.values() for img, _ in pairs))
+            check_distinct_scans(f"--nifti {args.nifti}", (lab for pairs in found.values() for _, lab in pairs
+                                                           if "scribble" not in io.nifti_stem(lab).lower()), "mask")
         except ValueError as e:
             ap.error(str(e))
         if args.patient_pattern:
@@ -380,6 +384,7 @@ def main(argv=None) -> int:
             ap.error(f"--raw {args.raw}: no patientXXX/patientXXX_frameYY[_gt].nii.gz files")
         try:
             check_distinct_scans(f"--raw {args.raw}", (image for image, _ in cases.values() if image is not None))
+            check_distinct_scans(f"--raw {args.raw}", (mask for _, mask in cases.values() if mask is not None), "mask")
         except ValueError as e:
             ap.error(str(e))
 

@@ -87,6 +87,7 @@ def output_paths(source: str, files: list[str], output: str, overlay: bool = Fal
         if os.path.realpath(o) in inputs:
             raise ValueError(f"--output {output}: {o} is an input scan; it would be overwritten")
     io.check_outputs("--output", outs + ([overlay_path(o) for o in outs] if overlay else []), overwrite)
+    io.check_replaces_labels("--output", outs)
     return outs
 
 

@@ -126,6 +126,7 @@ def refine_scan(args, ckpt, method, how: Prediction) -> str:
     if os.path.realpath(out) in (os.path.realpath(args.input), os.path.realpath(args.strokes)):
         raise ValueError(f"--output {args.output}: would overwrite {out}")
     io.check_outputs("--output", [out], args.overwrite)
+    io.check_replaces_labels("--output", [out])
     if args.save is not None:
         if os.path.realpath(args.save) == os.path.realpath(out):
             raise ValueError(f"--save {args.save} is the refined segmentation's path; the model would replace it")

@@ -258,7 +258,9 @@ def main(argv=None) -> dict:
             cases = cases_to_score(run[1], run[0], args.root_path, args.fold, args.on)
         units = distance_units(args.root_path, cases)
         if args.save_nii:
-            io.check_outputs("--save_nii", [nii_path(args.save_nii, c) for c in cases], args.overwrite)
+            outputs = [nii_path(args.save_nii, c) for c in cases]
+            io.check_outputs("--save_nii", outputs, args.overwrite)
+            io.check_replaces_labels("--save_nii", outputs)
         check_same_source(args.out_json, args.pred_dir or run[0])
         if args.pred_dir:
             preds = {c.name: read_prediction(args.pred_dir, c, len(names), args.root_path) for c in cases}

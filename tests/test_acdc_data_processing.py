@@ -73,6 +73,17 @@ def test_one_scan_under_two_case_names_is_refused(phantom, tmp_path):
     assert "are the same file: one scan under two case names" in r.stderr and not (tmp_path / "out").exists()
 
 
+def test_one_mask_copied_to_another_frame_is_refused(phantom, tmp_path):
+    # The ED mask copied over the ES one: the ES frame was scored against the ED truth at exit 0.
+    raw = tmp_path / "raw"
+    shutil.copytree(phantom / "raw", raw)
+    masks = sorted(f for f in os.listdir(raw / "patient002") if f.endswith("_gt.nii.gz"))
+    shutil.copy(raw / "patient002" / masks[0], raw / "patient002" / masks[1])
+    r = run("--raw", str(raw), "--out", str(tmp_path / "out"))
+    assert r.returncode == 2 and f"{masks[1]} are the same file: one mask for two cases" in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_raw_reads_nii_and_capitals(phantom, tmp_path):
     # patient002 as .nii / .NII.GZ: its frames were skipped ("2 of 2 cases written", exit 0)
     raw = tmp_path / "raw"

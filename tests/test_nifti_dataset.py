@@ -102,6 +102,28 @@ def test_unmatched_files_are_listed_in_one_error(nifti_src, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_folders_and_files_the_conversion_would_skip_are_named(nifti_src, tmp_path):
+    # A Val/ or validation/ folder, or cases in a subfolder of images/, were skipped at exit 0
+    # (the validation cases gone: training kept the last model without a word).
+    import shutil
+
+    from dataloaders import io
+
+    src = tmp_path / "src"
+    shutil.copytree(nifti_src, src)
+    assert io.unread_entries(str(src)) == []
+    shutil.move(src / "val", src / "Val")
+    batch = src / "train" / "images" / "batch2"
+    batch.mkdir()
+    (src / "train" / "notes.txt").write_text("not read, not a scan")
+    (src / "stray.nii.gz").write_bytes(b"x")
+    with pytest.raises(ValueError) as e:
+        io.find_nifti_dataset(str(src))
+    assert f"{src}/Val/ (not a split folder: train, val, test, TestSet)" in str(e.value)
+    assert f"{batch}/ (a folder: only files in images/ are read)" in str(e.value)
+    assert f"{src}/stray.nii.gz (outside a split folder)" in str(e.value) and "notes.txt" not in str(e.value)
+
+
 def test_a_label_off_the_image_grid_is_named(nifti_src, tmp_path, capsys):
     src = tmp_path / "src"
     (src / "train" / "images").mkdir(parents=True)

@@ -592,6 +592,24 @@ def check_outputs(flag: str, paths, overwrite: bool = False) -> None:
             raise ValueError(f"{flag}: {path} exists; pass --overwrite to replace it")
 
 
+def check_replaces_labels(flag: str, paths) -> None:
+    """ValueError naming ``flag`` when an existing NIfTI file of ``paths`` that ``--overwrite``
+    would replace holds more than ``MAX_LABEL_LEVELS`` distinct values: a scan, not a segmentation
+    written earlier (e.g. ``--save_nii`` aimed at the scans' own folder)."""
+    from dataloaders.intensity import MAX_LABEL_LEVELS
+
+    for path in paths:
+        if not (os.path.isfile(path) and is_nifti(path)):
+            continue
+        try:
+            levels = len(np.unique(sitk.GetArrayFromImage(sitk.ReadImage(path))))
+        except RuntimeError:  # unreadable: no scan to keep
+            continue
+        if levels > MAX_LABEL_LEVELS:
+            raise ValueError(f"{flag}: {path} exists and holds {levels} distinct values, a scan rather than a "
+                             "segmentation; --overwrite replaces only segmentations: write elsewhere")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str, suffix: str = "", fsync: bool = False):
     """A temporary path beside ``path`` (unique to this process, ending in ``suffix``: ITK picks
@@ -717,6 +735,31 @@ def write_slices(root: str, case: str, arrays: dict, spacing=None) -> int:
 NIFTI_SPLITS = {"train": "train", "val": "val", "test": "test", "TestSet": "test"}
 
 
+def unread_entries(src: str) -> list[str]:
+    """What :func:`find_nifti_dataset` would skip under ``src`` although it may hold cases: a
+    folder other than the split folders (``Val/``, ``validation/``), NIfTI files outside a
+    split's ``images/`` and ``labels/``, and folders inside those (hidden entries aside)."""
+    skipped = []
+    for entry in sorted(os.listdir(src)):
+        path = os.path.join(src, entry)
+        if entry.startswith("."):
+            continue
+        if os.path.isdir(path) and entry not in NIFTI_SPLITS:
+            skipped.append(f"{path}/ (not a split folder: {', '.join(NIFTI_SPLITS)})")
+        elif is_nifti(entry):
+            skipped.append(f"{path} (outside a split folder)")
+        elif entry in NIFTI_SPLITS:
+            for sub in sorted(os.listdir(path)):
+                inner = os.path.join(path, sub)
+                if sub in ("images", "labels") and os.path.isdir(inner):
+                    skipped += [f"{os.path.join(inner, f)}/ (a folder: only files in {sub}/ are read)"
+                                for f in sorted(os.listdir(inner))
+                                if not f.startswith(".") and os.path.isdir(os.path.join(inner, f))]
+                elif not sub.startswith(".") and (os.path.isdir(inner) or is_nifti(sub)):
+                    skipped.append(f"{inner}{'/' if os.path.isdir(inner) else ''} (not in images/ or labels/)")
+    return skipped
+
+
 def find_nifti_dataset(src: str) -> dict[str, list[tuple[str, str]]]:
     """The (image, label) file pairs of each split of a NIfTI data set: ``{split: [(image,
     label), ...]}`` for the split folders present (``train``, ``val``, ``test`` or ``TestSet``),
@@ -726,11 +769,11 @@ def find_nifti_dataset(src: str) -> dict[str, list[tuple[str, str]]]:
     image stem that the label's stem starts with followed by ``_`` (``subject3_DE.nii.gz`` <->
     ``subject3_DE.nii.gz``, ``subject3_DE_scribble.nii.gz``, ``subject3_DE_manual.nii.gz``).
     Every image needs exactly one label. ValueError listing every unmatched or doubly matched
-    file in one message.
+    file, and every entry that would be skipped (:func:`unread_entries`), in one message.
     """
     if not os.path.isdir(src):
         raise ValueError(f"--nifti {src}: no such folder")
-    found, problems = {}, []
+    found, problems = {}, unread_entries(src)
     for folder, split in NIFTI_SPLITS.items():
         base = os.path.join(src, folder)
         if not os.path.isdir(base):
@@ -762,7 +805,7 @@ def find_nifti_dataset(src: str) -> dict[str, list[tuple[str, str]]]:
                 pairs.append((img, labels[stem][0]))
         found[split] = pairs
     if problems:
-        raise ValueError(f"--nifti {src}: unmatched files: " + "; ".join(problems))
+        raise ValueError(f"--nifti {src}: unmatched or unread files: " + "; ".join(problems))
     if not any(found.values()):
         raise ValueError(f"--nifti {src}: no {{train,val,test,TestSet}}/images/*.nii.gz files")
     return found
