@@ -73,6 +73,7 @@ from dataloaders.io import KEYS, UNLABELED, Case, read_h5, write_case, write_sli
 from dataloaders.intensity import normalise_intensity
 from dataloaders.scribbles import scribble_volume
 
+CASE_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 FRAME_RE = re.compile(r"^(patient\d+_frame\d+)(_gt)?$", re.IGNORECASE)  # of a NIfTI stem (io.nifti_stem)
 
 
@@ -343,6 +344,10 @@ def main(argv=None) -> int:
         stems = [io.nifti_stem(img) for pairs in found.values() for img, _ in pairs]
         if len(set(stems)) != len(stems):
             ap.error(f"--nifti {args.nifti}: a case name appears in two splits")
+        odd = next((img for pairs in found.values() for img, _ in pairs
+                    if not CASE_NAME_RE.match(io.nifti_stem(img))), None)
+        if odd:  # slice files and label caches are named after the case
+            ap.error(f"--nifti {args.nifti}: {odd}: case names may hold letters, digits, '_', '-' and '.' only")
         try:
             check_distinct_scans(f"--nifti {args.nifti}", (img for pairs in found.values() for img, _ in pairs))
             check_distinct_scans(f"--nifti {args.nifti}", (lab for pairs in found.values() for _, lab in pairs

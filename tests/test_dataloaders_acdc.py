@@ -53,6 +53,8 @@ def test_fold_errors():
 
 def test_patient_grouping_rule():
     assert io.patient_of("patient007_frame12") == "patient007"
+    # a --nifti case named in capitals is the same patient: it sat in train and test at exit 0
+    assert io.patient_of("Patient007_Frame01") == "patient007"
     assert io.patient_of("subject3_DE") == "subject3_DE"  # default: a case is its own patient
     assert io.patient_of("subject3_ED", r"(subject\d+)_") == "subject3"
     cases = [f"s{p}_{t}" for p in range(10) for t in ("ED", "ES")]
@@ -162,6 +164,21 @@ def test_slices_that_no_longer_match_their_volume_are_refused(phantom_root, tmp_
         f.attrs["spacing"] = f.attrs["spacing"] * [1, 0.5, 0.5]
     with pytest.raises(ValueError, match=f"{cases[1]}_slice_2.h5: its spacing differs from slice 2 of "):
         SliceDataset(root, cases, "scribble", (32, 32), progress=False, target_spacing=(2.0, 2.0))
+
+
+def test_a_class_no_training_target_labels_is_refused(phantom_root, tmp_path):
+    # strokes saved with 0 for "no stroke" and converted as dense masks lost every LV pixel: the
+    # run trained (and was scored) on a class it never saw, exit 0
+    root = str(tmp_path / "root")
+    cases = io.list_cases(phantom_root)[:2]
+    for name in cases:
+        case = io.read_case(phantom_root, name)
+        case.scribble = np.where(case.scribble == 3, io.UNLABELED, case.scribble).astype(case.scribble.dtype)
+        io.write_case(root, case)
+    with pytest.raises(ValueError, match=r"class 3 \(LV\) is labelled in none of the \d+ training slices "
+                                         r"\(--sup_type scribble\)"):
+        SliceDataset(root, cases, "scribble", (32, 32), progress=False)
+    assert len(SliceDataset(root, cases, "label", (32, 32), progress=False)) > 0
 
 
 def test_a_root_too_small_for_five_folds_is_named(phantom_root, tmp_path):

@@ -124,6 +124,26 @@ def test_folders_and_files_the_conversion_would_skip_are_named(nifti_src, tmp_pa
     assert f"{src}/stray.nii.gz (outside a split folder)" in str(e.value) and "notes.txt" not in str(e.value)
 
 
+def test_a_case_name_with_a_space_is_refused_at_the_conversion(nifti_src, tmp_path, capsys):
+    # it converted, then random-walker training stopped on the name
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(nifti_src, src)
+    images = src / "train" / "images"
+    first = sorted(os.listdir(images))[0]
+    os.rename(images / first, images / ("my " + first))
+    labels = src / "train" / "labels"
+    stem = first.split(".nii")[0]
+    for f in os.listdir(labels):
+        if f.startswith(stem + "_") or f.split(".nii")[0] == stem:
+            os.rename(labels / f, labels / ("my " + f))
+    with pytest.raises(SystemExit):
+        acdc_data_processing.main(["--nifti", str(src), "--out", str(tmp_path / "out")])
+    assert f"my {first}: case names may hold letters, digits" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_label_off_the_image_grid_is_named(nifti_src, tmp_path, capsys):
     src = tmp_path / "src"
     (src / "train" / "images").mkdir(parents=True)

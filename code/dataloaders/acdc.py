@@ -280,6 +280,12 @@ class SliceDataset(Dataset):
             # pCE is then 0 at every step: the run trained on nothing and exited 0.
             raise ValueError(f"{root}: no labelled pixel in the {len(self.targets)} training slices "
                              f"(--sup_type {sup_type}: every target pixel is {io.UNLABELED}, unlabeled)")
+        present = set().union(*(np.unique(t).tolist() for t in self.targets))
+        absent = [k for k in range(1, classes) if k not in present]
+        if absent:  # the model would learn that the class never occurs, and be scored on it
+            raise ValueError(f"{root}: class {absent[0]} ({io.class_names(root)[absent[0] - 1]}) is labelled in none "
+                             f"of the {len(self.targets)} training slices (--sup_type {sup_type}); label it, or declare "
+                             "only the classes the data hold (dataset.json 'labels', --class_names)")
         # Hashed on the slices' own grid: resampling's rounding may change with the SciPy version.
         self._digest = self._hash()
         self.image_fingerprints = sorted({f for f in map(image_fingerprint, self.images) if f is not None})

@@ -39,7 +39,7 @@ DTYPES = {"image": np.float32, "label": np.uint8, "scribble": np.uint16}
 UNLABELED = 4
 NUM_CLASSES = 4
 CLASS_NAMES = ("RV", "MYO", "LV")
-CASE_RE = re.compile(r"^(patient\d+)_(frame\d+)$")
+CASE_RE = re.compile(r"^(patient\d+)_(frame\d+)$", re.IGNORECASE)
 
 
 @dataclass
@@ -63,8 +63,9 @@ def patient_of(case: str, pattern: str | None = None) -> str:
     """The patient a case belongs to, so that a patient's frames never straddle train and test.
 
     With ``pattern`` (a regex, e.g. ``dataset.json``'s ``patient_pattern``) its first group;
-    else ACDC's ``patient001_frame01`` -> ``patient001``; else the whole case name. ValueError
-    naming the case when ``pattern`` does not match it.
+    else ACDC's ``patient001_frame01`` -> ``patient001`` (in any letter case: ``Patient001_frame10``
+    is the same patient); else the whole case name. ValueError naming the case when ``pattern``
+    does not match it.
     """
     if pattern:
         m = re.match(pattern, case)
@@ -72,7 +73,7 @@ def patient_of(case: str, pattern: str | None = None) -> str:
             raise ValueError(f"case name {case!r} does not match patient_pattern {pattern!r}")
         return m.group(1) if m.groups() else m.group(0)
     m = CASE_RE.match(case)
-    return m.group(1) if m else case
+    return m.group(1).lower() if m else case
 
 
 def check_class_names(what: str, names) -> None:
