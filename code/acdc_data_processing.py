@@ -104,12 +104,14 @@ def find_raw_cases(raw: str) -> dict[str, tuple[str | None, str | None]]:
     if not os.path.isdir(raw):
         raise FileNotFoundError(f"--raw {raw}: no such folder")
     cases: dict[str, list] = {}
-    for patient in sorted(os.listdir(raw)):
+    entries = sorted(os.listdir(raw))
+    for patient in entries:
         folder = os.path.join(raw, patient)
         if not os.path.isdir(folder):
             if io.is_nifti(patient) and FRAME_RE.match(io.nifti_stem(patient)):
-                raise ValueError(f"--raw {raw}: {patient} lies outside a patient folder; move it into "
-                                 f"{raw}/{patient.split('_')[0]}/")
+                own = patient.split("_")[0]
+                own = next((e for e in entries if e.lower() == own.lower() and os.path.isdir(os.path.join(raw, e))), own)
+                raise ValueError(f"--raw {raw}: {patient} lies outside a patient folder; move it into {raw}/{own}/")
             continue
         if not patient.lower().startswith("patient"):
             continue
@@ -163,7 +165,9 @@ def process_raw_case(case: str, image_path: str | None, gt_path: str | None,
     image = read_volume(image_path)
     label = read_labels_on(gt_path, image, 3).astype(np.uint8)
     if scribble_dir is not None:
-        path = os.path.join(scribble_dir, f"{case}_scribble.nii.gz")
+        name = f"{case}_scribble.nii.gz"  # in any letter case, as the frames are read
+        path = os.path.join(scribble_dir, next((f for f in sorted(os.listdir(scribble_dir))
+                                                if f.lower() == name.lower()), name))
         if not os.path.isfile(path):
             raise CaseError(f"{path}: missing scribble file")
         scribble = read_labels_on(path, image, UNLABELED)

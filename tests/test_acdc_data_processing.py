@@ -108,7 +108,7 @@ def test_raw_reads_nii_and_capitals(phantom, tmp_path):
     # a frame outside its patient folder was skipped without a word
     loose = next(f for f in sorted(os.listdir(raw / "patient001")) if "_frame" in f)
     os.rename(raw / "patient001" / loose, raw / loose)
-    with pytest.raises(ValueError, match=f"{loose} lies outside a patient folder; move it into .*/Patient001/"):
+    with pytest.raises(ValueError, match=f"{loose} lies outside a patient folder; move it into .*/patient001/"):
         adp.find_raw_cases(str(raw))
 
 
