@@ -51,6 +51,8 @@ def read_validation(run_dir: str) -> np.ndarray:
 def run_config(run_dir: str) -> dict:
     """The ``config.json`` a run writes when it starts."""
     path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such file (is {run_dir} a run folder?)")
     config = io.read_json_object(path)
     if "method" not in config:
         raise ValueError(f"{path}: names no method (is {run_dir} a run folder?)")
