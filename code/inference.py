@@ -94,21 +94,37 @@ FLIPS = ((), (-1,), (-2,), (-2, -1))  # test-time augmentation: flips of W, H an
 RESIZE_BACK = ("scores", "labels")
 
 
+def network_inputs(x: torch.Tensor, size, spacing=None, target_spacing=None) -> torch.Tensor:
+    """(B, 1, H, W) slices -> (B, 1, *size) network inputs: resized (bilinear), or with
+    ``target_spacing`` (y, x) mm resampled from ``spacing`` (y, x) and centre cropped / padded."""
+    if target_spacing is not None:
+        return slices_to_target(x, spacing, target_spacing, size)
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def scores_on_slice(x: torch.Tensor, shape, spacing=None, target_spacing=None) -> torch.Tensor:
+    """(B, C, h, w) class scores at the input size -> (B, C, H, W) on the (H, W) = ``shape`` slice
+    grid, the inverse of :func:`network_inputs` (bilinear; zeros, equal scores, outside a crop);
+    differentiable, so fine-tuning on the slice grid sees what prediction sees."""
+    if target_spacing is not None:
+        x = undo_fit(x, shape, spacing, target_spacing)
+    return F.interpolate(x, size=tuple(shape), mode="bilinear", align_corners=False)
+
+
 def back_to_slice(x: torch.Tensor, shape, resize_back: str, spacing=None, target_spacing=None) -> torch.Tensor:
     """(B, C, h, w) class scores at the input size -> (B, 1, H, W) float labels on the (H, W) =
     ``shape`` slice grid, the ``resize_back`` way (:data:`RESIZE_BACK`). With ``target_spacing``
     the input was the slice resampled from ``spacing`` (y, x) and centre cropped / padded."""
     if resize_back not in RESIZE_BACK:
         raise ValueError(f"resize_back must be one of {RESIZE_BACK}, got {resize_back!r}")
-    if resize_back == "labels":
-        x = x.argmax(1, keepdim=True).float()
+    if resize_back == "scores":
+        return scores_on_slice(x, shape, spacing, target_spacing).argmax(1, keepdim=True).float()
+    x = x.argmax(1, keepdim=True).float()
     if target_spacing is not None:
         x = undo_fit(x, shape, spacing, target_spacing)
-    if resize_back == "labels":
-        # "nearest-exact" is centre-aligned like the bilinear resize of the input ("nearest"
-        # shifts by half a pixel, which biases HD95 and ASD).
-        return F.interpolate(x, size=tuple(shape), mode="nearest-exact")
-    return F.interpolate(x, size=tuple(shape), mode="bilinear", align_corners=False).argmax(1, keepdim=True).float()
+    # "nearest-exact" is centre-aligned like the bilinear resize of the input ("nearest" shifts by
+    # half a pixel, which biases HD95 and ASD).
+    return F.interpolate(x, size=tuple(shape), mode="nearest-exact")
 
 
 @torch.no_grad()
@@ -138,10 +154,7 @@ def predict_volume(model: torch.nn.Module, image: np.ndarray, size, device: torc
         raise ValueError("--target_spacing needs volumes with a spacing")
     in_plane = None if spacing is None else spacing[1:]
     for chunk in x.split(batch_size):
-        if target_spacing is not None:
-            chunk = slices_to_target(chunk.to(device), in_plane, target_spacing, size)
-        else:
-            chunk = F.interpolate(chunk.to(device), size=tuple(size), mode="bilinear", align_corners=False)
+        chunk = network_inputs(chunk.to(device), size, in_plane, target_spacing)
         if channels_last:
             chunk = chunk.contiguous(memory_format=torch.channels_last)
         scores = 0

@@ -21,8 +21,7 @@ from skimage.morphology import skeletonize
 
 import metrics
 from dataloaders.io import NUM_CLASSES, UNLABELED
-from dataloaders.spacing import slices_to_target, undo_fit
-from inference import Prediction, autocast
+from inference import Prediction, autocast, network_inputs, scores_on_slice
 from losses.segmentation import partial_ce
 
 SCOPES = ("slices", "volume")
@@ -96,25 +95,20 @@ def anchor_mask(strokes: np.ndarray, margin: float) -> np.ndarray:
 
 
 def _inputs(slices: np.ndarray, how: Prediction, spacing) -> torch.Tensor:
-    """(Z, H, W) float32 slices -> (Z, 1, h, w) network inputs, as :func:`inference.predict_volume`
-    makes them: resized to ``how.input_size``, or resampled from ``spacing`` (z, y, x) mm to
-    ``how.target_spacing`` and centre cropped / padded."""
+    """(Z, H, W) float32 slices -> (Z, 1, h, w) network inputs, as prediction makes them
+    (:func:`inference.network_inputs`; ``spacing`` (z, y, x) mm)."""
     x = torch.from_numpy(np.ascontiguousarray(slices, np.float32))[:, None].to(how.device)
-    if how.target_spacing is not None:
-        return slices_to_target(x, spacing[1:], how.target_spacing, how.input_size)
-    return F.interpolate(x, size=how.input_size, mode="bilinear", align_corners=False)
+    return network_inputs(x, how.input_size, None if spacing is None else spacing[1:], how.target_spacing)
 
 
 def _logits(model, x, size, how: Prediction, spacing) -> torch.Tensor:
     """(Z, C, H, W) float logits of the inputs ``x`` (Z, 1, h, w) on the slices' (H, W) = ``size``
-    grid (the inverse of :func:`_inputs`, bilinear; zeros, equal scores, outside a crop)."""
+    grid (:func:`inference.scores_on_slice`)."""
     if how.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with autocast(how.device, how.amp):
         out = model(x).float()
-    if how.target_spacing is not None:
-        out = undo_fit(out, size, spacing[1:], how.target_spacing)
-    return F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+    return scores_on_slice(out, size, None if spacing is None else spacing[1:], how.target_spacing)
 
 
 def refine_volume(model: torch.nn.Module, image: np.ndarray, strokes: np.ndarray, how: Prediction,
