@@ -25,7 +25,8 @@ subset), each with ``images/<case>.nii.gz`` and ``labels/`` (the layout of MS-CM
 file is matched to its image by name (``dataloaders.io.find_nifti_dataset``: the image stem,
 optionally followed by ``_anything``, e.g. ``subject3_DE_scribble.nii.gz`` or
 ``subject3_DE_manual.nii.gz`` for ``subject3_DE.nii.gz``); unmatched files, and folders or files
-the layout would skip (``Val/``, a subfolder of ``images/``), are listed in one error. A label is a scribble (0..3, 4 = unlabeled) when its name contains "scribble" or it holds
+the layout would skip (``Val/``, a subfolder of ``images/``), are listed in one error. A label is
+a scribble (0..3, 4 = unlabeled) when its name contains "scribble" or it holds
 the value 4, a dense mask (0..C) otherwise; training cases with only a dense mask get scribbles
 generated from it, as with ``--raw``. Each case keeps its geometry (spacing, origin, direction;
 see ``dataloaders.io.read_scan`` for the orientation rule), ``OUT/splits.json`` records the

@@ -230,7 +230,7 @@ def check_slices_match_volumes(root: str, cases: list[str], slices: list[dict], 
             if None not in spacings and not np.allclose(*spacings, rtol=1e-6, atol=1e-6):
                 differ.append("spacing")
             if differ:
-                raise ValueError(f"{os.path.join(root, io.SLICE_DIR, s['name'] + '.h5')}: its {differ[0]} differs "
+                raise ValueError(f"{io.slice_path(root, case, z)}: its {differ[0]} differs "
                                  f"from slice {z} of {io.volume_path(root, case)}; convert the volumes again "
                                  "(acdc_data_processing.py --volumes ... --overwrite)")
 
