@@ -82,7 +82,7 @@ class CaseError(Exception):
     """A case that cannot be processed; the message names the offending file."""
 
 
-def check_distinct_scans(what: str, paths, kind: str = "scan") -> None:
+def check_distinct_files(what: str, paths, kind: str = "scan") -> None:
     """ValueError naming ``what`` and two of the files ``paths`` with the same bytes: one scan
     under two case names, which could then be trained on and tested, or (``kind`` "mask") one
     mask copied to another case, which would be scored against it."""
@@ -156,23 +156,31 @@ def normalised(path: str, image: np.ndarray) -> np.ndarray:
         raise CaseError(str(e)) from e
 
 
+def scribble_paths(scribble_dir: str, cases) -> dict[str, str]:
+    """``{case: scribble_dir/<case>_scribble.nii.gz}`` for ``cases``, the file names matched in any
+    letter case, as the frames are read (the folder is listed once)."""
+    found: dict[str, str] = {}
+    for f in sorted(os.listdir(scribble_dir)):
+        found.setdefault(f.lower(), f)
+    names = {case: f"{case}_scribble.nii.gz" for case in cases}
+    return {case: os.path.join(scribble_dir, found.get(name.lower(), name)) for case, name in names.items()}
+
+
 def process_raw_case(case: str, image_path: str | None, gt_path: str | None,
-                     scribble_dir: str | None, seed: int) -> Case:
-    """Read one raw ACDC frame into a ``Case`` (image float32 [0, 1], label uint8, scribble uint16)."""
+                     scribble_path: str | None, seed: int) -> Case:
+    """Read one raw ACDC frame into a ``Case`` (image float32 [0, 1], label uint8, scribble uint16);
+    without ``scribble_path`` the scribbles are generated from the mask."""
     if image_path is None:
         raise CaseError(f"{gt_path}: mask without its image {case}.nii.gz")
     if gt_path is None:
         raise CaseError(f"{image_path}: image without its mask {case}_gt.nii.gz")
     image = read_volume(image_path)
     label = read_labels_on(gt_path, image, 3).astype(np.uint8)
-    if scribble_dir is not None:
-        name = f"{case}_scribble.nii.gz"  # in any letter case, as the frames are read
-        path = os.path.join(scribble_dir, next((f for f in sorted(os.listdir(scribble_dir))
-                                                if f.lower() == name.lower()), name))
-        if not os.path.isfile(path):
-            raise CaseError(f"{path}: missing scribble file")
-        scribble = read_labels_on(path, image, UNLABELED)
-        check_mostly_unlabeled(path, scribble)
+    if scribble_path is not None:
+        if not os.path.isfile(scribble_path):
+            raise CaseError(f"{scribble_path}: missing scribble file")
+        scribble = read_labels_on(scribble_path, image, UNLABELED)
+        check_mostly_unlabeled(scribble_path, scribble)
         scribble = scribble.astype(np.uint16)
     else:
         scribble = scribble_volume(label, np.random.default_rng(case_seed(seed, case)))
@@ -354,8 +362,8 @@ def main(argv=None) -> int:
         if odd:  # slice files and label caches are named after the case
             ap.error(f"--nifti {args.nifti}: {odd}: case names may hold letters, digits, '_', '-' and '.' only")
         try:
-            check_distinct_scans(f"--nifti {args.nifti}", (img for pairs in found.values() for img, _ in pairs))
-            check_distinct_scans(f"--nifti {args.nifti}", (lab for pairs in found.values() for _, lab in pairs
+            check_distinct_files(f"--nifti {args.nifti}", (img for pairs in found.values() for img, _ in pairs))
+            check_distinct_files(f"--nifti {args.nifti}", (lab for pairs in found.values() for _, lab in pairs
                                                            if "scribble" not in io.nifti_stem(lab).lower()), "mask")
         except ValueError as e:
             ap.error(str(e))
@@ -393,13 +401,15 @@ def main(argv=None) -> int:
         if not cases:
             ap.error(f"--raw {args.raw}: no patientXXX/patientXXX_frameYY[_gt].nii.gz files")
         try:
-            check_distinct_scans(f"--raw {args.raw}", (image for image, _ in cases.values() if image is not None))
-            check_distinct_scans(f"--raw {args.raw}", (mask for _, mask in cases.values() if mask is not None), "mask")
+            check_distinct_files(f"--raw {args.raw}", (image for image, _ in cases.values() if image is not None))
+            check_distinct_files(f"--raw {args.raw}", (mask for _, mask in cases.values() if mask is not None), "mask")
         except ValueError as e:
             ap.error(str(e))
 
+        scribbles = scribble_paths(args.scribbles, cases) if args.scribbles is not None else {}
+
         def job(case, paths):
-            return lambda dest: write_case(dest, process_raw_case(case, *paths, args.scribbles, args.seed))
+            return lambda dest: write_case(dest, process_raw_case(case, *paths, scribbles.get(case), args.seed))
 
         jobs, desc, finish = [(c, job(c, p)) for c, p in cases.items()], "cases", None
     else:

@@ -492,8 +492,9 @@ def read_scan(path: str) -> Case:
     # short-axis stack, where a file gives no spacing or gives its slices thicker than their
     # pixels (e.g. an array saved with its voxel sizes in (x, y, z) order); a 3-D volume of
     # near-cubic voxels may have more slices.
-    if nk > min(ni, nj) and (header_free(case) or sk > 1.5 * max(si, sj)):
-        why = "no geometry in its header" if header_free(case) else f"slices {sk:g} mm thick of {max(si, sj):g} mm pixels"
+    no_geometry = header_free(case)
+    if nk > min(ni, nj) and (no_geometry or sk > 1.5 * max(si, sj)):
+        why = "no geometry in its header" if no_geometry else f"slices {sk:g} mm thick of {max(si, sj):g} mm pixels"
         raise ValueError(f"{path}: {nk} slices of {ni} x {nj} voxels and {why}: a stack saved in (z, y, x) order? "
                          "Store the slices along the third voxel axis, with the scan's spacing")
     return case

@@ -75,9 +75,8 @@ class Method(nn.Module):
 
     Batches are dicts: ``image`` (B, 1, H, W) float in [0, 1], ``target`` (B, H, W) int64 with
     classes 0..``num_classes``-1 of the data root and 4 = unlabeled (the supervision named by
-    ``--sup_type``). ``average`` is a
-    copy of ``net`` holding the exponential moving average of its weights with ``--model_ema``
-    (None without), stored without gradients.
+    ``--sup_type``). ``average`` is a copy of ``net`` holding the exponential moving average of
+    its weights with ``--model_ema`` (None without), stored without gradients.
     """
 
     name = ""
