@@ -28,6 +28,24 @@ def test_a_fill_far_below_the_scan_is_refused():
     assert normalise_intensity(scan)[1, 0] == pytest.approx(140 / 734)
 
 
+@pytest.mark.parametrize("fill", [-32768, 32767])
+def test_a_fill_that_squeezes_the_scan_into_a_sliver_is_refused(fill):
+    # Found by a probe: -32768 padding behind a ring of interpolated values passed the gap check
+    # (tissue in [0.987, 1]), and a 32767 fill on over 1% of the voxels became the 99th
+    # percentile (tissue in [0, 0.017]); both were segmented as noise, exit 0.
+    rng = np.random.default_rng(0)
+    scan = rng.integers(0, 400, (2, 32, 32)).astype(np.int16)
+    padded = np.full((2, 40, 40), fill, np.int16)
+    padded[:, 3:37, 3:37] = rng.integers(min(fill, 0), max(fill, 0), (2, 34, 34))  # the ring
+    padded[:, 4:36, 4:36] = scan
+    with pytest.raises(ValueError, match=r"scan.nii.gz: after the intensity normalisation .* only \d\.\d% of its "
+                                         r"voxels lie between 5% and 95% of the range"):
+        normalise_intensity(padded, "scan.nii.gz")
+    zero = np.zeros_like(padded)
+    zero[:, 4:36, 4:36] = scan  # padded with the background value: kept
+    assert 0.4 < np.median(normalise_intensity(zero)[:, 4:36, 4:36]) < 0.6
+
+
 def test_a_label_mask_given_for_a_scan_is_refused():
     mask = np.zeros((2, 8, 8), np.uint8)
     mask[:, 2:6, 2:6], mask[:, 3:5, 3:5] = 2, 3
