@@ -77,6 +77,23 @@ def test_a_header_in_other_units_than_mm_is_refused(tmp_path, units, name):
         io.read_scan(str(path))
 
 
+@pytest.mark.parametrize("spacing", [(0.01, 0.004347, 0.004347), (10.0, 1e-4, 1e-4), (1e5, 1e5, 1e5)])
+def test_voxel_sizes_no_mri_scan_has_are_refused(tmp_path, spacing):
+    # Found by a probe: metres written as mm (or 1e-4 mm voxels) were segmented as all background
+    # by a --target_spacing model, exit 0; 1e5 mm voxels failed to allocate 44 TB.
+    image = np.arange(2 * 16 * 16, dtype=np.int16).reshape(2, 16, 16)
+    path = tmp_path / "a.nii.gz"
+    io.write_nifti(str(path), image, spacing=spacing)
+    with pytest.raises(ValueError, match=r"a.nii.gz: voxel size \(.*\) mm is not an MRI voxel's \(0.05 to 100 mm\)"):
+        io.read_scan(str(path))
+    h5 = tmp_path / "v.h5"
+    io.write_h5(str(h5), {"image": image.astype(np.float32) / 511}, spacing)
+    with pytest.raises(ValueError, match=r"v.h5: attribute spacing \(y, x\) .* is not an MRI voxel's"):
+        io.read_h5(str(h5))
+    io.write_nifti(str(path), image, spacing=(10.0, 0.7, 0.7))
+    assert io.read_scan(str(path)).spacing == pytest.approx((10.0, 0.7, 0.7))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_nan_or_inf_voxels_in_a_nifti_are_refused(tmp_path, dtype):
     # ITK itself reads them as 0, so without this check a NaN scan would be segmented silently.

@@ -270,6 +270,20 @@ def h5_datasets(path: str) -> set[str]:
         raise OSError(f"{path}: cannot read h5 ({e})") from e
 
 
+# Voxel sides an MRI scan has, in mm: 0.1-0.2 (high resolution) to about 20 (thick slices with
+# gaps). Outside, the header gives another unit than it says (metres, micrometres) or is broken:
+# resampled to a target spacing, a scan in metres read as mm was segmented as background.
+PLAUSIBLE_VOXEL_MM = (0.05, 100.0)
+
+
+def check_voxel_sides(path: str, sides, what: str = "voxel size") -> None:
+    """ValueError naming ``path`` when one of ``sides`` (mm) lies outside ``PLAUSIBLE_VOXEL_MM``."""
+    lo, hi = PLAUSIBLE_VOXEL_MM
+    if any(not lo <= s <= hi for s in sides):
+        raise ValueError(f"{path}: {what} {tuple(round(float(s), 6) for s in sides)} mm is not an MRI voxel's "
+                         f"({lo:g} to {hi:g} mm); lengths in another unit (metres, micrometres)? Save it in mm")
+
+
 # Values of each geometry attribute: (z, y, x) mm, (x, y, z) mm, a row-major 3x3.
 GEOMETRY_SIZES = {"spacing": 3, "origin": 3, "direction": 9}
 
@@ -290,6 +304,8 @@ def read_geometry(path: str, name: str, value) -> tuple[float, ...] | None:
         shown = repr(value) if values is None else tuple(values.tolist())
         want = "positive " if name == "spacing" else ""
         raise ValueError(f"{path}: attribute {name} {shown} must be {GEOMETRY_SIZES[name]} finite {want}numbers")
+    if name == "spacing":  # in-plane only: a single slice's z spacing means nothing
+        check_voxel_sides(path, values[1:], "attribute spacing (y, x)")
     return tuple(float(v) for v in values)
 
 
@@ -479,6 +495,7 @@ def read_scan(path: str) -> Case:
     if min(ni, nj) == 1:  # e.g. one slice saved as a (1, H, W) array: the "slices" would be lines
         raise ValueError(f"{path}: voxel axis {'i' if ni == 1 else 'j'} has one voxel (size {ni} x {nj} x {nk}), so "
                          "its slices would be lines; store the slices along the third voxel axis")
+    check_voxel_sides(path, (si, sj, sk) if nk > 1 else (si, sj))
     thick = max((si, "i"), (sj, "j"))
     if thick[0] > 2 * sk and nk > 1:
         raise ValueError(f"{path}: voxel axis {thick[1]} is {thick[0]:g} mm thick, over twice the slice axis k's "
