@@ -87,7 +87,7 @@ def output_paths(source: str, files: list[str], output: str, overlay: bool = Fal
         if os.path.realpath(o) in inputs:
             raise ValueError(f"--output {output}: {o} is an input scan; it would be overwritten")
     io.check_outputs("--output", outs + ([overlay_path(o) for o in outs] if overlay else []), overwrite)
-    io.check_replaces_labels("--output", outs)
+    io.check_replaces_segmentations("--output", outs)
     return outs
 
 
@@ -152,7 +152,7 @@ def main(argv=None) -> int:
     for path, out in tqdm(list(zip(files, outs)), desc="predicting", unit="scan"):
         try:
             scan, pred = segment_scan(path, model, how)
-            io.write_nifti(out, pred, scan.spacing, scan.origin, scan.direction, scan.unoriented)
+            io.write_segmentation(out, pred, scan)
             if args.overlay:
                 draw_overlay(overlay_path(out), scan, pred)
         except (OSError, ValueError, RuntimeError) as e:

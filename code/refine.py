@@ -126,7 +126,7 @@ def refine_scan(args, ckpt, method, how: Prediction) -> str:
     if os.path.realpath(out) in (os.path.realpath(args.input), os.path.realpath(args.strokes)):
         raise ValueError(f"--output {args.output}: would overwrite {out}")
     io.check_outputs("--output", [out], args.overwrite)
-    io.check_replaces_labels("--output", [out])
+    io.check_replaces_segmentations("--output", [out])
     if args.save is not None:
         if os.path.realpath(args.save) == os.path.realpath(out):
             raise ValueError(f"--save {args.save} is the refined segmentation's path; the model would replace it")
@@ -141,7 +141,7 @@ def refine_scan(args, ckpt, method, how: Prediction) -> str:
     image = normalise_intensity(scan.image, args.input)
     pred, info = refine_volume(method.segmenter(), image, strokes, how, settings_of(args), spacing=scan.spacing)
     os.makedirs(args.output, exist_ok=True)
-    io.write_nifti(out, pred, scan.spacing, scan.origin, scan.direction, scan.unoriented)
+    io.write_segmentation(out, pred, scan)
     if args.save is not None:
         save_refined(args.save, args.checkpoint, ckpt, method, args.input)
     # Checkpoints older than the record name no classes: their labels are the run's root's.

@@ -210,8 +210,7 @@ def nii_path(out_dir: str, case: io.Case) -> str:
 
 def save_nii(out_dir: str, case: io.Case, pred: np.ndarray) -> None:
     os.makedirs(out_dir, exist_ok=True)
-    io.write_nifti(nii_path(out_dir, case), pred.astype(np.uint8), case.spacing, case.origin, case.direction,
-                 case.unoriented)
+    io.write_segmentation(nii_path(out_dir, case), pred, case)
 
 
 def write_results(out_json: str, scores: dict, units: str, scored: dict | None = None,
@@ -260,7 +259,7 @@ def main(argv=None) -> dict:
         if args.save_nii:
             outputs = [nii_path(args.save_nii, c) for c in cases]
             io.check_outputs("--save_nii", outputs, args.overwrite)
-            io.check_replaces_labels("--save_nii", outputs)
+            io.check_replaces_segmentations("--save_nii", outputs)
         check_same_source(args.out_json, args.pred_dir or run[0])
         if args.pred_dir:
             preds = {c.name: read_prediction(args.pred_dir, c, len(names), args.root_path) for c in cases}

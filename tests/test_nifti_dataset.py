@@ -420,6 +420,14 @@ def test_predict_keeps_existing_files_reads_any_letter_case_and_refuses_twins(ni
     assert predict.main(["--checkpoint", ckpt, "--input", str(inp), "--output", str(out), "--device", "cpu",
                          "--overwrite"]) == 0
     assert sitk.ReadImage(str(out / "a.nii.gz")).GetSize() == sitk.ReadImage(str(inp / "a.nii.gz")).GetSize()
+    # --output aimed at the data set's labels/ (same names): --overwrite replaced the ground truth
+    truth = (nifti_src / "val" / "labels" / "subject4_ED_manual.nii.gz").read_bytes()
+    (out / "a.nii.gz").write_bytes(truth)
+    with pytest.raises(SystemExit) as e:
+        predict.main(["--checkpoint", ckpt, "--input", str(inp), "--output", str(out), "--device", "cpu", "--overwrite"])
+    assert e.value.code == 2 and "a.nii.gz exists and is not a segmentation this project wrote" in \
+        capsys.readouterr().err
+    assert (out / "a.nii.gz").read_bytes() == truth
     # ITK given a.nii.gz may read the voxels of an a.nii beside it.
     twins = tmp_path / "twins"
     twins.mkdir()

@@ -324,13 +324,17 @@ def test_a_checkpoint_with_other_classes_or_existing_outputs_is_refused(phantom_
     test_2D_fully.main([*base, *last, "--overwrite"])
     assert sitk.ReadImage(str(tmp_path / "nii" / f"{first}.nii.gz")).GetSize()[::-1] == \
         io.read_case(phantom_root, first).label.shape
-    # --save_nii aimed at the scans' folder: --overwrite replaced a user's scan with a prediction
+    assert io.nifti_description(str(tmp_path / "nii" / f"{first}.nii.gz")) == io.SEGMENTATION_NOTE
+    # --save_nii aimed at the scans' folder: --overwrite replaced a user's scan with a prediction;
+    # aimed at the masks' folder (labels/, same names), it replaced the ground truth
     scan = (io.read_case(phantom_root, first).image * 700).astype(np.int16)
-    io.write_nifti(str(tmp_path / "nii" / f"{first}.nii.gz"), scan)
-    with pytest.raises(SystemExit) as e:
-        test_2D_fully.main([*base, *last, "--overwrite"])
-    assert e.value.code == 2 and f"{first}.nii.gz exists and holds" in capsys.readouterr().err
-    assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "nii" / f"{first}.nii.gz"))), scan)
+    for theirs in (scan, io.read_case(phantom_root, first).label):
+        io.write_nifti(str(tmp_path / "nii" / f"{first}.nii.gz"), theirs)
+        with pytest.raises(SystemExit) as e:
+            test_2D_fully.main([*base, *last, "--overwrite"])
+        assert e.value.code == 2 and f"{first}.nii.gz exists and is not a segmentation this project wrote" in \
+            capsys.readouterr().err
+        assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "nii" / f"{first}.nii.gz"))), theirs)
 
 
 def test_volumes_with_and_without_a_spacing_are_refused(phantom_root, pred, tmp_path, capsys):

@@ -611,22 +611,41 @@ def check_outputs(flag: str, paths, overwrite: bool = False) -> None:
             raise ValueError(f"{flag}: {path} exists; pass --overwrite to replace it")
 
 
-def check_replaces_labels(flag: str, paths) -> None:
-    """ValueError naming ``flag`` when an existing NIfTI file of ``paths`` that ``--overwrite``
-    would replace holds more than ``MAX_LABEL_LEVELS`` distinct values: a scan, not a segmentation
-    written earlier (e.g. ``--save_nii`` aimed at the scans' own folder)."""
-    from dataloaders.intensity import MAX_LABEL_LEVELS
+# The NIfTI header's ``descrip`` of every segmentation this project writes: ``--overwrite``
+# replaces only files that carry it, never a scan or a user's own masks.
+SEGMENTATION_NOTE = "MaskMixAdv segmentation"
 
+
+def nifti_description(path: str) -> str | None:
+    """The ``descrip`` field of the NIfTI header of ``path`` ("" when empty), None when unreadable."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path)
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return None
+    return reader.GetMetaData("descrip").strip() if reader.HasMetaDataKey("descrip") else ""
+
+
+def check_replaces_segmentations(flag: str, paths) -> None:
+    """ValueError naming ``flag`` when an existing NIfTI file of ``paths`` that ``--overwrite``
+    would replace was not written by :func:`write_segmentation`: a scan, or a user's masks (e.g.
+    ``--output`` aimed at the data set's ``labels/``, where prediction names match)."""
     for path in paths:
         if not (os.path.isfile(path) and is_nifti(path)):
             continue
-        try:
-            levels = len(np.unique(sitk.GetArrayFromImage(sitk.ReadImage(path))))
-        except RuntimeError:  # unreadable: no scan to keep
-            continue
-        if levels > MAX_LABEL_LEVELS:
-            raise ValueError(f"{flag}: {path} exists and holds {levels} distinct values, a scan rather than a "
-                             "segmentation; --overwrite replaces only segmentations: write elsewhere")
+        note = nifti_description(path)
+        if note is not None and note != SEGMENTATION_NOTE:
+            raise ValueError(f"{flag}: {path} exists and is not a segmentation this project wrote (its header's "
+                             f"descrip is {note!r}, not {SEGMENTATION_NOTE!r}); --overwrite replaces only those: "
+                             "write elsewhere, or remove the file yourself")
+
+
+def write_segmentation(path: str, labels: np.ndarray, scan: Case) -> None:
+    """Write uint8 ``labels`` (Z, H, W) with the geometry of ``scan`` (:func:`write_nifti`), marked
+    as this project's segmentation (``SEGMENTATION_NOTE``)."""
+    write_nifti(path, labels.astype(np.uint8), scan.spacing, scan.origin, scan.direction, scan.unoriented,
+                note=SEGMENTATION_NOTE)
 
 
 @contextlib.contextmanager
@@ -658,12 +677,14 @@ def _fsync(path: str) -> None:
 
 
 def write_nifti(path: str, array: np.ndarray, spacing=None, origin=None, direction=None,
-                unoriented: bool = False) -> None:
+                unoriented: bool = False, note: str | None = None) -> None:
     """Write ``array`` (e.g. (Z, H, W)) as NIfTI; ``spacing`` in the array's axis order (mm),
     ``origin`` and ``direction`` as ITK's (x, y, z) and row-major 3x3 (see :func:`read_scan`).
     ``unoriented`` writes qform_code = sform_code = 0, as the scan read had (ITK always writes
-    1). Atomic (:func:`atomic_path`)."""
+    1); ``note`` goes to the header's ``descrip`` (up to 80 characters). Atomic (:func:`atomic_path`)."""
     img = sitk.GetImageFromArray(array)
+    if note is not None:
+        img.SetMetaData("ITK_FileNotes", note)  # ITK's name for descrip
     if spacing is not None:
         img.SetSpacing(tuple(float(s) for s in reversed(spacing)))  # ITK wants (x, y, z)
     if origin is not None:
