@@ -227,3 +227,24 @@ def test_grown_targets_count_the_scribbles_they_grew_from_as_drawn(phantom_root,
         scribble, grown = (SliceDataset(root, cases, t, (32, 32), progress=False, input_size=(64, 64),
                                         target_spacing=spacing).annotation() for t in ("scribble", "random_walker"))
         assert grown["drawn"] == scribble["drawn"] == scribble["labelled"] < grown["labelled"]
+
+
+def test_points_are_kept_by_the_resizes_and_annotation_is_counted_as_drawn(phantom_root, tmp_path):
+    # Found by a probe: nearest-neighbour resizing dropped most isolated points (and with a coarser
+    # --target_spacing 41% of the slice-class pairs lost all theirs), and the drawn pixels were
+    # counted after --target_spacing resampling: a quarter of what was drawn.
+    import shutil
+
+    root = str(tmp_path / "root")
+    shutil.copytree(phantom_root, root)  # the points cache goes into the root
+    cases = io.list_cases(root)[:2]
+    native = SliceDataset(root, cases, "points", (24, 24), progress=False)
+    coarse = SliceDataset(root, cases, "points", (24, 24), progress=False, target_spacing=[8.7, 8.7])
+    assert coarse.annotation() == native.annotation()
+    drawn = native.annotation()["drawn"]
+    held = sum(int((t != io.UNLABELED).sum()) for t in coarse.targets)
+    assert held >= 0.9 * drawn
+    sampled = sum(int((native[(i, 0)]["target"] != io.UNLABELED).sum()) for i in range(len(native)))
+    assert sampled >= 0.9 * drawn
+    scribbles = SliceDataset(root, cases, "scribble", (24, 24), progress=False)
+    assert not any(scribbles.points) and all(native.points)

@@ -176,6 +176,9 @@ SUPERVISION = {
 GROWN_FROM = {"random_walker": "scribble"}
 # Value a rotation brings in from outside the slice, per supervision type.
 FILL = {"scribble": io.UNLABELED, "label": 0, "random_walker": io.UNLABELED, "points": io.UNLABELED}
+# Supervision types of isolated labelled pixels, which a nearest-neighbour downsampling drops
+# (strokes and regions keep most of theirs): every one is kept by the resizes.
+POINTS = {"points"}
 
 
 def contour_pixels(mask: np.ndarray) -> int:
@@ -274,6 +277,7 @@ class SliceDataset(Dataset):
         self.targets = [next(labels if d else targets).astype(np.int64) for d in dense]
         self.dense = [d or sup_type == "label" for d in dense]
         self.fills = [FILL["label" if d else sup_type] for d in self.dense]
+        self.points = [sup_type in POINTS and not d for d in self.dense]
         drawing = GROWN_FROM.get(sup_type)
         self.drawings = [s[drawing].astype(np.uint8) if drawing and not d else None for s, d in zip(slices, dense)]
         if not any((t != io.UNLABELED).any() for t in self.targets):
@@ -288,6 +292,7 @@ class SliceDataset(Dataset):
                              "only the classes the data hold (dataset.json 'labels', --class_names)")
         # Hashed on the slices' own grid: resampling's rounding may change with the SciPy version.
         self._digest = self._hash()
+        self._annotation = self._count()
         self.image_fingerprints = sorted({f for f in map(image_fingerprint, self.images) if f is not None})
         if target_spacing is not None:
             self._resample(slices, target_spacing)
@@ -299,7 +304,7 @@ class SliceDataset(Dataset):
             if s.get("spacing") is None:
                 raise ValueError(f"--target_spacing: {s['name']} has no spacing attribute")
             self.images[i], (self.targets[i],) = to_target(self.images[i], [self.targets[i]], [self.fills[i]],
-                                                          s["spacing"][1:], target, self.input_size)
+                                                          s["spacing"][1:], target, self.input_size, [self.points[i]])
             if self.drawings[i] is not None:
                 self.drawings[i] = mask_to_target(self.drawings[i], s["spacing"][1:], target, self.input_size,
                                                   io.UNLABELED)
@@ -319,11 +324,15 @@ class SliceDataset(Dataset):
         return h.hexdigest()
 
     def annotation(self) -> dict[str, int]:
-        """How much annotation the run trains on, counted on the targets as loaded (native grid,
-        or the ``target_spacing`` grid): ``labelled`` and all (``pixels``) training pixels, and
-        ``drawn``: the pixels an annotator draws, every labelled pixel of a scribble or point
-        target, the scribbles a grown target comes from (:data:`GROWN_FROM`), and the outlines
-        (:func:`contour_pixels`) of a dense mask."""
+        """How much annotation the run trains on, counted on the targets as drawn (the slices' own
+        grid, before any ``target_spacing`` resampling, which would count a downsampled stroke's
+        pixels): ``labelled`` and all (``pixels``) training pixels, and ``drawn``: the pixels an
+        annotator draws, every labelled pixel of a scribble or point target, the scribbles a grown
+        target comes from (:data:`GROWN_FROM`), and the outlines (:func:`contour_pixels`) of a
+        dense mask."""
+        return self._annotation
+
+    def _count(self) -> dict[str, int]:
         labelled = sum(int(np.count_nonzero(t != io.UNLABELED)) for t in self.targets)
         drawn = sum(contour_pixels(t) if d else int(np.count_nonzero((t if g is None else g) != io.UNLABELED))
                     for t, d, g in zip(self.targets, self.dense, self.drawings))
@@ -336,7 +345,7 @@ class SliceDataset(Dataset):
         index, seed = item
         rng = np.random.default_rng(seed)
         image, (target,) = augment(self.images[index], [self.targets[index]], [self.fills[index]],
-                                   self.input_size, rng, self.patch_size, self.fg_prob)
+                                   self.input_size, rng, self.patch_size, self.fg_prob, [self.points[index]])
         return {"image": torch.from_numpy(image.copy())[None], "target": torch.from_numpy(target.copy()),
                 "index": index}
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from dataloaders import io
+from dataloaders.augment import resize
 
 
 def median_spacing(root: str) -> list[float]:
@@ -71,21 +72,24 @@ def fit(a: np.ndarray, size, fill) -> np.ndarray:
     return out
 
 
-def to_target(image: np.ndarray, masks: list[np.ndarray], fills: list[int], spacing, target, size):
+def to_target(image: np.ndarray, masks: list[np.ndarray], fills: list[int], spacing, target, size,
+              points: list[bool] | None = None):
     """One training slice resampled from ``spacing`` (y, x) to ``target`` (image linear, masks
-    nearest) and fitted to ``size``: (image (h, w) float32, masks (h, w))."""
+    nearest; ``points`` as :func:`dataloaders.augment.augment`'s) and fitted to ``size``: (image
+    (h, w) float32, masks (h, w))."""
     shape = resampled_shape(image.shape, spacing, target)
     zoom = [n / o for n, o in zip(shape, image.shape)]
     image = ndimage.zoom(image.astype(np.float32), zoom, order=1, grid_mode=True, mode="nearest")
-    return fit(image, size, 0.0), [mask_to_target(m, spacing, target, size, f) for m, f in zip(masks, fills)]
+    return fit(image, size, 0.0), [mask_to_target(m, spacing, target, size, f, p)
+                                   for m, f, p in zip(masks, fills, points or [False] * len(masks))]
 
 
-def mask_to_target(mask: np.ndarray, spacing, target, size, fill: int = 0) -> np.ndarray:
-    """An (h, w) label map resampled from ``spacing`` (y, x) to ``target`` (nearest) and fitted to
+def mask_to_target(mask: np.ndarray, spacing, target, size, fill: int = 0, points: bool = False) -> np.ndarray:
+    """An (h, w) label map resampled from ``spacing`` (y, x) to ``target`` (nearest; with
+    ``points`` every labelled pixel kept, :func:`dataloaders.augment.keep_points`) and fitted to
     ``size`` (``fill`` where it pads), as :func:`to_target` does a training slice's masks."""
     shape = resampled_shape(mask.shape, spacing, target)
-    zoom = [n / o for n, o in zip(shape, mask.shape)]
-    return fit(ndimage.zoom(mask, zoom, order=0, grid_mode=True, mode="grid-constant"), size, fill)
+    return fit(resize(mask, shape, order=0, points_of=fill if points else None), size, fill)
 
 
 def slices_to_target(x: torch.Tensor, spacing, target, size) -> torch.Tensor:
