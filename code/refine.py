@@ -1,7 +1,7 @@
 """Correct a scan's segmentation with a few strokes, or measure that with a simulated user.
 
     python code/refine.py --checkpoint CKPT --input scan.nii.gz --strokes strokes.nii.gz --output DIR
-        [--save CKPT2] [--iters 60] [--time_limit 60] [--scope slices|volume] [--neighbours 1] [--device auto]
+        [--save CKPT2] [--iters 60] [--time_limit 60] [--scope slices|volume] [--neighbours 2] [--device auto]
     python code/refine.py --simulate K --checkpoint CKPT --root ROOT --fold fold1 [--worst_slices 3]
 
 The strokes are a label NIfTI on the scan's grid (its shape, spacing, origin and direction):
