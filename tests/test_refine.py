@@ -138,7 +138,7 @@ def test_strokes_win_and_zero_steps_changes_nothing_else(phantom_root, bad_model
     # A first prediction the caller has is taken as it is, not predicted again.
     given = np.full(case.image.shape, 3, np.uint8)
     out, _ = refine_volume(method.segmenter(), case.image, strokes, Prediction(tuple(cfg.input_size), CPU),
-                           RefineSettings(iters=0), initial=given)
+                           RefineSettings(iters=0, neighbours=1), initial=given)
     assert np.array_equal(out[3:], given[3:]) and (out[1, 10:20, 30] == 2).all()  # slices 0-2 predicted anew
     with pytest.raises(ValueError, match="shape"):
         refine_volume(method.segmenter(), case.image, strokes[:-1], Prediction(tuple(cfg.input_size), CPU))
@@ -161,7 +161,7 @@ def test_refinement_of_a_target_spacing_model_sees_and_returns_slices_as_predict
         out, info = refine_volume(copy.deepcopy(model), case.image, strokes, how, RefineSettings(iters=2),
                                   spacing=case.spacing)
         assert info["steps"] == 2 and (out[1, 10:20, 30] == 2).all()
-        assert np.array_equal(out[3:], how.labels(model, case.image, case.spacing)[3:])  # slices 0-2 refined
+        assert np.array_equal(out[4:], how.labels(model, case.image, case.spacing)[4:])  # slices 0-3 refined
     with pytest.raises(ValueError, match="give the volume's spacing"):
         refine_volume(model, case.image, strokes, how)
 
@@ -418,9 +418,9 @@ def test_scope_slices_changes_the_stroked_slices_and_their_neighbours_only(phant
                               settings=RefineSettings(iters=5, lr=1e-2, neighbours=0))
     assert info["steps"] == 5 and not np.array_equal(out[1], before[1])
     assert np.array_equal(np.delete(out, 1, 0), np.delete(before, 1, 0))
-    # One neighbour on each side (the default): slices 0 and 2 follow the fix, 3 and beyond stay.
+    # Two neighbours on each side (the default): slices 0, 2 and 3 follow the fix, 4 and beyond stay.
     out, _ = refine_volume(method.segmenter(), case.image, strokes, how, settings=RefineSettings(iters=5, lr=1e-2))
-    assert not np.array_equal(out[[0, 2]], before[[0, 2]]) and np.array_equal(out[3:], before[3:])
+    assert not np.array_equal(out[[0, 2, 3]], before[[0, 2, 3]]) and np.array_equal(out[4:], before[4:])
     # A --model_ema average is stored without gradients; it is fine-tuned all the same.
     frozen = copy.deepcopy(method.segmenter()).requires_grad_(False)
     out, _ = refine_volume(frozen, case.image, strokes, how, settings=RefineSettings(iters=5, lr=1e-2, neighbours=0))
