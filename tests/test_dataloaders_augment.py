@@ -53,11 +53,20 @@ def test_points_survive_a_downsampling_on_the_pixel_whose_cell_holds_them():
     # and keeps one point at most, keep_points puts every point in its cell.
     nearest = resize(points, (2, 2), order=0)
     assert (nearest != 4).sum() <= 1
-    kept = resize(points, (2, 2), order=0, points_of=4)
-    assert kept.tolist() == [[2, 4], [1, 3]]
-    assert np.array_equal(keep_points(nearest, points, 4), kept)
-    up = resize(points, (16, 16), order=0, points_of=4)  # upsampling keeps them anyway: as nearest
+    assert resize(points, (2, 2), order=0, points_fill=4).tolist() == [[2, 4], [1, 3]]
+    up = resize(points, (16, 16), order=0, points_fill=4)  # upsampling keeps them anyway: as nearest
     assert np.array_equal(up, resize(points, (16, 16), order=0))
+    # Non-integer ratios: each point lands in the cell holding its centre, floor((y + 0.5) h / H).
+    rng = np.random.default_rng(0)
+    for shape, size in [((216, 256), (128, 128)), ((100, 73), (37, 50))]:
+        for _ in range(20):
+            y, x = rng.integers(0, shape[0]), rng.integers(0, shape[1])
+            one = np.full(shape, 4, np.uint8)
+            one[y, x] = 1
+            ys, xs = np.nonzero(keep_points(np.full(size, 4, np.uint8), one, 4) == 1)
+            assert (ys.tolist(), xs.tolist()) == ([int((y + 0.5) * size[0] / shape[0])],
+                                                  [int((x + 0.5) * size[1] / shape[1])])
+            assert (resize(one, size, order=0, points_fill=4) == 1).sum() == 1
 
 
 def test_augment_keeps_isolated_points_that_nearest_neighbour_drops():

@@ -84,7 +84,8 @@ def test_voxel_sizes_no_mri_scan_has_are_refused(tmp_path, spacing):
     image = np.arange(2 * 16 * 16, dtype=np.int16).reshape(2, 16, 16)
     path = tmp_path / "a.nii.gz"
     io.write_nifti(str(path), image, spacing=spacing)
-    with pytest.raises(ValueError, match=r"a.nii.gz: voxel size \(.*\) mm is not an MRI voxel's \(0.05 to 100 mm\)"):
+    with pytest.raises(ValueError, match=r"a.nii.gz: voxel size \(x, y, z\) \(.*\) mm is not an MRI voxel's \(0.05 to "
+                                         r"100 mm\)"):
         io.read_scan(str(path))
     h5 = tmp_path / "v.h5"
     io.write_h5(str(h5), {"image": image.astype(np.float32) / 511}, spacing)
@@ -92,6 +93,9 @@ def test_voxel_sizes_no_mri_scan_has_are_refused(tmp_path, spacing):
         io.read_h5(str(h5))
     io.write_nifti(str(path), image, spacing=(10.0, 0.7, 0.7))
     assert io.read_scan(str(path)).spacing == pytest.approx((10.0, 0.7, 0.7))
+    io.write_h5(str(h5), {"image": image.astype(np.float32) / 511}, (1e4, 0.7, 0.7))  # a stack's z too
+    with pytest.raises(ValueError, match=r"v.h5: attribute spacing z \(10000.0,\) mm is not an MRI voxel's"):
+        io.read_h5(str(h5))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

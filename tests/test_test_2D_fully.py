@@ -324,7 +324,17 @@ def test_a_checkpoint_with_other_classes_or_existing_outputs_is_refused(phantom_
     test_2D_fully.main([*base, *last, "--overwrite"])
     assert sitk.ReadImage(str(tmp_path / "nii" / f"{first}.nii.gz")).GetSize()[::-1] == \
         io.read_case(phantom_root, first).label.shape
-    assert io.nifti_description(str(tmp_path / "nii" / f"{first}.nii.gz")) == io.SEGMENTATION_NOTE
+    written = str(tmp_path / "nii" / f"{first}.nii.gz")
+    voxels = sitk.GetArrayFromImage(sitk.ReadImage(written))
+    assert io.nifti_description(written) == f"{io.SEGMENTATION_NOTE} {io.labels_digest(voxels)}"
+    # a prediction corrected by hand since (ITK keeps the descrip): its edits are kept
+    corrected = sitk.ReadImage(written)
+    corrected[0, 0, 0] = 3
+    sitk.WriteImage(corrected, written)
+    with pytest.raises(SystemExit) as e:
+        test_2D_fully.main([*base, *last, "--overwrite"])
+    assert e.value.code == 2 and "its voxels have changed since" in capsys.readouterr().err
+    assert sitk.ReadImage(written)[0, 0, 0] == 3
     # --save_nii aimed at the scans' folder: --overwrite replaced a user's scan with a prediction;
     # aimed at the masks' folder (labels/, same names), it replaced the ground truth
     scan = (io.read_case(phantom_root, first).image * 700).astype(np.int16)

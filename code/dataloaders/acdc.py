@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from dataloaders import io
 from dataloaders.augment import augment
-from dataloaders.spacing import mask_to_target, to_target
+from dataloaders.spacing import to_target
 
 FOLDS = tuple(f"fold{k}" for k in range(1, 6))
 SPLIT_FOLD = "split"
@@ -277,9 +277,7 @@ class SliceDataset(Dataset):
         self.targets = [next(labels if d else targets).astype(np.int64) for d in dense]
         self.dense = [d or sup_type == "label" for d in dense]
         self.fills = [FILL["label" if d else sup_type] for d in self.dense]
-        self.points = [sup_type in POINTS and not d for d in self.dense]
-        drawing = GROWN_FROM.get(sup_type)
-        self.drawings = [s[drawing].astype(np.uint8) if drawing and not d else None for s, d in zip(slices, dense)]
+        self.point_targets = [sup_type in POINTS and not d for d in self.dense]
         if not any((t != io.UNLABELED).any() for t in self.targets):
             # pCE is then 0 at every step: the run trained on nothing and exited 0.
             raise ValueError(f"{root}: no labelled pixel in the {len(self.targets)} training slices "
@@ -292,7 +290,8 @@ class SliceDataset(Dataset):
                              "only the classes the data hold (dataset.json 'labels', --class_names)")
         # Hashed on the slices' own grid: resampling's rounding may change with the SciPy version.
         self._digest = self._hash()
-        self._annotation = self._count()
+        drawing = GROWN_FROM.get(sup_type)
+        self._annotation = self._count([s[drawing] if drawing and not d else None for s, d in zip(slices, dense)])
         self.image_fingerprints = sorted({f for f in map(image_fingerprint, self.images) if f is not None})
         if target_spacing is not None:
             self._resample(slices, target_spacing)
@@ -304,10 +303,8 @@ class SliceDataset(Dataset):
             if s.get("spacing") is None:
                 raise ValueError(f"--target_spacing: {s['name']} has no spacing attribute")
             self.images[i], (self.targets[i],) = to_target(self.images[i], [self.targets[i]], [self.fills[i]],
-                                                          s["spacing"][1:], target, self.input_size, [self.points[i]])
-            if self.drawings[i] is not None:
-                self.drawings[i] = mask_to_target(self.drawings[i], s["spacing"][1:], target, self.input_size,
-                                                  io.UNLABELED)
+                                                          s["spacing"][1:], target, self.input_size,
+                                                          [self.point_targets[i]])
 
     def digest(self) -> str:
         """SHA-256 of what the run trains on: each slice's name, image and target as loaded, before
@@ -324,18 +321,20 @@ class SliceDataset(Dataset):
         return h.hexdigest()
 
     def annotation(self) -> dict[str, int]:
-        """How much annotation the run trains on, counted on the targets as drawn (the slices' own
-        grid, before any ``target_spacing`` resampling, which would count a downsampled stroke's
-        pixels): ``labelled`` and all (``pixels``) training pixels, and ``drawn``: the pixels an
+        """How much annotation the run trains on, counted on the training slices as stored (their
+        own grid, before any ``target_spacing`` resampling, which would count a downsampled
+        stroke's pixels): ``labelled`` and all (``pixels``) pixels, and ``drawn``: the pixels an
         annotator draws, every labelled pixel of a scribble or point target, the scribbles a grown
         target comes from (:data:`GROWN_FROM`), and the outlines (:func:`contour_pixels`) of a
         dense mask."""
         return self._annotation
 
-    def _count(self) -> dict[str, int]:
+    def _count(self, drawings: list[np.ndarray | None]) -> dict[str, int]:
+        """:meth:`annotation` of the targets as loaded; ``drawings``: per slice, what a grown target
+        grew from (None for the others)."""
         labelled = sum(int(np.count_nonzero(t != io.UNLABELED)) for t in self.targets)
         drawn = sum(contour_pixels(t) if d else int(np.count_nonzero((t if g is None else g) != io.UNLABELED))
-                    for t, d, g in zip(self.targets, self.dense, self.drawings))
+                    for t, d, g in zip(self.targets, self.dense, drawings))
         return {"labelled": labelled, "drawn": drawn, "pixels": sum(t.size for t in self.targets)}
 
     def __len__(self) -> int:
@@ -345,7 +344,7 @@ class SliceDataset(Dataset):
         index, seed = item
         rng = np.random.default_rng(seed)
         image, (target,) = augment(self.images[index], [self.targets[index]], [self.fills[index]],
-                                   self.input_size, rng, self.patch_size, self.fg_prob, [self.points[index]])
+                                   self.input_size, rng, self.patch_size, self.fg_prob, [self.point_targets[index]])
         return {"image": torch.from_numpy(image.copy())[None], "target": torch.from_numpy(target.copy()),
                 "index": index}
 

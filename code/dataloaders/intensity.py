@@ -48,8 +48,8 @@ def normalise_intensity(volume: np.ndarray, name: str = "the image") -> np.ndarr
                          f"{lo + low * (hi - lo):.4g} up), so the intensity normalisation would squeeze the scan into "
                          f"[{low:.2f}, 1]; a padding fill? Give it the scan's background value")
     if high - low < MIN_SPREAD:
-        raise ValueError(f"{name}: after the intensity normalisation (a clip at the 99th percentile, {hi:g}, then "
-                         f"min-max) 80% of its voxels other than its lowest and highest value lie within {high - low:.3f} of "
-                         "the range (scans: 0.19 or more): a padding fill far above the tissue? Give it the scan's "
-                         "background value")
+        raise ValueError(f"{name}: after the intensity normalisation (a clip at the 99th percentile, {hi:g}, "
+                         "then min-max) 80% of its voxels other than its lowest and highest value lie within "
+                         f"{high - low:.3f} of the range (scans: 0.19 or more): a padding fill far above the "
+                         "tissue? Give it the scan's background value")
     return v

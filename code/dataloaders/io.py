@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import json
 import os
 import re
@@ -253,8 +254,10 @@ def read_h5(path: str, keys=KEYS, num_classes: int = NUM_CLASSES) -> dict:
     check_arrays(path, out, num_classes)
     out.update({a: read_geometry(path, a, g) for a, g in geometry.items()}, unoriented=unoriented)
     spacing, image = out["spacing"], out.get("image")
-    if spacing is not None and image is not None and image.ndim == 3 and len(image) > 1 \
-            and max(spacing[1:]) > 2 * spacing[0]:
+    stack = image is not None and image.ndim == 3 and len(image) > 1
+    if spacing is not None and stack:  # read_geometry checked the in-plane sides
+        check_voxel_sides(path, spacing[:1], "attribute spacing z")
+    if spacing is not None and stack and max(spacing[1:]) > 2 * spacing[0]:
         # As read_scan refuses for NIfTI; here it is mostly ITK's (x, y, z) order written as (z, y, x).
         raise ValueError(f"{path}: attribute spacing {spacing} is (z, y, x) mm, but an in-plane side is over "
                          "twice the slice spacing; was it written in ITK's (x, y, z) order?")
@@ -304,7 +307,7 @@ def read_geometry(path: str, name: str, value) -> tuple[float, ...] | None:
         shown = repr(value) if values is None else tuple(values.tolist())
         want = "positive " if name == "spacing" else ""
         raise ValueError(f"{path}: attribute {name} {shown} must be {GEOMETRY_SIZES[name]} finite {want}numbers")
-    if name == "spacing":  # in-plane only: a single slice's z spacing means nothing
+    if name == "spacing":  # in-plane here: a single slice's z means nothing (read_h5 checks a stack's)
         check_voxel_sides(path, values[1:], "attribute spacing (y, x)")
     return tuple(float(v) for v in values)
 
@@ -495,7 +498,10 @@ def read_scan(path: str) -> Case:
     if min(ni, nj) == 1:  # e.g. one slice saved as a (1, H, W) array: the "slices" would be lines
         raise ValueError(f"{path}: voxel axis {'i' if ni == 1 else 'j'} has one voxel (size {ni} x {nj} x {nk}), so "
                          "its slices would be lines; store the slices along the third voxel axis")
-    check_voxel_sides(path, (si, sj, sk) if nk > 1 else (si, sj))
+    if nk > 1:
+        check_voxel_sides(path, (si, sj, sk), "voxel size (x, y, z)")
+    else:
+        check_voxel_sides(path, (si, sj), "voxel size (x, y)")
     thick = max((si, "i"), (sj, "j"))
     if thick[0] > 2 * sk and nk > 1:
         raise ValueError(f"{path}: voxel axis {thick[1]} is {thick[0]:g} mm thick, over twice the slice axis k's "
@@ -611,9 +617,15 @@ def check_outputs(flag: str, paths, overwrite: bool = False) -> None:
             raise ValueError(f"{flag}: {path} exists; pass --overwrite to replace it")
 
 
-# The NIfTI header's ``descrip`` of every segmentation this project writes: ``--overwrite``
-# replaces only files that carry it, never a scan or a user's own masks.
+# The NIfTI header's ``descrip`` of every segmentation this project writes starts with this, then
+# holds a digest of its voxels: ``--overwrite`` replaces only such files whose voxels still match
+# it, never a scan, a user's own masks, or a prediction a user has corrected since.
 SEGMENTATION_NOTE = "MaskMixAdv segmentation"
+
+
+def labels_digest(labels: np.ndarray) -> str:
+    """16 hex digits of the SHA-256 of uint8 ``labels`` (Z, H, W) in C order."""
+    return hashlib.sha256(np.ascontiguousarray(labels, np.uint8).tobytes()).hexdigest()[:16]
 
 
 def nifti_description(path: str) -> str | None:
@@ -629,23 +641,33 @@ def nifti_description(path: str) -> str | None:
 
 def check_replaces_segmentations(flag: str, paths) -> None:
     """ValueError naming ``flag`` when an existing NIfTI file of ``paths`` that ``--overwrite``
-    would replace was not written by :func:`write_segmentation`: a scan, or a user's masks (e.g.
-    ``--output`` aimed at the data set's ``labels/``, where prediction names match)."""
+    would replace is not a segmentation :func:`write_segmentation` wrote, or has been edited since:
+    a scan, a user's masks (e.g. ``--output`` aimed at the data set's ``labels/``, where prediction
+    names match), or a prediction corrected by hand. Files no reader can open are replaced."""
     for path in paths:
         if not (os.path.isfile(path) and is_nifti(path)):
             continue
         note = nifti_description(path)
-        if note is not None and note != SEGMENTATION_NOTE:
+        if note is None:
+            continue
+        written = note.startswith(SEGMENTATION_NOTE + " ")
+        if not written:
             raise ValueError(f"{flag}: {path} exists and is not a segmentation this project wrote (its header's "
-                             f"descrip is {note!r}, not {SEGMENTATION_NOTE!r}); --overwrite replaces only those: "
-                             "write elsewhere, or remove the file yourself")
+                             f"descrip is {note!r}); --overwrite replaces only those: write elsewhere, or remove "
+                             "the file yourself")
+        voxels = sitk.GetArrayFromImage(sitk.ReadImage(path))
+        if note != f"{SEGMENTATION_NOTE} {labels_digest(voxels)}":
+            raise ValueError(f"{flag}: {path} was written by this project but its voxels have changed since (a "
+                             "corrected segmentation?); --overwrite would lose the edits: write elsewhere, or remove "
+                             "the file yourself")
 
 
 def write_segmentation(path: str, labels: np.ndarray, scan: Case) -> None:
-    """Write uint8 ``labels`` (Z, H, W) with the geometry of ``scan`` (:func:`write_nifti`), marked
-    as this project's segmentation (``SEGMENTATION_NOTE``)."""
-    write_nifti(path, labels.astype(np.uint8), scan.spacing, scan.origin, scan.direction, scan.unoriented,
-                note=SEGMENTATION_NOTE)
+    """Write uint8 ``labels`` (Z, H, W) with the geometry of ``scan`` (:func:`write_nifti`), its
+    header's ``descrip`` marking it as this project's (``SEGMENTATION_NOTE`` and :func:`labels_digest`)."""
+    labels = np.asarray(labels).astype(np.uint8)
+    write_nifti(path, labels, scan.spacing, scan.origin, scan.direction, scan.unoriented,
+                note=f"{SEGMENTATION_NOTE} {labels_digest(labels)}")
 
 
 @contextlib.contextmanager

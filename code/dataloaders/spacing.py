@@ -13,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 
 from dataloaders import io
 from dataloaders.augment import resize
@@ -78,8 +77,7 @@ def to_target(image: np.ndarray, masks: list[np.ndarray], fills: list[int], spac
     nearest; ``points`` as :func:`dataloaders.augment.augment`'s) and fitted to ``size``: (image
     (h, w) float32, masks (h, w))."""
     shape = resampled_shape(image.shape, spacing, target)
-    zoom = [n / o for n, o in zip(shape, image.shape)]
-    image = ndimage.zoom(image.astype(np.float32), zoom, order=1, grid_mode=True, mode="nearest")
+    image = resize(image.astype(np.float32), shape, order=1)
     return fit(image, size, 0.0), [mask_to_target(m, spacing, target, size, f, p)
                                    for m, f, p in zip(masks, fills, points or [False] * len(masks))]
 
@@ -89,7 +87,7 @@ def mask_to_target(mask: np.ndarray, spacing, target, size, fill: int = 0, point
     ``points`` every labelled pixel kept, :func:`dataloaders.augment.keep_points`) and fitted to
     ``size`` (``fill`` where it pads), as :func:`to_target` does a training slice's masks."""
     shape = resampled_shape(mask.shape, spacing, target)
-    return fit(resize(mask, shape, order=0, points_of=fill if points else None), size, fill)
+    return fit(resize(mask, shape, order=0, points_fill=fill if points else None), size, fill)
 
 
 def slices_to_target(x: torch.Tensor, spacing, target, size) -> torch.Tensor:
