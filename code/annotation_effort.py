@@ -35,8 +35,8 @@ from summarize_results import (check_same, check_same_selection, check_same_sett
 # target_spacing are absent from configs older than those flags).
 TARGET_KEYS = ("fold", "val_fraction", "select_on_test", "sup_type", "seed", "patch_size", "input_size")
 CONFIG_KEYS = ("method", "root_path", *TARGET_KEYS)
-# What the points of one method's curves vary.
-ALONG_CURVES = ("sup_type", "labeled_patients")
+# What the points of one method's curves vary (with --sup_type, how its targets are resized).
+ALONG_CURVES = ("sup_type", "labeled_patients", "point_resize")
 
 
 def result_and_config(path: str) -> tuple[dict, dict, dict]:

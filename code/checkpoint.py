@@ -176,7 +176,9 @@ def with_defaults(config: dict, method_cls=None) -> dict:
 
         method_cls = get_method(config["method"])
     defaults = vars(finalize(build_parser(method_cls).parse_args([]), method_cls))
-    config = {**defaults, **LEGACY, "input_size": None, **config}
+    # Points runs saved before --point_resize sampled their points by nearest neighbour.
+    legacy = {**LEGACY, **({"point_resize": "nearest"} if config.get("sup_type") == "points" else {})}
+    config = {**defaults, **legacy, "input_size": None, **config}
     config["input_size"] = input_size(argparse.Namespace(**config))
     return config
 

@@ -16,12 +16,16 @@ from networks.unet import HEAD_KERNELS, UPSAMPLING
 from inference import AMP, RESIZE_BACK
 from postprocess import POSTPROCESS
 
+# How --sup_type points targets are resized (dataloaders.augment.keep_points, or nearest neighbour).
+POINT_RESIZE = ("keep", "nearest")
+
 DEFAULTS = dict(
     root_path="data/ACDC_phantom",
     fold="fold1",
     exp=None,
     sup_type=None,
     labeled_patients=0,
+    point_resize=None,
     out_dir=None,
     num_classes=4,
     upsampling="transposed",
@@ -68,6 +72,9 @@ def build_parser(method_cls=None, method_choices=None) -> argparse.ArgumentParse
     p.add_argument("--labeled_patients", type=int, default=d["labeled_patients"],
                    help="N training patients (seeded choice) train on dense masks, the others on "
                         "--sup_type; with --sup_type label only those N train")
+    p.add_argument("--point_resize", choices=POINT_RESIZE, default=d["point_resize"],
+                   help="--sup_type points: resizes keep every point (keep, the default) or sample them by "
+                        "nearest neighbour (nearest: how runs before 2026-12-06 trained; to resume one)")
     p.add_argument("--out_dir", default=d["out_dir"], help="default: model/<exp>_<fold>/<sup_type>")
     p.add_argument("--num_classes", type=int, default=d["num_classes"])
     p.add_argument("--upsampling", default=d["upsampling"], choices=UPSAMPLING,
@@ -133,6 +140,10 @@ def finalize(cfg: argparse.Namespace, method_cls) -> argparse.Namespace:
     cfg.exp = cfg.exp or method_cls.name
     cfg.sup_type = cfg.sup_type or method_cls.sup_type
     cfg.out_dir = cfg.out_dir or os.path.join("model", f"{cfg.exp}_{cfg.fold}", cfg.sup_type)
+    if cfg.sup_type == "points":
+        cfg.point_resize = cfg.point_resize or "keep"
+    elif cfg.point_resize is not None:
+        raise ValueError(f"--point_resize applies to --sup_type points, not {cfg.sup_type}")
     if cfg.labeled_patients < 0:
         raise ValueError(f"--labeled_patients must be >= 0, got {cfg.labeled_patients}")
     for flag in ("max_iterations", "batch_size", "val_interval", "save_every"):

@@ -247,7 +247,8 @@ def load_data(cfg, split: Split, saved: dict | None, path: str) -> tuple[SliceDa
                          "changed?")
     train_set = SliceDataset(cfg.root_path, training[0], cfg.sup_type, cfg.patch_size, progress=cfg.progress,
                              input_size=cfg.input_size, fg_prob=cfg.fg_prob,
-                             target_spacing=cfg.target_spacing, dense_cases=training[1])
+                             target_spacing=cfg.target_spacing, dense_cases=training[1],
+                             keep_points=cfg.point_resize != "nearest")
     cfg.train_data_sha256 = train_set.digest()
     val_set = inference.reference_volumes(cfg.root_path, split.val, cfg.num_classes)
     leaked = trained_on_image(val_set, train_set.image_fingerprints)

@@ -193,6 +193,24 @@ def test_a_split_run_saved_with_any_val_fraction_resumes(phantom_root, tmp_path)
             engine.check_resumable(saved, cfg, get_method("pce"))
 
 
+def test_a_points_run_saved_before_point_resizing_resumes_only_as_it_trained(phantom_root, tmp_path):
+    # Found by a probe: a points run started before resizes kept every point resumed under the
+    # new resizing, "changed: nothing" (289 labelled pixels per batch before, 606 after).
+    pce = get_method("pce")
+    cfg = tiny_cfg(pce, phantom_root, tmp_path / "p", "--sup_type", "points")
+    assert cfg.point_resize == "keep"
+    old = {k: v for k, v in vars(cfg).items() if k != "point_resize"}
+    with pytest.raises(ValueError, match="--point_resize is 'keep' but the run was started with 'nearest'"):
+        engine.check_resumable(old, cfg, pce)
+    engine.check_resumable(old, tiny_cfg(pce, phantom_root, tmp_path / "p", "--sup_type", "points",
+                                         "--point_resize", "nearest"), pce)
+    scribbles = tiny_cfg(pce, phantom_root, tmp_path / "s")  # other supervision: no such setting
+    assert scribbles.point_resize is None
+    engine.check_resumable({k: v for k, v in vars(scribbles).items() if k != "point_resize"}, scribbles, pce)
+    with pytest.raises(ValueError, match="--point_resize applies to --sup_type points, not scribble"):
+        tiny_cfg(pce, phantom_root, tmp_path / "s", "--point_resize", "keep")
+
+
 def test_a_resume_with_a_changed_setting_is_recorded(tmp_path, phantom_root, monkeypatch, capsys):
     monkeypatch.setattr(inference, "native_bf16", lambda device: False)
     run("pce", phantom_root, tmp_path, "--max_iterations", "2", "--val_interval", "2")

@@ -247,11 +247,13 @@ class SliceDataset(Dataset):
     pairs (see :class:`TrainBatchSampler`) and are dicts with ``image`` (1, h, w) float32 in
     [0, 1], ``target`` (h, w) int64 in {0..3, 4} and ``index``, the slice's position in ``names``
     (for methods that keep per-slice memories). The slices of ``dense_cases`` train on their
-    dense masks whatever ``sup_type`` says.
+    dense masks whatever ``sup_type`` says. ``keep_points``: resizes keep every point of a points
+    target (:func:`dataloaders.augment.keep_points`); False samples them by nearest neighbour.
     """
 
     def __init__(self, root: str, cases: list[str], sup_type: str, patch_size, progress: bool = True,
-                 input_size=None, fg_prob: float = 0.5, target_spacing=None, dense_cases=()):
+                 input_size=None, fg_prob: float = 0.5, target_spacing=None, dense_cases=(),
+                 keep_points: bool = True):
         if sup_type not in SUPERVISION:
             raise ValueError(f"--sup_type must be one of {sorted(SUPERVISION)}, got {sup_type!r}")
         self.patch_size = tuple(patch_size)
@@ -277,7 +279,7 @@ class SliceDataset(Dataset):
         self.targets = [next(labels if d else targets).astype(np.int64) for d in dense]
         self.dense = [d or sup_type == "label" for d in dense]
         self.fills = [FILL["label" if d else sup_type] for d in self.dense]
-        self.point_targets = [sup_type in POINTS and not d for d in self.dense]
+        self.point_targets = [keep_points and sup_type in POINTS and not d for d in self.dense]
         if not any((t != io.UNLABELED).any() for t in self.targets):
             # pCE is then 0 at every step: the run trained on nothing and exited 0.
             raise ValueError(f"{root}: no labelled pixel in the {len(self.targets)} training slices "
