@@ -28,7 +28,8 @@ from dataloaders import io  # noqa: E402
 from summarize_results import (check_distinct, check_same, check_same_cases, classes_of, note_roots,  # noqa: E402
                                read_result, root_of, scored_of, scored_part, scoring_of)
 
-VALIDATION_LINE = re.compile(r"iteration (\d+):.*\| val dice ([-\d.naif]+) hd95 ([-\d.naif]+)")
+# Up to the "(N s)" that ends the line: a line cut off by a killed run (hd95 "5" for 50.59) is skipped.
+VALIDATION_LINE = re.compile(r"iteration (\d+):.*\| val dice ([-\d.naif]+) hd95 ([-\d.naif]+) \(")
 
 
 def read_validation(run_dir: str) -> np.ndarray:

@@ -417,8 +417,14 @@ def test_predict_keeps_existing_files_reads_any_letter_case_and_refuses_twins(ni
         predict.main(["--checkpoint", ckpt, "--input", str(inp), "--output", str(out), "--device", "cpu"])
     assert e.value.code == 2 and "B.nii.gz exists; pass --overwrite" in capsys.readouterr().err
     assert (out / "a.nii.gz").read_bytes() == b"an earlier result"
+    # a file ITK cannot read may be a user's mask that other tools open: kept too
+    with pytest.raises(SystemExit) as e:
+        predict.main(["--checkpoint", ckpt, "--input", str(inp), "--output", str(out), "--device", "cpu", "--overwrite"])
+    assert e.value.code == 2 and "a.nii.gz exists and is not a segmentation this project wrote (ITK cannot read" in \
+        capsys.readouterr().err
+    (out / "a.nii.gz").unlink()
     assert predict.main(["--checkpoint", ckpt, "--input", str(inp), "--output", str(out), "--device", "cpu",
-                         "--overwrite"]) == 0
+                         "--overwrite"]) == 0  # B.nii.gz, written by predict.py, replaced
     assert sitk.ReadImage(str(out / "a.nii.gz")).GetSize() == sitk.ReadImage(str(inp / "a.nii.gz")).GetSize()
     # --output aimed at the data set's labels/ (same names): --overwrite replaced the ground truth
     truth = (nifti_src / "val" / "labels" / "subject4_ED_manual.nii.gz").read_bytes()

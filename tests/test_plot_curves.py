@@ -27,6 +27,9 @@ def write_run(tmp_path, name, text=LOG, **config):
 def test_read_validation_parses_each_validation_once(tmp_path):
     v = plot_curves.read_validation(write_run(tmp_path, "pce_fold1"))
     assert v.tolist() == [[250, 0.5123, 40.10], [500, 0.7013, 9.40]]
+    # a last line cut off by a killed run read as hd95 5 for 50.59 (found by a probe): skipped
+    cut = LOG + "2026-11-29 01:00:00,000 iteration 750: loss 0.8000 ce 0.3000 | val dice 0.6633 hd95 5"
+    assert plot_curves.read_validation(write_run(tmp_path, "cut", cut)).tolist() == v.tolist()
 
 
 def test_curves_and_bars_are_written(tmp_path):

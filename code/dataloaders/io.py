@@ -643,18 +643,17 @@ def check_replaces_segmentations(flag: str, paths) -> None:
     """ValueError naming ``flag`` when an existing NIfTI file of ``paths`` that ``--overwrite``
     would replace is not a segmentation :func:`write_segmentation` wrote, or has been edited since:
     a scan, a user's masks (e.g. ``--output`` aimed at the data set's ``labels/``, where prediction
-    names match), or a prediction corrected by hand. Files no reader can open are replaced."""
+    names match, also one whose header ITK cannot read), or a prediction corrected by hand."""
     for path in paths:
         if not (os.path.isfile(path) and is_nifti(path)):
             continue
         note = nifti_description(path)
-        if note is None:
-            continue
-        written = note.startswith(SEGMENTATION_NOTE + " ")
-        if not written:
-            raise ValueError(f"{flag}: {path} exists and is not a segmentation this project wrote (its header's "
-                             f"descrip is {note!r}); --overwrite replaces only those: write elsewhere, or remove "
-                             "the file yourself")
+        if note is None or not note.startswith(SEGMENTATION_NOTE + " "):
+            # A header ITK cannot read may still be a user's mask that other tools open.
+            what = "ITK cannot read its header" if note is None else f"its header's descrip is {note!r}"
+            raise ValueError(f"{flag}: {path} exists and is not a segmentation this project wrote ({what}; "
+                             "those written before 2026-12-06 carry no mark either); --overwrite replaces only "
+                             "those: write elsewhere, or remove the file yourself")
         voxels = sitk.GetArrayFromImage(sitk.ReadImage(path))
         if note != f"{SEGMENTATION_NOTE} {labels_digest(voxels)}":
             raise ValueError(f"{flag}: {path} was written by this project but its voxels have changed since (a "

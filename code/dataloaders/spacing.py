@@ -41,10 +41,11 @@ def parse_target_spacing(value, root: str) -> list[float] | None:
         vals = [float(v) for v in (value if isinstance(value, (list, tuple)) else str(value).split(","))]
     except ValueError as e:
         raise ValueError(f"--target_spacing must be off, median, or mm (e.g. 1.0 or 1.0,1.0), got {value!r}") from e
-    if len(vals) not in (1, 2) or not all(0 < v < np.inf for v in vals):
-        # inf resampled every slice to one pixel: the run trained on padding and exited 0.
-        raise ValueError(f"--target_spacing must be off, median, or one or two finite positive mm values, "
-                         f"got {value!r}")
+    lo, hi = io.PLAUSIBLE_VOXEL_MM
+    if len(vals) not in (1, 2) or not all(lo <= v <= hi for v in vals):
+        # inf (or 500) resampled every slice to one pixel: the run trained on padding and exited 0.
+        raise ValueError(f"--target_spacing must be off, median, or one or two mm values from {lo:g} to {hi:g} "
+                         f"(an MRI voxel), got {value!r}")
     return vals * 2 if len(vals) == 1 else vals
 
 

@@ -101,9 +101,11 @@ class MaskMixAdv(Method):
             raise ValueError(f"--mask_ratio must lie in (0, 1), got {cfg.mask_ratio}")
         if cfg.disc_lr <= 0:
             raise ValueError(f"--disc_lr must be > 0, got {cfg.disc_lr}")
-        if cfg.prior_spacing is not None and not (cfg.shape_prior and cfg.target_spacing and cfg.prior_spacing > 0):
-            raise ValueError(f"--prior_spacing {cfg.prior_spacing}: a positive voxel size, for --shape_prior masks "
-                             "without one, with --target_spacing (it is used nowhere else)")
+        lo, hi = io.PLAUSIBLE_VOXEL_MM
+        if cfg.prior_spacing is not None and not (cfg.shape_prior and cfg.target_spacing
+                                                  and lo <= cfg.prior_spacing <= hi):
+            raise ValueError(f"--prior_spacing {cfg.prior_spacing}: a voxel size from {lo:g} to {hi:g} mm, for "
+                             "--shape_prior masks without one, with --target_spacing (it is used nowhere else)")
 
     def __init__(self, cfg):
         if cfg.shared_decoder:
