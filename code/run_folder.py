@@ -43,6 +43,20 @@ class RunFolder:
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
 
+    def training_pid(self) -> str | None:
+        """The PID (as ``.lock`` holds it) of a run training in this folder now, or None."""
+        try:
+            fd = os.open(self.file(".lock"), os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return None  # nobody holds it (a shared lock is released when fd closes)
+        except BlockingIOError:
+            return os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        finally:
+            os.close(fd)
+
     def existing(self) -> list[str]:
         return [a for a in self.ARTEFACTS if os.path.exists(self.file(a))]
 

@@ -122,7 +122,13 @@ def read_run(args) -> tuple[str, dict, torch.device]:
     """(path, contents, device) of the checkpoint that ``--exp``/``--model_dir``/``--checkpoint`` name."""
     from checkpoint import read_checkpoint
 
+    from run_folder import RunFolder
+
     path = checkpoint_path(args)
+    training = RunFolder(os.path.dirname(os.path.abspath(path))).training_pid()
+    if training is not None:  # its best.pth may still change: the result would name the wrong model
+        raise ValueError(f"{path}: its run is still training (process {training} holds its .lock); score it when "
+                         "the run has ended")
     device = resolve_device(args.device)
     return path, read_checkpoint(path, device), device
 

@@ -25,6 +25,27 @@ def test_a_second_run_in_a_locked_folder_names_the_holder(tmp_path, phantom_root
     engine.train(tiny_cfg(PCE, phantom_root, tmp_path / "run"), PCE)  # the lock is released
 
 
+def test_a_run_still_training_is_not_scored(tmp_path, phantom_root, capsys):
+    # Found by a probe: best.pth scored at iteration 40 of a run that went on to 210 was averaged
+    # with finished folds as the run's best model, exit 0.
+    import test_2D_fully
+
+    engine.train(tiny_cfg(PCE, phantom_root, tmp_path / "run"), PCE)
+    folder = RunFolder(str(tmp_path / "run"))
+    assert folder.training_pid() is None
+    score = ["--root_path", phantom_root, "--fold", "fold1", "--checkpoint", str(tmp_path / "run" / "best.pth"),
+             "--out_json", str(tmp_path / "r.json")]
+    with RunFolder(str(tmp_path / "run"), resume=True):  # as a training process holds it
+        assert folder.training_pid() == str(os.getpid())
+        with pytest.raises(SystemExit) as e:
+            test_2D_fully.main(score)
+        assert e.value.code == 2 and f"its run is still training (process {os.getpid()} holds its .lock)" in \
+            capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
+    test_2D_fully.main(score)  # the run has ended
+    assert (tmp_path / "r.json").exists()
+
+
 @pytest.mark.parametrize("artefact", ["best.pth", "config.json", "log.txt"])
 def test_any_artefact_of_a_run_refuses_a_new_run_unless_overwrite(tmp_path, phantom_root, artefact):
     run = tmp_path / "run"
