@@ -127,10 +127,12 @@ def effort_rows(paths: list[str], labels: list[str], root: str | None = None) ->
                json.dumps(trained["cases"]), trained["data_sha256"])
         if key not in counted:
             counted[key] = annotation(cfg, root, trained["cases"], trained["data_sha256"])
-        supervision = cfg["sup_type"] + (f" + {n} dense" if n and cfg["sup_type"] != "label" else "")
+        # Points sampled by nearest neighbour (--point_resize nearest) trained on fewer of them.
+        sup_type = cfg["sup_type"] + (" (nearest)" if cfg.get("point_resize") == "nearest" else "")
+        supervision = sup_type + (f" + {n} dense" if n and cfg["sup_type"] != "label" else "")
         if n and cfg["sup_type"] == "label":
             supervision = f"dense, {n} patients only"
-        rows.append({"label": label, "method": cfg["method"], "supervision": supervision, "sup_type": cfg["sup_type"],
+        rows.append({"label": label, "method": cfg["method"], "supervision": supervision, "sup_type": sup_type,
                      "dense_patients": n, **counted[key], "dice": result["dice"], "hd95": result["hd95"]["mean"]})
     note_roots(root_of(r) for _, r in results)
     return rows

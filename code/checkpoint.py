@@ -20,7 +20,7 @@ import torch
 
 from config import build_parser, finalize, input_size
 from dataloaders import io
-from dataloaders.acdc import Split, make_split, split_part, trained_on_image
+from dataloaders.acdc import POINTS, Split, make_split, split_part, trained_on_image
 from dataloaders.io import Case
 from inference import predicting_amp, reference_volumes
 
@@ -177,7 +177,7 @@ def with_defaults(config: dict, method_cls=None) -> dict:
         method_cls = get_method(config["method"])
     defaults = vars(finalize(build_parser(method_cls).parse_args([]), method_cls))
     # Points runs saved before --point_resize sampled their points by nearest neighbour.
-    legacy = {**LEGACY, **({"point_resize": "nearest"} if config.get("sup_type") == "points" else {})}
+    legacy = {**LEGACY, **({"point_resize": "nearest"} if config.get("sup_type") in POINTS else {})}
     config = {**defaults, **legacy, "input_size": None, **config}
     config["input_size"] = input_size(argparse.Namespace(**config))
     return config

@@ -10,7 +10,7 @@ import argparse
 import json
 import os
 
-from dataloaders.acdc import FOLD_CHOICES, SPLIT_FOLD, SUPERVISION
+from dataloaders.acdc import FOLD_CHOICES, POINTS, SPLIT_FOLD, SUPERVISION
 from dataloaders.spacing import parse_target_spacing
 from networks.unet import HEAD_KERNELS, UPSAMPLING
 from inference import AMP, RESIZE_BACK
@@ -74,7 +74,7 @@ def build_parser(method_cls=None, method_choices=None) -> argparse.ArgumentParse
                         "--sup_type; with --sup_type label only those N train")
     p.add_argument("--point_resize", choices=POINT_RESIZE, default=d["point_resize"],
                    help="--sup_type points: resizes keep every point (keep, the default) or sample them by "
-                        "nearest neighbour (nearest: how runs before 2026-12-06 trained; to resume one)")
+                        "nearest neighbour (nearest: how points runs saved without this flag trained; to resume one)")
     p.add_argument("--out_dir", default=d["out_dir"], help="default: model/<exp>_<fold>/<sup_type>")
     p.add_argument("--num_classes", type=int, default=d["num_classes"])
     p.add_argument("--upsampling", default=d["upsampling"], choices=UPSAMPLING,
@@ -140,7 +140,7 @@ def finalize(cfg: argparse.Namespace, method_cls) -> argparse.Namespace:
     cfg.exp = cfg.exp or method_cls.name
     cfg.sup_type = cfg.sup_type or method_cls.sup_type
     cfg.out_dir = cfg.out_dir or os.path.join("model", f"{cfg.exp}_{cfg.fold}", cfg.sup_type)
-    if cfg.sup_type == "points":
+    if cfg.sup_type in POINTS:
         cfg.point_resize = cfg.point_resize or "keep"
     elif cfg.point_resize is not None:
         raise ValueError(f"--point_resize applies to --sup_type points, not {cfg.sup_type}")

@@ -47,7 +47,7 @@ class RunFolder:
         """The PID (as ``.lock`` holds it) of a run training in this folder now, or None."""
         try:
             fd = os.open(self.file(".lock"), os.O_RDONLY)
-        except FileNotFoundError:
+        except OSError:  # none, or another user's: nothing to tell
             return None
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)

@@ -244,7 +244,7 @@ def test_points_are_kept_by_the_resizes_and_annotation_is_counted_as_drawn(phant
     drawn = native.annotation()["drawn"]
     held = sum(int((t != io.UNLABELED).sum()) for t in coarse.targets)
     assert held >= 0.9 * drawn
-    sampled = SliceDataset(root, cases, "points", (24, 24), progress=False, target_spacing=[8.7, 8.7], keep_points=False)
-    assert sum(int((t != io.UNLABELED).sum()) for t in sampled.targets) < 0.5 * drawn  # --point_resize nearest
+    nearest = SliceDataset(root, cases, "points", (24, 24), progress=False, target_spacing=[8.7, 8.7], keep_points=False)
+    assert sum(int((t != io.UNLABELED).sum()) for t in nearest.targets) < 0.5 * drawn  # --point_resize nearest
     sampled = sum(int((native[(i, 0)]["target"] != io.UNLABELED).sum()) for i in range(len(native)))
     assert sampled >= 0.9 * drawn

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 # A padding fill is the fullest of 1000 intensity bins in the lowest or the highest quarter of the
-# voxels, with fewer voxels beyond it than in it: resampling leaves it a band (float noise, and
+# voxels, with no more voxels beyond it than in it: resampling leaves it a band (float noise, and
 # cubic or Lanczos overshoot beyond it, up to 5% of the voxels) and a ring of in-between values
 # next to the tissue. The voxels above a low fill start (10th percentile) at 0.10 of the scaled
 # range at most in every ACDC and MSCMR scan; a fill far below the tissue (-32768, -1024) puts
 # them at 0.7-0.99.
 MAX_LOW_GAP = 0.5
-# A high fill on 1% of the voxels or more becomes the 99th-percentile clip; the voxels below it
+# A high fill on 1% of the voxels or more holds the 99th-percentile clip; the voxels below it
 # then reach (95th percentile) 0.50 of the range at least in a scan (ACDC as published, clipped),
 # but 0.01-0.11 under a fill far above the tissue (32767, 4095).
 MIN_HIGH_REACH = 0.25
@@ -47,22 +47,25 @@ def normalise_intensity(volume: np.ndarray, name: str = "the image") -> np.ndarr
                          "a label mask, not a scan?")
     v = ((v - lo) / (hi - lo)).astype(np.float32)
     low_band, high_band = fill_band(sample, low=True), fill_band(sample, low=False)
-    above = v[raw > low_band[1]] if low_band else v
-    start = float(np.percentile(above, 10)) if low_band and above.size else 0.0
+    # Without a low fill band the lowest value itself may be a fill on a few voxels.
+    above = v[raw > (low_band[1] if low_band else lo)]
+    start = float(np.percentile(above, 10)) if above.size else 0.0
     if start > MAX_LOW_GAP:
         raise ValueError(f"{name}: its lowest value {lo:g} lies far below its other voxels (90% of them from "
-                         f"{lo + start * (hi - lo):.4g} up), so the intensity normalisation would squeeze the scan into "
-                         f"[{start:.2f}, 1]; a padding fill? Give it the scan's background value")
-    below = v[raw < high_band[0]] if high_band else v[:0]
-    filled = float(np.mean((sample >= high_band[0]) & (sample <= high_band[1]))) if high_band else 0.0
-    reach = float(np.percentile(below, 95)) if below.size else 1.0
-    if filled >= 0.01 and reach < MIN_HIGH_REACH:
-        raise ValueError(f"{name}: {100 * filled:.0f}% of its voxels lie at {high_band[0]:.6g} to {high_band[1]:.6g}, "
-                         f"far above the others (95% of them below {lo + reach * (hi - lo):.4g}), so the intensity "
-                         "normalisation (a clip at the 99th percentile, then min-max) would squeeze the scan into "
-                         f"[0, {reach:.2f}]; a padding fill? Give it the scan's background value")
+                         f"{lo + start * (hi - lo):.4g} up), so the intensity normalisation would squeeze the scan "
+                         f"into [{start:.2f}, 1]; a padding fill? Give it the scan's background value")
+    # Only a band that holds the 99th-percentile clip squeezes the rest (an air band never does).
+    if high_band and high_band[0] <= hi <= high_band[1]:
+        below = v[raw < high_band[0]]
+        reach = float(np.percentile(below, 95)) if below.size else 1.0
+        if reach < MIN_HIGH_REACH:
+            filled = float(np.mean((raw >= high_band[0]) & (raw <= high_band[1])))
+            raise ValueError(f"{name}: {100 * filled:.0f}% of its voxels lie at {high_band[0]:.6g} to "
+                             f"{high_band[1]:.6g}, far above the others (95% of them below "
+                             f"{lo + reach * (hi - lo):.4g}), so the intensity normalisation (a clip at the 99th "
+                             f"percentile, then min-max) would squeeze the scan into [0, {reach:.2f}]; a padding "
+                             "fill? Give it the scan's background value")
     return v
-
 
 
 def fill_band(values: np.ndarray, low: bool) -> tuple[float, float] | None:

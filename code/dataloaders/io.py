@@ -648,17 +648,20 @@ def check_replaces_segmentations(flag: str, paths) -> None:
         if not (os.path.isfile(path) and is_nifti(path)):
             continue
         note = nifti_description(path)
-        if note is None or not note.startswith(SEGMENTATION_NOTE + " "):
+        if note is None or not note.startswith(SEGMENTATION_NOTE):
             # A header ITK cannot read may still be a user's mask that other tools open.
             what = "ITK cannot read its header" if note is None else f"its header's descrip is {note!r}"
-            raise ValueError(f"{flag}: {path} exists and is not a segmentation this project wrote ({what}; "
-                             "those written before 2026-12-06 carry no mark either); --overwrite replaces only "
-                             "those: write elsewhere, or remove the file yourself")
-        voxels = sitk.GetArrayFromImage(sitk.ReadImage(path))
-        if note != f"{SEGMENTATION_NOTE} {labels_digest(voxels)}":
-            raise ValueError(f"{flag}: {path} was written by this project but its voxels have changed since (a "
-                             "corrected segmentation?); --overwrite would lose the edits: write elsewhere, or remove "
-                             "the file yourself")
+            raise ValueError(f"{flag}: {path} exists and is not a segmentation this project wrote ({what}); "
+                             "--overwrite replaces only those: write elsewhere, or remove the file yourself")
+        try:
+            voxels = sitk.GetArrayFromImage(sitk.ReadImage(path))
+        except RuntimeError:
+            voxels = None
+        if voxels is None or note != f"{SEGMENTATION_NOTE} {labels_digest(voxels)}":
+            why = ("its voxels cannot be read" if voxels is None else "it carries no digest of its voxels (written "
+                   "before edits could be told)" if note == SEGMENTATION_NOTE else "its voxels have changed since")
+            raise ValueError(f"{flag}: {path} was written by this project but {why}: a corrected segmentation? "
+                             "--overwrite would lose the edits: write elsewhere, or remove the file yourself")
 
 
 def write_segmentation(path: str, labels: np.ndarray, scan: Case) -> None:

@@ -18,6 +18,11 @@ from dataloaders import io
 from dataloaders.augment import resize
 
 
+# In-plane pixel sides a target spacing may have, in mm: MRI pixels are 0.1-3 mm; 10 mm still
+# leaves a 380 mm field of view 38 pixels, while 100 (a typed 1.00) left a 256-pixel slice 4.
+IN_PLANE_MM = (0.05, 10.0)
+
+
 def median_spacing(root: str) -> list[float]:
     """Median in-plane spacing (y, x) in mm of the volumes of ``root``; ValueError naming a
     volume without a spacing."""
@@ -41,11 +46,11 @@ def parse_target_spacing(value, root: str) -> list[float] | None:
         vals = [float(v) for v in (value if isinstance(value, (list, tuple)) else str(value).split(","))]
     except ValueError as e:
         raise ValueError(f"--target_spacing must be off, median, or mm (e.g. 1.0 or 1.0,1.0), got {value!r}") from e
-    lo, hi = io.PLAUSIBLE_VOXEL_MM
+    lo, hi = IN_PLANE_MM
     if len(vals) not in (1, 2) or not all(lo <= v <= hi for v in vals):
         # inf (or 500) resampled every slice to one pixel: the run trained on padding and exited 0.
         raise ValueError(f"--target_spacing must be off, median, or one or two mm values from {lo:g} to {hi:g} "
-                         f"(an MRI voxel), got {value!r}")
+                         f"(an MRI pixel), got {value!r}")
     return vals * 2 if len(vals) == 1 else vals
 
 
