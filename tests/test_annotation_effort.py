@@ -151,6 +151,10 @@ def test_a_replaced_run_a_validation_result_or_a_result_twice_is_refused(phantom
 def test_one_methods_points_differ_only_in_their_supervision(phantom_root, tmp_path, capsys):
     plain, points = fake_run(tmp_path, phantom_root, "a"), fake_run(tmp_path, phantom_root, "p", "--sup_type", "points")
     assert len(annotation_effort.effort_rows([plain, points], ["a", "p"])) == 2
+    # points sampled by nearest neighbour (runs saved before --point_resize) are told apart
+    nearest = fake_run(tmp_path, phantom_root, "n", "--sup_type", "points", "--point_resize", "nearest")
+    rows = annotation_effort.effort_rows([points, nearest], ["p", "n"])
+    assert [r["supervision"] for r in rows] == ["points", "points (nearest)"]
     averaged = fake_run(tmp_path, phantom_root, "e", "--model_ema", "0.9")  # joined into one curve, exit 0
     with pytest.raises(SystemExit) as e:
         annotation_effort.main([plain, averaged, "--out", str(tmp_path / "e.png")])
