@@ -121,7 +121,6 @@ def checkpoint_path(args) -> str:
 def read_run(args) -> tuple[str, dict, torch.device]:
     """(path, contents, device) of the checkpoint that ``--exp``/``--model_dir``/``--checkpoint`` name."""
     from checkpoint import read_checkpoint
-
     from run_folder import RunFolder
 
     path = checkpoint_path(args)
