@@ -66,7 +66,8 @@ def output_paths(source: str, files: list[str], output: str, overlay: bool = Fal
     when ``output`` is a file or the input folder (predictions would mix with the scans), when
     two inputs would be written to one path (``a.nii`` and ``a.nii.gz``; ``A.nii`` and ``a.nii.gz``
     where letter case is ignored) or an output is an input,
-    and (unless ``overwrite``) when an output or its ``overlay`` PNG exists."""
+    and when an output or its ``overlay`` PNG exists (with ``overwrite``: when it is not a file
+    this project wrote, or a segmentation edited since)."""
     if os.path.exists(output) and not os.path.isdir(output):
         raise ValueError(f"--output {output} is a file, not a folder")
     if os.path.isdir(output) and os.path.samefile(source if os.path.isdir(source) else os.path.dirname(
@@ -86,9 +87,34 @@ def output_paths(source: str, files: list[str], output: str, overlay: bool = Fal
     for o in outs:
         if os.path.realpath(o) in inputs:
             raise ValueError(f"--output {output}: {o} is an input scan; it would be overwritten")
-    io.check_outputs("--output", outs + ([overlay_path(o) for o in outs] if overlay else []), overwrite)
-    io.check_replaces_segmentations("--output", outs)
+    io.check_segmentation_outputs("--output", outs, overwrite)
+    if overlay:
+        check_overlay_outputs([overlay_path(o) for o in outs], overwrite)
     return outs
+
+
+# The PNG ``Description`` of every overlay this project writes: ``--overwrite`` replaces only
+# those, never a user's own picture that happens to share a prediction's name.
+OVERLAY_NOTE = "MaskMixAdv overlay"
+
+
+def check_overlay_outputs(paths: list[str], overwrite: bool = False) -> None:
+    """:func:`io.check_outputs` for overlay PNGs, and with ``overwrite`` a ValueError naming
+    ``--output`` when an existing one is not an overlay :func:`draw_overlay` wrote."""
+    from PIL import Image
+
+    io.check_outputs("--output", paths, overwrite)
+    for path in paths:
+        if not os.path.isfile(path):
+            continue
+        try:
+            with Image.open(path) as png:
+                note = png.info.get("Description")
+        except OSError:
+            note = None
+        if note != OVERLAY_NOTE:
+            raise ValueError(f"--output: {path} exists and is not an overlay this project wrote; --overwrite "
+                             "replaces only those: write elsewhere, or remove the file yourself")
 
 
 def overlay_path(out: str) -> str:
@@ -130,8 +156,11 @@ def draw_overlay(path: str, scan: io.Case, pred: np.ndarray, columns: int = 6) -
         ax.set_title(f"z={z}", fontsize=8)
     fig.suptitle(os.path.basename(path), fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    try:
+        with io.atomic_path(path, ".png") as tmp:
+            fig.savefig(tmp, dpi=80, metadata={"Description": OVERLAY_NOTE})
+    finally:
+        plt.close(fig)
 
 
 def main(argv=None) -> int:

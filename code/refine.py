@@ -125,8 +125,7 @@ def refine_scan(args, ckpt, method, how: Prediction) -> str:
     out = refined_path(args.output, args.input)
     if os.path.realpath(out) in (os.path.realpath(args.input), os.path.realpath(args.strokes)):
         raise ValueError(f"--output {args.output}: would overwrite {out}")
-    io.check_outputs("--output", [out], args.overwrite)
-    io.check_replaces_segmentations("--output", [out])
+    io.check_segmentation_outputs("--output", [out], args.overwrite)
     if args.save is not None:
         if os.path.realpath(args.save) == os.path.realpath(out):
             raise ValueError(f"--save {args.save} is the refined segmentation's path; the model would replace it")

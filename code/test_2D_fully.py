@@ -263,8 +263,7 @@ def main(argv=None) -> dict:
         units = distance_units(args.root_path, cases)
         if args.save_nii:
             outputs = [nii_path(args.save_nii, c) for c in cases]
-            io.check_outputs("--save_nii", outputs, args.overwrite)
-            io.check_replaces_segmentations("--save_nii", outputs)
+            io.check_segmentation_outputs("--save_nii", outputs, args.overwrite)
         check_same_source(args.out_json, args.pred_dir or run[0])
         if args.pred_dir:
             preds = {c.name: read_prediction(args.pred_dir, c, len(names), args.root_path) for c in cases}

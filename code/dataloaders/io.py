@@ -639,11 +639,13 @@ def nifti_description(path: str) -> str | None:
     return reader.GetMetaData("descrip").strip() if reader.HasMetaDataKey("descrip") else ""
 
 
-def check_replaces_segmentations(flag: str, paths) -> None:
-    """ValueError naming ``flag`` when an existing NIfTI file of ``paths`` that ``--overwrite``
-    would replace is not a segmentation :func:`write_segmentation` wrote, or has been edited since:
-    a scan, a user's masks (e.g. ``--output`` aimed at the data set's ``labels/``, where prediction
-    names match, also one whose header ITK cannot read), or a prediction corrected by hand."""
+def check_segmentation_outputs(flag: str, paths, overwrite: bool = False) -> None:
+    """:func:`check_outputs` for segmentations :func:`write_segmentation` will write, and with
+    ``overwrite`` a ValueError naming ``flag`` when an existing NIfTI file of ``paths`` is not one it
+    wrote, or has been edited since: a scan, a user's masks (e.g. ``--output`` aimed at the data set's
+    ``labels/``, where prediction names match, also one whose header ITK cannot read), or a
+    prediction corrected by hand."""
+    check_outputs(flag, paths, overwrite)
     for path in paths:
         if not (os.path.isfile(path) and is_nifti(path)):
             continue
