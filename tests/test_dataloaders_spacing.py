@@ -70,7 +70,7 @@ def test_parse_target_spacing(tmp_path):
     with pytest.raises(ValueError, match="--target_spacing must be"):
         parse_target_spacing("big", "")
     for bad in ("0", "-1", "inf", "nan", "1,nan", "500", "1.5,150", "100"):  # 150: a typo for 1.50 (2x3-pixel slices)
-        with pytest.raises(ValueError, match="mm values from 0.05 to 10 \\(an MRI pixel\\)"):
+        with pytest.raises(ValueError, match="values from 0.05 to 10 mm \\(an MRI pixel\\)"):
             parse_target_spacing(bad, "")
     io.write_h5(io.volume_path(str(tmp_path), "nospacing"), {"image": np.zeros((1, 4, 4), np.float32)})
     with pytest.raises(ValueError, match="nospacing.h5 has no spacing"):

@@ -15,12 +15,18 @@ import torch
 import torch.nn.functional as F
 
 from dataloaders import io
-from dataloaders.augment import resize
+from dataloaders.augment import points_fills, resize
 
 
 # In-plane pixel sides a target spacing may have, in mm: MRI pixels are 0.1-3 mm; 10 mm still
 # leaves a 380 mm field of view 38 pixels, while 100 (a typed 1.00) left a 256-pixel slice 4.
 IN_PLANE_MM = (0.05, 10.0)
+IN_PLANE_TEXT = f"from {IN_PLANE_MM[0]:g} to {IN_PLANE_MM[1]:g} mm (an MRI pixel)"
+
+
+def in_plane(values) -> bool:
+    """Whether every value of ``values`` (mm) is a plausible in-plane pixel side (``IN_PLANE_MM``)."""
+    return all(IN_PLANE_MM[0] <= v <= IN_PLANE_MM[1] for v in values)
 
 
 def median_spacing(root: str) -> list[float]:
@@ -46,11 +52,9 @@ def parse_target_spacing(value, root: str) -> list[float] | None:
         vals = [float(v) for v in (value if isinstance(value, (list, tuple)) else str(value).split(","))]
     except ValueError as e:
         raise ValueError(f"--target_spacing must be off, median, or mm (e.g. 1.0 or 1.0,1.0), got {value!r}") from e
-    lo, hi = IN_PLANE_MM
-    if len(vals) not in (1, 2) or not all(lo <= v <= hi for v in vals):
+    if len(vals) not in (1, 2) or not in_plane(vals):
         # inf (or 500) resampled every slice to one pixel: the run trained on padding and exited 0.
-        raise ValueError(f"--target_spacing must be off, median, or one or two mm values from {lo:g} to {hi:g} "
-                         f"(an MRI pixel), got {value!r}")
+        raise ValueError(f"--target_spacing must be off, median, or one or two values {IN_PLANE_TEXT}, got {value!r}")
     return vals * 2 if len(vals) == 1 else vals
 
 
@@ -84,8 +88,8 @@ def to_target(image: np.ndarray, masks: list[np.ndarray], fills: list[int], spac
     (h, w) float32, masks (h, w))."""
     shape = resampled_shape(image.shape, spacing, target)
     image = resize(image.astype(np.float32), shape, order=1)
-    return fit(image, size, 0.0), [mask_to_target(m, spacing, target, size, f, p)
-                                   for m, f, p in zip(masks, fills, points or [False] * len(masks))]
+    return fit(image, size, 0.0), [mask_to_target(m, spacing, target, size, f, pf is not None)
+                                   for m, f, pf in zip(masks, fills, points_fills(fills, points))]
 
 
 def mask_to_target(mask: np.ndarray, spacing, target, size, fill: int = 0, points: bool = False) -> np.ndarray:

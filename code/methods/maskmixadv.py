@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from dataloaders import io
 from dataloaders.shape_prior import ShapePrior, check_not_training_labels
-from dataloaders.spacing import IN_PLANE_MM
+from dataloaders.spacing import IN_PLANE_TEXT, in_plane
 from losses.segmentation import dice_loss, masked_mse, partial_ce
 from methods.base import Method, mixed_pseudo_label, sigmoid_rampup
 from networks import PatchDiscriminator
@@ -102,11 +102,10 @@ class MaskMixAdv(Method):
             raise ValueError(f"--mask_ratio must lie in (0, 1), got {cfg.mask_ratio}")
         if cfg.disc_lr <= 0:
             raise ValueError(f"--disc_lr must be > 0, got {cfg.disc_lr}")
-        lo, hi = IN_PLANE_MM
         if cfg.prior_spacing is not None and not (cfg.shape_prior and cfg.target_spacing
-                                                  and lo <= cfg.prior_spacing <= hi):
-            raise ValueError(f"--prior_spacing {cfg.prior_spacing}: a voxel size from {lo:g} to {hi:g} mm, for "
-                             "--shape_prior masks without one, with --target_spacing (it is used nowhere else)")
+                                                  and in_plane([cfg.prior_spacing])):
+            raise ValueError(f"--prior_spacing {cfg.prior_spacing}: a voxel size {IN_PLANE_TEXT}, for --shape_prior "
+                             "masks without one, with --target_spacing (it is used nowhere else)")
 
     def __init__(self, cfg):
         if cfg.shared_decoder:
