@@ -72,7 +72,9 @@ def test_points_sup_type_in_the_dataset(phantom_root):
     ds = SliceDataset(phantom_root, split.train[:2], "points", (32, 32), progress=False)
     for t in ds.targets:
         assert ((t != UNLABELED).sum() <= 12) and (np.bincount(t.ravel(), minlength=5)[:4] <= 3).all()
-    assert ds.fills[0] == UNLABELED
+    assert ds.target_kind(0) == (UNLABELED, True)
+    nearest = SliceDataset(phantom_root, split.train[:2], "points", (32, 32), progress=False, keep_points=False)
+    assert nearest.target_kind(0) == (UNLABELED, False)
 
 
 def test_labeled_patients_choice_is_seeded_nested_and_checked():
@@ -131,9 +133,9 @@ def test_dense_cases_train_on_their_masks(phantom_root):
                       dense_cases=split.train[:1])
     n0 = io.num_slices(phantom_root, split.train[0])
     first = io.read_case(phantom_root, split.train[0])
-    assert np.array_equal(ds.targets[0], first.label[0]) and ds.fills[0] == 0
+    assert np.array_equal(ds.targets[0], first.label[0]) and ds.target_kind(0) == (0, False)
     second = io.read_case(phantom_root, split.train[1])
-    assert np.array_equal(ds.targets[n0], second.scribble[0]) and ds.fills[n0] == UNLABELED
+    assert np.array_equal(ds.targets[n0], second.scribble[0]) and ds.target_kind(n0) == (UNLABELED, False)
 
 
 def test_labeled_patients_are_logged_and_saved_in_the_config(phantom_root, tmp_path):

@@ -278,8 +278,7 @@ class SliceDataset(Dataset):
         labels = iter(label_targets(root, [s for s, d in zip(slices, dense) if d], progress))
         self.targets = [next(labels if d else targets).astype(np.int64) for d in dense]
         self.dense = [d or sup_type == "label" for d in dense]
-        self.fills = [FILL["label" if d else sup_type] for d in self.dense]
-        self.point_targets = [keep_points and sup_type in POINTS and not d for d in self.dense]
+        self.sup_type, self.keep_points = sup_type, keep_points
         if not any((t != io.UNLABELED).any() for t in self.targets):
             # pCE is then 0 at every step: the run trained on nothing and exited 0.
             raise ValueError(f"{root}: no labelled pixel in the {len(self.targets)} training slices "
@@ -304,9 +303,16 @@ class SliceDataset(Dataset):
         for i, s in enumerate(slices):
             if s.get("spacing") is None:
                 raise ValueError(f"--target_spacing: {s['name']} has no spacing attribute")
-            self.images[i], (self.targets[i],) = to_target(self.images[i], [self.targets[i]], [self.fills[i]],
-                                                          s["spacing"][1:], target, self.input_size,
-                                                          [self.point_targets[i]])
+            fill, points = self.target_kind(i)
+            self.images[i], (self.targets[i],) = to_target(self.images[i], [self.targets[i]], [fill],
+                                                          s["spacing"][1:], target, self.input_size, [points])
+
+    def target_kind(self, index: int) -> tuple[int, bool]:
+        """(the fill of slice ``index``'s target where rotation or padding brings pixels in from
+        outside, whether the target holds points that every resize must keep)."""
+        dense = self.dense[index]
+        return (FILL["label" if dense else self.sup_type],
+                self.keep_points and not dense and self.sup_type in POINTS)
 
     def digest(self) -> str:
         """SHA-256 of what the run trains on: each slice's name, image and target as loaded, before
@@ -345,8 +351,9 @@ class SliceDataset(Dataset):
     def __getitem__(self, item) -> dict:
         index, seed = item
         rng = np.random.default_rng(seed)
-        image, (target,) = augment(self.images[index], [self.targets[index]], [self.fills[index]],
-                                   self.input_size, rng, self.patch_size, self.fg_prob, [self.point_targets[index]])
+        fill, points = self.target_kind(index)
+        image, (target,) = augment(self.images[index], [self.targets[index]], [fill], self.input_size, rng,
+                                   self.patch_size, self.fg_prob, [points])
         return {"image": torch.from_numpy(image.copy())[None], "target": torch.from_numpy(target.copy()),
                 "index": index}
 

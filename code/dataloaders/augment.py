@@ -70,6 +70,12 @@ def crop_origin(foreground: np.ndarray, patch: tuple[int, int], fg_prob: float,
     return int(rng.integers(0, h - ph + 1)), int(rng.integers(0, w - pw + 1))
 
 
+def points_fills(fills: list[int], points: list[bool] | None = None) -> list[int | None]:
+    """For each mask, the fill value its isolated points sit on when ``points`` says it holds
+    points (each must survive a resize: :func:`keep_points`), else None (nearest neighbour)."""
+    return [f if p else None for f, p in zip(fills, points or [False] * len(fills))]
+
+
 def augment(image: np.ndarray, masks: list[np.ndarray], fills: list[int], size: tuple[int, int],
             rng: np.random.Generator, patch: tuple[int, int] | None = None, fg_prob: float = 0.5,
             points: list[bool] | None = None):
@@ -94,8 +100,8 @@ def augment(image: np.ndarray, masks: list[np.ndarray], fills: list[int], size: 
     elif rng.random() > 0.5:
         image, masks = rotate(image, masks, fills, rng)
     image = resize(np.ascontiguousarray(image, dtype=np.float32), size, order=1)
-    masks = [resize(np.ascontiguousarray(m), size, order=0, points_fill=f if p else None)
-             for m, f, p in zip(masks, fills, points or [False] * len(masks))]
+    masks = [resize(np.ascontiguousarray(m), size, order=0, points_fill=pf)
+             for m, pf in zip(masks, points_fills(fills, points))]
     if patch is not None and tuple(patch) != tuple(size):
         fg = (masks[0] >= 1) & (masks[0] <= 3)
         y, x = crop_origin(fg, tuple(patch), fg_prob, rng)
