@@ -167,3 +167,20 @@ def test_samples_are_dihedral_variants_or_small_rotations_of_the_mask():
         for c in (1, 3):  # a rotation by at most 20 degrees keeps each area within 15%
             assert abs((lab == c).sum() - (mask == c).sum()) <= 0.15 * (mask == c).sum()
     assert 10 < exact < 40  # about half rot/flip, a quarter untouched, a quarter rotated
+
+
+def test_small_rotations_of_a_non_square_prior_are_rigid():
+    # Found by a review: a rotation matrix on the grid's per-axis normalised coordinates sheared a
+    # 64 x 160 map (a disc of radius 20 turned by 20 degrees had a 38 x 52 bounding box).
+    from dataloaders.shape_prior import _rotate_nearest
+
+    yy, xx = np.mgrid[:64, :160]
+    disc = torch.from_numpy(((yy - 31.5) ** 2 + (xx - 79.5) ** 2 <= 20 ** 2).astype(np.float32))
+    turned = _rotate_nearest(disc[None], torch.tensor([np.deg2rad(20.0)]))[0].numpy() > 0
+    rows, cols = np.flatnonzero(turned.any(1)), np.flatnonzero(turned.any(0))
+    assert abs(len(rows) - 40) <= 1 and abs(len(cols) - 40) <= 1
+    assert abs(int(turned.sum()) - int(disc.sum())) <= 0.02 * disc.sum()
+    bar = torch.zeros(64, 160)
+    bar[30:34, 40:120] = 1  # 80 pixels long: turned by 20 degrees it spans 80 cos 20 = 75 columns
+    cols = np.flatnonzero((_rotate_nearest(bar[None], torch.tensor([np.deg2rad(20.0)]))[0] > 0).numpy().any(0))
+    assert abs(len(cols) - 77) <= 2

@@ -215,9 +215,12 @@ class ShapePrior:
 
 def _rotate_nearest(labels: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
     """Rotate (B, H, W) label maps by ``angles`` (B,) radians about the centre, nearest neighbour;
-    pixels brought in from outside are background (0)."""
+    pixels brought in from outside are background (0). The grid's coordinates are normalised per
+    axis, so a rigid turn of an H x W map scales the sine terms by H/W and W/H (a plain rotation
+    matrix would shear a non-square map)."""
     cos, sin, zero = angles.cos().float(), angles.sin().float(), torch.zeros_like(angles).float()
-    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    aspect = labels.shape[-2] / labels.shape[-1]
+    theta = torch.stack([torch.stack([cos, -sin * aspect, zero], 1), torch.stack([sin / aspect, cos, zero], 1)], 1)
     grid = F.affine_grid(theta, [labels.shape[0], 1, *labels.shape[1:]], align_corners=False)
     return F.grid_sample(labels[:, None], grid, mode="nearest", padding_mode="zeros",
                          align_corners=False)[:, 0]
