@@ -269,11 +269,7 @@ def cases_to_score(ckpt: dict, path: str, root: str, fold: str, part: str) -> li
         ckpt = {**ckpt, "split": vars(split)}
     check_unseen(ckpt, names, path, part)
     check_predicts(path, ckpt, root)
-    cases = reference_volumes(root, names, saved["num_classes"])
-    without = [c.name for c in cases if c.spacing is None]
-    if saved["target_spacing"] and without:
-        raise ValueError(f"{io.volume_path(root, without[0])} has no spacing attribute, but {path} resamples slices "
-                         f"to {tuple(saved['target_spacing'])} mm; score it on volumes with a spacing")
+    cases = reference_volumes(root, names, saved["num_classes"], saved["target_spacing"])
     leaked = trained_on_image(cases, ckpt.get("train_images") or ())
     if leaked:
         raise ValueError(f"{path} trained on the image of slice {leaked[1]} of {io.volume_path(root, leaked[0])} "

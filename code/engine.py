@@ -250,7 +250,7 @@ def load_data(cfg, split: Split, saved: dict | None, path: str) -> tuple[SliceDa
                              target_spacing=cfg.target_spacing, dense_cases=training[1],
                              keep_points=cfg.point_resize != "nearest")
     cfg.train_data_sha256 = train_set.digest()
-    val_set = inference.reference_volumes(cfg.root_path, split.val, cfg.num_classes)
+    val_set = inference.reference_volumes(cfg.root_path, split.val, cfg.num_classes, cfg.target_spacing)
     leaked = trained_on_image(val_set, train_set.image_fingerprints)
     if leaked:
         raise ValueError(f"{io.volume_path(cfg.root_path, leaked[0])}: slice {leaked[1]} holds the image of a training "

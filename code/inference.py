@@ -233,14 +233,19 @@ def check_classes_present(cases: list[Case], num_classes: int) -> None:
                          "'labels', --class_names)")
 
 
-def reference_volumes(root: str, names: list[str], num_classes: int) -> list[Case]:
+def reference_volumes(root: str, names: list[str], num_classes: int, target_spacing=None) -> list[Case]:
     """The volumes ``names`` of ``root`` to score against, checked as every scoring needs them: a
     dense, non-empty label each (:class:`~dataloaders.acdc.VolumeSet`), one distance unit
-    (:func:`distance_units`) and every class 1..``num_classes``-1 in some label
-    (:func:`check_classes_present`). ValueError naming the volume or class otherwise."""
+    (:func:`distance_units`), every class 1..``num_classes``-1 in some label
+    (:func:`check_classes_present`) and, for a model that resamples slices to ``target_spacing``
+    (y, x) mm, a spacing. ValueError naming the volume or class otherwise."""
     cases = list(VolumeSet(root, names))
     if cases:
-        distance_units(root, cases)
+        distance_units(root, cases)  # all with a spacing, or none
+        if target_spacing and cases[0].spacing is None:
+            raise ValueError(f"{io.volume_path(root, cases[0].name)} has no spacing attribute, but the model "
+                             f"resamples slices to {tuple(target_spacing)} mm (--target_spacing); score and "
+                             "validate on volumes with a spacing")
     check_classes_present(cases, num_classes)
     return cases
 

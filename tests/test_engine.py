@@ -368,6 +368,28 @@ def test_the_release_step_is_refused_without_the_release(tmp_path):
         assert out.returncode == 2 and "--steps and --batch must be >= 1" in out.stderr
 
 
+def test_validation_volumes_without_a_spacing_are_refused_at_start_under_target_spacing(tmp_path, phantom_root):
+    # Found by a review: the run trained until its first validation, then stopped with a message
+    # naming no file, and its folder (config.json, log.txt) refused the same command again.
+    import shutil
+
+    import h5py
+
+    from dataloaders import io
+    from dataloaders.acdc import make_split
+
+    root = tmp_path / "root"
+    shutil.copytree(phantom_root, root)
+    val = make_split(str(root), "fold1").val
+    for case in val:
+        with h5py.File(io.volume_path(str(root), case), "a") as f:
+            del f.attrs["spacing"]
+    with pytest.raises(ValueError, match=f"{val[0]}.h5 has no spacing attribute, but the model resamples slices "
+                                         r"to \(3.0, 3.0\) mm \(--target_spacing\)"):
+        run("pce", str(root), tmp_path / "run", "--target_spacing", "3")
+    assert not (tmp_path / "run").exists() or not os.listdir(tmp_path / "run")
+
+
 def test_validation_volumes_with_and_without_a_spacing_are_refused_before_training(tmp_path, phantom_root):
     # Their mean HD95 and ASD (log.txt, best.json, the curves) would mix voxels with mm.
     import shutil
