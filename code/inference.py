@@ -255,12 +255,12 @@ def score_cases(predictions: dict[str, np.ndarray], cases: list[Case], num_class
     {case: {class: {metric: value}}}.
 
     Distances are in mm when a case has a spacing, else in voxels. A case without a prediction
-    raises KeyError naming it; a class that no case's label holds, ValueError
+    raises ValueError naming it, as does a class that no case's label holds
     (:func:`check_classes_present`).
     """
     missing = [c.name for c in cases if c.name not in predictions]
     if missing:
-        raise KeyError(f"no prediction for case {missing[0]}" + (f" (and {len(missing) - 1} more)"
+        raise ValueError(f"no prediction for case {missing[0]}" + (f" (and {len(missing) - 1} more)"
                                                                  if len(missing) > 1 else ""))
     check_classes_present(cases, num_classes)
     classes = tuple(range(1, num_classes))

@@ -60,6 +60,26 @@ def test_a_bad_flag_with_overwrite_keeps_the_old_run(phantom_root, tmp_path, cap
     assert sorted(p.name for p in run.iterdir()) == ["last.pth"] and (run / "last.pth").read_bytes() == b"weights"
 
 
+def test_a_slice_without_scribbles_is_named_unquoted(phantom_root, tmp_path, capsys):
+    # The KeyError it raised printed as error: "patient..._slice_0: ..." (quoted, a slice name).
+    import shutil
+
+    import h5py
+
+    from dataloaders import io
+    from dataloaders.acdc import make_split
+
+    root = tmp_path / "root"
+    shutil.copytree(phantom_root, root)
+    bare = os.path.join(root, io.SLICE_DIR, make_split(str(root), "fold1").train[0] + "_slice_0.h5")
+    with h5py.File(bare, "a") as f:
+        del f["scribble"]
+    with pytest.raises(SystemExit) as e:
+        train.main(["--method", "pce", "--root_path", str(root), "--out_dir", str(tmp_path / "run"), "--no_progress"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == f"error: {bare}: no 'scribble' dataset (needed by --sup_type scribble)\n"
+
+
 def test_unknown_method_lists_the_registry(capsys):
     with pytest.raises(SystemExit):
         train.main(["--method", "unet_magic"])

@@ -126,19 +126,21 @@ def split_part(root: str, fold: str, part: str, val_fraction: float = 0.1, selec
     return cases
 
 
-def _key(sup_type: str, slices: list[dict], key: str) -> list[np.ndarray]:
+def _key(root: str, sup_type: str, slices: list[dict], key: str) -> list[np.ndarray]:
+    """The ``key`` array of each slice; ValueError naming the first slice file without one."""
     for s in slices:
         if key not in s:
-            raise KeyError(f"{s['name']}: no {key!r} in the data (needed by --sup_type {sup_type})")
+            raise ValueError(f"{os.path.join(root, io.SLICE_DIR, s['name'] + '.h5')}: no {key!r} dataset "
+                             f"(needed by --sup_type {sup_type})")
     return [s[key] for s in slices]
 
 
 def scribble_targets(root: str, slices: list[dict], progress: bool) -> list[np.ndarray]:
-    return _key("scribble", slices, "scribble")
+    return _key(root, "scribble", slices, "scribble")
 
 
 def label_targets(root: str, slices: list[dict], progress: bool) -> list[np.ndarray]:
-    return _key("label", slices, "label")
+    return _key(root, "label", slices, "label")
 
 
 def random_walker_targets(root: str, slices: list[dict], progress: bool) -> list[np.ndarray]:
@@ -147,7 +149,7 @@ def random_walker_targets(root: str, slices: list[dict], progress: bool) -> list
 
     cache = RandomWalkerCache(os.path.join(root, "random_walker_cache"))
     items = list(zip([s["name"] for s in slices], [s["image"] for s in slices],
-                     _key("random_walker", slices, "scribble")))
+                     _key(root, "random_walker", slices, "scribble")))
     cache.build(items, progress=progress, workers=min(4, os.cpu_count() or 1))
     return [cache.get(*it) for it in items]
 
@@ -158,7 +160,7 @@ def point_targets(root: str, slices: list[dict], progress: bool) -> list[np.ndar
     from dataloaders.points import PointCache
 
     cache = PointCache(os.path.join(root, "points_cache"))
-    items = list(zip([s["name"] for s in slices], _key("points", slices, "label")))
+    items = list(zip([s["name"] for s in slices], _key(root, "points", slices, "label")))
     cache.build(items, progress=progress)
     return [cache.get(*it) for it in items]
 

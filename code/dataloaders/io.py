@@ -737,12 +737,12 @@ def clear_orientation_codes(path: str) -> None:
 
 def read_label_file(path: str, top: int = NUM_CLASSES - 1) -> np.ndarray:
     """A (Z, H, W) uint8 label map with classes 0..``top`` from an h5 file (key ``label``) or a NIfTI
-    file (array order of ``GetArrayFromImage``); OSError or KeyError naming the file when it
-    cannot be read, ValueError when it holds other values."""
+    file (array order of ``GetArrayFromImage``); OSError naming the file when it cannot be read,
+    ValueError when it has no label or holds other values."""
     if path.lower().endswith(".h5"):
         arrays = read_h5(path, keys=("label",))
         if "label" not in arrays:
-            raise KeyError(f"{path}: no 'label' dataset")
+            raise ValueError(f"{path}: no 'label' dataset")
         labels = arrays["label"]
     else:
         labels = read_nifti(path)[0]
