@@ -144,8 +144,12 @@ def finalize(cfg: argparse.Namespace, method_cls) -> argparse.Namespace:
         cfg.point_resize = cfg.point_resize or "keep"
     elif cfg.point_resize is not None:
         raise ValueError(f"--point_resize applies to --sup_type points, not {cfg.sup_type}")
-    if cfg.labeled_patients < 0:
-        raise ValueError(f"--labeled_patients must be >= 0, got {cfg.labeled_patients}")
+    # poly_power < 0 raised ZeroDivisionError at the last step; torch named no flag for the others.
+    for flag in ("labeled_patients", "num_workers", "weight_decay", "poly_power"):
+        if getattr(cfg, flag) < 0:
+            raise ValueError(f"--{flag} must be >= 0, got {getattr(cfg, flag)}")
+    if not 0.0 <= cfg.momentum < 1.0:
+        raise ValueError(f"--momentum must lie in [0, 1), got {cfg.momentum}")
     for flag in ("max_iterations", "batch_size", "val_interval", "save_every"):
         if getattr(cfg, flag) < 1:
             raise ValueError(f"--{flag} must be >= 1, got {getattr(cfg, flag)}")
@@ -172,8 +176,6 @@ def finalize(cfg: argparse.Namespace, method_cls) -> argparse.Namespace:
         raise ValueError(f"--model_ema must lie in [0, 1), got {cfg.model_ema}")
     if cfg.base_lr <= 0 or cfg.seed < 0:  # lr 0 trained nothing at exit 0; torch named neither flag
         raise ValueError(f"--base_lr must be > 0 and --seed >= 0, got {cfg.base_lr} and {cfg.seed}")
-    if cfg.poly_power < 0:  # a negative power raised ZeroDivisionError at the last step
-        raise ValueError(f"--poly_power must be >= 0, got {cfg.poly_power}")
     # Every method's loss weights are --w_*: a negative one would train away from its target.
     for flag, value in sorted(vars(cfg).items()):
         if flag.startswith("w_") and value < 0:

@@ -35,6 +35,10 @@ from conftest import ROOT
     (["--method", "pce", "--poly_power", "-1"], "--poly_power must be >= 0, got -1.0"),  # a traceback at the end
     (["--method", "pce", "--base_lr", "0"], "--base_lr must be > 0"),  # trained nothing, exit 0
     (["--method", "pce", "--seed", "-1"], "--seed >= 0"),
+    # torch's "Invalid momentum value: -0.5" named no flag, after the data had loaded
+    (["--method", "pce", "--momentum", "-0.5"], "--momentum must lie in [0, 1), got -0.5"),
+    (["--method", "pce", "--weight_decay", "-1"], "--weight_decay must be >= 0, got -1.0"),
+    (["--method", "pce", "--num_workers", "-1"], "--num_workers must be >= 0, got -1"),
     (["--method", "ustm", "--mc_passes", "0"], "--mc_passes must be >= 1, got 0"),
     (["--method", "s2l", "--memory_interval", "0"], "--memory_interval must be >= 1, got 0"),
     # argparse's prefixes would take --root for --root_path behind train_wss.sh's guards.
