@@ -8,7 +8,7 @@ import pytest
 
 from dataloaders.io import SLICE_DIR, UNLABELED, VOLUME_DIR, list_cases, read_case, read_h5, slice_path
 from dataloaders.intensity import normalise_intensity
-from dataloaders.phantoms import render_patient, write_phantoms
+from dataloaders.phantoms import render_labels, render_patient, write_phantoms
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 64
@@ -83,6 +83,16 @@ def test_deterministic_and_seed_dependent():
     # the raw volume is int16 in an MR-like range and normalises to the stored image
     assert ra[0].dtype == np.int16 and 100 < ra[0].max() < 2000 and ra[0].min() >= 0
     assert np.array_equal(normalise_intensity(ra[0]), a[0].image)
+
+
+def test_labels_alone_are_the_patients_labels():
+    # The phantom shape prior renders only labels (3 s of images at every MaskMixAdv start before).
+    for index, seed in ((0, 3), (7, 11)):
+        cases, _ = render_patient(index, seed, 40)
+        frames = render_labels(index, seed, 40)
+        assert len(frames) == 2 and {c.label.max() for c in cases} == {3}
+        for case, (labels, spacing) in zip(cases, frames):
+            assert labels.dtype == np.uint8 and np.array_equal(labels, case.label) and spacing == case.spacing
 
 
 def run_cli(*args):

@@ -249,6 +249,33 @@ def _grid(size: int, spacing: float, factor: int):
     return c, c
 
 
+def _layout(index: int, seed: int, size: int):
+    """(the patient's generator after its draw, its parameters, the long-axis position in [0, 1]
+    of each slice, spacing (z, y, x) mm) of phantom patient ``index``."""
+    if size < MIN_SIZE:
+        raise ValueError(f"size must be >= {MIN_SIZE}, got {size}")
+    rng = np.random.default_rng([seed, index])
+    p = _draw_patient(rng)
+    n = p["n_slices"]
+    sp = float(np.float32(p["fov"] / size))  # float32-exact, as a NIfTI header stores it
+    dz = float(np.clip(np.round(2 * p["length"] / n) / 2, 5.0, 10.0))
+    return rng, p, np.linspace(p["t0"], p["t1"], n), (dz, sp, sp)
+
+
+def _tissues(p: dict, grid, t: float, es: bool, size: int) -> np.ndarray:
+    """(size, size) int16 tissue map of the heart alone (the classes depend on nothing else)."""
+    return _heart(p, np.zeros((size, size), dtype=np.int16), grid, t, es)
+
+
+def render_labels(index: int, seed: int, size: int = 128) -> list[tuple[np.ndarray, tuple]]:
+    """The labels of :func:`render_patient` alone, without rendering its images (a shape prior
+    needs nothing else): [(ED labels, spacing), (ES labels, spacing)], labels uint8 (Z, size,
+    size) in 0..3, spacing (z, y, x) mm."""
+    _, p, ts, spacing = _layout(index, seed, size)
+    grid = _grid(size, spacing[1], 1)
+    return [(np.stack([_CLASS[_tissues(p, grid, t, es, size)] for t in ts]), spacing) for es in (False, True)]
+
+
 def render_patient(index: int, seed: int, size: int = 128) -> tuple[list[Case], list[np.ndarray]]:
     """The ED and ES volumes of phantom patient ``index`` (0-based; named ``patient{index+1:03d}``).
 
@@ -257,14 +284,8 @@ def render_patient(index: int, seed: int, size: int = 128) -> tuple[list[Case], 
     raw int16 (Z, size, size) volumes (0 to at most about 1500) whose ``normalise_intensity`` is the image.
     Deterministic in (index, seed, size); a patient does not depend on how many are generated.
     """
-    if size < MIN_SIZE:
-        raise ValueError(f"size must be >= {MIN_SIZE}, got {size}")
-    rng = np.random.default_rng([seed, index])
-    p = _draw_patient(rng)
+    rng, p, ts, (dz, sp, _) = _layout(index, seed, size)
     n = p["n_slices"]
-    sp = float(np.float32(p["fov"] / size))  # float32-exact, as a NIfTI header stores it
-    dz = float(np.clip(np.round(2 * p["length"] / n) / 2, 5.0, 10.0))
-    ts = np.linspace(p["t0"], p["t1"], n)
     slice_seeds = rng.integers(2**32, size=n)
     fine_grid, grid = _grid(size, sp, SUPERSAMPLE), _grid(size, sp, 1)
     gx, gy = np.meshgrid(np.linspace(-1, 1, size), np.linspace(-1, 1, size))
@@ -288,7 +309,7 @@ def render_patient(index: int, seed: int, size: int = 128) -> tuple[list[Case], 
             hi_a, coarse, fine = anat[k]
             hi = p["signal"][_heart(p, hi_a, fine_grid, t, es)]
             # The classes depend on the heart alone, so the labels skip the surroundings.
-            tis = _heart(p, np.zeros((size, size), dtype=np.int16), grid, t, es)
+            tis = _tissues(p, grid, t, es, size)
             lab[k] = _CLASS[tis]
             low = hi.reshape(size, SUPERSAMPLE, size, SUPERSAMPLE).mean(axis=(1, 3))
             low = low * np.where(lab[k] == 0, 1 + p["texture"] * coarse, 1.0)

@@ -53,13 +53,13 @@ def phantom_prior_masks(seed: int, target_spacing=None, size=None, n_patients: i
     ``target_spacing`` (y, x) mm and fitted to ``size`` where one is given. Their indices start at
     ``PRIOR_PATIENT_OFFSET``, far beyond any generated data set, so they are never the
     training patients whatever seed made the data."""
-    from dataloaders.phantoms import render_patient
+    from dataloaders.phantoms import render_labels
     from dataloaders.spacing import mask_to_target
 
-    cases = [case for p in range(n_patients) for case in render_patient(PRIOR_PATIENT_OFFSET + p, seed)[0]]
+    frames = [frame for p in range(n_patients) for frame in render_labels(PRIOR_PATIENT_OFFSET + p, seed)]
     if target_spacing:
-        return [mask_to_target(s, case.spacing[1:], target_spacing, size) for case in cases for s in case.label]
-    return [s for case in cases for s in case.label]
+        return [mask_to_target(s, spacing[1:], target_spacing, size) for labels, spacing in frames for s in labels]
+    return [s for labels, _ in frames for s in labels]
 
 
 class MaskMixAdv(Method):
