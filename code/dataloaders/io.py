@@ -253,14 +253,19 @@ def read_h5(path: str, keys=KEYS, num_classes: int = NUM_CLASSES) -> dict:
         raise OSError(f"{path}: no 'image' dataset")
     check_arrays(path, out, num_classes)
     out.update({a: read_geometry(path, a, g) for a, g in geometry.items()}, unoriented=unoriented)
-    spacing, image = out["spacing"], out.get("image")
-    stack = image is not None and image.ndim == 3 and len(image) > 1
+    spacing, volume = out["spacing"], out.get("image", out.get("label"))  # a prior file holds labels only
+    stack = volume is not None and volume.ndim == 3 and len(volume) > 1
     if spacing is not None and stack:  # read_geometry checked the in-plane sides
         check_voxel_sides(path, spacing[:1], "attribute spacing z")
     if spacing is not None and stack and max(spacing[1:]) > 2 * spacing[0]:
         # As read_scan refuses for NIfTI; here it is mostly ITK's (x, y, z) order written as (z, y, x).
         raise ValueError(f"{path}: attribute spacing {spacing} is (z, y, x) mm, but an in-plane side is over "
                          "twice the slice spacing; was it written in ITK's (x, y, z) order?")
+    if stack and len(volume) > min(volume.shape[1:]) and (spacing is None or spacing[0] > 1.5 * max(spacing[1:])):
+        # read_scan's rule for NIfTI: nibabel's (x, y, z) arrays trained on 216 "slices" of 256 x 10.
+        why = "no attribute spacing" if spacing is None else f"slices {spacing[0]:g} mm thick"
+        raise ValueError(f"{path}: {len(volume)} slices of {volume.shape[1]} x {volume.shape[2]} voxels and {why}: "
+                         "an (x, y, z) array? Store it as (slices, rows, columns)")
     return out
 
 
@@ -733,6 +738,33 @@ def clear_orientation_codes(path: str) -> None:
     data[252:256] = struct.pack(order + "2h", 0, 0)
     with opener(path, "wb") as f:
         f.write(data)
+
+
+# Share of the LV's border (4-neighbour pixel edges) that must touch the MYO: 0.98-1.0 on every
+# ACDC and MSCMR volume, at most 0.46 on any of them with RV, MYO, LV numbered in another order.
+ENCLOSED = 0.75
+
+
+def check_class_order(masks, class_names, what: str, against: str) -> None:
+    """ValueError naming ``what`` (e.g. "the shape prior") when the (h, w) dense ``masks`` (or
+    (Z, H, W) volumes) do not number the structures as ``class_names`` (labels 1..C) do, judged by
+    anatomy: the MYO encloses the LV, so at least ``ENCLOSED`` of the LV's border must touch the
+    MYO. ``against`` says where the names come from. No check unless the names include LV and MYO."""
+    names = [str(n).upper() for n in class_names]
+    if "LV" not in names or "MYO" not in names:
+        return
+    lv, myo = names.index("LV") + 1, names.index("MYO") + 1
+    border = touching = 0
+    for m in masks:
+        for a, b in ((m[..., 1:, :], m[..., :-1, :]), (m[..., 1:], m[..., :-1])):
+            edge = (a == lv) != (b == lv)
+            border += int(np.count_nonzero(edge))
+            touching += int(np.count_nonzero(edge & ((a == myo) | (b == myo))))
+    if border and touching < ENCLOSED * border:
+        order = ", ".join(f"{i} {n}" for i, n in enumerate(class_names, start=1))
+        raise ValueError(f"{what}'s MYO (class {myo}) touches only {100 * touching / border:.0f}% of its LV's "
+                         f"(class {lv}) border, not enclosing it: its masks do not number the classes as {against} "
+                         f"({order}); relabel them")
 
 
 def read_label_file(path: str, top: int = NUM_CLASSES - 1) -> np.ndarray:
