@@ -176,6 +176,10 @@ def process_raw_case(case: str, image_path: str | None, gt_path: str | None,
         raise CaseError(f"{image_path}: image without its mask {case}_gt.nii.gz")
     image = read_volume(image_path)
     label = read_labels_on(gt_path, image, 3).astype(np.uint8)
+    try:
+        io.check_class_order([label], io.CLASS_NAMES, f"{gt_path}: the mask", "ACDC does")
+    except ValueError as e:
+        raise CaseError(str(e)) from e
     if scribble_path is not None:
         if not os.path.isfile(scribble_path):
             raise CaseError(f"{scribble_path}: missing scribble file")
@@ -204,13 +208,15 @@ def check_mostly_unlabeled(path: str, scribble: np.ndarray) -> None:
 
 
 def process_nifti_case(split: str, image_path: str, label_path: str, seed: int,
-                       num_classes: int = io.NUM_CLASSES) -> Case:
+                       class_names=io.CLASS_NAMES) -> Case:
     """Read one image and its label file of a NIfTI data set into a ``Case`` with its geometry:
     image float32 [0, 1], ``label`` (dense mask) or ``scribble`` (given, or generated from the
     dense mask of a training case). ``CaseError`` naming the file for what cannot be read or
     would mislead: a scribble (by its name or its 4s) with 4 on under ``MIN_UNLABELED`` of the
     voxels (a dense mask with stray 4s, or unstroked voxels marked 0), and a scribble for a val
-    or test case (those are scored, against dense masks)."""
+    or test case (those are scored, against dense masks); a dense mask that does not number the
+    structures as ``class_names`` do (:func:`io.check_class_order`)."""
+    num_classes = len(class_names) + 1
     try:
         scan = io.read_scan(image_path)
         labels = io.read_labels_on(label_path, scan, UNLABELED, "the image")
@@ -219,6 +225,7 @@ def process_nifti_case(split: str, image_path: str, label_path: str, seed: int,
             io.check_scribble_classes(f"{label_path}: scribble", labels, num_classes)
         else:
             io.check_labels(label_path, labels, num_classes - 1)
+            io.check_class_order([labels], class_names, f"{label_path}: the mask", "--class_names declares")
     except (OSError, ValueError) as e:
         raise CaseError(str(e)) from e
     if kind == "scribble":
@@ -380,7 +387,7 @@ def main(argv=None) -> int:
 
         def nifti_job(split, img, lab):
             return lambda dest: write_case(dest, process_nifti_case(split, img, lab, args.seed,
-                                                                    len(args.class_names) + 1))
+                                                                    args.class_names))
 
         def finish(dest, failed_names):
             # Failed cases have no volume, so they stay out of splits.json.

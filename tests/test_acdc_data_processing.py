@@ -252,6 +252,31 @@ def test_overwrite_removes_what_the_new_conversion_does_not_write(nifti_src, pha
     assert not (out / "splits.json").exists() and not (out / "dataset.json").exists()
 
 
+def test_masks_numbered_otherwise_than_the_class_names_are_refused(nifti_src, phantom, tmp_path, capsys):
+    # Found by a probe: M&Ms-ordered masks (1 LV, 2 MYO, 3 RV) converted under the default names
+    # RV MYO LV at exit 0; the tables swapped RV and LV, and an ACDC-ordered prior passed.
+    import SimpleITK as sitk
+
+    src = tmp_path / "src"
+    shutil.copytree(nifti_src, src)
+    for f in (src / "train" / "labels").iterdir():
+        mask = sitk.ReadImage(str(f))
+        relabelled = sitk.GetImageFromArray(np.choose(sitk.GetArrayFromImage(mask), [0, 3, 2, 1]).astype(np.uint8))
+        relabelled.CopyInformation(mask)
+        sitk.WriteImage(relabelled, str(f))
+    assert adp.main(["--nifti", str(src), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "_gt.nii.gz: the mask's MYO (class 2) touches only " in err
+    assert "its masks do not number the classes as --class_names declares (1 RV, 2 MYO, 3 LV)" in err
+    assert adp.main(["--nifti", str(src), "--out", str(tmp_path / "named"), "--class_names", "LV", "MYO", "RV"]) == 0
+    raw = tmp_path / "raw"
+    shutil.copytree(phantom / "raw", raw)
+    gt = raw / "patient002" / "patient002_frame01_gt.nii.gz"
+    shutil.copy(src / "train" / "labels" / gt.name, gt)
+    assert adp.main(["--raw", str(raw), "--out", str(tmp_path / "raw_out")]) == 1
+    assert f"{gt}: the mask's MYO (class 2) touches only " in capsys.readouterr().err
+
+
 def test_shape_mismatch_reported(phantom, tmp_path):
     import SimpleITK as sitk
     raw = tmp_path / "raw"

@@ -68,32 +68,6 @@ def check_not_training_labels(source: str, root_path: str) -> None:
                                  "data's own labels must not be the shape prior")
 
 
-# Share of the LV's border (4-neighbour pixel edges) that must touch the MYO: 0.98-1.0 on every
-# ACDC and MSCMR volume, at most 0.46 on any of them with RV, MYO, LV numbered in another order.
-ENCLOSED = 0.75
-
-
-def check_class_order(masks: list[np.ndarray], class_names) -> None:
-    """ValueError when the (h, w) ``masks`` do not number the structures as ``class_names``
-    (labels 1..C) do, judged by anatomy: the MYO encloses the LV, so at least ``ENCLOSED`` of the
-    LV's border must touch the MYO. No check unless the names include LV and MYO."""
-    names = [str(n).upper() for n in class_names]
-    if "LV" not in names or "MYO" not in names:
-        return
-    lv, myo = names.index("LV") + 1, names.index("MYO") + 1
-    border = touching = 0
-    for m in masks:
-        for a, b in ((m[1:], m[:-1]), (m[:, 1:], m[:, :-1])):
-            edge = (a == lv) != (b == lv)
-            border += int(np.count_nonzero(edge))
-            touching += int(np.count_nonzero(edge & ((a == myo) | (b == myo))))
-    if border and touching < ENCLOSED * border:
-        order = ", ".join(f"{i} {n}" for i, n in enumerate(class_names, start=1))
-        raise ValueError(f"the shape prior's MYO (class {myo}) touches only {100 * touching / border:.0f}% of "
-                         f"its LV's (class {lv}) border, not enclosing it: its masks do not number the classes "
-                         f"as the data root does ({order}); relabel them")
-
-
 def read_prior_file(path: str) -> tuple[np.ndarray, tuple[float, float] | None]:
     """(labels (Z, H, W) uint8 with classes 0..3, in-plane spacing (y, x) mm or None: an h5 file
     without the attribute, a NIfTI file without geometry) of one mask file: an h5 volume (key
@@ -126,7 +100,7 @@ class ShapePrior:
             training slices are (default: the patch size, no crop).
         fg_prob: probability that a crop is centred on a heart pixel (as the training crops).
         class_names: names of classes 1..num_classes-1 of the data root, to check that the masks
-            number them alike (:func:`check_class_order`); None: unchecked.
+            number them alike (:func:`io.check_class_order`); None: unchecked.
     """
 
     def __init__(self, masks: list[np.ndarray], patch_size, num_classes: int = 4, input_size=None,
@@ -146,7 +120,7 @@ class ShapePrior:
             raise ValueError(f"the shape prior has no voxel of class {', '.join(map(str, missing))} of "
                              f"1..{num_classes - 1}: its masks must label every structure")
         if class_names is not None:
-            check_class_order(masks, class_names)
+            io.check_class_order(masks, class_names, "the shape prior", "the data root does")
         # Resized once here; sampling then augments whole batches with torch on the device.
         self.masks = torch.from_numpy(np.stack([resize(m.astype(np.uint8), self.input_size, order=0)
                                                 for m in masks]))
