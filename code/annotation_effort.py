@@ -28,8 +28,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from dataloaders import io  # noqa: E402
 from dataloaders.acdc import SliceDataset, dense_training_cases, make_split  # noqa: E402
 from plot_curves import check_figure_out, run_name  # noqa: E402
-from summarize_results import (check_same, check_same_selection, check_same_setting, classes_of,  # noqa: E402
-                               note_roots, read_result, root_of, scored_of, scored_part, scoring_of, units_of)
+from summarize_results import (check_same, check_same_root, check_same_selection, check_same_setting,  # noqa: E402
+                               classes_of, note_roots, read_result, root_of, scored_of, scored_part, scoring_of,
+                               units_of)
 
 # What the training targets depend on, as train.py saves it in config.json (labeled_patients and
 # target_spacing are absent from configs older than those flags).
@@ -134,6 +135,7 @@ def effort_rows(paths: list[str], labels: list[str], root: str | None = None) ->
             supervision = f"dense, {n} patients only"
         rows.append({"label": label, "method": cfg["method"], "supervision": supervision, "sup_type": sup_type,
                      "dense_patients": n, **counted[key], "dice": result["dice"], "hd95": result["hd95"]["mean"]})
+    check_same_root(results)
     note_roots(root_of(r) for _, r in results)
     return rows
 

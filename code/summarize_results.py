@@ -94,6 +94,18 @@ def note_roots(roots, what: str = "results scored") -> None:
         print(f"note: the {what} data roots {', '.join(roots)}", file=sys.stderr)
 
 
+def check_same_root(results: list[tuple[str, dict]]) -> None:
+    """ValueError naming the first of the (path, result) pairs scored on a data root whose volumes
+    (``root_sha256``, :func:`dataloaders.io.root_digest`) differ from the first recording one's:
+    e.g. folds scored before and after the root was generated again at the same path. Results
+    older than the record are not compared."""
+    recorded = [(path, scored_of(r)["root_sha256"]) for path, r in results if "root_sha256" in scored_of(r)]
+    for path, digest in recorded[1:]:
+        if digest != recorded[0][1]:
+            raise ValueError(f"{path}: scored on other data than {recorded[0][0]} (its data root's volumes differ: "
+                             f"{root_of(dict(results)[path])} converted or generated again?); one table would mix them")
+
+
 def check_distinct(paths) -> None:
     """ValueError naming a file or folder given twice (it would count twice)."""
     seen = set()
@@ -161,7 +173,8 @@ def scored_part(results: list[tuple[str, dict]]) -> str:
 def load_results(folder: str, methods, folds, prefix: str = "") -> dict[str, list[dict]]:
     """{method: [summary JSON of each fold found]}; a missing fold is reported on stderr.
     ValueError naming the file for a result that is unreadable or scored something else, when
-    the results differ in classes or distance units (they cannot share one table), and when one
+    the results differ in classes, distance units or data (:func:`check_same_root`; they cannot
+    share one table), and when one
     method's folds were trained, selected or predicted differently (:func:`check_same_setting`,
     :func:`check_same_selection`, :func:`scoring_of`: their mean would mix settings), and when two
     methods scored other volumes
@@ -193,6 +206,7 @@ def load_results(folder: str, methods, folds, prefix: str = "") -> dict[str, lis
         check_same_cases([(path, scored_of(r)) for path, r in found if scored_of(r).get("fold") == f])
     check_same(found, "classes", classes_of)
     check_same(found, "distance units", units_of)
+    check_same_root(found)
     note_roots(root_of(r) for _, r in found)
     return {m: [r for _, r in runs] for m, runs in out.items()}
 

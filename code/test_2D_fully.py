@@ -280,7 +280,8 @@ def main(argv=None) -> dict:
     if args.save_nii:
         for c in cases:
             save_nii(args.save_nii, c, preds[c.name])
-    scored.update(root_path=os.path.abspath(args.root_path), fold=args.fold, on=args.on,
+    scored.update(root_path=os.path.abspath(args.root_path), root_sha256=io.root_digest(args.root_path),
+                  fold=args.fold, on=args.on,
                   cases=sorted(c.name for c in cases),
                   volumes_sha256=volumes_digest(sorted(cases, key=lambda c: c.name)))
     summary = write_results(args.out_json, scores, units, scored, names)

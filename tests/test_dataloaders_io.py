@@ -493,3 +493,19 @@ def test_atomic_path_replaces_only_on_success_and_leaves_no_partial_file(tmp_pat
         assert tmp.endswith(".tmp.nii.gz") and os.path.dirname(tmp) == str(tmp_path)
         open(tmp, "wb").write(b"new")
     assert path.read_bytes() == b"new" and os.listdir(tmp_path) == ["a.h5"]
+
+
+def test_root_digest_tells_a_root_generated_again_from_a_copy(phantom_root, tmp_path):
+    import shutil
+
+    import h5py
+
+    copy = tmp_path / "copy"
+    shutil.copytree(phantom_root, copy)
+    assert io.root_digest(str(copy)) == io.root_digest(phantom_root)
+    case = io.list_cases(str(copy))[-1]
+    with h5py.File(io.volume_path(str(copy), case), "a") as f:
+        scribble = f["scribble"][()]
+        scribble[scribble == 1] = io.UNLABELED  # other strokes only: the scores' volumes are the same
+        f["scribble"][...] = scribble
+    assert io.root_digest(str(copy)) != io.root_digest(phantom_root)

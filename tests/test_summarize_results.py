@@ -147,3 +147,20 @@ def test_folds_scored_from_the_best_and_from_a_later_model_are_not_averaged(tmp_
     assert e.value.code == 2 and "pce_fold2.json: scored a model other than its run's best" in capsys.readouterr().err
     (tmp_path / "pce_fold2.json").write_text(json.dumps(result(0.7, 10.0)))  # older: not recorded
     assert summarize_results.main(["--results", str(tmp_path), "--methods", "pce", "--folds", "fold1", "fold2"]) == 0
+
+
+def test_folds_scored_on_a_root_generated_again_are_not_averaged(tmp_path, capsys):
+    import pytest
+
+    # Found by a probe: fold1 scored, the root generated again at the same path, fold2 scored:
+    # one "2 folds" row at exit 0, without even the note on data roots (the same path).
+    for fold, digest in (("fold1", "a" * 64), ("fold2", "b" * 64)):
+        r = result(0.7, 10.0, fold)
+        r["scored"]["root_sha256"] = digest
+        (tmp_path / f"pce_{fold}.json").write_text(json.dumps(r))
+    with pytest.raises(SystemExit) as e:
+        summarize_results.main(["--results", str(tmp_path), "--methods", "pce", "--folds", "fold1", "fold2"])
+    assert e.value.code == 2 and "pce_fold2.json: scored on other data than " in capsys.readouterr().err
+    r["scored"].pop("root_sha256")  # a result older than the record is not compared on it
+    (tmp_path / "pce_fold2.json").write_text(json.dumps(r))
+    assert summarize_results.main(["--results", str(tmp_path), "--methods", "pce", "--folds", "fold1", "fold2"]) == 0

@@ -481,6 +481,7 @@ def test_a_nifti_prediction_off_the_grid_save_nii_writes_is_refused(phantom_root
     from dataloaders.acdc import volumes_digest  # what summarize_results compares across results
 
     assert scored["volumes_sha256"] == volumes_digest([io.read_case(phantom_root, c) for c in sorted(cases)])
+    assert scored["root_sha256"] == io.root_digest(phantom_root)
 
 
 def test_on_val_scores_the_cases_the_run_chose_its_model_on(phantom_root, tmp_path, capsys):

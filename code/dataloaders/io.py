@@ -176,6 +176,21 @@ def list_cases(root: str) -> list[str]:
     return cases
 
 
+def root_digest(root: str) -> str:
+    """SHA-256 of the data root's volumes: each case's name and arrays (``KEYS``), read as
+    :func:`read_h5` reads them. Results record it, so that folds scored on a root converted or
+    generated again at the same path are not averaged as one experiment."""
+    h = hashlib.sha256()
+    for case in list_cases(root):
+        arrays = read_h5(volume_path(root, case))
+        h.update(case.encode())
+        for key in KEYS:
+            if key in arrays:
+                h.update(key.encode())
+                h.update(np.ascontiguousarray(arrays[key]).tobytes())
+    return h.hexdigest()
+
+
 # Rounding room around [0, 1] for the intensities of an h5 image.
 IMAGE_SLACK = 1e-4
 
