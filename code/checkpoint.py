@@ -45,12 +45,10 @@ def save_checkpoint(path: str, cfg, method, optimizers, schedulers, state, best:
                     train_images: list[str] | None = None) -> None:
     """Everything needed to resume exactly (and the split's case lists, so that a resume on other
     data is refused; ``train_images``: the training slices' ``image_fingerprint``, so that no
-    scoring runs on them under other names), written atomically and durably: a uniquely named temporary file, fsync'ed,
-    renamed, and the folder fsync'ed, so a crash or power cut never leaves half a file.
+    scoring runs on them under other names), written by :func:`write_checkpoint`.
     ``state``: the engine's ``TrainState`` (iteration, gradient scaler); ``rngs``: every rank's
     RNG states in a data-parallel job (default: this process's).
-    A model with a non-finite weight is never written (FloatingPointError naming the tensor); the
-    weights' digest (:func:`weights_digest`) is written with them, so a damaged file is refused."""
+    A model with a non-finite weight is never written (FloatingPointError naming the tensor)."""
     model = method.state_dict()
     name = non_finite_weight(model)
     if name is not None:
@@ -59,7 +57,6 @@ def save_checkpoint(path: str, cfg, method, optimizers, schedulers, state, best:
         "config": vars(cfg),
         "method": cfg.method,
         "model": model,
-        "model_sha256": weights_digest(model),
         "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
         "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
         "scaler": state.scaler.state_dict(),
@@ -73,8 +70,15 @@ def save_checkpoint(path: str, cfg, method, optimizers, schedulers, state, best:
     }
     if rngs and len(rngs) > 1:
         ckpt["rng_ranks"] = rngs
+    write_checkpoint(path, ckpt)
+
+
+def write_checkpoint(path: str, ckpt: dict) -> None:
+    """Write ``ckpt`` (its ``model`` a state dict) with the weights' digest (:func:`weights_digest`,
+    so a damaged file is refused), atomically and durably: a uniquely named temporary file,
+    fsync'ed, renamed, and the folder fsync'ed, so a crash or power cut never leaves half a file."""
     with io.atomic_path(path, fsync=True) as tmp:
-        torch.save(ckpt, tmp)
+        torch.save({**ckpt, "model_sha256": weights_digest(ckpt["model"])}, tmp)
 
 
 CHECKPOINT_KEYS = ("config", "method", "model", "iteration")

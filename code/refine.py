@@ -25,7 +25,7 @@ import os
 import torch
 
 import config
-from checkpoint import cases_to_score, method_from_checkpoint, read_checkpoint, refined_scans, weights_digest
+from checkpoint import cases_to_score, method_from_checkpoint, read_checkpoint, refined_scans, write_checkpoint
 from dataloaders import io
 from dataloaders.acdc import FOLD_CHOICES
 from dataloaders.intensity import normalise_intensity
@@ -107,12 +107,9 @@ def save_refined(path: str, checkpoint: str, ckpt: dict, method, scan: str) -> N
     and where they came from: the run's own checkpoint and every scan refined on, also through
     earlier refinements (so that the scoring tools refuse it: ``checkpoint.check_unseen``)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    model = method.state_dict()
-    with io.atomic_path(path) as tmp:
-        torch.save({**{k: ckpt[k] for k in KEPT if k in ckpt}, "model": model, "model_sha256": weights_digest(model),
-                    "refined_from": ckpt.get("refined_from") or os.path.abspath(checkpoint),
-                    "refined_on": [*refined_scans(ckpt), os.path.abspath(scan)]},
-                   tmp)
+    write_checkpoint(path, {**{k: ckpt[k] for k in KEPT if k in ckpt}, "model": method.state_dict(),
+                            "refined_from": ckpt.get("refined_from") or os.path.abspath(checkpoint),
+                            "refined_on": [*refined_scans(ckpt), os.path.abspath(scan)]})
 
 
 def refine_scan(args, ckpt, method, how: Prediction) -> str:
