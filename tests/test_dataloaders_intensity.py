@@ -83,3 +83,13 @@ def test_a_large_scan_whose_first_slice_is_blank_is_not_taken_for_a_label_mask()
     scan = np.zeros((2, 1000, 1000), np.float32)
     scan[1] = np.random.default_rng(0).random((1000, 1000)) * 500 + 10
     assert normalise_intensity(scan)[1].max() == 1.0
+
+
+def test_a_band_low_in_the_range_is_no_high_fill():
+    # A mutation audit found the guard untested: air (a band at 50) and a darker strip below it
+    # were refused as a high fill when any band was judged.
+    rng = np.random.default_rng(0)
+    scan = np.abs(50 + rng.normal(0, 2, (4, 96, 96)))
+    scan[:, :10] = rng.uniform(0, 5, (4, 10, 96))
+    scan[:, 32:64, 32:64] = rng.gamma(2, 300, (4, 32, 32))
+    assert normalise_intensity(scan.astype(np.float32)).max() == 1

@@ -407,3 +407,21 @@ def test_validation_volumes_with_and_without_a_spacing_are_refused_before_traini
     with pytest.raises(ValueError, match=f"{first}.h5 has no spacing attribute but .*{second}.h5 has one"):
         run("pce", str(root), tmp_path / "run")
     assert not (tmp_path / "run" / "last.pth").exists()
+
+
+def test_validation_scores_the_weight_average(tmp_path, phantom_root, monkeypatch):
+    # Found by a mutation audit: validating the raw weights under --model_ema passed every test.
+    seen, real = [], engine.evaluate
+    monkeypatch.setattr(engine, "evaluate", lambda model, *a, **k: seen.append(model) or real(model, *a, **k))
+    run("pce", phantom_root, tmp_path / "run", "--model_ema", "0.9")
+    assert seen and all(not any(p.requires_grad for p in m.parameters()) for m in seen)
+
+
+def test_the_poly_schedule_at_half_the_run(tmp_path, phantom_root, monkeypatch):
+    # --poly_power was checked but, ignored, no test failed (the lr is 0 at the end for any power).
+    with pytest.raises(Interrupt):
+        run("pce", phantom_root, tmp_path / "run", "--poly_power", "0.9", crash_after_first_save=True,
+            monkeypatch=monkeypatch)
+    ckpt = torch.load(tmp_path / "run" / "last.pth", weights_only=False)
+    assert ckpt["iteration"] == 2
+    assert ckpt["optimizers"]["seg"]["param_groups"][0]["lr"] == pytest.approx(0.01 * 0.5 ** 0.9)

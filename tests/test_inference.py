@@ -123,3 +123,24 @@ def test_prediction_settings_of_a_run_and_their_overrides():
     cfg.target_spacing = [1.5, 1.5]
     assert Prediction.of(cfg, cpu, tta=True) == Prediction((96, 128), cpu, "bf16", True, "labels", "lcc", 2, True,
                                                            (1.5, 1.5))
+
+
+def test_an_anisotropic_slice_reaches_the_network_in_y_x_order():
+    # A mutation audit found that (x, y) for (y, x) passed every test: all used square pixels, and
+    # the wrong order is undone on the way back.
+    from torch import nn
+
+    seen = []
+
+    class Recorder(nn.Module):
+        def forward(self, x):
+            seen.append(x.detach().clone())
+            return torch.cat([torch.full_like(x, 0.5), x], 1)
+
+    # 80 rows of 0.5 mm by 40 columns of 1.0 mm: a 40 mm square holding a disc of radius 10 mm
+    yy, xx = np.mgrid[:80, :40]
+    disc = (((yy + 0.5) * 0.5 - 20) ** 2 + ((xx + 0.5) * 1.0 - 20) ** 2 < 100).astype(np.float32)
+    predict_volume(Recorder(), disc[None], (48, 48), torch.device("cpu"), spacing=(5.0, 0.5, 1.0),
+                   target_spacing=[1.0, 1.0])
+    rows, cols = np.nonzero(seen[0][0, 0].numpy() > 0.5)
+    assert np.ptp(rows) + 1 == pytest.approx(20, abs=2) and np.ptp(cols) + 1 == pytest.approx(20, abs=2)

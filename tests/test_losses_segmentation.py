@@ -31,8 +31,10 @@ def test_dice_loss_hand_values():
 
 def test_dice_loss_ignores_unlabeled_pixels():
     target = torch.tensor([[[0, 4]]])
-    probs = torch.tensor([[[[1.0, 0.0]], [[0.0, 1.0]]]])
-    # Only pixel 0 counts: class 0 perfect, class 1 absent in both -> (eps/eps) = 1.
+    # The unlabeled pixel says class 0: counted (as the class its 4 clamps to, 1), it would lower
+    # class 0's Dice to 2/3 and class 1's to 0, a loss of 2/3. Only pixel 0 counts: class 0
+    # perfect, class 1 absent in both -> (eps/eps) = 1.
+    probs = torch.tensor([[[[1.0, 1.0]], [[0.0, 0.0]]]])
     assert dice_loss(probs, target).item() == pytest.approx(0, abs=1e-5)
 
 

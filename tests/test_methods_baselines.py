@@ -418,3 +418,15 @@ def test_the_reference_random_walker_cache_is_keyed_by_the_slices(phantom_root, 
     data_io.write_h5(path, {k: arrays[k] for k in data_io.KEYS if k != "image"} | {"image": 1 - arrays["image"]})
     args.root = str(other)
     assert not np.array_equal(ref.walker_labels(args, names, walker)[names[0]], first[names[0]]) and len(calls) == 6
+
+
+def test_ustm_consistency_counts_the_certain_pixels_only(monkeypatch):
+    # A mutation audit found that the consistency on uncertain pixels (entropy > tau) passed.
+    method, state = build(USTM)
+    target = torch.full((2, 4, SIZE, SIZE), 0.25)  # entropy log 4 > tau: uncertain
+    target[:, :, :SIZE // 4] = torch.tensor([0.97, 0.01, 0.01, 0.01]).view(1, 4, 1, 1)  # certain
+    monkeypatch.setattr(method, "teacher_target", lambda image: target)
+    _, logs = method.loss(random_batch(), state)
+    assert logs["certain"].item() == pytest.approx(0.25)
+    # at iteration 0 the consistency weight is ramped from exp(-5) of --w_cons
+    assert logs["w_cons"].item() == pytest.approx(method.cfg.w_cons * np.exp(-5), rel=1e-6)

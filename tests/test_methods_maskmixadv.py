@@ -192,3 +192,52 @@ def test_ablation_refuses_train_args_that_define_variants_and_prints_the_roots_c
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == ["variant", "Dice", "LV", "mean", "HD95", "ASD"]
     assert out[1].split() == ["pce", "0.8000", "0.8000", "0.80", "0.80"]
+
+
+class ConstantCritic(torch.nn.Module):
+    """A discriminator that scores every input 2.0 (a logit), still in the graph."""
+
+    def forward(self, p):
+        return torch.full((p.shape[0], 1, 1, 1), 2.0) + 0 * p.sum()
+
+
+def test_the_loss_terms_by_hand(tmp_path, phantom_root, monkeypatch):
+    # Found by a mutation audit: pCE or the pseudo-label Dice of view 1 twice, or the segmenter's
+    # adversarial target "fake" instead of "real", passed every test (the views were mirror images).
+    import math
+
+    import methods.maskmixadv as mm
+    from losses.segmentation import dice_loss
+
+    _, method = make_method(tmp_path, phantom_root, "--w_rec", "0")
+    method.disc = ConstantCritic()
+    seg1, seg2 = torch.zeros(1, 4, 2, 2), torch.zeros(1, 4, 2, 2)
+    seg1[:, 1] = 9.0  # view 1 says RV confidently, view 2 is uniform
+    monkeypatch.setattr(mm, "block_masks", lambda *a, **k: torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]]]))
+    monkeypatch.setattr(method.net, "forward_views", lambda *a, **k: (seg1, seg2, None, None))
+    target = torch.full((1, 2, 2), 4)
+    target[0, 0, 0] = 1
+    terms, _ = method.losses({"image": torch.zeros(1, 1, 2, 2), "target": target})
+    # pCE of each view on the one RV stroke: log(1 + 3 e^-9) and log 4
+    assert terms["ce"].item() == pytest.approx(0.5 * (math.log(1 + 3 * math.exp(-9)) + math.log(4)), rel=1e-5)
+    # pseudo label: view 1's RV where M = 1, view 2's uniform argmax (class 0) where M = 0
+    pseudo = torch.tensor([[[1, 0], [0, 1]]])
+    uniform = dice_loss(torch.full((1, 4, 2, 2), 0.25), pseudo, None).item()
+    assert uniform == pytest.approx(7 / 9, abs=1e-4)  # classes 0, 1: 1 - 2 * 0.5 / 2.5; 2, 3: 0
+    assert terms["pseudo"].item() == pytest.approx(0.5 * (dice_loss(seg1.softmax(1), pseudo, None).item()
+                                                          + uniform), rel=1e-5)
+    assert terms["adv"].item() == pytest.approx(math.log(1 + math.exp(-2)), rel=1e-6)  # BCE(2, real)
+
+
+def test_the_adversarial_weight_ramps_up(tmp_path, phantom_root):
+    import math
+
+    from methods.base import sigmoid_rampup
+
+    assert sigmoid_rampup(0.0, 0.25) == pytest.approx(math.exp(-5))
+    assert sigmoid_rampup(0.125, 0.25) == pytest.approx(math.exp(-1.25))
+    assert sigmoid_rampup(0.25, 0.25) == sigmoid_rampup(0.9, 0.25) == sigmoid_rampup(0.3, 0.0) == 1.0
+    cfg, method = make_method(tmp_path, phantom_root, "--adv_rampup", "0.5")  # 4 iterations
+    state = TrainState(cfg, torch.device("cpu"), method.configure_optimizers())
+    state.iteration = 1  # progress 1/4, half the ramp: 0.1 * exp(-5 * 0.5 ** 2)
+    assert method.training_step(batch(), state)["w_adv"].item() == pytest.approx(0.1 * math.exp(-1.25), rel=1e-6)

@@ -100,3 +100,15 @@ def test_dual_decoder_unet_perturbations_are_named():
     assert isinstance(DualDecoderUNet(perturbation="attention_dropout").feature_dropout, AttentionDropout)
     with pytest.raises(ValueError, match="unknown feature perturbation 'noise'"):
         DualDecoderUNet(perturbation="noise")
+
+
+def test_feature_level_views_see_only_their_features():
+    # A mutation audit found that views masked by (M, M) instead of (M, 1 - M) passed every test.
+    torch.manual_seed(0)
+    net = MaskMixAdvNet().eval()
+    x, y = torch.rand(1, 1, 32, 32), torch.rand(1, 1, 32, 32)
+    for mask, hidden in ((torch.ones(1, 1, 32, 32), 1), (torch.zeros(1, 1, 32, 32), 0)):
+        # the view whose mask is all 0 gets all-zero features: its output cannot depend on the image
+        seen_x, seen_y = net.forward_views(x, mask, "feature"), net.forward_views(y, mask, "feature")
+        assert torch.equal(seen_x[hidden], seen_y[hidden])
+        assert not torch.equal(seen_x[1 - hidden], seen_y[1 - hidden])

@@ -202,3 +202,38 @@ def test_sigterm_saves_a_resumable_checkpoint_and_says_so(tmp_path, phantom_root
     stopped_at = torch.load(run / "last.pth", weights_only=False)["iteration"]
     assert 0 < stopped_at < 400
     assert not [f for f in os.listdir(run) if f.endswith(".tmp")]
+
+
+class StoppedAtOnce(engine.StopSignals):
+    """A SIGTERM received as the run starts: it stops after its first step."""
+
+    def __enter__(self):
+        super().__enter__()
+        self.received = "SIGTERM"
+        return self
+
+
+def test_a_resume_that_fails_before_its_first_step_keeps_the_run(tmp_path, phantom_root, monkeypatch):
+    pce, run = get_method("pce"), tmp_path / "run"
+    monkeypatch.setattr(engine, "StopSignals", StoppedAtOnce)
+    with pytest.raises(engine.Interrupted):  # stopped at iteration 1 of 4: a run to resume
+        engine.train(tiny_cfg(pce, phantom_root, run, "--val_interval", "1"), pce)
+    monkeypatch.undo()
+    before = {a: (run / a).read_bytes() for a in ("last.pth", "best.pth")}
+
+    def fail(*args):
+        raise RuntimeError("optimizer state does not fit")
+    monkeypatch.setattr(engine, "_restore", fail)
+    with pytest.raises(RuntimeError, match="does not fit"):
+        engine.train(tiny_cfg(pce, phantom_root, run, "--val_interval", "1", "--resume"), pce)
+    assert {a: (run / a).read_bytes() for a in before} == before
+
+
+def test_a_stopped_overwrite_keeps_the_new_runs_checkpoint(tmp_path, phantom_root, monkeypatch):
+    pce, run = get_method("pce"), tmp_path / "run"
+    engine.train(tiny_cfg(pce, phantom_root, run), pce)  # finished at iteration 4
+    monkeypatch.setattr(engine, "StopSignals", StoppedAtOnce)
+    with pytest.raises(engine.Interrupted):
+        engine.train(tiny_cfg(pce, phantom_root, run, "--overwrite", "--seed", "7"), pce)
+    assert torch.load(run / "last.pth", weights_only=False)["iteration"] == 1  # the new run's, to resume
+    assert not (run / RunFolder.REPLACED).exists()
