@@ -111,6 +111,14 @@ def _logits(model, x, size, how: Prediction, spacing) -> torch.Tensor:
     return scores_on_slice(out, size, None if spacing is None else spacing[1:], how.target_spacing)
 
 
+def anchor_term(logits: torch.Tensor, p0: torch.Tensor, away: torch.Tensor) -> torch.Tensor:
+    """Mean KL(p0 || softmax(logits)) over the pixels ``away`` from the strokes, which keeps the
+    fine-tuned model's predictions there: logits (N, C, H, W), p0 (N, C, H, W) the first
+    prediction's softmax, away (N, H, W) bool -> 0-dim, >= 0 (0 with no such pixel)."""
+    kl = F.kl_div(logits.log_softmax(1), p0, reduction="none").sum(1)
+    return (kl * away).sum() / away.sum().clamp(min=1)
+
+
 def refine_volume(model: torch.nn.Module, image: np.ndarray, strokes: np.ndarray, how: Prediction,
                   settings: RefineSettings | None = None, initial: np.ndarray | None = None,
                   spacing=None) -> tuple[np.ndarray, dict]:
@@ -156,9 +164,7 @@ def refine_volume(model: torch.nn.Module, image: np.ndarray, strokes: np.ndarray
     steps = 0
     while steps < settings.iters and time.monotonic() - start < settings.time_limit:
         logits = _logits(model, x, size, how, spacing)
-        kl = F.kl_div(logits.log_softmax(1), p0, reduction="none").sum(1)
-        anchor = (kl * away).sum() / away.sum().clamp(min=1)
-        loss = partial_ce(logits, target) + settings.anchor_weight * anchor
+        loss = partial_ce(logits, target) + settings.anchor_weight * anchor_term(logits, p0, away)
         if not torch.isfinite(loss):  # weights gone to NaN or inf would segment garbage at exit 0
             raise ValueError(f"the fine-tuning diverged at step {steps + 1} (loss {loss.item()}); lower --lr")
         opt.zero_grad(set_to_none=True)

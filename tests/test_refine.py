@@ -10,7 +10,7 @@ from dataloaders import io
 from dataloaders.acdc import fold_split, make_split
 from dataloaders.io import UNLABELED
 from inference import Prediction
-from refinement import (RefineSettings, anchor_mask, mean_dice, refine_volume, simulate_case, simulate_strokes,
+from refinement import (RefineSettings, anchor_mask, anchor_term, mean_dice, refine_volume, simulate_case, simulate_strokes,
                         summarize_simulation)
 
 CPU = torch.device("cpu")
@@ -483,3 +483,16 @@ def test_the_simulated_user_refuses_a_class_no_reference_volume_holds(phantom_ro
         with pytest.raises(SystemExit) as e:
             run()
         assert e.value.code == 2 and "label 1 occurs in none of the" in capsys.readouterr().err
+
+
+def test_the_anchor_counts_only_the_pixels_away_from_the_strokes():
+    # A mutation audit found that the anchor over every pixel (strokes included) passed every test.
+    p0 = torch.full((1, 4, 1, 2), 0.25)
+    logits = torch.zeros(1, 4, 1, 2)
+    logits[0, 2, 0, 1] = 9.0  # the stroked pixel moved to class 2; the other kept p0
+    away = torch.tensor([[[True, False]]])
+    assert anchor_term(logits, p0, away).item() == pytest.approx(0, abs=1e-7)
+    moved = float(torch.sum(p0[0, :, 0, 1] * (p0[0, :, 0, 1].log() - logits[0, :, 0, 1].log_softmax(0))))
+    assert anchor_term(logits, p0, ~away).item() == pytest.approx(moved, rel=1e-5) and moved > 1
+    assert anchor_term(logits, p0, torch.zeros_like(away)).item() == 0
+
