@@ -10,8 +10,8 @@ from dataloaders import io
 from dataloaders.acdc import fold_split, make_split
 from dataloaders.io import UNLABELED
 from inference import Prediction
-from refinement import (RefineSettings, anchor_mask, anchor_term, mean_dice, refine_volume, simulate_case, simulate_strokes,
-                        summarize_simulation)
+from refinement import (RefineSettings, anchor_mask, anchor_term, mean_dice, refine_volume, simulate_case,
+                        simulate_strokes, summarize_simulation)
 
 CPU = torch.device("cpu")
 
