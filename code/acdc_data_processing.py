@@ -276,7 +276,7 @@ def copy_root_files(src: str):
     ``src`` the volumes come from (``dataset.json``, ``splits.json``, where it has them), so that
     a root built from its volumes numbers and splits its cases alike."""
     def finish(dest: str, failed) -> None:
-        for name in (io.DATASET_JSON, SPLITS_JSON):
+        for name in (io.DATASET_JSON, io.SPLITS_JSON):
             if os.path.isfile(os.path.join(src, name)):
                 shutil.copyfile(os.path.join(src, name), os.path.join(dest, name))
     return finish
@@ -295,9 +295,8 @@ def _run(jobs, dest: str, desc: str) -> list[str]:
     return failed
 
 
-SPLITS_JSON = "splits.json"  # dataloaders.acdc's, not imported from there: it pulls in torch
 # What a conversion writes into OUT; other files there (caches such as random_walker_cache) stay.
-OUTPUTS = (io.VOLUME_DIR, io.SLICE_DIR, io.DATASET_JSON, SPLITS_JSON)
+OUTPUTS = (io.VOLUME_DIR, io.SLICE_DIR, io.DATASET_JSON, io.SPLITS_JSON)
 
 
 def held_outputs(out: str, names) -> list[str]:

@@ -201,7 +201,7 @@ def run_name(path: str) -> str:
         return os.path.basename(path)[:-5]
     parent, leaf = os.path.split(path)
     # model/<exp>_<fold>/<sup_type>: the experiment folder names the run better than the sup type
-    return os.path.basename(parent) if leaf in ("scribble", "label", "random_walker", "points") else leaf
+    return os.path.basename(parent) if leaf in io.SUPERVISION_TYPES else leaf
 
 
 if __name__ == "__main__":

@@ -248,3 +248,10 @@ def test_points_are_kept_by_the_resizes_and_annotation_is_counted_as_drawn(phant
     assert sum(int((t != io.UNLABELED).sum()) for t in nearest.targets) < 0.5 * drawn  # --point_resize nearest
     sampled = sum(int((native[(i, 0)]["target"] != io.UNLABELED).sum()) for i in range(len(native)))
     assert sampled >= 0.9 * drawn
+
+
+def test_the_torch_free_supervision_names_are_the_datasets():
+    from dataloaders.acdc import SUPERVISION
+
+    assert tuple(SUPERVISION) == io.SUPERVISION_TYPES
+

@@ -30,7 +30,6 @@ from dataloaders.spacing import to_target
 FOLDS = tuple(f"fold{k}" for k in range(1, 6))
 SPLIT_FOLD = "split"
 FOLD_CHOICES = (*FOLDS, SPLIT_FOLD)
-SPLITS_JSON = "splits.json"
 SPLIT_SEED = 2022
 
 
@@ -79,7 +78,7 @@ def read_splits(root: str) -> Split:
     """The parts of ``root/splits.json``; ValueError naming the file when it is missing or
     malformed, names a case that is not in the data root, or puts a case (or two cases of one
     patient, :func:`dataloaders.io.patient_of`) in two parts."""
-    path = os.path.join(root, SPLITS_JSON)
+    path = os.path.join(root, io.SPLITS_JSON)
     if not os.path.isfile(path):
         raise ValueError(f"--fold split: {path} does not exist (write it, or use fold1..fold5)")
     parts = io.read_json_object(path)

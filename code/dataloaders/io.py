@@ -58,6 +58,11 @@ class Case:
 
 
 DATASET_JSON = "dataset.json"
+# A --nifti root's train/val/test cases (dataloaders.acdc.make_split's --fold split).
+SPLITS_JSON = "splits.json"
+# The --sup_type names (dataloaders.acdc.SUPERVISION's, here without torch): a run trains in
+# model/<exp>_<fold>/<sup_type>.
+SUPERVISION_TYPES = ("scribble", "label", "random_walker", "points")
 
 
 def patient_of(case: str, pattern: str | None = None) -> str:

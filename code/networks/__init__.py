@@ -1,6 +1,8 @@
 """Networks by name, so that scripts and checkpoints can name the network they use."""
 from __future__ import annotations
 
+from functools import partial
+
 from torch import nn
 
 from networks.maskmixadv import MaskMixAdvNet, PatchDiscriminator
@@ -9,11 +11,9 @@ from networks.unet import DualDecoderUNet, UNet
 NETWORKS = {
     "unet": UNet,
     "unet_dual": DualDecoderUNet,
-    "unet_dual_attention": lambda in_ch=1, num_classes=4, **decoder: DualDecoderUNet(
-        in_ch, num_classes, "attention_dropout", **decoder),
+    "unet_dual_attention": partial(DualDecoderUNet, perturbation="attention_dropout"),
     "maskmixadv": MaskMixAdvNet,
-    "maskmixadv_shared": lambda in_ch=1, num_classes=4, **decoder: MaskMixAdvNet(
-        in_ch, num_classes, True, **decoder),
+    "maskmixadv_shared": partial(MaskMixAdvNet, shared_decoder=True),
 }
 
 
