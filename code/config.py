@@ -133,6 +133,19 @@ def build_parser(method_cls=None, method_choices=None) -> argparse.ArgumentParse
     return p
 
 
+def add_prediction_args(p: argparse.ArgumentParser, tta: bool = True) -> None:
+    """The flags of how a trained run predicts, shared by test_2D_fully.py, predict.py and
+    refine.py: the device, and post-processing, resizing back (and ``tta``: test-time flips)
+    that default to the run's own."""
+    p.add_argument("--device", default=DEFAULTS["device"], help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--postprocess", choices=POSTPROCESS,
+                   help="post-processing of the predictions (default: the run's own)")
+    p.add_argument("--resize_back", choices=RESIZE_BACK,
+                   help="predictions return to the slice's size as scores or labels (default: the run's own)")
+    if tta:
+        p.add_argument("--tta", action="store_true", help="average the softmax over the flips of each slice (4 passes)")
+
+
 def finalize(cfg: argparse.Namespace, method_cls) -> argparse.Namespace:
     """Fill the defaults that depend on the method, and check the values before anything is
     written to disk."""

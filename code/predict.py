@@ -24,10 +24,10 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
+import config
 from dataloaders import io
 from dataloaders.intensity import normalise_intensity
-from inference import RESIZE_BACK, Prediction, resolve_device
-from postprocess import POSTPROCESS
+from inference import Prediction, resolve_device
 
 # Contour colours of classes 1..3 (RV red, MYO green, LV blue), as in the phantom figure.
 COLOURS = ("#ff3333", "#33ff33", "#4d80ff", "#ffcc00", "#ff66ff")
@@ -39,11 +39,7 @@ def parse_args(argv=None):
     p.add_argument("--input", required=True, help="a .nii.gz scan or a folder of them")
     p.add_argument("--output", required=True, help="folder for the label NIfTIs (and overlays)")
     p.add_argument("--overlay", action="store_true", help="also write a PNG of contours per scan")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--tta", action="store_true", help="average the softmax over flips")
-    p.add_argument("--postprocess", choices=POSTPROCESS, help="default: the run's own")
-    p.add_argument("--resize_back", choices=RESIZE_BACK,
-                   help="predictions return to the scan's size as scores or labels (default: the run's own)")
+    config.add_prediction_args(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing predictions of the same name")
     return p.parse_args(argv), p
 

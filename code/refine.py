@@ -22,15 +22,12 @@ from __future__ import annotations
 import argparse
 import os
 
-import torch
-
 import config
 from checkpoint import cases_to_score, method_from_checkpoint, read_checkpoint, refined_scans, write_checkpoint
 from dataloaders import io
 from dataloaders.acdc import FOLD_CHOICES
 from dataloaders.intensity import normalise_intensity
-from inference import RESIZE_BACK, Prediction, resolve_device
-from postprocess import POSTPROCESS
+from inference import Prediction, resolve_device
 from refinement import SCOPES, RefineSettings, check_strokes, refine_volume, simulate_case, summarize_simulation
 
 
@@ -61,11 +58,7 @@ def parse_args(argv=None):
     p.add_argument("--neighbours", type=int, default=d.neighbours,
                    help="--scope slices: also the slices this many on each side of a stroked slice")
     p.add_argument("--time_limit", type=float, default=d.time_limit, help="seconds of fine-tuning at most")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--postprocess", choices=POSTPROCESS,
-                   help="default: the run's own (as predict.py), on the first and the refined prediction")
-    p.add_argument("--resize_back", choices=RESIZE_BACK,
-                   help="predictions return to the scan's size as scores or labels (default: the run's own)")
+    config.add_prediction_args(p, tta=False)  # post-processing: on the first and the refined prediction
     args = p.parse_args(argv)
     if args.simulate is None:
         missing = [f"--{f}" for f in ("input", "strokes", "output") if getattr(args, f) is None]

@@ -30,9 +30,7 @@ import config
 import metrics
 from dataloaders import io
 from dataloaders.acdc import FOLD_CHOICES, split_part, volumes_digest
-from inference import (RESIZE_BACK, Prediction, distance_units, reference_volumes, resolve_device, score_cases,
-                       table_rows)
-from postprocess import POSTPROCESS
+from inference import Prediction, distance_units, reference_volumes, resolve_device, score_cases, table_rows
 
 
 def parse_args(argv=None):
@@ -45,19 +43,12 @@ def parse_args(argv=None):
     p.add_argument("--out_json", required=True, help="summary JSON; the CSV is written beside it")
     p.add_argument("--pred_dir", help="score the label volumes in this folder")
     p.add_argument("--exp", help="experiment name of a trained run")
-    p.add_argument("--sup_type", default="scribble")
+    p.add_argument("--sup_type", default="scribble", choices=io.SUPERVISION_TYPES)
     p.add_argument("--model_dir", help="default: model/<exp>_<fold>/<sup_type>")
     p.add_argument("--checkpoint", default="best", help="best | last | a checkpoint path")
-    p.add_argument("--device", default="auto")
+    config.add_prediction_args(p)
     p.add_argument("--save_nii", help="write the predictions as <case>.nii.gz here")
     p.add_argument("--overwrite", action="store_true", help="--save_nii may replace existing files")
-    p.add_argument("--postprocess", choices=POSTPROCESS,
-                   help="post-processing of a trained run's predictions (default: the run's own)")
-    p.add_argument("--tta", action="store_true",
-                   help="average a trained run's softmax over the flips of each slice (4 passes)")
-    p.add_argument("--resize_back", choices=RESIZE_BACK,
-                   help="a trained run's predictions return to the slice's size as scores or labels "
-                        "(default: the run's own)")
     p.add_argument("--check_outputs", action="store_true",
                    help="only check that --out_json may be written for this run (train_wss.sh, before training)")
     args = p.parse_args(argv)
