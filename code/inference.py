@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 import metrics
 from dataloaders import io
 from dataloaders.acdc import VolumeSet
+from dataloaders.intensity import normalise_intensity
 from dataloaders.io import CLASS_NAMES, NUM_CLASSES, Case
 from dataloaders.spacing import slices_to_target, undo_fit
 from postprocess import postprocess
@@ -203,14 +205,17 @@ class Prediction:
                               tta=self.tta, spacing=spacing, target_spacing=self.target_spacing,
                               resize_back=self.resize_back)
 
-    def check_scan(self, scan, path: str) -> None:
-        """ValueError naming ``path`` when ``scan`` (an :class:`io.Case` read from it) has no
-        geometry in its header and this prediction resamples to a target spacing: read as 1 mm
-        voxels, its heart would be seen at the wrong scale."""
+    def read_scan(self, path: str) -> Case:
+        """The NIfTI scan ``path`` (:func:`io.read_scan`) with its image normalised as in training
+        (float32 in [0, 1]). ValueError naming ``path`` when it has no geometry in its header and
+        this prediction resamples to a target spacing: read as 1 mm voxels, its heart would be
+        seen at the wrong scale."""
+        scan = io.read_scan(path)
         if self.target_spacing and io.header_free(scan):
             raise ValueError(f"{path}: no geometry in its header (read as 1 mm voxels at the origin), but the model "
                              f"resamples slices to {self.target_spacing} mm, so the heart would be segmented at the "
                              "wrong scale; save the scan with its voxel spacing")
+        return dataclasses.replace(scan, image=normalise_intensity(scan.image, path))
 
     def finish(self, pred: np.ndarray) -> np.ndarray:
         """``pred`` (Z, H, W) post-processed."""

@@ -17,7 +17,6 @@ failed files (0: all written).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 
@@ -26,7 +25,6 @@ from tqdm import tqdm
 
 import config
 from dataloaders import io
-from dataloaders.intensity import normalise_intensity
 from inference import Prediction, resolve_device
 
 # Contour colours of classes 1..3 (RV red, MYO green, LV blue), as in the phantom figure.
@@ -123,9 +121,7 @@ def segment_scan(path: str, model, how: Prediction) -> tuple[io.Case, np.ndarray
     prediction). ValueError naming ``path`` for a scan without geometry in its header when the
     model resamples to a target spacing: read as 1 mm voxels, its heart would be seen at the
     wrong scale."""
-    scan = io.read_scan(path)
-    how.check_scan(scan, path)
-    scan = dataclasses.replace(scan, image=normalise_intensity(scan.image, path))
+    scan = how.read_scan(path)
     return scan, how.labels(model, scan.image, scan.spacing).astype(np.uint8)
 
 

@@ -26,7 +26,6 @@ import config
 from checkpoint import cases_to_score, method_from_checkpoint, read_checkpoint, refined_scans, write_checkpoint
 from dataloaders import io
 from dataloaders.acdc import FOLD_CHOICES
-from dataloaders.intensity import normalise_intensity
 from inference import Prediction, resolve_device
 from refinement import SCOPES, RefineSettings, check_strokes, refine_volume, simulate_case, summarize_simulation
 
@@ -105,9 +104,23 @@ def save_refined(path: str, checkpoint: str, ckpt: dict, method, scan: str) -> N
                             "refined_on": [*refined_scans(ckpt), os.path.abspath(scan)]})
 
 
+def check_save_path(save: str, out: str, output: str) -> None:
+    """ValueError naming ``--save`` unless it is a new file path, other than the refined
+    segmentation ``out`` and not a folder holding ``--output`` ``output``."""
+    if os.path.realpath(save) == os.path.realpath(out):
+        raise ValueError(f"--save {save} is the refined segmentation's path; the model would replace it")
+    if os.path.exists(save):
+        raise ValueError(f"--save {save} exists; the refined model goes to a new path")
+    folder = os.path.realpath(output)
+    if os.path.basename(save) in ("", ".", "..") or folder == os.path.realpath(save) or \
+            folder.startswith(os.path.realpath(save) + os.sep):
+        raise ValueError(f"--save {save} names a folder (or --output {output} lies in it); give the refined model "
+                         "a file path")
+    io.check_outputs("--save", [save])
+
+
 def refine_scan(args, ckpt, method, how: Prediction) -> str:
-    scan = io.read_scan(args.input)
-    how.check_scan(scan, args.input)
+    scan = how.read_scan(args.input)
     strokes = check_strokes(io.read_labels_on(args.strokes, scan, io.UNLABELED, args.input), scan.image.shape,
                             args.strokes, how.num_classes)
     if not (strokes != io.UNLABELED).any():
@@ -117,18 +130,8 @@ def refine_scan(args, ckpt, method, how: Prediction) -> str:
         raise ValueError(f"--output {args.output}: would overwrite {out}")
     io.check_segmentation_outputs("--output", [out], args.overwrite)
     if args.save is not None:
-        if os.path.realpath(args.save) == os.path.realpath(out):
-            raise ValueError(f"--save {args.save} is the refined segmentation's path; the model would replace it")
-        if os.path.exists(args.save):
-            raise ValueError(f"--save {args.save} exists; the refined model goes to a new path")
-        output = os.path.realpath(args.output)
-        if os.path.basename(args.save) in ("", ".", "..") or output == os.path.realpath(args.save) or \
-                output.startswith(os.path.realpath(args.save) + os.sep):
-            raise ValueError(f"--save {args.save} names a folder (or --output {args.output} lies in it); "
-                             "give the refined model a file path")
-        io.check_outputs("--save", [args.save])
-    image = normalise_intensity(scan.image, args.input)
-    pred, info = refine_volume(method.segmenter(), image, strokes, how, settings_of(args), spacing=scan.spacing)
+        check_save_path(args.save, out, args.output)
+    pred, info = refine_volume(method.segmenter(), scan.image, strokes, how, settings_of(args), spacing=scan.spacing)
     os.makedirs(args.output, exist_ok=True)
     io.write_segmentation(out, pred, scan)
     if args.save is not None:

@@ -362,8 +362,10 @@ def test_the_overlay_shows_the_scan_as_it_was_normalised_for_the_prediction(nift
                                                                            monkeypatch):
     import matplotlib.axes
 
-    calls, shown, real = [], [], predict.normalise_intensity
-    monkeypatch.setattr(predict, "normalise_intensity", lambda v, *a: calls.append(1) or real(v, *a))
+    import inference
+
+    calls, shown, real = [], [], inference.normalise_intensity
+    monkeypatch.setattr(inference, "normalise_intensity", lambda v, *a: calls.append(1) or real(v, *a))
     monkeypatch.setattr(matplotlib.axes.Axes, "imshow", lambda ax, image, **k: shown.append(image))
     scan = nifti_src / "TestSet" / "images" / "subject5_ED.nii.gz"
     assert predict.main(["--checkpoint", str(trained / "best.pth"), "--input", str(scan), "--output",

@@ -249,7 +249,7 @@ def test_refine_cli_keeps_geometry_honours_strokes_never_writes_the_checkpoint(p
 def test_refine_cli_errors(phantom_root, bad_model, tmp_path, capsys):
     import refine
 
-    write_scan(tmp_path / "scan.nii.gz", np.zeros((3, 8, 8), np.int16))
+    write_scan(tmp_path / "scan.nii.gz", np.random.default_rng(0).integers(0, 400, (3, 8, 8)).astype(np.int16))
     write_scan(tmp_path / "strokes.nii.gz", np.zeros((3, 8, 9), np.uint8))
     args = ["--checkpoint", bad_model, "--input", str(tmp_path / "scan.nii.gz"), "--strokes",
             str(tmp_path / "strokes.nii.gz"), "--output", str(tmp_path / "out"), "--device", "cpu"]
@@ -319,7 +319,7 @@ def test_refine_cli_errors(phantom_root, bad_model, tmp_path, capsys):
 def test_refine_refuses_what_would_give_wrong_output_or_lose_files(phantom_root, bad_model, tmp_path, capsys):
     import refine
 
-    write_scan(tmp_path / "scan.nii.gz", np.zeros((3, 16, 16), np.int16))
+    write_scan(tmp_path / "scan.nii.gz", np.random.default_rng(0).integers(0, 400, (3, 16, 16)).astype(np.int16))
     strokes = np.full((3, 16, 16), UNLABELED, np.uint8)
     strokes[1, 4, 2:9] = 3
     write_scan(tmp_path / "moved.nii.gz", strokes, origin=(3.0, -2.0, 17.0))  # one slice further up
