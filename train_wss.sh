@@ -63,7 +63,7 @@ case "$protocol" in  # named budgets
   "") ;;
   quick) budget iters 2000; budget patch 128; budget input ""; budget batch 8; budget amp auto; budget val 250 ;;
   long) budget iters 9000; budget patch 128; budget input ""; budget batch 8; budget amp auto; budget val 500 ;;
-  paper) budget iters 60000; budget patch 256; budget input 256; budget batch 12; budget amp off; budget val 200 ;;
+  paper) budget iters 60000; budget patch 256; budget input ""; budget batch 12; budget amp off; budget val 200 ;;
   *) echo "train_wss.sh: --protocol must be quick, long or paper, got $protocol" >&2; exit 2 ;;
 esac
 [ "$folds" = all ] && folds="fold1 fold2 fold3 fold4 fold5"

@@ -142,6 +142,13 @@ def test_train_wss_budget_flags_win_over_protocol_before_or_after_it(tmp_path, p
     lines = calls.read_text().splitlines()
     assert len(lines) == 2 and all("--max_iterations 3 " in c and "--patch_size 128 128" in c
                                    and "--val_interval 250" in c for c in lines)
+    # paper with a smaller --patch (to fit a GPU) trained on crops of slices resized to 256, exit 0
+    r = subprocess.run(["bash", os.path.join(ROOT, "train_wss.sh"), "--methods", "pce", "--root", phantom_root,
+                        "--exp_prefix", "paper_", "--protocol", "paper", "--patch", "64"], capture_output=True,
+                       text=True, env={**os.environ, "PYTHON": str(stub)}, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    paper = calls.read_text().splitlines()[-1]
+    assert "--patch_size 64 64 --input_size 64 64 " in paper and "--max_iterations 60000 " in paper
 
 
 def test_train_wss_refuses_another_runs_results_file_before_training(tmp_path, phantom_root):
