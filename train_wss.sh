@@ -85,9 +85,9 @@ for a in ${method_args[@]+${method_args[@]}} ${extra[@]+"${extra[@]}"}; do  # th
     echo "train_wss.sh: ${a%%=*} in --args or after --: use --patch and --input" >&2; exit 2 ;;
   esac
 done
-flag_names() {  # words: the --flags among them, one per line
+flag_names() {  # words: the --flags among them, one per line (--no-X as --X: argparse's pair of one flag)
   local w
-  for w in "$@"; do [[ $w == --* ]] && echo "${w%%=*}"; done
+  for w in "$@"; do [[ $w == --* ]] && { w=${w%%=*}; w=${w#--}; echo "--${w#no-}"; }; done
   return 0
 }
 for m in "${!method_args[@]}"; do  # the later one won without a word

@@ -110,6 +110,9 @@ def test_missing_data_root_is_named(tmp_path, capsys):
     # the value after -- replaced the method's own at exit 0 (found by a probe)
     (["--methods", "pce", "--args", "pce", "--seed 3 --base_lr 0.02", "--", "--base_lr=0.005"],
      "--base_lr given in --args pce and after --; give it once"),
+    # argparse's --no-X and --X are one flag: the later one won, as above
+    (["--methods", "pce", "--args", "pce", "--no-channels_last", "--", "--channels_last"],
+     "--channels_last given in --args pce and after --; give it once"),
     # the script passes --input_size too: --patch_size alone trained on crops of larger slices
     (["--methods", "pce", "--", "--patch_size", "48", "48"], "--patch_size in --args or after --: use --patch and --input"),
     (["--methods", "pce", "--args", "pce", "--input_size=64 64"], "--input_size in --args or after --")])
