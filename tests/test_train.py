@@ -116,11 +116,14 @@ def test_missing_data_root_is_named(tmp_path, capsys):
     # the script passes --input_size too: --patch_size alone trained on crops of larger slices
     (["--methods", "pce", "--", "--patch_size", "48", "48"], "--patch_size in --args or after --: use --patch and --input"),
     (["--methods", "pce", "--args", "pce", "--input_size=64 64"], "--input_size in --args or after --")])
-def test_train_wss_refuses_bad_arguments_before_any_work(args, message):
+def test_train_wss_refuses_bad_arguments_before_any_work(args, message, tmp_path):
     import subprocess
 
-    r = subprocess.run(["bash", os.path.join(ROOT, "train_wss.sh"), *args], capture_output=True, text=True)
+    # In an empty folder: a case not refused would write its runs there (asserted empty), not into the checkout.
+    r = subprocess.run(["bash", os.path.join(ROOT, "train_wss.sh"), *args], capture_output=True, text=True,
+                       cwd=tmp_path)
     assert r.returncode == 2 and message in r.stderr
+    assert not os.listdir(tmp_path)
 
 
 def python_stub(tmp_path, extra: str = ""):
