@@ -30,7 +30,7 @@ from dataloaders.acdc import SliceDataset, dense_training_cases, make_split  # n
 from plot_curves import check_figure_out, run_name  # noqa: E402
 from summarize_results import (check_same, check_same_root, check_same_selection, check_same_setting,  # noqa: E402
                                classes_of, note_roots, read_result, root_of, scored_of, scored_part, scoring_of,
-                               units_of)
+                               result_units)
 
 # What the training targets depend on, as train.py saves it in config.json (labeled_patients and
 # target_spacing are absent from configs older than those flags).
@@ -97,8 +97,9 @@ def annotation(cfg: dict, root: str | None = None, cases: list[str] | None = Non
         cases = make_split(root, cfg["fold"], cfg["val_fraction"], cfg["select_on_test"]).train
     train, dense = dense_training_cases(cases, cfg["sup_type"], cfg["labeled_patients"], cfg["seed"],
                                         io.patient_pattern(root))
+    # Counted and hashed on the slices as stored, before any --target_spacing resampling: not done here.
     data = SliceDataset(root, train, cfg["sup_type"], cfg["patch_size"], progress=False,
-                        input_size=cfg["input_size"], target_spacing=cfg["target_spacing"], dense_cases=dense)
+                        input_size=cfg["input_size"], dense_cases=dense)
     if data_sha256 is not None and data.digest() != data_sha256:
         raise ValueError(f"{root}: the training data differ from those the run trained on (the same cases, "
                          "other images or labels); count on the run's own data (--root)")
@@ -116,7 +117,7 @@ def effort_rows(paths: list[str], labels: list[str], root: str | None = None) ->
         check_same_setting([(p, r) for p, r in results if scored_of(r).get("method") == cfg["method"]],
                            ignore=ALONG_CURVES)
         check_same(results, "classes", classes_of)
-        check_same(results, "distance units", units_of)
+        check_same(results, "distance units", result_units)
         # One curve of Dice: each point predicted the same way (lcc alone lifts HD95 and Dice).
         check_same(results, "scoring (post-processing, TTA, resize back)", scoring_of)
         check_same_selection(results, "the curves")

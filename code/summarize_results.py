@@ -48,7 +48,8 @@ def classes_of(result: dict) -> list[str]:
     return sorted(result["dice"])
 
 
-def units_of(result: dict):
+def result_units(result: dict) -> str | None:
+    """The distance units (mm or voxel) a result records (None when it records none)."""
     return result.get("units")
 
 
@@ -117,7 +118,7 @@ def check_distinct(paths) -> None:
 
 def check_same(results: list[tuple[str, dict]], what: str, key) -> None:
     """ValueError naming the first of the (path, result) pairs whose ``key`` (e.g. :func:`classes_of`,
-    :func:`units_of`) differs from the first pair's: such results cannot share a table."""
+    :func:`result_units`) differs from the first pair's: such results cannot share a table."""
     for path, r in results[1:]:
         if key(r) != key(results[0][1]):
             raise ValueError(f"{path}: its {what} {key(r)} differ from {results[0][0]}'s {key(results[0][1])}")
@@ -205,7 +206,7 @@ def load_results(folder: str, methods, folds, prefix: str = "") -> dict[str, lis
     for f in folds:  # the methods' rows compare their scores on each fold's volumes
         check_same_cases([(path, scored_of(r)) for path, r in found if scored_of(r).get("fold") == f])
     check_same(found, "classes", classes_of)
-    check_same(found, "distance units", units_of)
+    check_same(found, "distance units", result_units)
     check_same_root(found)
     note_roots(root_of(r) for _, r in found)
     return {m: [r for _, r in runs] for m, runs in out.items()}
