@@ -175,7 +175,7 @@ def process_raw_case(case: str, image_path: str | None, gt_path: str | None,
     if gt_path is None:
         raise CaseError(f"{image_path}: image without its mask {case}_gt.nii.gz")
     image = read_volume(image_path)
-    label = read_labels_on(gt_path, image, 3).astype(np.uint8)
+    label = read_labels_on(gt_path, image, io.NUM_CLASSES - 1).astype(np.uint8)
     try:
         io.check_class_order([label], io.CLASS_NAMES, f"{gt_path}: the mask", "ACDC does")
     except ValueError as e:

@@ -255,7 +255,8 @@ def reference_volumes(root: str, names: list[str], num_classes: int, target_spac
     return cases
 
 
-def score_cases(predictions: dict[str, np.ndarray], cases: list[Case], num_classes: int = 4) -> dict[str, dict]:
+def score_cases(predictions: dict[str, np.ndarray], cases: list[Case],
+                num_classes: int = NUM_CLASSES) -> dict[str, dict]:
     """Per-volume :func:`metrics.volume_metrics` of each case, classes 1..``num_classes``-1:
     {case: {class: {metric: value}}}.
 

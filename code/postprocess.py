@@ -9,10 +9,12 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from dataloaders.io import NUM_CLASSES
+
 POSTPROCESS = ("none", "lcc")
 
 
-def largest_components(pred: np.ndarray, num_classes: int = 4) -> np.ndarray:
+def largest_components(pred: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
     """(Z, H, W) integer labels -> the same with each class 1..num_classes-1 reduced to its
     largest 3-D connected component; removed voxels become background (0)."""
     out = pred.copy()
@@ -26,7 +28,7 @@ def largest_components(pred: np.ndarray, num_classes: int = 4) -> np.ndarray:
     return out
 
 
-def postprocess(pred: np.ndarray, how: str, num_classes: int = 4) -> np.ndarray:
+def postprocess(pred: np.ndarray, how: str, num_classes: int = NUM_CLASSES) -> np.ndarray:
     """Apply ``how`` (one of :data:`POSTPROCESS`) to a (Z, H, W) label volume."""
     if how == "none":
         return pred

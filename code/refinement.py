@@ -64,7 +64,7 @@ class RefineSettings:
 MAX_STROKED = 0.5
 
 
-def check_strokes(strokes: np.ndarray, shape, name: str = "strokes", num_classes: int = 4) -> np.ndarray:
+def check_strokes(strokes: np.ndarray, shape, name: str = "strokes", num_classes: int = NUM_CLASSES) -> np.ndarray:
     """``strokes`` as uint8 (Z, H, W) with 0..``num_classes``-1 on stroked voxels and 4 elsewhere;
     ValueError naming ``name`` for another shape, other values, or more than ``MAX_STROKED`` of
     the voxels stroked."""

@@ -103,7 +103,7 @@ class ShapePrior:
             number them alike (:func:`io.check_class_order`); None: unchecked.
     """
 
-    def __init__(self, masks: list[np.ndarray], patch_size, num_classes: int = 4, input_size=None,
+    def __init__(self, masks: list[np.ndarray], patch_size, num_classes: int = io.NUM_CLASSES, input_size=None,
                  fg_prob: float = 0.5, class_names=None):
         self.patch_size, self.num_classes = tuple(patch_size), num_classes
         self.input_size, self.fg_prob = tuple(input_size or patch_size), fg_prob
@@ -127,7 +127,7 @@ class ShapePrior:
         self._on_device = self.masks
 
     @classmethod
-    def from_source(cls, source: str, patch_size, num_classes: int = 4, input_size=None,
+    def from_source(cls, source: str, patch_size, num_classes: int = io.NUM_CLASSES, input_size=None,
                     fg_prob: float = 0.5, class_names=None, target_spacing=None,
                     prior_spacing=None) -> "ShapePrior":
         """The masks of the files of ``source`` (:func:`mask_files`, :func:`read_prior_file`); with
