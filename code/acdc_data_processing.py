@@ -56,6 +56,7 @@ only when every case converted, so a failed conversion leaves OUT as it was. Oth
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -63,7 +64,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import zlib
 
 import numpy as np
@@ -295,30 +295,6 @@ def _run(jobs, dest: str, desc: str) -> list[str]:
     return failed
 
 
-# What a conversion writes into OUT; other files there (caches such as random_walker_cache) stay.
-OUTPUTS = (io.VOLUME_DIR, io.SLICE_DIR, io.DATASET_JSON, io.SPLITS_JSON)
-
-
-def held_outputs(out: str, names) -> list[str]:
-    """The entries of ``names`` that ``out`` holds: a file, or a folder with anything in it."""
-    return [n for n in names if os.path.isfile(os.path.join(out, n))
-            or (os.path.isdir(os.path.join(out, n)) and os.listdir(os.path.join(out, n)))]
-
-
-def replace_outputs(new: str, out: str, names) -> None:
-    """Make the entries ``names`` of ``out`` those of the finished conversion in ``new`` (one it
-    did not write is removed from ``out``). Out's old entries move into ``new``, which the caller
-    deletes; renames within one file system, so nothing is copied."""
-    old = os.path.join(new, ".old")
-    os.mkdir(old)
-    for n in names:
-        if os.path.lexists(os.path.join(out, n)):
-            os.rename(os.path.join(out, n), os.path.join(old, n))
-    for n in names:
-        if os.path.lexists(os.path.join(new, n)):
-            os.rename(os.path.join(new, n), os.path.join(out, n))
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     src = ap.add_mutually_exclusive_group(required=True)
@@ -430,24 +406,18 @@ def main(argv=None) -> int:
         jobs = [(f, lambda dest, f=f: process_volume_file(f, dest, copy_volume=not in_place)) for f in files]
         desc, finish = "volumes", None if in_place else copy_root_files(os.path.dirname(os.path.abspath(args.volumes)))
 
-    outputs = (io.SLICE_DIR,) if in_place else OUTPUTS
-    held = held_outputs(args.out, outputs)
+    outputs = (io.SLICE_DIR,) if in_place else io.ROOT_OUTPUTS
+    held = io.held_outputs(args.out, outputs)
     if held and not args.overwrite:
         ap.error(f"--out {args.out} already holds converted data ({', '.join(held)}); pass --overwrite to "
                  "replace it (files of two conversions must not mix)")
-    # A replacement is written to a new folder beside OUT first, so that a failed conversion
-    # leaves OUT as it was (the same file system as OUT, so that it moves in by renaming).
-    dest = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.realpath(args.out))}.converting.",
-                            dir=os.path.dirname(os.path.realpath(args.out))) if held else args.out
-    try:
+    # A replacement is staged beside OUT, so that a failed conversion leaves OUT as it was.
+    with io.staged(args.out, "converting") if held else contextlib.nullcontext(args.out) as dest:
         failed = _run(jobs, dest, desc)
         if finish is not None:
             finish(dest, failed)
         if held and not failed:
-            replace_outputs(dest, args.out, outputs)
-    finally:
-        if held:
-            shutil.rmtree(dest, ignore_errors=True)
+            io.replace_outputs(dest, args.out, outputs)
     if held and failed:
         print(f"{len(failed)} of {len(jobs)} cases failed; {args.out} left as it was", file=sys.stderr)
     else:

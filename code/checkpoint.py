@@ -280,3 +280,51 @@ def cases_to_score(ckpt: dict, path: str, root: str, fold: str, part: str) -> li
                          "(a training scan under another case name, or another data root's cases under these "
                          "names); score cases it did not train on")
     return cases
+
+
+class Checkpointer:
+    """Writes a run's ``last.pth`` / ``best.pth``. In a data-parallel job every rank calls
+    :meth:`save` at the same iterations (it gathers every rank's RNG state and checks that the
+    ranks' weights agree), and rank 0 alone writes: into ``folder`` (a :class:`run_folder.RunFolder`),
+    the engine's ``state`` (``TrainState``) with a :class:`distributed.Distributed` ``dist``."""
+
+    def __init__(self, folder, cfg, method, optimizers: dict, schedulers: dict, state, split: Split, dist,
+                 train_images: list[str]):
+        self.folder, self.cfg, self.method, self.split, self.dist = folder, cfg, method, split, dist
+        self.train_images = train_images
+        self.optimizers, self.schedulers, self.state = optimizers, schedulers, state
+        self._finite_at = -1  # the iteration last checked: logging and saving share one check
+
+    def check_finite(self, finite: torch.Tensor, logs: dict) -> None:
+        """FloatingPointError unless every loss of every rank was finite so far."""
+        if self._finite_at == self.state.iteration:
+            return
+        if not self.dist.all(finite):
+            raise FloatingPointError(f"a non-finite loss at or before iteration {self.state.iteration} "
+                                     f"(last losses {({k: float(v) for k, v in logs.items()})}); "
+                                     "nothing was saved after it")
+        self._finite_at = self.state.iteration
+
+    def save(self, names: list[str], best: dict, finite: torch.Tensor, logs: dict) -> None:
+        self.check_finite(finite, logs)
+        self.dist.check_identical(self.method)
+        # The parameters are equal (checked); batch-norm statistics differ between ranks.
+        self.dist.broadcast(self.method.buffers())
+        rngs = self.dist.gather(rng_state())
+        if self.dist.is_main:
+            for name in names:
+                save_checkpoint(self.folder.file(name), self.cfg, self.method, self.optimizers, self.schedulers,
+                                self.state, best, self.split, rngs, self.train_images)
+
+
+def restore(ckpt: dict, method, optimizers: dict, schedulers: dict, state) -> dict:
+    """Load a resumed run's weights, optimizer, scheduler and scaler states and iteration from
+    ``ckpt`` into place (``state``: the engine's ``TrainState``); returns its best validation record."""
+    method.load_state_dict(ckpt["model"])
+    for k, o in optimizers.items():
+        o.load_state_dict(ckpt["optimizers"][k])
+    for k, s in schedulers.items():
+        s.load_state_dict(ckpt["schedulers"][k])
+    state.scaler.load_state_dict(ckpt["scaler"])
+    state.iteration = ckpt["iteration"]
+    return ckpt["best"]

@@ -25,16 +25,16 @@ from torch.optim.lr_scheduler import PolynomialLR
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from checkpoint import (DATA_DIGEST, RESUME_MAY_CHANGE, check_predicts, read_checkpoint, rng_state, save_checkpoint,
-                        set_rng_state, with_defaults)
+from checkpoint import Checkpointer, check_predicts, read_checkpoint, restore, set_rng_state
 from config import save_config
 from dataloaders import io
-from dataloaders.acdc import (SPLIT_FOLD, SliceDataset, Split, TrainBatchSampler, dense_training_cases,
+from dataloaders.acdc import (SliceDataset, Split, TrainBatchSampler, dense_training_cases,
                               labeled_patients, make_split, trained_on_image, volumes_digest)
 from distributed import Distributed
 import inference
 import metrics
 from inference import Prediction, autocast, evaluate, resolve_amp, resolve_device
+from resume import check_resumable, check_same_data, check_same_split, check_same_world, finished, record_resume
 from run_folder import Interrupted, RunFolder, StopSignals
 
 
@@ -99,119 +99,12 @@ def _logger(out_dir: str) -> logging.Logger:
     return log
 
 
-def check_resumable(saved: dict, cfg, method_cls) -> None:
-    """Raise ValueError naming the first flag whose value differs from the saved run's. A flag
-    that did not exist when the run was saved takes the value the run had (:data:`checkpoint.LEGACY`) or its
-    default."""
-    saved = with_defaults(saved, method_cls)
-    # --fold split ignores --val_fraction (splits.json names the validation cases); runs saved
-    # before it was refused there may hold any value.
-    meaningless = {"val_fraction"} if cfg.fold == SPLIT_FOLD else set()
-    for key, value in sorted(vars(cfg).items()):
-        if key not in RESUME_MAY_CHANGE | meaningless and saved.get(key) != value:
-            raise ValueError(f"--resume: --{key} is {value!r} but the run was started with "
-                             f"{saved.get(key)!r}; use the same value or another --exp")
-
-
-# Bookkeeping flags whose change says nothing about how the weights were trained.
-NOT_RECORDED = {"resume", "overwrite", "progress"}
-
-
-def record_resume(saved: dict, cfg, iteration: int) -> None:
-    """Append to ``cfg.resumes`` (kept in config.json and the checkpoints) the iteration of this
-    resume and every allowed change of a setting, ``{flag: [before, after]}`` (e.g. ``--amp``),
-    so that a run's record says how each part of it was trained."""
-    changed = {k: [saved.get(k), v] for k, v in sorted(vars(cfg).items())
-               if k in RESUME_MAY_CHANGE - NOT_RECORDED and k in saved and saved[k] != v}
-    cfg.resumes = [*saved.get("resumes", []), {"iteration": iteration, "changed": changed}]
-
-
-def finished(ckpt: dict, cfg, path: str, dist: Distributed) -> bool:
-    """True, with a note on stderr, when the run resumed from ``ckpt`` (read from ``path``) has no
-    iteration left. train_wss.sh re-tests finished runs through --resume: nothing is written then,
-    so config.json keeps the precision the run trained in (``--amp auto`` may resolve otherwise here)."""
-    if ckpt["iteration"] < cfg.max_iterations:
-        return False
-    if dist.is_main:
-        print(f"{path}: the run finished at iteration {ckpt['iteration']}; nothing to train", file=sys.stderr)
-    return True
-
-
-def check_same_split(saved: dict | None, split: Split, path: str) -> None:
-    """ValueError when the data now gives another split than the saved run trained on."""
-    if saved is None:
-        return
-    for part, cases in vars(split).items():
-        if saved.get(part) != cases:
-            changed = sorted(set(saved.get(part) or []) ^ set(cases))
-            raise ValueError(f"--resume: the {part} cases differ from those {path} was trained on "
-                             f"(e.g. {changed[0] if changed else 'their order'}); use the same --root_path")
-
-
-def check_same_data(saved: dict, cfg, path: str) -> None:
-    """ValueError when data the run reads now differ from those the run saved at ``path`` used:
-    every ``<part>_data_sha256`` of ``cfg`` (:meth:`SliceDataset.digest` of the training slices,
-    :func:`volumes_digest` of the validation volumes, what a method's ``prepare`` loaded, e.g. a
-    shape prior) against the saved config ``saved`` (absent from runs older than the record):
-    the same names on another data root, or the data converted again otherwise."""
-    for key in sorted(k for k in vars(cfg) if k.endswith(DATA_DIGEST)):
-        if saved.get(key) is not None and saved[key] != getattr(cfg, key):
-            part = key[:-len(DATA_DIGEST)]
-            part = {"train": "training", "val": "validation"}.get(part, part.replace("_", " "))
-            raise ValueError(f"--resume: the {part} data differ from those {path} "
-                             "was trained with (the same names, other images or labels: another or re-converted "
-                             "data?); use the same data, or train a new run")
-
-
 def check_classes(cfg) -> None:
     """ValueError unless ``--num_classes`` is the data root's background + foreground classes."""
     names = io.class_names(cfg.root_path)
     if cfg.num_classes != len(names) + 1:
         raise ValueError(f"--num_classes {cfg.num_classes}: {cfg.root_path} has {len(names) + 1} classes "
                          f"(background, {', '.join(names)})")
-
-
-def check_same_world(ckpt: dict, dist: Distributed, path: str) -> None:
-    """ValueError when a run is resumed with another number of processes (which would change
-    its effective batch and its batches)."""
-    saved = ckpt.get("world_size", 1)
-    if saved != dist.world_size:
-        raise ValueError(f"--resume: {path} was trained by {saved} process(es), this job has "
-                         f"{dist.world_size}; resume with torchrun --nproc_per_node {saved}")
-
-
-class Checkpointer:
-    """Writes a run's ``last.pth`` / ``best.pth``. In a data-parallel job every rank calls
-    :meth:`save` at the same iterations (it gathers every rank's RNG state and checks that the
-    ranks' weights agree), and rank 0 alone writes."""
-
-    def __init__(self, folder: RunFolder, cfg, method, optimizers: dict, schedulers: dict, state: TrainState,
-                 split: Split, dist: Distributed, train_images: list[str]):
-        self.folder, self.cfg, self.method, self.split, self.dist = folder, cfg, method, split, dist
-        self.train_images = train_images
-        self.optimizers, self.schedulers, self.state = optimizers, schedulers, state
-        self._finite_at = -1  # the iteration last checked: logging and saving share one check
-
-    def check_finite(self, finite: torch.Tensor, logs: dict) -> None:
-        """FloatingPointError unless every loss of every rank was finite so far."""
-        if self._finite_at == self.state.iteration:
-            return
-        if not self.dist.all(finite):
-            raise FloatingPointError(f"a non-finite loss at or before iteration {self.state.iteration} "
-                                     f"(last losses {({k: float(v) for k, v in logs.items()})}); "
-                                     "nothing was saved after it")
-        self._finite_at = self.state.iteration
-
-    def save(self, names: list[str], best: dict, finite: torch.Tensor, logs: dict) -> None:
-        self.check_finite(finite, logs)
-        self.dist.check_identical(self.method)
-        # The parameters are equal (checked); batch-norm statistics differ between ranks.
-        self.dist.broadcast(self.method.buffers())
-        rngs = self.dist.gather(rng_state())
-        if self.dist.is_main:
-            for name in names:
-                save_checkpoint(self.folder.file(name), self.cfg, self.method, self.optimizers, self.schedulers,
-                                self.state, best, self.split, rngs, self.train_images)
 
 
 class _NoWriter:
@@ -327,7 +220,7 @@ def _train(cfg, method, notes: list[str], folder: RunFolder, ckpt: dict | None, 
     schedulers = {k: PolynomialLR(o, total_iters=cfg.max_iterations, power=cfg.poly_power)
                   for k, o in optimizers.items()}
     state = TrainState(cfg, device, optimizers, dist)
-    best = _restore(ckpt, method, optimizers, schedulers, state) if cfg.resume else \
+    best = restore(ckpt, method, optimizers, schedulers, state) if cfg.resume else \
         {"iteration": -1, "dice": -math.inf}
     dist.broadcast(method.state_dict().values())  # the ranks were seeded apart
     checkpointer = Checkpointer(folder, cfg, method, optimizers, schedulers, state, split, dist,
@@ -437,19 +330,6 @@ def _log_setup(log: logging.Logger, cfg, train_set: SliceDataset, split: Split, 
         effort = train_set.annotation()
         log.info("supervision %s: %d of %d training pixels labelled (%.3f%%), %d drawn", cfg.sup_type,
                  effort["labelled"], effort["pixels"], 100 * effort["labelled"] / effort["pixels"], effort["drawn"])
-
-
-def _restore(ckpt: dict, method, optimizers: dict, schedulers: dict, state: TrainState) -> dict:
-    """Load a resumed run's weights, optimizer, scheduler and scaler states and iteration from
-    ``ckpt`` into place; returns its best validation record."""
-    method.load_state_dict(ckpt["model"])
-    for k, o in optimizers.items():
-        o.load_state_dict(ckpt["optimizers"][k])
-    for k, s in schedulers.items():
-        s.load_state_dict(ckpt["schedulers"][k])
-    state.scaler.load_state_dict(ckpt["scaler"])
-    state.iteration = ckpt["iteration"]
-    return ckpt["best"]
 
 
 def _warn(log: logging.Logger, dist: Distributed, warning: str) -> None:

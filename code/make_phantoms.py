@@ -14,15 +14,14 @@ OUT, such as caches, stay), as ``acdc_data_processing.py --overwrite`` does.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-import shutil
 import sys
-import tempfile
 import time
 
 import numpy as np
 
-from acdc_data_processing import OUTPUTS, held_outputs, replace_outputs
+from dataloaders import io
 from dataloaders.io import UNLABELED
 from dataloaders.phantoms import MIN_SIZE, render_patient, write_phantoms
 
@@ -95,7 +94,7 @@ def main(argv=None) -> int:
     if args.figure is not None:
         draw_figure(args.figure, args.seed, args.size)
         return 0
-    held = [(args.out, OUTPUTS, held_outputs(args.out, OUTPUTS))]
+    held = [(args.out, io.ROOT_OUTPUTS, io.held_outputs(args.out, io.ROOT_OUTPUTS))]
     if args.raw is not None:
         held.append((args.raw, None, raw_patients(args.raw)))
     for path, _, names in held:
@@ -105,21 +104,17 @@ def main(argv=None) -> int:
                      "mix with other patients)")
     t0 = time.perf_counter()
     # Written beside OUT and RAW first, then moved in by renaming, as the conversion does.
-    dest = {path: tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.realpath(path))}.phantoms.",
-                                   dir=os.path.dirname(os.path.realpath(path)))
-            for path, _, old in held if old}
-    try:
-        names = write_phantoms(dest.get(args.out, args.out), args.patients, args.seed, args.size,
-                               dest.get(args.raw, args.raw) if args.raw else None, progress=True)
-        for path, outputs, old in held:
-            if old:
-                replace_outputs(dest[path], path, outputs or sorted(set(old) | set(raw_patients(dest[path]))))
-    except OSError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    finally:
-        for d in dest.values():
-            shutil.rmtree(d, ignore_errors=True)
+    with contextlib.ExitStack() as stack:
+        dest = {path: stack.enter_context(io.staged(path, "phantoms")) for path, _, old in held if old}
+        try:
+            names = write_phantoms(dest.get(args.out, args.out), args.patients, args.seed, args.size,
+                                   dest.get(args.raw, args.raw) if args.raw else None, progress=True)
+            for path, outputs, old in held:
+                if old:
+                    io.replace_outputs(dest[path], path, outputs or sorted(set(old) | set(raw_patients(dest[path]))))
+        except OSError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
     print(f"wrote {len(names)} volumes of {args.patients} patients to {args.out} "
           f"in {time.perf_counter() - t0:.1f} s")
     return 0

@@ -7,6 +7,7 @@ import torch
 import checkpoint
 import engine
 import inference
+import resume
 from conftest import tiny_cfg
 from methods import get_method
 
@@ -25,7 +26,7 @@ def run(method_name, root, out_dir, *extra, crash_after_first_save=False, monkey
             real(path, *args)
             if path.endswith("last.pth"):
                 raise Interrupt
-        monkeypatch.setattr(engine, "save_checkpoint", save_then_crash)
+        monkeypatch.setattr(checkpoint, "save_checkpoint", save_then_crash)
     engine.train(cfg, method_cls)
     return torch.load(os.path.join(out_dir, "last.pth"), weights_only=False)
 
@@ -188,9 +189,9 @@ def test_a_split_run_saved_with_any_val_fraction_resumes(phantom_root, tmp_path)
         saved = {**vars(cfg), "val_fraction": 0.3}
         if refused:
             with pytest.raises(ValueError, match="--val_fraction is 0.1 but the run was started with 0.3"):
-                engine.check_resumable(saved, cfg, get_method("pce"))
+                resume.check_resumable(saved, cfg, get_method("pce"))
         else:
-            engine.check_resumable(saved, cfg, get_method("pce"))
+            resume.check_resumable(saved, cfg, get_method("pce"))
 
 
 def test_a_points_run_saved_before_point_resizing_resumes_only_as_it_trained(phantom_root, tmp_path):
@@ -201,12 +202,12 @@ def test_a_points_run_saved_before_point_resizing_resumes_only_as_it_trained(pha
     assert cfg.point_resize == "keep"
     old = {k: v for k, v in vars(cfg).items() if k != "point_resize"}
     with pytest.raises(ValueError, match="--point_resize is 'keep' but the run was started with 'nearest'"):
-        engine.check_resumable(old, cfg, pce)
-    engine.check_resumable(old, tiny_cfg(pce, phantom_root, tmp_path / "p", "--sup_type", "points",
+        resume.check_resumable(old, cfg, pce)
+    resume.check_resumable(old, tiny_cfg(pce, phantom_root, tmp_path / "p", "--sup_type", "points",
                                          "--point_resize", "nearest"), pce)
     scribbles = tiny_cfg(pce, phantom_root, tmp_path / "s")  # other supervision: no such setting
     assert scribbles.point_resize is None
-    engine.check_resumable({k: v for k, v in vars(scribbles).items() if k != "point_resize"}, scribbles, pce)
+    resume.check_resumable({k: v for k, v in vars(scribbles).items() if k != "point_resize"}, scribbles, pce)
     with pytest.raises(ValueError, match="--point_resize applies to --sup_type points, not scribble"):
         tiny_cfg(pce, phantom_root, tmp_path / "s", "--point_resize", "keep")
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import engine
+import resume
 from conftest import ROOT, tiny_cfg
 from methods import get_method
 from run_folder import RunFolder
@@ -139,13 +140,13 @@ def test_resume_refuses_other_data_and_accepts_configs_older_than_a_flag(tmp_pat
     shutil.copy(run / "last.pth", tmp_path / "saved.pth")
     del ckpt["config"]["fg_prob"]
     torch.save(ckpt, run / "last.pth")
-    engine.check_resumable(ckpt["config"], tiny_cfg(PCE, phantom_root, run, "--resume", *longer), PCE)
+    resume.check_resumable(ckpt["config"], tiny_cfg(PCE, phantom_root, run, "--resume", *longer), PCE)
     with pytest.raises(ValueError, match="--fg_prob is 0.9"):
-        engine.check_resumable(ckpt["config"], tiny_cfg(PCE, phantom_root, run, "--resume", "--fg_prob", "0.9",
+        resume.check_resumable(ckpt["config"], tiny_cfg(PCE, phantom_root, run, "--resume", "--fg_prob", "0.9",
                                                          *longer), PCE)
     # the best model so far was chosen with the run's own post-processing
     with pytest.raises(ValueError, match="--postprocess is 'lcc'"):
-        engine.check_resumable(ckpt["config"], tiny_cfg(PCE, phantom_root, run, "--resume", "--postprocess", "lcc",
+        resume.check_resumable(ckpt["config"], tiny_cfg(PCE, phantom_root, run, "--resume", "--postprocess", "lcc",
                                                          *longer), PCE)
 
 
@@ -223,7 +224,7 @@ def test_a_resume_that_fails_before_its_first_step_keeps_the_run(tmp_path, phant
 
     def fail(*args):
         raise RuntimeError("optimizer state does not fit")
-    monkeypatch.setattr(engine, "_restore", fail)
+    monkeypatch.setattr(engine, "restore", fail)
     with pytest.raises(RuntimeError, match="does not fit"):
         engine.train(tiny_cfg(pce, phantom_root, run, "--val_interval", "1", "--resume"), pce)
     assert {a: (run / a).read_bytes() for a in before} == before

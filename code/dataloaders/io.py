@@ -24,7 +24,9 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import struct
+import tempfile
 import zlib
 from dataclasses import dataclass
 
@@ -624,6 +626,45 @@ def same_name_files(path: str) -> list[str]:
     except OSError:  # a missing or unlistable folder: reading the file itself will say what is wrong
         return []
     return sorted(os.path.join(folder, f) for f in names if f != name and is_nifti(f) and nifti_stem(f) == stem)
+
+
+# What a conversion (or the phantom generator) writes into a data root; other files there (caches
+# such as random_walker_cache) stay.
+ROOT_OUTPUTS = (VOLUME_DIR, SLICE_DIR, DATASET_JSON, SPLITS_JSON)
+
+
+def held_outputs(out: str, names) -> list[str]:
+    """The entries of ``names`` that ``out`` holds: a file, or a folder with anything in it."""
+    return [n for n in names if os.path.isfile(os.path.join(out, n))
+            or (os.path.isdir(os.path.join(out, n)) and os.listdir(os.path.join(out, n)))]
+
+
+@contextlib.contextmanager
+def staged(path: str, what: str):
+    """A new folder beside ``path`` for a replacement of its entries to be written to first, so
+    that a failure leaves ``path`` as it was; on the same file system, so that
+    :func:`replace_outputs` moves the entries in by renaming. Removed at the end of the block,
+    with what it still holds (``path``'s old entries once replaced)."""
+    dest = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.realpath(path))}.{what}.",
+                            dir=os.path.dirname(os.path.realpath(path)))
+    try:
+        yield dest
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)
+
+
+def replace_outputs(new: str, out: str, names) -> None:
+    """Make the entries ``names`` of ``out`` those written to ``new`` (:func:`staged`; one not
+    written there is removed from ``out``). Out's old entries move into ``new``, which the caller
+    deletes; renames within one file system, so nothing is copied."""
+    old = os.path.join(new, ".old")
+    os.mkdir(old)
+    for n in names:
+        if os.path.lexists(os.path.join(out, n)):
+            os.rename(os.path.join(out, n), os.path.join(old, n))
+    for n in names:
+        if os.path.lexists(os.path.join(new, n)):
+            os.rename(os.path.join(new, n), os.path.join(out, n))
 
 
 def check_outputs(flag: str, paths, overwrite: bool = False) -> None:

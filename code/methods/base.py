@@ -105,7 +105,7 @@ class Method(nn.Module):
         """Hook run once before training and before the run folder is touched (e.g. to load a
         shape prior: its errors leave nothing behind); returns lines for the run's log. A digest
         of what it reads, set as ``cfg.<part>_data_sha256``, is checked on ``--resume``
-        (:func:`engine.check_same_data`). Default: nothing."""
+        (:func:`resume.check_same_data`). Default: nothing."""
         return []
 
     def segmenter(self) -> nn.Module:

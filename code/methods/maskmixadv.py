@@ -129,7 +129,7 @@ class MaskMixAdv(Method):
                                     self.cfg.num_classes, self.cfg.input_size, self.cfg.fg_prob, names)
             note = (f"shape prior: no --shape_prior given, using {len(self.prior)} slices of freshly generated "
                     "phantom masks")
-        self.cfg.shape_prior_data_sha256 = self.prior.digest()  # a resume checks it (engine.check_same_data)
+        self.cfg.shape_prior_data_sha256 = self.prior.digest()  # a resume checks it (resume.check_same_data)
         return [note]
 
     def configure_optimizers(self):
