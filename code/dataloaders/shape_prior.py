@@ -91,7 +91,8 @@ def _slice_hash(mask: np.ndarray) -> bytes:
 
 
 class ShapePrior:
-    """A pool of (num_classes, H, W) one-hot masks and a reproducible sampler over them.
+    """A pool of dense masks, kept as (N, H', W') uint8 label maps at ``input_size``, and a
+    reproducible sampler of (B, num_classes, H, W) one-hot crops of them (:meth:`sample`).
 
     Args:
         masks: list of (h, w) integer maps with classes 0..num_classes-1 (any size).

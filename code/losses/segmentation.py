@@ -32,7 +32,8 @@ def dice_loss(probs: torch.Tensor, target: torch.Tensor, ignore_index: int | Non
     Args:
         probs: (B, C, H, W) class probabilities in [0, 1].
         target: (B, H, W) int64 class indices; pixels equal to ``ignore_index`` are left out
-            (the "partial" Dice used for pseudo labels that cover part of the image).
+            (the "partial" Dice used for pseudo labels that cover part of the image). With
+            ``ignore_index=None`` every pixel counts, so ``target`` must hold 0..C-1 only.
     Returns:
         0-dim tensor in [0, 1].
     """
@@ -48,7 +49,8 @@ def dice_loss(probs: torch.Tensor, target: torch.Tensor, ignore_index: int | Non
 
 
 def ce_dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = UNLABELED) -> torch.Tensor:
-    """0.5 CE + 0.5 Dice on (B, C, H, W) logits vs (B, H, W) labels: the fully supervised loss."""
+    """0.5 CE + 0.5 Dice on (B, C, H, W) logits vs (B, H, W) labels (``ignore_index`` left out):
+    the fully supervised loss; 0-dim, >= 0."""
     return 0.5 * partial_ce(logits, target, ignore_index) + 0.5 * dice_loss(
         logits.float().softmax(1), target, ignore_index)
 

@@ -49,8 +49,8 @@ PRIOR_PATIENT_OFFSET = 100_000
 
 
 def phantom_prior_masks(seed: int, target_spacing=None, size=None, n_patients: int = 10) -> list:
-    """(H, W) dense masks of freshly generated phantom patients, resampled from their spacing to
-    ``target_spacing`` (y, x) mm and fitted to ``size`` where one is given. Their indices start at
+    """(H, W) dense masks of freshly generated phantom patients; with ``target_spacing`` (y, x) mm
+    resampled from their spacing to it and fitted to ``size``. Their indices start at
     ``PRIOR_PATIENT_OFFSET``, far beyond any generated data set, so they are never the
     training patients whatever seed made the data."""
     from dataloaders.phantoms import render_labels
@@ -115,6 +115,7 @@ class MaskMixAdv(Method):
         self.prior = None
 
     def prepare(self, train_set):
+        """Load the shape prior (``--shape_prior``, else phantom masks) and record its digest."""
         names = io.class_names(self.cfg.root_path)
         if self.cfg.shape_prior:
             check_not_training_labels(self.cfg.shape_prior, self.cfg.root_path)
@@ -133,6 +134,7 @@ class MaskMixAdv(Method):
         return [note]
 
     def configure_optimizers(self):
+        """SGD for the segmenter (``seg``) and, with an adversarial term, Adam for D (``disc``)."""
         params = [p for n, p in self.named_parameters() if not n.startswith("disc.") and p.requires_grad]
         optimizers = {"seg": self.sgd(params)}
         if self.cfg.w_adv > 0:  # without the adversarial term D never steps
@@ -162,6 +164,8 @@ class MaskMixAdv(Method):
         return terms, d_fake
 
     def training_step(self, batch, state):
+        """The segmenter's step on its weighted terms, then D's on real prior masks against both
+        views' probabilities; returns the terms, the ramped adversarial weight and D's loss."""
         c = self.cfg
         weights = {"ce": c.w_ce, "pseudo": c.w_pseudo, "rec": c.w_rec,
                    "adv": c.w_adv * sigmoid_rampup(state.progress, c.adv_rampup)}

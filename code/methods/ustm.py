@@ -87,6 +87,7 @@ class USTM(Method):
                                "certain": certain.float().mean()}
 
     def training_step(self, batch, state):
+        """The student's step, then the teacher's EMA update towards it."""
         logs = super().training_step(batch, state)
         ema_update(self.teacher, self.net, ema_decay(state.iteration + 1, self.cfg.ema_decay))
         return logs

@@ -57,7 +57,8 @@ class Encoder(nn.Module):
 
 class Up(nn.Module):
     """x2 upsampling of the deeper map to ``skip_ch`` channels (``upsampling``: see the module
-    docstring), concatenated with the skip, then a conv block."""
+    docstring), concatenated with the skip, then a conv block: deep (B, deep_ch, h, w) and skip
+    (B, skip_ch, 2h, 2w) -> (B, out_ch, 2h, 2w)."""
 
     def __init__(self, deep_ch: int, skip_ch: int, out_ch: int, upsampling: str = "transposed"):
         super().__init__()
@@ -152,7 +153,7 @@ class DualDecoderUNet(nn.Module):
         self.feature_dropout = FEATURE_PERTURBATIONS[perturbation]()
 
     def forward_both(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 1, H, W) -> logits (B, C, H, W) of the main decoder and of the auxiliary decoder,
+        """(B, in_ch, H, W) -> logits (B, C, H, W) of the main decoder and of the auxiliary decoder,
         which sees the encoder's features through the feature perturbation (training only)."""
         feats = self.encoder(x)
         return self.decoder(feats), self.aux_decoder([self.feature_dropout(f) for f in feats])
