@@ -256,6 +256,17 @@ def check_scribble_classes(what: str, scribble: np.ndarray, num_classes: int) ->
     check_labels(f"{what} ({UNLABELED} = unlabeled)", scribble[scribble != UNLABELED], num_classes - 1)
 
 
+@contextlib.contextmanager
+def _open_h5(path: str):
+    """The h5 file ``path`` open for reading; OSError naming it when it cannot be opened or a
+    dataset the block reads is missing."""
+    try:
+        with h5py.File(path, "r") as f:
+            yield f
+    except (OSError, KeyError) as e:
+        raise OSError(f"{path}: cannot read h5 ({e})") from e
+
+
 def read_h5(path: str, keys=KEYS, num_classes: int = NUM_CLASSES) -> dict:
     """Arrays of ``keys`` present in the file, checked by :func:`check_arrays` against
     ``num_classes``, plus its geometry (``spacing``, ``origin``, ``direction``: tuples or None,
@@ -264,13 +275,10 @@ def read_h5(path: str, keys=KEYS, num_classes: int = NUM_CLASSES) -> dict:
     Raises ``OSError`` naming the file when it is unreadable or lacks ``image``, ValueError when
     its values are bad.
     """
-    try:
-        with h5py.File(path, "r") as f:
-            out = {k: f[k][()] for k in keys if k in f}
-            geometry = {a: f.attrs.get(a) for a in GEOMETRY}
-            unoriented = bool(f.attrs.get("unoriented", False))
-    except (OSError, KeyError) as e:
-        raise OSError(f"{path}: cannot read h5 ({e})") from e
+    with _open_h5(path) as f:
+        out = {k: f[k][()] for k in keys if k in f}
+        geometry = {a: f.attrs.get(a) for a in GEOMETRY}
+        unoriented = bool(f.attrs.get("unoriented", False))
     if "image" in keys and "image" not in out:
         raise OSError(f"{path}: no 'image' dataset")
     check_arrays(path, out, num_classes)
@@ -293,11 +301,8 @@ def read_h5(path: str, keys=KEYS, num_classes: int = NUM_CLASSES) -> dict:
 
 def h5_datasets(path: str) -> set[str]:
     """Names of the datasets in the h5 file ``path``; OSError naming it when unreadable."""
-    try:
-        with h5py.File(path, "r") as f:
-            return set(f.keys())
-    except OSError as e:
-        raise OSError(f"{path}: cannot read h5 ({e})") from e
+    with _open_h5(path) as f:
+        return set(f.keys())
 
 
 # Voxel sides an MRI scan has, in mm: 0.1-0.2 (high resolution) to about 20 (thick slices with
@@ -342,11 +347,8 @@ def read_geometry(path: str, name: str, value) -> tuple[float, ...] | None:
 def num_slices(root: str, case: str) -> int:
     """Number of slices of a volume, read from the h5 header without loading the image."""
     path = volume_path(root, case)
-    try:
-        with h5py.File(path, "r") as f:
-            return int(f["image"].shape[0])
-    except (OSError, KeyError) as e:
-        raise OSError(f"{path}: cannot read h5 ({e})") from e
+    with _open_h5(path) as f:
+        return int(f["image"].shape[0])
 
 
 # NIfTI datatype codes of floating-point voxels and their numpy types, and of complex voxels
@@ -357,6 +359,14 @@ NIFTI_COMPLEX = {32, 1792, 2048}
 
 # The header's xyzt_units codes of lengths other than mm (0: unknown, read as mm; 2: mm).
 NIFTI_OTHER_UNITS = {1: "metres", 3: "micrometres"}
+
+
+def _read_itk(path: str) -> sitk.Image:
+    """``sitk.ReadImage(path)``; OSError naming the file with ITK's last line when it fails."""
+    try:
+        return sitk.ReadImage(path)
+    except RuntimeError as e:
+        raise OSError(f"{path}: cannot read NIfTI ({str(e).strip().splitlines()[-1]})") from e
 
 
 def check_nifti_file(path: str) -> tuple[np.ndarray | None, bool]:
@@ -477,10 +487,7 @@ def read_nifti(path: str) -> tuple[np.ndarray, tuple[float, ...]]:
     of a NIfTI file; OSError naming the file when it cannot be read, is truncated or corrupt,
     ValueError as :func:`check_nifti_file` (NaN or inf, undefined spacing, a same-named twin)."""
     check_nifti_file(path)
-    try:
-        img = sitk.ReadImage(path)
-    except RuntimeError as e:
-        raise OSError(f"{path}: cannot read NIfTI ({str(e).strip().splitlines()[-1]})") from e
+    img = _read_itk(path)
     return voxels(img, path), tuple(float(s) for s in reversed(img.GetSpacing()))
 
 
@@ -513,10 +520,7 @@ def read_scan(path: str) -> Case:
     keep both codes 0 (:func:`write_nifti`) and every viewer overlays them as it shows the scan.
     """
     sform, unoriented = check_nifti_file(path)
-    try:
-        img = sitk.ReadImage(path)
-    except RuntimeError as e:
-        raise OSError(f"{path}: cannot read NIfTI ({str(e).strip().splitlines()[-1]})") from e
+    img = _read_itk(path)
     if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
         raise ValueError(f"{path}: expected a 3-D stack of 2-D slices, got a {img.GetDimension()}-D image"
                          + (f" with {img.GetNumberOfComponentsPerPixel()} components"
