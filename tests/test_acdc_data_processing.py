@@ -419,3 +419,36 @@ def test_a_scribble_must_leave_most_voxels_unlabeled(unlabeled, refused):
             adp.check_mostly_unlabeled("m.nii.gz", scribble)
     else:
         adp.check_mostly_unlabeled("m.nii.gz", scribble)
+
+
+def test_generated_scribbles_depend_on_the_case_name(phantom):
+    # A mutation audit found this unpinned: the scribble seed ignored the case: two frames with one mask
+    # got one scribble.
+    import acdc_data_processing as adp
+
+    image, gt = next(iter(adp.find_raw_cases(str(phantom / "raw")).values()))
+    a = adp.process_raw_case("patient001_frame01", image, gt, None, 0)
+    b = adp.process_raw_case("patient002_frame01", image, gt, None, 0)
+    assert np.array_equal(a.label, b.label) and not np.array_equal(a.scribble, b.scribble)
+    assert adp.case_seed(0, "patient001_frame01") != adp.case_seed(0, "patient002_frame01")
+
+
+def test_a_scribble_for_a_scored_case_is_refused(phantom, tmp_path):
+    # A mutation audit found this unpinned: a val/test case given a scribble was converted without a dense
+    # mask.
+    import SimpleITK as sitk
+
+    import acdc_data_processing as adp
+    from dataloaders import io
+
+    case, (image, gt) = next(iter(adp.find_raw_cases(str(phantom / "raw")).items()))
+    scribble = io.read_case(str(phantom / "truth"), case).scribble
+    ref = sitk.ReadImage(image)
+    s = sitk.GetImageFromArray(scribble.astype(np.uint8))
+    s.CopyInformation(ref)
+    path = str(tmp_path / f"{case}_scribble.nii.gz")
+    sitk.WriteImage(s, path)
+    assert adp.process_nifti_case("train", image, path, 0).scribble is not None
+    for split in ("val", "test"):
+        with pytest.raises(adp.CaseError, match="cases are scored and need a dense mask"):
+            adp.process_nifti_case(split, image, path, 0)

@@ -86,3 +86,34 @@ def test_check_unseen_refuses_seen_cases_and_other_validation_cases():
             checkpoint.check_unseen(ckpt, cases, "x.pth", part)
     with pytest.raises(ValueError, match="fine-tuned by refine.py on s.nii.gz"):
         checkpoint.check_unseen({**ckpt, "refined_from": "run.pth", "refined_on": "s.nii.gz"}, ["c"], "x.pth")
+
+
+def test_weights_digest_covers_the_tensor_names():
+    # A mutation audit found this unpinned: the digest hashed only the bytes: a renamed tensor kept its
+    # digest.
+    from checkpoint import weights_digest
+
+    t = torch.arange(6.0)
+    assert weights_digest({"a.weight": t}) != weights_digest({"b.weight": t})
+
+
+def test_complete_setting_keeps_the_world_size_and_drops_data_digests():
+    # A mutation audit found this unpinned: world_size forced to 1; ck5: data digests kept, so folds never
+    # matched.
+    from checkpoint import complete_setting
+
+    s = complete_setting("pce", {"world_size": 2, "train_data_sha256": "ab", "val_data_sha256": "cd"})
+    assert s["world_size"] == 2
+    assert not [k for k in s if k.endswith("_data_sha256")]
+    assert complete_setting("pce", {})["world_size"] == 1
+
+
+def test_scoring_val_needs_exactly_the_cases_the_model_was_chosen_on():
+    # A mutation audit found this unpinned: a subset of the validation cases passed
+    # check_unseen(part='val').
+    from checkpoint import check_unseen
+
+    ckpt = {"split": {"train": ["t1"], "val": ["v1", "v2"], "test": ["s1"]}}
+    check_unseen(ckpt, ["v2", "v1"], "run.pth", "val")
+    with pytest.raises(ValueError, match="chose its model on other validation cases"):
+        check_unseen(ckpt, ["v1"], "run.pth", "val")

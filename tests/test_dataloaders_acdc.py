@@ -255,3 +255,55 @@ def test_the_torch_free_supervision_names_are_the_datasets():
 
     assert tuple(SUPERVISION) == io.SUPERVISION_TYPES
 
+
+def test_validation_patients_are_the_rounded_fraction_of_the_training_patients():
+    # A mutation audit found this unpinned: n_val = int(...) instead of round(...): 0.12 x 80 training
+    # patients = 9.6 -> 10.
+    from dataloaders.acdc import fold_split
+
+    cases = [f"patient{p:03d}_frame01" for p in range(1, 101)]
+    split = fold_split(cases, "fold1", val_fraction=0.12)
+    assert len(split.val) == 10 and len(split.train) == 70 and len(split.test) == 20
+    assert len(fold_split(cases, "fold1").val) == 8  # the default 10%
+
+
+def test_labeled_patients_are_the_first_n_of_the_seeded_permutation():
+    # A mutation audit found this unpinned: the last n of the permutation (still nested and seeded, so the
+    # old test passed).
+    from dataloaders.acdc import labeled_patients
+
+    cases = [f"patient{p:03d}_frame{f:02d}" for p in range(1, 21) for f in (1, 12)]
+    patients = sorted({c.split("_")[0] for c in cases})
+    for n in (1, 4, 8):
+        assert labeled_patients(cases, n, 2022) == \
+            sorted(np.random.default_rng(2022).permutation(patients)[:n].tolist())
+
+
+def test_augmentation_seeds_change_from_iteration_to_iteration():
+    # A mutation audit found this unpinned: the augmentation seed ignored the iteration: the j-th item of
+    # every batch had the same augmentation all run long (resume stayed bit-identical, so no test
+    # noticed).
+    from dataloaders.acdc import TrainBatchSampler
+
+    s = TrainBatchSampler(n=40, batch_size=4, seed=7)
+    seeds = [seed for it in range(10) for _, seed in s.batch(it)]
+    assert len(set(seeds)) == len(seeds)
+    # ranks of a data-parallel job draw the single-process batch's seeds
+    ranks = [TrainBatchSampler(40, 2, 7, rank=r, world_size=2).batch(3) for r in (0, 1)]
+    assert ranks[0] + ranks[1] == s.batch(3)
+
+
+def test_a_first_class_no_training_target_labels_is_refused(phantom_root, tmp_path):
+    # A mutation audit found this unpinned: the absent-class check started at class 2: a root whose
+    # scribbles lost every RV stroke trained (and was scored) on RV.
+    from dataloaders import io
+    from dataloaders.acdc import SliceDataset
+
+    root = str(tmp_path / "root")
+    cases = io.list_cases(phantom_root)[:2]
+    for name in cases:
+        case = io.read_case(phantom_root, name)
+        case.scribble = np.where(case.scribble == 1, io.UNLABELED, case.scribble).astype(case.scribble.dtype)
+        io.write_case(root, case)
+    with pytest.raises(ValueError, match=r"class 1 \(RV\) is labelled in none"):
+        SliceDataset(root, cases, "scribble", (32, 32), progress=False)

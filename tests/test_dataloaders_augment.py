@@ -81,3 +81,29 @@ def test_augment_keeps_isolated_points_that_nearest_neighbour_drops():
     counts = {p: [(augment(image, [points], [4], (128, 128), np.random.default_rng(s), points=[p])[1][0] != 4).sum()
                   for s in range(40)] for p in (False, True)}
     assert np.mean(counts[False]) < 4 and np.mean(counts[True]) > 11 and min(counts[True]) >= 9
+
+
+def test_foreground_crop_centres_on_the_pixel_with_a_non_square_patch():
+    # A mutation audit found this unpinned: the x origin used the patch height: with a 16 x 32 patch the
+    # crop was off-centre.
+    from dataloaders.augment import crop_origin
+
+    fg = np.zeros((64, 64), bool)
+    fg[20, 30] = True
+    assert crop_origin(fg, (16, 32), 1.0, np.random.default_rng(0)) == (20 - 8, 30 - 16)
+    assert crop_origin(fg, (32, 16), 1.0, np.random.default_rng(0)) == (20 - 16, 30 - 8)
+
+
+def test_keep_points_never_overwrites_a_sampled_label():
+    # A mutation audit found this unpinned: keep_points wrote every point on its target pixel, replacing a
+    # label that nearest neighbour had already put there.
+    from dataloaders.augment import keep_points
+
+    a = np.full((4, 4), 4, np.uint8)
+    a[0, 0], a[1, 1] = 1, 2  # two points in the cell of target pixel (0, 0)
+    resized = np.full((2, 2), 4, np.uint8)
+    resized[0, 0] = 1  # nearest neighbour sampled the 1: the 2 must not replace it
+    out = keep_points(resized, a, 4)
+    assert out[0, 0] == 1 and resized[0, 0] == 1
+    empty = np.full((2, 2), 4, np.uint8)
+    assert keep_points(empty, a, 4)[0, 0] in (1, 2)  # a free pixel does take a point

@@ -157,3 +157,42 @@ def test_labeled_patients_are_logged_and_saved_in_the_config(phantom_root, tmp_p
     assert f"dense masks for 1 training patients (--labeled_patients): {saved['labeled_patient_ids'][0]}" in log
     m = re.search(r"supervision points: (\d+) of (\d+) training pixels labelled \(.*%\), (\d+) drawn", log)
     assert m and 0 < int(m[1]) < int(m[2]) and 0 < int(m[3]) < int(m[1])
+
+
+def test_point_cache_is_keyed_by_its_seed():
+    # A mutation audit found this unpinned: the cache digest left out the seed: points drawn with seed 5
+    # were served for seed 6.
+    from dataloaders.points import PointCache
+
+    label = np.zeros((32, 32), np.int64)
+    label[8:24, 8:24] = 3
+    a, b = PointCache("x", k=2, seed=5), PointCache("x", k=2, seed=6)
+    assert a.digest(label) != b.digest(label)
+
+
+def test_point_cache_serves_each_seed_its_own_points(tmp_path):
+    # End to end: a cache built with seed 5 must not answer for seed 6.
+    from dataloaders.points import PointCache, point_labels
+
+    label = np.zeros((32, 32), np.int64)
+    label[4:28, 4:28] = 2
+    label[10:22, 10:22] = 3
+    PointCache(str(tmp_path), k=3, seed=5).get("s_0", label)
+    other = PointCache(str(tmp_path), k=3, seed=6)
+    assert not other.cached("s_0", label)
+    assert np.array_equal(other.get("s_0", label), point_labels(label, 3, 6))
+
+
+def test_dense_slices_of_a_points_run_are_resized_as_masks(phantom_root):
+    # A mutation audit found this unpinned: a points run's dense slices (--labeled_patients) were resized
+    # with keep_points, which on a mask (fill 0) paints every structure pixel onto background pixels:
+    # structures grew.
+    from dataloaders import io
+    from dataloaders.acdc import SliceDataset, fold_split
+
+    split = fold_split(io.list_cases(phantom_root), "fold1")
+    ds = SliceDataset(phantom_root, split.train[:2], "points", (32, 32), progress=False,
+                      dense_cases=split.train[:1])
+    n0 = io.num_slices(phantom_root, split.train[0])
+    assert ds.target_kind(0) == (0, False)
+    assert ds.target_kind(n0) == (io.UNLABELED, True)

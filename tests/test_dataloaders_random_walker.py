@@ -107,3 +107,17 @@ def test_build_process_pool(tmp_path):
     for key, image, scribble in items:
         assert np.array_equal(cache.get(key, image, scribble),
                               random_walker_labels(image, scribble))
+
+
+def test_random_walker_beta_sets_how_strongly_edges_stop_the_walk():
+    # A mutation audit found this unpinned: beta was not passed to skimage (its default 130 equals ours,
+    # so only other betas were ignored): a weak edge must stop a sharp walker and not a blunt one.
+    from dataloaders.random_walker import random_walker_labels
+
+    img = np.zeros((16, 40), np.float32)
+    img[:, 10:] = 0.3  # an edge a quarter of the way from the left seed
+    img += np.random.default_rng(0).random(img.shape).astype(np.float32) * 0.02
+    s = np.full(img.shape, 4, np.uint16)
+    s[:, 0], s[:, -1] = 1, 2
+    assert ((random_walker_labels(img, s, beta=130.0) == 1).sum(1) == 10).all()  # stops at the edge
+    assert ((random_walker_labels(img, s, beta=1.0) == 1).sum(1) == 20).all()    # halfway: edges ignored

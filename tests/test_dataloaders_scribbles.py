@@ -73,3 +73,28 @@ def test_bad_shape():
         scribble_from_label(np.zeros((2, 4, 4), np.uint8), np.random.default_rng(0))
     with pytest.raises(ValueError, match="3-D"):
         scribble_volume(np.zeros((4, 4), np.uint8), 0)
+
+
+def test_a_region_of_exactly_min_area_pixels_gets_a_stroke():
+    # A mutation audit found this unpinned: `mask.sum() <= min_area` skipped a region of exactly
+    # MIN_CLASS_AREA pixels.
+    from dataloaders.scribbles import MIN_CLASS_AREA, scribble_from_label
+
+    lab = np.zeros((40, 40), np.uint8)
+    lab[10:12, 10:10 + MIN_CLASS_AREA // 2] = 1  # 2 x 10 = 20 px: "at least min_area"
+    assert (lab == 1).sum() == MIN_CLASS_AREA
+    for seed in range(3):
+        s = scribble_from_label(lab, np.random.default_rng(seed))
+        assert (s == 1).sum() >= 1
+
+
+def test_strokes_prefer_the_large_skeleton_component():
+    # A mutation audit found this unpinned: components drawn uniformly instead of by size^2: a 3-px
+    # skeleton piece beside a 60-px one was picked half of the time.
+    from dataloaders.scribbles import _random_piece
+
+    skel = np.zeros((20, 80), bool)
+    skel[5, 5:65] = True   # 60 px
+    skel[15, 70:73] = True  # 3 px: chosen with p = 9 / 3609
+    small = sum(_random_piece(skel, np.random.default_rng(s), (0.5, 0.9))[15].any() for s in range(200))
+    assert small <= 5

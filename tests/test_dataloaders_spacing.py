@@ -75,3 +75,18 @@ def test_parse_target_spacing(tmp_path):
     io.write_h5(io.volume_path(str(tmp_path), "nospacing"), {"image": np.zeros((1, 4, 4), np.float32)})
     with pytest.raises(ValueError, match="nospacing.h5 has no spacing"):
         median_spacing(str(tmp_path))
+
+
+@pytest.mark.parametrize("shape, size", [((5, 7), (8, 10)), ((8, 10), (5, 7)), ((6, 9), (9, 6))])
+def test_tensor_fit_uses_the_same_offsets_as_fit(shape, size):
+    # A mutation audit found this unpinned: _fit_tensor put the odd pixel of a pad/crop on the other side
+    # than fit: undo_fit then shifts predictions by one pixel against the training slices.
+    from dataloaders.spacing import _fit_tensor, fit, undo_fit
+
+    a = np.arange(np.prod(shape), dtype=np.float32).reshape(shape) + 1
+    t = _fit_tensor(torch.from_numpy(a)[None, None], size)[0, 0].numpy()
+    assert np.array_equal(t, fit(a, size, 0.0))
+    # fit, then undo_fit (target spacing = own spacing: no resampling) gives the slice back
+    back = undo_fit(torch.from_numpy(fit(a, size, 0.0))[None, None], shape, (1.0, 1.0), (1.0, 1.0))
+    if size[0] >= shape[0] and size[1] >= shape[1]:
+        assert np.array_equal(back[0, 0].numpy(), a)

@@ -144,3 +144,14 @@ def test_an_anisotropic_slice_reaches_the_network_in_y_x_order():
                    target_spacing=[1.0, 1.0])
     rows, cols = np.nonzero(seen[0][0, 0].numpy() > 0.5)
     assert np.ptp(rows) + 1 == pytest.approx(20, abs=2) and np.ptp(cols) + 1 == pytest.approx(20, abs=2)
+
+
+def test_csv_rows_name_each_class_by_its_label():
+    # A mutation audit found this unpinned: the per-volume CSV named the classes in reverse (LV's scores
+    # under RV).
+    from inference import table_rows
+
+    scores = {"c1": {1: {"dice": 0.1, "hd95": 1.0, "asd": 1.0}, 2: {"dice": 0.2, "hd95": 2.0, "asd": 2.0},
+                     3: {"dice": 0.3, "hd95": 3.0, "asd": 3.0}}}
+    rows = {r["class"]: r["dice"] for r in table_rows(scores, ("RV", "MYO", "LV"))}
+    assert rows == {"RV": 0.1, "MYO": 0.2, "LV": 0.3}

@@ -152,3 +152,46 @@ def test_bad_shapes_raise():
         gated_crf_loss(p, torch.rand(1, 1, 4, 4), radius=0)
     with pytest.raises(ValueError, match="kernels"):
         gated_crf_loss(p, torch.rand(1, 1, 4, 4), kernels=[{"weight": 1.0, "sigma": 2.0}])
+
+
+def test_gated_crf_positions_are_in_original_pixels_whatever_the_scale():
+    # A mutation audit found this unpinned: positions on the downscaled grid: the xy sigma then meant
+    # twice as many pixels.
+    from losses.regularizers import gated_crf_loss
+
+    g = torch.Generator().manual_seed(0)
+    p_small = torch.rand(1, 2, 4, 4, generator=g).softmax(1)
+    img_small = torch.rand(1, 1, 4, 4, generator=g)
+    up = lambda x: x.repeat_interleave(2, -1).repeat_interleave(2, -2)  # noqa: E731 block upsampling
+    k_big = [{"weight": 1.0, "xy": 2.0, "intensity": 0.3}]
+    k_small = [{"weight": 1.0, "xy": 1.0, "intensity": 0.3}]
+    big = gated_crf_loss(up(p_small), up(img_small), kernels=k_big, radius=1, scale_factor=0.5)
+    small = gated_crf_loss(p_small, img_small, kernels=k_small, radius=1, scale_factor=1.0)
+    assert big.item() == pytest.approx(small.item(), rel=1e-5)
+
+
+def test_gated_crf_downscaled_pixel_needs_most_of_its_pixels_valid():
+    # A mutation audit found this unpinned: a downscaled pixel counted as valid when any of its pixels
+    # was.
+    from losses.regularizers import gated_crf_loss
+
+    g = torch.Generator().manual_seed(1)
+    p = torch.rand(1, 2, 8, 8, generator=g).softmax(1)
+    img = torch.rand(1, 1, 8, 8, generator=g)
+    mask = torch.zeros(1, 8, 8, dtype=torch.bool)
+    mask[:, ::2, ::2] = True  # one pixel in four of every 2x2 block
+    assert gated_crf_loss(p, img, mask=mask, radius=1, scale_factor=0.5).item() == 0.0
+    assert gated_crf_loss(p, img, radius=1, scale_factor=0.5).item() > 0
+
+
+def test_mumford_shah_data_term_is_a_mean_over_the_batch():
+    # A mutation audit found this unpinned: the data term divided by H W only: a batch of two equal images
+    # scored twice one.
+    from losses.regularizers import mumford_shah_loss
+
+    g = torch.Generator().manual_seed(2)
+    p = torch.rand(1, 3, 8, 8, generator=g).softmax(1)
+    img = torch.rand(1, 1, 8, 8, generator=g)
+    one = mumford_shah_loss(p, img, tv_weight=0.0)
+    two = mumford_shah_loss(torch.cat([p, p]), torch.cat([img, img]), tv_weight=0.0)
+    assert two.item() == pytest.approx(one.item(), rel=1e-6)

@@ -430,3 +430,65 @@ def test_ustm_consistency_counts_the_certain_pixels_only(monkeypatch):
     assert logs["certain"].item() == pytest.approx(0.25)
     # at iteration 0 the consistency weight is ramped from exp(-5) of --w_cons
     assert logs["w_cons"].item() == pytest.approx(method.cfg.w_cons * np.exp(-5), rel=1e-6)
+
+
+def test_entmin_regularises_the_unlabeled_pixels_only():
+    # A mutation audit found this unpinned: pce_entmin's entropy ran over every pixel, scribbled ones
+    # included.
+    from losses.regularizers import pixel_entropy
+    from methods.regularized import PCEEntMin
+
+    g = torch.Generator().manual_seed(3)
+    probs = torch.rand(2, 4, 6, 6, generator=g).softmax(1)
+    target = torch.zeros(2, 6, 6, dtype=torch.int64)
+    target[0, 2, 3] = target[1, 4, 1] = 4  # two unlabeled pixels
+    got = PCEEntMin.regularizer(None, probs, {"target": target})
+    ent = pixel_entropy(probs)
+    assert got.item() == pytest.approx(((ent[0, 2, 3] + ent[1, 4, 1]) / 2).item(), rel=1e-6)
+
+
+def test_regularized_loss_weighs_the_term_by_w_reg():
+    # A mutation audit found this unpinned: --w_reg was ignored (pCE + reg).
+    from losses.segmentation import partial_ce
+    from methods.regularized import RegularizedPCE
+
+    logits = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(4))
+    target = torch.full((1, 4, 4), 4, dtype=torch.int64)
+    target[0, 0, :] = torch.tensor([0, 1, 2, 3])
+    fake = SimpleNamespace(net=lambda x: logits, cfg=SimpleNamespace(w_reg=0.25),
+                           regularizer=lambda p, b: torch.tensor(2.0))
+    total, logs = RegularizedPCE.loss(fake, {"image": torch.zeros(1, 1, 4, 4), "target": target}, None)
+    assert total.item() == pytest.approx(partial_ce(logits, target).item() + 0.25 * 2.0, rel=1e-6)
+    assert logs["reg"].item() == 2.0
+
+
+def test_s2l_pseudo_loss_starts_at_pseudo_start():
+    # A mutation audit found this unpinned: `progress > pseudo_start` started the pseudo-label loss one
+    # step late.
+    from test_methods_baselines import build, random_batch
+    from methods.scribble2label import Scribble2Label
+
+    method, state = build(Scribble2Label, "--w_cons", "0", "--memory_interval", "1000", "--pseudo_start", "0.1")
+    method.memory.fill_(0)
+    method.memory[:, 3] = 250
+    state.iteration = 10  # progress 10 / 100 = pseudo_start
+    assert state.progress == pytest.approx(0.1)
+    _, logs = method.loss(random_batch(), state)
+    assert logs["pseudo"].item() > 0
+
+
+def test_s2l_consistency_compares_in_the_canonical_frame():
+    # A mutation audit found this unpinned: the transformed view's softmax was not brought back by T^-1
+    # before the MSE. With a 1x1-convolution network (equivariant to rot90/flip) the term must vanish.
+    from test_methods_baselines import build, random_batch
+    from methods.scribble2label import Scribble2Label
+
+    method, state = build(Scribble2Label, "--w_cons", "1", "--memory_interval", "1000", "--pseudo_start", "1")
+    method.net = torch.nn.Conv2d(1, 4, 1)
+    state.iteration = 1
+    cons = []
+    for seed in range(8):  # several (k, flip) draws, some not the identity
+        torch.manual_seed(seed)
+        _, logs = method.loss(random_batch(), state)
+        cons.append(logs["cons"].item())
+    assert max(cons) < 1e-10

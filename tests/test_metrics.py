@@ -233,3 +233,14 @@ def test_code_does_not_import_medpy():
     for path in files:
         src = open(path).read()
         assert "import medpy" not in src and "from medpy" not in src, path
+
+
+def test_summarize_is_the_mean_over_volumes_not_the_median():
+    # A mutation audit found this unpinned: summarize used np.median (equal to the mean for the existing
+    # 2-row test).
+    from metrics import summarize
+
+    row = lambda d: {c: {"dice": d, "hd95": 10 * d, "asd": d} for c in (1, 2, 3)}  # noqa: E731
+    s = summarize([row(0.9), row(0.8), row(0.1)])  # one failed volume pulls the mean down
+    assert s["dice"]["RV"] == pytest.approx(0.6) and s["dice"]["mean"] == pytest.approx(0.6)
+    assert s["hd95"]["LV"] == pytest.approx(6.0)

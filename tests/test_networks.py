@@ -112,3 +112,48 @@ def test_feature_level_views_see_only_their_features():
         seen_x, seen_y = net.forward_views(x, mask, "feature"), net.forward_views(y, mask, "feature")
         assert torch.equal(seen_x[hidden], seen_y[hidden])
         assert not torch.equal(seen_x[1 - hidden], seen_y[1 - hidden])
+
+
+def test_attention_dropout_thresholds_each_sample_by_its_own_peak():
+    # A mutation audit found this unpinned: the peak was taken over the whole batch: a dim sample lost
+    # nothing.
+    from networks.unet import AttentionDropout
+
+    att = torch.tensor([[1.0, 2.0], [3.7, 4.0]])
+    x = torch.stack([att[None], 100 * att[None]])  # (2, 1, 2, 2): the second 100x brighter
+    torch.manual_seed(0)
+    out = AttentionDropout()(x)
+    keep = torch.tensor([[1.0, 1.0], [0.0, 0.0]])
+    assert torch.equal(out[0, 0], att * keep) and torch.equal(out[1, 0], 100 * att * keep)
+
+
+def test_attention_dropout_draws_a_threshold_per_sample():
+    # A mutation audit found this unpinned: one threshold for the whole batch: identical samples were
+    # always dropped alike.
+    from networks.unet import AttentionDropout
+
+    att = torch.linspace(0.0, 1.0, 201).view(1, 1, 1, 201)  # ratios 0.700, 0.705, ... 0.900 in between
+    x = att.expand(8, 1, 1, 201).clone()
+    torch.manual_seed(0)
+    kept = (AttentionDropout()(x) != 0).sum((1, 2, 3))
+    assert len(set(kept.tolist())) > 1
+
+
+def test_dual_decoder_perturbs_every_encoder_stage():
+    # A mutation audit found this unpinned: the deepest features reached the auxiliary decoder
+    # unperturbed.
+    from networks.unet import DualDecoderUNet
+
+    net = DualDecoderUNet()
+    seen = []
+
+    class Record(torch.nn.Module):
+        def forward(self, f):
+            seen.append(f.shape[1])
+            return torch.zeros_like(f)
+
+    net.feature_dropout = Record()
+    net.train()
+    main, aux = net.forward_both(torch.rand(2, 1, 32, 32))
+    assert seen == [16, 32, 64, 128, 256]
+    assert aux.shape == main.shape

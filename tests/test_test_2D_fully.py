@@ -508,3 +508,21 @@ def test_on_val_scores_the_cases_the_run_chose_its_model_on(phantom_root, tmp_pa
     best = test_2D_fully.main(["--root_path", phantom_root, "--checkpoint", str(tmp_path / "run" / "best.pth"),
                                "--out_json", str(tmp_path / "b.json")])
     assert best["scored"]["best_model"] is True
+
+
+def test_results_record_what_the_run_trained_on(phantom_root, tmp_path):
+    # A mutation audit found this unpinned: scored.trained_on recorded the scoring flags (--root_path,
+    # --fold), not the run's.
+    import engine
+    import test_2D_fully
+    from conftest import tiny_cfg
+    from methods import get_method
+
+    engine.train(tiny_cfg(get_method("pce"), phantom_root, tmp_path / "run"), get_method("pce"))
+    ckpt = torch.load(tmp_path / "run" / "last.pth", weights_only=False)
+    ckpt["config"]["root_path"] = "/data/elsewhere"  # trained on a copy of this root elsewhere
+    torch.save(ckpt, tmp_path / "moved.pth")
+    summary = test_2D_fully.main(["--root_path", phantom_root, "--checkpoint", str(tmp_path / "moved.pth"),
+                                  "--out_json", str(tmp_path / "r.json")])
+    assert summary["scored"]["trained_on"] == {"root_path": "/data/elsewhere", "fold": "fold1"}
+    assert json.loads((tmp_path / "r.json").read_text())["scored"]["trained_on"]["root_path"] == "/data/elsewhere"
