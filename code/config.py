@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 
 from dataloaders.acdc import FOLD_CHOICES, POINTS, SPLIT_FOLD, SUPERVISION
@@ -158,6 +159,11 @@ def finalize(cfg: argparse.Namespace, method_cls) -> argparse.Namespace:
     elif cfg.point_resize is not None:
         raise ValueError(f"--point_resize applies to --sup_type points, not {cfg.sup_type}")
     # poly_power < 0 raised ZeroDivisionError at the last step; torch named no flag for the others.
+    # nan passes every "< 0" check (--weight_decay nan made the weights NaN; --poly_power inf
+    # trained nothing at exit 0): no flag of a method or of the engine takes one.
+    for flag, value in sorted(vars(cfg).items()):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"--{flag} must be a finite number, got {value}")
     for flag in ("labeled_patients", "num_workers", "weight_decay", "poly_power"):
         if getattr(cfg, flag) < 0:
             raise ValueError(f"--{flag} must be >= 0, got {getattr(cfg, flag)}")

@@ -242,9 +242,14 @@ def reference_volumes(root: str, names: list[str], num_classes: int, target_spac
     """The volumes ``names`` of ``root`` to score against, checked as every scoring needs them: a
     dense, non-empty label each (:class:`~dataloaders.acdc.VolumeSet`), one distance unit
     (:func:`distance_units`), every class 1..``num_classes``-1 in some label
-    (:func:`check_classes_present`) and, for a model that resamples slices to ``target_spacing``
-    (y, x) mm, a spacing. ValueError naming the volume or class otherwise."""
+    (:func:`check_classes_present`), classes numbered as the root names them
+    (:func:`io.check_class_order`: a root converted from volumes, or built by hand, is checked
+    nowhere else) and, for a model that resamples slices to ``target_spacing`` (y, x) mm, a
+    spacing. ValueError naming the volume or class otherwise."""
     cases = list(VolumeSet(root, names))
+    for case in cases:
+        io.check_class_order([case.label], io.class_names(root), f"{io.volume_path(root, case.name)}: the label",
+                             "the data root names them")
     if cases:
         distance_units(root, cases)  # all with a spacing, or none
         if target_spacing and cases[0].spacing is None:

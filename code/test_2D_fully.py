@@ -252,6 +252,7 @@ def main(argv=None) -> dict:
             run = read_run(args)
             cases = cases_to_score(run[1], run[0], args.root_path, args.fold, args.on)
         units = distance_units(args.root_path, cases)
+        root_sha256 = io.root_digest(args.root_path)  # every volume read: a bad one fails before predicting
         if args.save_nii:
             outputs = [nii_path(args.save_nii, c) for c in cases]
             io.check_segmentation_outputs("--save_nii", outputs, args.overwrite)
@@ -271,8 +272,7 @@ def main(argv=None) -> dict:
     if args.save_nii:
         for c in cases:
             save_nii(args.save_nii, c, preds[c.name])
-    scored.update(root_path=os.path.abspath(args.root_path), root_sha256=io.root_digest(args.root_path),
-                  fold=args.fold, on=args.on,
+    scored.update(root_path=os.path.abspath(args.root_path), root_sha256=root_sha256, fold=args.fold, on=args.on,
                   cases=sorted(c.name for c in cases),
                   volumes_sha256=volumes_digest(sorted(cases, key=lambda c: c.name)))
     summary = write_results(args.out_json, scores, units, scored, names)

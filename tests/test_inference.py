@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -155,3 +157,19 @@ def test_csv_rows_name_each_class_by_its_label():
                      3: {"dice": 0.3, "hd95": 3.0, "asd": 3.0}}}
     rows = {r["class"]: r["dice"] for r in table_rows(scores, ("RV", "MYO", "LV"))}
     assert rows == {"RV": 0.1, "MYO": 0.2, "LV": 0.3}
+
+
+def test_volumes_numbered_otherwise_than_the_root_names_them_are_refused(phantom_root, tmp_path):
+    # Found by a review: h5 volumes relabelled 1 <-> 3 and converted with --volumes trained and
+    # were scored under the names RV MYO LV at exit 0; every validation and scoring reads them here.
+    from dataloaders import io
+
+    root = str(tmp_path / "root")
+    case = io.read_case(phantom_root, io.list_cases(phantom_root)[0])
+    io.write_case(root, dataclasses.replace(case, label=np.choose(case.label, [0, 3, 2, 1]).astype(np.uint8)))
+    with pytest.raises(ValueError, match=rf"{case.name}.h5: the label's MYO \(class 2\) touches only \d+% of its "
+                                         r"LV's \(class 3\) border.*as the data root names them \(1 RV, 2 MYO, 3 LV\)"):
+        inference.reference_volumes(root, [case.name], 4)
+    io.write_dataset_json(root, ("LV", "MYO", "RV"))  # numbered as it says
+    assert len(inference.reference_volumes(root, [case.name], 4)) == 1
+

@@ -46,6 +46,22 @@ def test_perfect_predictions_score_perfectly(phantom_root, pred, tmp_path, capsy
     assert "MYO" in capsys.readouterr().out
 
 
+def test_an_unreadable_volume_elsewhere_in_the_root_is_named_before_scoring(phantom_root, pred, tmp_path, capsys):
+    # Found by a review: the root's digest, taken after predicting, read every volume of the root:
+    # a broken case outside the split ended in a traceback and no results file.
+    import shutil
+
+    root = tmp_path / "root"
+    shutil.copytree(phantom_root, root)
+    broken = root / io.VOLUME_DIR / "zz_partial.h5"
+    broken.write_bytes(b"not an h5 file")
+    for c in fold1_test_cases(phantom_root):
+        io.write_h5(str(pred / f"{c}.h5"), {"label": io.read_case(phantom_root, c).label})
+    with pytest.raises(SystemExit) as e:
+        score(str(root), pred, tmp_path / "r.json")
+    assert e.value.code == 2 and f"error: {broken}: cannot read h5" in capsys.readouterr().err
+
+
 def test_a_missed_class_is_penalised_not_skipped(phantom_root, pred, tmp_path):
     cases = fold1_test_cases(phantom_root)
     for c in cases:

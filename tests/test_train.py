@@ -39,6 +39,10 @@ from conftest import ROOT
     (["--method", "pce", "--momentum", "-0.5"], "--momentum must lie in [0, 1), got -0.5"),
     (["--method", "pce", "--weight_decay", "-1"], "--weight_decay must be >= 0, got -1.0"),
     (["--method", "pce", "--num_workers", "-1"], "--num_workers must be >= 0, got -1"),
+    # nan passed a "< 0" check and made the weights NaN; an infinite power trained nothing at exit 0
+    (["--method", "pce", "--weight_decay", "nan"], "--weight_decay must be a finite number, got nan"),
+    (["--method", "pce", "--poly_power", "inf"], "--poly_power must be a finite number, got inf"),
+    (["--method", "maskmixadv", "--disc_lr", "nan"], "--disc_lr must be a finite number, got nan"),
     (["--method", "ustm", "--mc_passes", "0"], "--mc_passes must be >= 1, got 0"),
     (["--method", "s2l", "--memory_interval", "0"], "--memory_interval must be >= 1, got 0"),
     # argparse's prefixes would take --root for --root_path behind train_wss.sh's guards.

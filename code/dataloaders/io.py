@@ -184,13 +184,14 @@ def list_cases(root: str) -> list[str]:
 
 
 def root_digest(root: str) -> str:
-    """SHA-256 of the data root's volumes: each case's name and arrays (``KEYS``), read as
-    :func:`read_h5` reads them. Results record it, so that folds scored on a root converted or
-    generated again at the same path are not averaged as one experiment."""
+    """SHA-256 of the data root's volumes: each case's name, arrays (``KEYS``) and spacing (distances
+    in mm depend on it), read as :func:`read_h5` reads them. Results record it, so that folds scored
+    on a root converted or generated again at the same path are not averaged as one experiment."""
     h = hashlib.sha256()
     for case in list_cases(root):
         arrays = read_h5(volume_path(root, case))
         h.update(case.encode())
+        h.update(repr(arrays["spacing"]).encode())
         for key in KEYS:
             if key in arrays:
                 h.update(key.encode())
@@ -810,15 +811,23 @@ def clear_orientation_codes(path: str) -> None:
 ENCLOSED = 0.75
 
 
+# Names of the LV cavity and the myocardium in data sets' own words (upper case, letters and digits
+# only): ACDC's, nnU-Net's ACDC task (MLV, LVC), M&Ms', MS-CMRSeg's.
+LV_NAMES = {"LV", "LVC", "LVCAVITY", "LVBP", "LVBLOODPOOL", "LEFTVENTRICLE"}
+MYO_NAMES = {"MYO", "MLV", "MYOCARDIUM", "LVMYO", "LVMYOCARDIUM"}
+
+
 def check_class_order(masks, class_names, what: str, against: str) -> None:
     """ValueError naming ``what`` (e.g. "the shape prior") when the (h, w) dense ``masks`` (or
     (Z, H, W) volumes) do not number the structures as ``class_names`` (labels 1..C) do, judged by
     anatomy: the MYO encloses the LV, so at least ``ENCLOSED`` of the LV's border must touch the
-    MYO. ``against`` says where the names come from. No check unless the names include LV and MYO."""
-    names = [str(n).upper() for n in class_names]
-    if "LV" not in names or "MYO" not in names:
+    MYO. ``against`` says where the names come from. No check unless the names include an LV and a
+    MYO (:data:`LV_NAMES`, :data:`MYO_NAMES`)."""
+    names = [re.sub(r"[^A-Z0-9]", "", str(n).upper()) for n in class_names]
+    lv = next((i for i, n in enumerate(names, start=1) if n in LV_NAMES), None)
+    myo = next((i for i, n in enumerate(names, start=1) if n in MYO_NAMES), None)
+    if lv is None or myo is None:
         return
-    lv, myo = names.index("LV") + 1, names.index("MYO") + 1
     border = touching = 0
     for m in masks:
         for a, b in ((m[..., 1:, :], m[..., :-1, :]), (m[..., 1:], m[..., :-1])):
