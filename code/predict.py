@@ -17,8 +17,10 @@ failed files (0: all written).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
+from io import BytesIO
 
 import numpy as np
 from tqdm import tqdm
@@ -87,14 +89,22 @@ def output_paths(source: str, files: list[str], output: str, overlay: bool = Fal
     return outs
 
 
-# The PNG ``Description`` of every overlay this project writes: ``--overwrite`` replaces only
-# those, never a user's own picture that happens to share a prediction's name.
+# The PNG ``Description`` of every overlay this project writes, then a digest of its pixels:
+# ``--overwrite`` replaces only those still as written, never a user's own picture that shares a
+# prediction's name or an overlay marked up since.
 OVERLAY_NOTE = "MaskMixAdv overlay"
+
+
+def pixels_digest(png) -> str:
+    """16 hex digits of the SHA-256 of a PIL image's RGBA pixels and size."""
+    rgba = np.asarray(png.convert("RGBA"))
+    return hashlib.sha256(repr(rgba.shape).encode() + rgba.tobytes()).hexdigest()[:16]
 
 
 def check_overlay_outputs(paths: list[str], overwrite: bool = False) -> None:
     """:func:`io.check_outputs` for overlay PNGs, and with ``overwrite`` a ValueError naming
-    ``--output`` when an existing one is not an overlay :func:`draw_overlay` wrote."""
+    ``--output`` when an existing one is not an overlay :func:`draw_overlay` wrote, or has been
+    edited since."""
     from PIL import Image
 
     io.check_outputs("--output", paths, overwrite)
@@ -103,12 +113,16 @@ def check_overlay_outputs(paths: list[str], overwrite: bool = False) -> None:
             continue
         try:
             with Image.open(path) as png:
-                note = png.info.get("Description")
+                note, digest = png.info.get("Description"), pixels_digest(png)
         except OSError:
-            note = None
-        if note != OVERLAY_NOTE:
-            raise ValueError(f"--output: {path} exists and is not an overlay this project wrote; --overwrite "
-                             "replaces only those: write elsewhere, or remove the file yourself")
+            note = digest = None
+        if not isinstance(note, str) or not note.startswith(OVERLAY_NOTE):
+            raise ValueError(f"--output: {path} exists and is not an overlay this project wrote (those written before "
+                             "2026-12-07 carry no mark); --overwrite replaces only those: write elsewhere, or remove "
+                             "the file yourself")
+        if note != f"{OVERLAY_NOTE} {digest}":
+            raise ValueError(f"--output: {path} was written by this project but its pixels have changed since: "
+                             "--overwrite would lose the edits: write elsewhere, or remove the file yourself")
 
 
 def overlay_path(out: str) -> str:
@@ -132,6 +146,8 @@ def draw_overlay(path: str, scan: io.Case, pred: np.ndarray, columns: int = 6) -
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
 
     n = min(scan.image.shape[0], 2 * columns)
     zs = np.linspace(0, scan.image.shape[0] - 1, n).round().astype(int)
@@ -148,11 +164,15 @@ def draw_overlay(path: str, scan: io.Case, pred: np.ndarray, columns: int = 6) -
         ax.set_title(f"z={z}", fontsize=8)
     fig.suptitle(os.path.basename(path), fontsize=9)
     fig.tight_layout()
+    buffer = BytesIO()
     try:
-        with io.atomic_path(path, ".png") as tmp:
-            fig.savefig(tmp, dpi=80, metadata={"Description": OVERLAY_NOTE})
+        fig.savefig(buffer, format="png", dpi=80)
     finally:
         plt.close(fig)
+    with Image.open(buffer) as png, io.atomic_path(path, ".png") as tmp:
+        note = PngInfo()
+        note.add_text("Description", f"{OVERLAY_NOTE} {pixels_digest(png)}")
+        png.save(tmp, pnginfo=note)
 
 
 def main(argv=None) -> int:

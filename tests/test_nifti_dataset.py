@@ -311,13 +311,22 @@ def test_train_score_and_predict_a_nifti_data_set(nifti_src, nifti_root, trained
     # --overwrite replaces the overlays it wrote, never a user's own picture of the same name
     assert predict.main(["--checkpoint", str(trained / "best.pth"), "--input", str(images), "--output", str(out),
                          "--overlay", "--device", "cpu", "--overwrite"]) == 0
-    picture = (out / "subject5_ES.png").read_bytes()
-    (out / "subject5_ES.png").write_bytes(picture.replace(predict.OVERLAY_NOTE.encode(), b"my own figure....."))
-    with pytest.raises(SystemExit) as e:
-        predict.main(["--checkpoint", str(trained / "best.pth"), "--input", str(images), "--output", str(out),
-                      "--overlay", "--device", "cpu", "--overwrite"])
-    assert e.value.code == 2 and "subject5_ES.png exists and is not an overlay this project wrote" in \
-        capsys.readouterr().err
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    overlay = out / "subject5_ES.png"
+    with Image.open(overlay) as png:
+        picture, note = png.convert("RGB"), png.info["Description"]
+    for description, refused in (("my own figure", "exists and is not an overlay this project wrote"),
+                                 (note, "was written by this project but its pixels have changed since")):
+        info = PngInfo()
+        info.add_text("Description", description)
+        picture.putpixel((0, 0), (255, 0, 0))  # a user's own picture, or the overlay marked up
+        picture.save(overlay, pnginfo=info)
+        with pytest.raises(SystemExit) as e:
+            predict.main(["--checkpoint", str(trained / "best.pth"), "--input", str(images), "--output", str(out),
+                          "--overlay", "--device", "cpu", "--overwrite"])
+        assert e.value.code == 2 and f"subject5_ES.png {refused}" in capsys.readouterr().err
     # test_2D_fully and predict share one prediction path: the saved and predicted labels agree
     # up to the normalisation of the raw scan (identical here) and TTA (off in test_2D_fully).
     assert predict.main(["--checkpoint", str(trained / "best.pth"), "--input", str(images / "subject5_ED.nii.gz"),
