@@ -118,6 +118,7 @@ def effort_rows(paths: list[str], labels: list[str], root: str | None = None) ->
                            ignore=ALONG_CURVES)
         check_same(results, "classes", classes_of)
         check_same(results, "distance units", result_units)
+        check_same_root(results)  # before the slow loading of each run's slices
         # One curve of Dice: each point predicted the same way (lcc alone lifts HD95 and Dice).
         check_same(results, "scoring (post-processing, TTA, resize back)", scoring_of)
         check_same_selection(results, "the curves")
@@ -136,7 +137,6 @@ def effort_rows(paths: list[str], labels: list[str], root: str | None = None) ->
             supervision = f"dense, {n} patients only"
         rows.append({"label": label, "method": cfg["method"], "supervision": supervision, "sup_type": sup_type,
                      "dense_patients": n, **counted[key], "dice": result["dice"], "hd95": result["hd95"]["mean"]})
-    check_same_root(results)
     note_roots(root_of(r) for _, r in results)
     return rows
 

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import random
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,6 +24,11 @@ from dataloaders import io
 from dataloaders.acdc import POINTS, Split, make_split, split_part, trained_on_image
 from dataloaders.io import Case
 from inference import predicting_amp, reference_volumes
+
+if TYPE_CHECKING:  # annotations only: the engine imports this module
+    from distributed import Distributed
+    from engine import TrainState
+    from run_folder import RunFolder
 
 
 def rng_state() -> dict:
@@ -285,11 +291,10 @@ def cases_to_score(ckpt: dict, path: str, root: str, fold: str, part: str) -> li
 class Checkpointer:
     """Writes a run's ``last.pth`` / ``best.pth``. In a data-parallel job every rank calls
     :meth:`save` at the same iterations (it gathers every rank's RNG state and checks that the
-    ranks' weights agree), and rank 0 alone writes: into ``folder`` (a :class:`run_folder.RunFolder`),
-    the engine's ``state`` (``TrainState``) with a :class:`distributed.Distributed` ``dist``."""
+    ranks' weights agree), and rank 0 alone writes, into ``folder``."""
 
-    def __init__(self, folder, cfg, method, optimizers: dict, schedulers: dict, state, split: Split, dist,
-                 train_images: list[str]):
+    def __init__(self, folder: RunFolder, cfg, method, optimizers: dict, schedulers: dict, state: TrainState,
+                 split: Split, dist: Distributed, train_images: list[str]):
         self.folder, self.cfg, self.method, self.split, self.dist = folder, cfg, method, split, dist
         self.train_images = train_images
         self.optimizers, self.schedulers, self.state = optimizers, schedulers, state
@@ -317,9 +322,9 @@ class Checkpointer:
                                 self.state, best, self.split, rngs, self.train_images)
 
 
-def restore(ckpt: dict, method, optimizers: dict, schedulers: dict, state) -> dict:
+def restore(ckpt: dict, method, optimizers: dict, schedulers: dict, state: TrainState) -> dict:
     """Load a resumed run's weights, optimizer, scheduler and scaler states and iteration from
-    ``ckpt`` into place (``state``: the engine's ``TrainState``); returns its best validation record."""
+    ``ckpt`` into place; returns its best validation record."""
     method.load_state_dict(ckpt["model"])
     for k, o in optimizers.items():
         o.load_state_dict(ckpt["optimizers"][k])

@@ -109,7 +109,7 @@ def build_parser(method_cls=None, method_choices=None) -> argparse.ArgumentParse
                    help="validate, save and predict with an exponential moving average of the segmenter's "
                         "weights of this decay (e.g. 0.999); 0: the weights themselves")
     p.add_argument("--seed", type=int, default=d["seed"])
-    p.add_argument("--device", default=d["device"], help="auto | cpu | cuda | cuda:N")
+    add_device_arg(p)
     p.add_argument("--amp", default=d["amp"], choices=AMP,
                    help="mixed precision: bf16 is ~2x faster on CPUs with AMX and on GPUs, but emulated and "
                         "~16x slower on other CPUs; auto = bf16 where it is native, else off (fp32)")
@@ -134,11 +134,15 @@ def build_parser(method_cls=None, method_choices=None) -> argparse.ArgumentParse
     return p
 
 
+def add_device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=DEFAULTS["device"], help="auto | cpu | cuda | cuda:N")
+
+
 def add_prediction_args(p: argparse.ArgumentParser, tta: bool = True) -> None:
     """The flags of how a trained run predicts, shared by test_2D_fully.py, predict.py and
     refine.py: the device, and post-processing, resizing back (and ``tta``: test-time flips)
     that default to the run's own."""
-    p.add_argument("--device", default=DEFAULTS["device"], help="auto | cpu | cuda | cuda:N")
+    add_device_arg(p)
     p.add_argument("--postprocess", choices=POSTPROCESS,
                    help="post-processing of the predictions (default: the run's own)")
     p.add_argument("--resize_back", choices=RESIZE_BACK,

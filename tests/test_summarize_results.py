@@ -161,6 +161,7 @@ def test_folds_scored_on_a_root_generated_again_are_not_averaged(tmp_path, capsy
     with pytest.raises(SystemExit) as e:
         summarize_results.main(["--results", str(tmp_path), "--methods", "pce", "--folds", "fold1", "fold2"])
     assert e.value.code == 2 and "pce_fold2.json: scored on other data than " in capsys.readouterr().err
-    r["scored"].pop("root_sha256")  # a result older than the record is not compared on it
+    r["scored"].pop("root_sha256")  # a result older than the record is not compared on it, and named
     (tmp_path / "pce_fold2.json").write_text(json.dumps(r))
     assert summarize_results.main(["--results", str(tmp_path), "--methods", "pce", "--folds", "fold1", "fold2"]) == 0
+    assert "pce_fold2.json record(s) no digest of the data root" in capsys.readouterr().err

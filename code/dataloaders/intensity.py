@@ -68,8 +68,8 @@ def normalise_intensity(volume: np.ndarray, name: str = "the image") -> np.ndarr
         below = v[~ring]
         reach = float(np.percentile(below, 95)) if below.size else 1.0
         if reach < MIN_HIGH_REACH:
-            filled = float(np.mean((raw >= high_band[0]) & (raw <= high_band[1])))
-            raise ValueError(f"{name}: {100 * filled:.0f}% of its voxels lie at {high_band[0]:.6g} to "
+            share = float(np.mean((raw >= high_band[0]) & (raw <= high_band[1])))
+            raise ValueError(f"{name}: {100 * share:.0f}% of its voxels lie at {high_band[0]:.6g} to "
                              f"{high_band[1]:.6g}, far above the others (95% of them below "
                              f"{lo + reach * (hi - lo):.4g}), so the intensity normalisation (a clip at the 99th "
                              f"percentile, then min-max) would squeeze the scan into [0, {reach:.2f}]; a padding "

@@ -88,16 +88,18 @@ def to_target(image: np.ndarray, masks: list[np.ndarray], fills: list[int], spac
     (h, w) float32, masks (h, w))."""
     shape = resampled_shape(image.shape, spacing, target)
     image = resize(image.astype(np.float32), shape, order=1)
-    return fit(image, size, 0.0), [mask_to_target(m, spacing, target, size, f, pf is not None)
+    return fit(image, size, 0.0), [mask_to_target(m, spacing, target, size, f, pf)
                                    for m, f, pf in zip(masks, fills, points_fills(fills, points))]
 
 
-def mask_to_target(mask: np.ndarray, spacing, target, size, fill: int = 0, points: bool = False) -> np.ndarray:
+def mask_to_target(mask: np.ndarray, spacing, target, size, fill: int = 0,
+                   points_fill: int | None = None) -> np.ndarray:
     """An (h, w) label map resampled from ``spacing`` (y, x) to ``target`` (nearest; with
-    ``points`` every labelled pixel kept, :func:`dataloaders.augment.keep_points`) and fitted to
-    ``size`` (``fill`` where it pads), as :func:`to_target` does a training slice's masks."""
+    ``points_fill``, the value its isolated points sit on, every point kept:
+    :func:`dataloaders.augment.keep_points`) and fitted to ``size`` (``fill`` where it pads), as
+    :func:`to_target` does a training slice's masks."""
     shape = resampled_shape(mask.shape, spacing, target)
-    return fit(resize(mask, shape, order=0, points_fill=fill if points else None), size, fill)
+    return fit(resize(mask, shape, order=0, points_fill=points_fill), size, fill)
 
 
 def slices_to_target(x: torch.Tensor, spacing, target, size) -> torch.Tensor:
