@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 import summarize_results
 
 
@@ -24,8 +26,6 @@ def test_table_averages_folds_and_reports_missing_ones(tmp_path, capsys):
 
 
 def test_results_that_cannot_share_a_table_are_named(tmp_path, capsys):
-    import pytest
-
     (tmp_path / "pce_fold1.json").write_text(json.dumps(result(0.6, 10.0, "fold1")))
     voxels = {**result(0.8, 20.0), "units": "voxel"}
     other_fold = {**result(0.8, 20.0), "scored": {"fold": "fold1", "on": "test"}}
@@ -51,8 +51,6 @@ def test_results_that_cannot_share_a_table_are_named(tmp_path, capsys):
 
 
 def test_a_fold_or_method_given_twice_is_refused_and_other_roots_and_precisions_noted(tmp_path, capsys):
-    import pytest
-
     (tmp_path / "pce_fold1.json").write_text(json.dumps(result(0.6, 10.0, "fold1")))
     other_root = {**result(0.8, 20.0), "scored": {"fold": "fold2", "on": "test", "root_path": "/data/other"}}
     (tmp_path / "pce_fold2.json").write_text(json.dumps(other_root))
@@ -83,8 +81,6 @@ def test_classes_come_from_the_results(tmp_path, capsys):
 
 
 def test_folds_trained_with_other_settings_are_not_averaged(tmp_path, capsys):
-    import pytest
-
     for fold, sup in (("fold1", "scribble"), ("fold2", "label")):
         trained = result(0.7, 10.0, fold)
         trained["scored"]["setting"] = {"sup_type": sup, "max_iterations": 2000}
@@ -111,8 +107,6 @@ def test_folds_trained_with_other_settings_are_not_averaged(tmp_path, capsys):
 
 
 def test_results_of_other_volumes_of_one_fold_are_refused(tmp_path, capsys):
-    import pytest
-
     # The same fold of a regenerated data root (or an edited splits.json) scored other volumes.
     for method, cases in (("pce", ["patient001_frame01", "patient002_frame01"]), ("dmpls", ["patient001_frame01"])):
         r = result(0.7, 10.0, "fold1")
@@ -135,33 +129,20 @@ def test_results_of_other_volumes_of_one_fold_are_refused(tmp_path, capsys):
     assert summarize_results.main(["--results", str(tmp_path), "--methods", "pce", "dmpls", "--folds", "fold1"]) == 0
 
 
-def test_folds_scored_from_the_best_and_from_a_later_model_are_not_averaged(tmp_path, capsys):
-    import pytest
-
-    for fold, best in (("fold1", True), ("fold2", False)):  # best.pth for one, last.pth for the other
+@pytest.mark.parametrize("key, values, refused", [
+    ("best_model", (True, False), "pce_fold2.json: scored a model other than its run's best"),
+    ("root_sha256", ("a" * 64, "b" * 64), "pce_fold2.json: scored on other data than ")])
+def test_folds_recorded_as_scored_otherwise_are_not_averaged(tmp_path, capsys, key, values, refused):
+    # best.pth for one fold, last.pth for the other; or (found by a probe) fold 1 scored, the root
+    # generated again at the same path, fold 2 scored: one "2 folds" row at exit 0.
+    for fold, value in zip(("fold1", "fold2"), values):
         r = result(0.7, 10.0, fold)
-        r["scored"]["best_model"] = best
+        r["scored"][key] = value
         (tmp_path / f"pce_{fold}.json").write_text(json.dumps(r))
     with pytest.raises(SystemExit) as e:
         summarize_results.main(["--results", str(tmp_path), "--methods", "pce", "--folds", "fold1", "fold2"])
-    assert e.value.code == 2 and "pce_fold2.json: scored a model other than its run's best" in capsys.readouterr().err
-    (tmp_path / "pce_fold2.json").write_text(json.dumps(result(0.7, 10.0)))  # older: not recorded
+    assert e.value.code == 2 and refused in capsys.readouterr().err
+    (tmp_path / "pce_fold2.json").write_text(json.dumps(result(0.7, 10.0)))  # older: not recorded, not compared
     assert summarize_results.main(["--results", str(tmp_path), "--methods", "pce", "--folds", "fold1", "fold2"]) == 0
-
-
-def test_folds_scored_on_a_root_generated_again_are_not_averaged(tmp_path, capsys):
-    import pytest
-
-    # Found by a probe: fold1 scored, the root generated again at the same path, fold2 scored:
-    # one "2 folds" row at exit 0, without even the note on data roots (the same path).
-    for fold, digest in (("fold1", "a" * 64), ("fold2", "b" * 64)):
-        r = result(0.7, 10.0, fold)
-        r["scored"]["root_sha256"] = digest
-        (tmp_path / f"pce_{fold}.json").write_text(json.dumps(r))
-    with pytest.raises(SystemExit) as e:
-        summarize_results.main(["--results", str(tmp_path), "--methods", "pce", "--folds", "fold1", "fold2"])
-    assert e.value.code == 2 and "pce_fold2.json: scored on other data than " in capsys.readouterr().err
-    r["scored"].pop("root_sha256")  # a result older than the record is not compared on it, and named
-    (tmp_path / "pce_fold2.json").write_text(json.dumps(r))
-    assert summarize_results.main(["--results", str(tmp_path), "--methods", "pce", "--folds", "fold1", "fold2"]) == 0
-    assert "pce_fold2.json record(s) no digest of the data root" in capsys.readouterr().err
+    # a result without the root's digest beside one with it is named
+    assert ("pce_fold2.json record(s) no digest of the data root" in capsys.readouterr().err) == (key == "root_sha256")
