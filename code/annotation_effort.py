@@ -108,22 +108,23 @@ def annotation(cfg: dict, root: str | None = None, cases: list[str] | None = Non
 
 def effort_rows(paths: list[str], labels: list[str], root: str | None = None) -> list[dict]:
     """One row per result: label, method, supervision, drawn/labelled/all training pixels, Dice, HD95."""
+    read = [(path, label, *result_and_config(path)) for path, label in zip(paths, labels)]
+    results = [(path, result) for path, _, result, _, _ in read]
+    # All checked before the slow loading of each run's slices. One method's points form its
+    # curves: they may differ only in the supervision.
+    for method in dict.fromkeys(cfg["method"] for _, _, _, cfg, _ in read):
+        check_same_setting([(p, r) for p, r in results if scored_of(r).get("method") == method], ignore=ALONG_CURVES)
+    check_same(results, "classes", classes_of)
+    check_same(results, "distance units", result_units)
+    check_same_root(results)
+    # One curve of Dice: each point predicted the same way (lcc alone lifts HD95 and Dice).
+    check_same(results, "scoring (post-processing, TTA, resize back)", scoring_of)
+    check_same_selection(results, "the curves")
+    if scored_part(results) != "test":
+        raise ValueError(f"{read[0][0]}: scored the validation part; the curve is of test Dice")
     counted: dict[tuple, dict[str, int]] = {}
-    rows, results = [], []
-    for path, label in zip(paths, labels):
-        result, cfg, trained = result_and_config(path)
-        results.append((path, result))
-        # One method's points form its curves: they may differ only in the supervision.
-        check_same_setting([(p, r) for p, r in results if scored_of(r).get("method") == cfg["method"]],
-                           ignore=ALONG_CURVES)
-        check_same(results, "classes", classes_of)
-        check_same(results, "distance units", result_units)
-        check_same_root(results)  # before the slow loading of each run's slices
-        # One curve of Dice: each point predicted the same way (lcc alone lifts HD95 and Dice).
-        check_same(results, "scoring (post-processing, TTA, resize back)", scoring_of)
-        check_same_selection(results, "the curves")
-        if scored_part(results) != "test":
-            raise ValueError(f"{path}: scored the validation part; the curve is of test Dice")
+    rows = []
+    for path, label, result, cfg, trained in read:
         n = cfg["labeled_patients"]
         # Runs whose training targets are built alike share one count.
         key = (root or cfg["root_path"], json.dumps([cfg[k] for k in TARGET_KEYS]), n, str(cfg["target_spacing"]),
