@@ -25,7 +25,8 @@ from conftest import ROOT
     (["--method", "maskmixadv", "--mask_ratio", "1.0"], "--mask_ratio must lie in (0, 1), got 1.0"),
     (["--method", "maskmixadv", "--mask_grid", "0"], "--mask_grid must be >= 1, got 0"),
     (["--method", "maskmixadv", "--w_adv", "-0.1"], "--w_adv must be >= 0, got -0.1"),
-    (["--method", "maskmixadv", "--prior_spacing", "1.5"], "--prior_spacing 1.5: a voxel size from 0.05 to 10 mm (an MRI pixel), for"),
+    (["--method", "maskmixadv", "--prior_spacing", "1.5"],
+     "--prior_spacing 1.5: a voxel size from 0.05 to 10 mm (an MRI pixel), for"),
     (["--method", "maskmixadv", "--prior_spacing", "150", "--shape_prior", ".", "--target_spacing", "1.5"],
      "--prior_spacing 150.0: a voxel size from 0.05 to 10 mm"),  # a typed 1.50
     # Negative loss weights of any method trained away from the strokes at exit 0 (dmpls: Dice 0.01).
