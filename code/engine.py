@@ -2,8 +2,8 @@
 
 The engine owns everything methods share: seeding, data, optimisers and the poly learning-rate
 schedule, mixed precision, validation on the model-selection split, saving best and last
-checkpoints (resumable exactly; what they hold: :mod:`checkpoint`), tensorboardX scalars and
-images, a tqdm bar and ``log.txt``. A method (see
+checkpoints (resumable exactly; what they hold: :mod:`checkpoint`; what a resume checks:
+:mod:`resume`), tensorboardX scalars and images, a tqdm bar and ``log.txt``. A method (see
 :mod:`methods.base`) owns its networks and its training step, nothing else.
 """
 from __future__ import annotations
@@ -128,7 +128,7 @@ def load_data(cfg, split: Split, saved: dict | None, path: str) -> tuple[SliceDa
     """The run's training slices and validation volumes, checked: the dense patients and, on a
     resume (``saved``: the config of the run saved at ``path``), the same as before; no validation
     volume holding a training slice's image. Records in ``cfg`` the dense patients and digests of
-    both (:func:`check_same_data`). Every rank loads and checks the same data, so that all of
+    both (:func:`resume.check_same_data`). Every rank loads and checks the same data, so that all of
     them fail together before the process group starts."""
     pattern = io.patient_pattern(cfg.root_path)
     training = dense_training_cases(split.train, cfg.sup_type, cfg.labeled_patients, cfg.seed, pattern)
