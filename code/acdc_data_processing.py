@@ -65,6 +65,7 @@ import re
 import shutil
 import sys
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -295,6 +296,84 @@ def _run(jobs, dest: str, desc: str) -> list[str]:
     return failed
 
 
+# What a conversion does: (jobs: (name, fn(dest)) pairs, a progress-bar label, a finish(dest,
+# failed names) step or None, whether it adds slices to the root its volumes are in).
+Plan = tuple[list, str, Callable | None, bool]
+
+
+def nifti_plan(args) -> Plan:
+    """The conversion of a ``--nifti`` data set; ValueError naming the flag for one that cannot be
+    converted as a whole (repeated or odd case names, one scan or mask for two cases, a
+    ``--patient_pattern`` that does not group them)."""
+    found = io.find_nifti_dataset(args.nifti)
+    stems = [io.nifti_stem(img) for pairs in found.values() for img, _ in pairs]
+    if len(set(stems)) != len(stems):
+        raise ValueError(f"--nifti {args.nifti}: a case name appears in two splits")
+    odd = next((img for pairs in found.values() for img, _ in pairs
+                if not CASE_NAME_RE.match(io.nifti_stem(img))), None)
+    if odd:  # slice files and label caches are named after the case
+        raise ValueError(f"--nifti {args.nifti}: {odd}: case names may hold letters, digits, '_', '-' and '.' only")
+    check_distinct_files(f"--nifti {args.nifti}", (img for pairs in found.values() for img, _ in pairs))
+    check_distinct_files(f"--nifti {args.nifti}", (lab for pairs in found.values() for _, lab in pairs
+                                                   if "scribble" not in io.nifti_stem(lab).lower()), "mask")
+    if args.patient_pattern:
+        # Checked here, not when k-fold training groups the cases long after.
+        try:
+            patients = {io.patient_of(s, args.patient_pattern) for s in stems}
+        except ValueError as e:
+            raise ValueError(f"--patient_pattern: {e}") from None
+        if len(stems) > 1 and len(patients) == 1:
+            raise ValueError(f"--patient_pattern {args.patient_pattern!r}: all {len(stems)} cases are one patient "
+                             f"{patients.pop()!r}; its first group must name the patient")
+        print(f"--patient_pattern: {len(patients)} patients in {len(stems)} cases")
+
+    def job(split, img, lab):
+        return lambda dest: write_case(dest, process_nifti_case(split, img, lab, args.seed, args.class_names))
+
+    def finish(dest, failed_names):
+        # Failed cases have no volume, so they stay out of splits.json.
+        write_splits_json(dest, {split: [io.nifti_stem(img) for img, _ in pairs
+                                         if io.nifti_stem(img) not in failed_names]
+                                 for split, pairs in found.items()})
+        extra = {"patient_pattern": args.patient_pattern} if args.patient_pattern else {}
+        io.write_dataset_json(dest, args.class_names, **extra)
+
+    jobs = [(io.nifti_stem(img), job(split, img, lab)) for split, pairs in found.items() for img, lab in pairs]
+    return jobs, "cases", finish, False
+
+
+def raw_plan(args) -> Plan:
+    """The conversion of a raw ACDC tree (``--raw``, ``--scribbles``); ValueError naming the flag
+    for a tree without cases or with one scan or mask for two cases."""
+    cases = find_raw_cases(args.raw)
+    if not cases:
+        raise ValueError(f"--raw {args.raw}: no patientXXX/patientXXX_frameYY[_gt].nii.gz files")
+    check_distinct_files(f"--raw {args.raw}", (image for image, _ in cases.values() if image is not None))
+    check_distinct_files(f"--raw {args.raw}", (mask for _, mask in cases.values() if mask is not None), "mask")
+    scribbles = scribble_paths(args.scribbles, cases) if args.scribbles is not None else {}
+
+    def job(case, paths):
+        return lambda dest: write_case(dest, process_raw_case(case, *paths, scribbles.get(case), args.seed))
+
+    return [(c, job(c, p)) for c, p in cases.items()], "cases", None, False
+
+
+def volumes_plan(args) -> Plan:
+    """Slices cut from a folder of h5 volumes (``--volumes``); ValueError naming it when it is
+    missing or holds none."""
+    if not os.path.isdir(args.volumes):
+        raise ValueError(f"--volumes {args.volumes}: no such folder")
+    files = sorted(os.path.join(args.volumes, f) for f in os.listdir(args.volumes) if f.endswith(".h5"))
+    if not files:
+        raise ValueError(f"--volumes {args.volumes}: no .h5 volumes")
+    # Into its own root it adds the slices to the volumes and json files already there; into
+    # another, the volumes go with their slices (a root of slices alone lists no cases).
+    in_place = os.path.realpath(args.volumes) == os.path.realpath(os.path.join(args.out, io.VOLUME_DIR))
+    jobs = [(f, lambda dest, f=f: process_volume_file(f, dest, copy_volume=not in_place)) for f in files]
+    finish = None if in_place else copy_root_files(os.path.dirname(os.path.abspath(args.volumes)))
+    return jobs, "volumes", finish, in_place
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     src = ap.add_mutually_exclusive_group(required=True)
@@ -330,82 +409,12 @@ def main(argv=None) -> int:
     except ValueError as e:
         ap.error(str(e))
 
-    in_place = False  # --volumes into the root they are in
-    if args.nifti is not None:
-        try:
-            found = io.find_nifti_dataset(args.nifti)
-        except ValueError as e:
-            ap.error(str(e))
-        stems = [io.nifti_stem(img) for pairs in found.values() for img, _ in pairs]
-        if len(set(stems)) != len(stems):
-            ap.error(f"--nifti {args.nifti}: a case name appears in two splits")
-        odd = next((img for pairs in found.values() for img, _ in pairs
-                    if not CASE_NAME_RE.match(io.nifti_stem(img))), None)
-        if odd:  # slice files and label caches are named after the case
-            ap.error(f"--nifti {args.nifti}: {odd}: case names may hold letters, digits, '_', '-' and '.' only")
-        try:
-            check_distinct_files(f"--nifti {args.nifti}", (img for pairs in found.values() for img, _ in pairs))
-            check_distinct_files(f"--nifti {args.nifti}", (lab for pairs in found.values() for _, lab in pairs
-                                                           if "scribble" not in io.nifti_stem(lab).lower()), "mask")
-        except ValueError as e:
-            ap.error(str(e))
-        if args.patient_pattern:
-            # Checked here, not when k-fold training groups the cases long after.
-            try:
-                patients = {io.patient_of(s, args.patient_pattern) for s in stems}
-            except ValueError as e:
-                ap.error(f"--patient_pattern: {e}")
-            if len(stems) > 1 and len(patients) == 1:
-                ap.error(f"--patient_pattern {args.patient_pattern!r}: all {len(stems)} cases are one patient "
-                         f"{patients.pop()!r}; its first group must name the patient")
-            print(f"--patient_pattern: {len(patients)} patients in {len(stems)} cases")
-
-        def nifti_job(split, img, lab):
-            return lambda dest: write_case(dest, process_nifti_case(split, img, lab, args.seed,
-                                                                    args.class_names))
-
-        def finish(dest, failed_names):
-            # Failed cases have no volume, so they stay out of splits.json.
-            write_splits_json(dest, {split: [io.nifti_stem(img) for img, _ in pairs
-                                             if io.nifti_stem(img) not in failed_names]
-                                     for split, pairs in found.items()})
-            extra = {"patient_pattern": args.patient_pattern} if args.patient_pattern else {}
-            io.write_dataset_json(dest, args.class_names, **extra)
-
-        jobs = [(io.nifti_stem(img), nifti_job(split, img, lab)) for split, pairs in found.items()
-                for img, lab in pairs]
-        desc = "cases"
-    elif args.raw is not None:
-        try:
-            cases = find_raw_cases(args.raw)
-        except (FileNotFoundError, ValueError) as e:
-            ap.error(str(e))
-        if not cases:
-            ap.error(f"--raw {args.raw}: no patientXXX/patientXXX_frameYY[_gt].nii.gz files")
-        try:
-            check_distinct_files(f"--raw {args.raw}", (image for image, _ in cases.values() if image is not None))
-            check_distinct_files(f"--raw {args.raw}", (mask for _, mask in cases.values() if mask is not None), "mask")
-        except ValueError as e:
-            ap.error(str(e))
-
-        scribbles = scribble_paths(args.scribbles, cases) if args.scribbles is not None else {}
-
-        def job(case, paths):
-            return lambda dest: write_case(dest, process_raw_case(case, *paths, scribbles.get(case), args.seed))
-
-        jobs, desc, finish = [(c, job(c, p)) for c, p in cases.items()], "cases", None
-    else:
-        if not os.path.isdir(args.volumes):
-            ap.error(f"--volumes {args.volumes}: no such folder")
-        files = sorted(os.path.join(args.volumes, f) for f in os.listdir(args.volumes) if f.endswith(".h5"))
-        if not files:
-            ap.error(f"--volumes {args.volumes}: no .h5 volumes")
-        # Into its own root it adds the slices to the volumes and json files already there; into
-        # another, the volumes go with their slices (a root of slices alone lists no cases).
-        in_place = os.path.realpath(args.volumes) == os.path.realpath(os.path.join(args.out, io.VOLUME_DIR))
-        jobs = [(f, lambda dest, f=f: process_volume_file(f, dest, copy_volume=not in_place)) for f in files]
-        desc, finish = "volumes", None if in_place else copy_root_files(os.path.dirname(os.path.abspath(args.volumes)))
-
+    try:
+        plan = nifti_plan(args) if args.nifti is not None else raw_plan(args) if args.raw is not None \
+            else volumes_plan(args)
+    except (FileNotFoundError, ValueError) as e:
+        ap.error(str(e))
+    jobs, desc, finish, in_place = plan
     outputs = (io.SLICE_DIR,) if in_place else io.ROOT_OUTPUTS
     held = io.held_outputs(args.out, outputs)
     if held and not args.overwrite:
