@@ -234,6 +234,32 @@ def format_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def source_and_cases(args, num_classes: int) -> tuple[tuple | None, list]:
+    """(the trained run of ``read_run``, None for ``--pred_dir``; the volumes to score, checked:
+    for a run, those it did not train on or choose its model on, :func:`checkpoint.cases_to_score`)."""
+    if args.pred_dir:
+        return None, reference_volumes(args.root_path, split_part(args.root_path, args.fold, args.on), num_classes)
+    from checkpoint import cases_to_score
+
+    run = read_run(args)
+    return run, cases_to_score(run[1], run[0], args.root_path, args.fold, args.on)
+
+
+def predictions(args, run, cases, num_foreground: int) -> tuple[dict[str, np.ndarray], dict]:
+    """({case: (Z, H, W) uint8 labels}, what to record of how they were made): read from
+    ``--pred_dir`` or predicted by the run; ValueError naming a case whose prediction has
+    another shape than its label."""
+    if args.pred_dir:
+        preds = {c.name: read_prediction(args.pred_dir, c, num_foreground, args.root_path) for c in cases}
+        scored = {"pred_dir": os.path.abspath(args.pred_dir)}
+    else:
+        preds, scored = predict_checkpoint(args, run, cases)
+    for c in cases:
+        if preds[c.name].shape != c.label.shape:
+            raise ValueError(f"prediction for {c.name} has shape {preds[c.name].shape}, the label {c.label.shape}")
+    return preds, scored
+
+
 def main(argv=None) -> dict:
     args, parser = parse_args(argv)
     try:
@@ -242,30 +268,14 @@ def main(argv=None) -> dict:
             check_same_source(args.out_json, args.pred_dir or checkpoint_path(args))
             return {"out_json": args.out_json}
         names = io.class_names(args.root_path)
-        # The volumes are checked before minutes of predicting.
-        if args.pred_dir:
-            run = None
-            cases = reference_volumes(args.root_path, split_part(args.root_path, args.fold, args.on), len(names) + 1)
-        else:
-            from checkpoint import cases_to_score
-
-            run = read_run(args)
-            cases = cases_to_score(run[1], run[0], args.root_path, args.fold, args.on)
+        run, cases = source_and_cases(args, len(names) + 1)  # checked before minutes of predicting
         units = distance_units(args.root_path, cases)
         root_sha256 = io.root_digest(args.root_path)  # every volume read: a bad one fails before predicting
         if args.save_nii:
             outputs = [nii_path(args.save_nii, c) for c in cases]
             io.check_segmentation_outputs("--save_nii", outputs, args.overwrite)
         check_same_source(args.out_json, args.pred_dir or run[0])
-        if args.pred_dir:
-            preds = {c.name: read_prediction(args.pred_dir, c, len(names), args.root_path) for c in cases}
-            scored = {"pred_dir": os.path.abspath(args.pred_dir)}
-        else:
-            preds, scored = predict_checkpoint(args, run, cases)
-        for c in cases:
-            if preds[c.name].shape != c.label.shape:
-                raise ValueError(f"prediction for {c.name} has shape {preds[c.name].shape}, "
-                                 f"the label {c.label.shape}")
+        preds, scored = predictions(args, run, cases, len(names))
         scores = score_cases(preds, cases, len(names) + 1)
     except (ValueError, FileNotFoundError, KeyError, OSError) as e:
         parser.exit(2, f"error: {e}\n")
