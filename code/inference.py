@@ -247,8 +247,9 @@ def reference_volumes(root: str, names: list[str], num_classes: int, target_spac
     nowhere else) and, for a model that resamples slices to ``target_spacing`` (y, x) mm, a
     spacing. ValueError naming the volume or class otherwise."""
     cases = list(VolumeSet(root, names))
+    class_names = io.class_names(root)
     for case in cases:
-        io.check_class_order([case.label], io.class_names(root), f"{io.volume_path(root, case.name)}: the label",
+        io.check_class_order([case.label], class_names, f"{io.volume_path(root, case.name)}: the label",
                              "the data root names them")
     if cases:
         distance_units(root, cases)  # all with a spacing, or none
