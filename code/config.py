@@ -36,6 +36,8 @@ DEFAULTS = dict(
     patch_size=[256, 256],
     input_size=None,
     fg_prob=0.5,
+    aug_scale=0.0,
+    aug_intensity=False,
     target_spacing="off",
     postprocess="none",
     resize_back="scores",
@@ -95,6 +97,11 @@ def build_parser(method_cls=None, method_choices=None) -> argparse.ArgumentParse
                         "resizing whole slices (default off)")
     p.add_argument("--fg_prob", type=float, default=d["fg_prob"],
                    help="probability that a training crop is centred on a labelled foreground pixel")
+    p.add_argument("--aug_scale", type=float, default=d["aug_scale"],
+                   help="zoom half the training slices about their centre by a factor in [1 - S, 1 + S] "
+                        "(default 0: never, as WSL4MIS and the MaskMixAdv release)")
+    p.add_argument("--aug_intensity", action=argparse.BooleanOptionalAction, default=d["aug_intensity"],
+                   help="jitter the gamma and contrast of training images (default off)")
     p.add_argument("--postprocess", default=d["postprocess"], choices=POSTPROCESS,
                    help="post-processing of predicted volumes in validation and testing "
                         "(lcc: keep each class's largest 3-D connected component)")
@@ -195,6 +202,8 @@ def finalize(cfg: argparse.Namespace, method_cls) -> argparse.Namespace:
         raise ValueError(f"--val_fraction must lie in [0, 1), got {cfg.val_fraction}")
     if not 0.0 <= cfg.fg_prob <= 1.0:
         raise ValueError(f"--fg_prob must lie in [0, 1], got {cfg.fg_prob}")
+    if not 0.0 <= cfg.aug_scale < 1.0:
+        raise ValueError(f"--aug_scale must lie in [0, 1), got {cfg.aug_scale}")
     if not 0.0 <= cfg.model_ema < 1.0:
         raise ValueError(f"--model_ema must lie in [0, 1), got {cfg.model_ema}")
     if cfg.base_lr <= 0 or cfg.seed < 0:  # lr 0 trained nothing at exit 0; torch named neither flag

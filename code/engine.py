@@ -140,6 +140,7 @@ def load_data(cfg, split: Split, saved: dict | None, path: str) -> tuple[SliceDa
                          "changed?")
     train_set = SliceDataset(cfg.root_path, training[0], cfg.sup_type, cfg.patch_size, progress=cfg.progress,
                              input_size=cfg.input_size, fg_prob=cfg.fg_prob,
+                             scale=cfg.aug_scale, intensity=cfg.aug_intensity,
                              target_spacing=cfg.target_spacing, dense_cases=training[1],
                              keep_points=cfg.point_resize != "nearest")
     cfg.train_data_sha256 = train_set.digest()

@@ -1,6 +1,8 @@
 import numpy as np
+import pytest
 
-from dataloaders.augment import augment, crop_origin, keep_points, resize
+from dataloaders.augment import (augment, crop_origin, draw_scale, fit, jitter_intensity, keep_points, resize,
+                                 resize_zoomed)
 
 
 def test_augment_keeps_masks_aligned_and_pads_scribbles_with_unlabeled():
@@ -107,3 +109,74 @@ def test_keep_points_never_overwrites_a_sampled_label():
     assert out[0, 0] == 1 and resized[0, 0] == 1
     empty = np.full((2, 2), 4, np.uint8)
     assert keep_points(empty, a, 4)[0, 0] in (1, 2)  # a free pixel does take a point
+
+
+def test_fit_crops_and_pads_about_the_centre():
+    a = np.arange(16).reshape(4, 4)
+    assert fit(a, (2, 2), -1).tolist() == [[5, 6], [9, 10]]
+    assert fit(a[:2, :2], (4, 3), -1).tolist() == [[-1, -1, -1], [0, 1, -1], [4, 5, -1], [-1, -1, -1]]
+
+
+def test_a_zoom_about_the_centre_by_hand():
+    labels = np.array([[1, 2], [3, 0]], np.uint8)
+    # Zoom 2 at size 2: the 4x4 nearest-neighbour resize, its centre 2x2 kept.
+    assert resize_zoomed(labels, (2, 2), 2.0, 0, 4).tolist() == [[1, 2], [3, 0]]
+    big = np.kron(labels, np.ones((2, 2), np.uint8))  # 4x4 blocks
+    assert resize_zoomed(big, (4, 4), 2.0, 0, 4).tolist() == [[1, 1, 2, 2], [1, 1, 2, 2],
+                                                               [3, 3, 0, 0], [3, 3, 0, 0]]
+    # Zoom 0.5 at size 4: the 2x2 resize in the centre, the ring around it the fill (4 = unlabeled).
+    assert resize_zoomed(big, (4, 4), 0.5, 0, 4).tolist() == [[4, 4, 4, 4], [4, 1, 2, 4], [4, 3, 0, 4], [4, 4, 4, 4]]
+    assert np.array_equal(resize_zoomed(big, (4, 4), 1.0, 0, 4), big)
+
+
+class Scripted:
+    """A generator whose ``random()`` and ``uniform(lo, hi)`` (as lo + t (hi - lo)) play given values."""
+
+    def __init__(self, randoms, ts):
+        self.randoms, self.ts = list(randoms), list(ts)
+
+    def random(self):
+        return self.randoms.pop(0)
+
+    def uniform(self, lo, hi):
+        return lo + self.ts.pop(0) * (hi - lo)
+
+
+def test_the_zoom_is_drawn_for_half_the_slices_and_never_without_aug_scale():
+    assert draw_scale(0.2, Scripted([0.7], [])) == 1.0
+    assert draw_scale(0.2, Scripted([0.3], [0.0])) == pytest.approx(0.8)
+    assert draw_scale(0.2, Scripted([0.3], [1.0])) == pytest.approx(1.2)
+    rng, fresh = np.random.default_rng(5), np.random.default_rng(5)
+    assert draw_scale(0.0, rng) == 1.0
+    assert rng.random() == fresh.random()  # scale 0 draws nothing: default runs keep their augmentations
+
+
+def test_the_intensity_jitter_by_hand():
+    image = np.array([[0.25, 0.81]], np.float32)
+    # gamma uniform in [0.7, 1.5]: t = 0.375 gives 1.0, then t = 0 (0.7); contrast skipped.
+    assert np.allclose(jitter_intensity(image, Scripted([0.1, 0.9], [0.375])), image)
+    assert np.allclose(jitter_intensity(image, Scripted([0.1, 0.9], [0.0])), image ** 0.7)
+    # contrast about the mean 0.53 by 1.25 (t = 1): 0.18 and 0.88, clipped to [0, 1] where it leaves it.
+    assert np.allclose(jitter_intensity(image, Scripted([0.9, 0.1], [1.0])), [[0.18, 0.88]])
+    assert np.allclose(jitter_intensity(np.array([[0.0, 1.0]], np.float32), Scripted([0.9, 0.1], [1.0])),
+                       [[0.0, 1.0]])
+    out = jitter_intensity(np.array([[0.0, 1.0]], np.float32), Scripted([0.9, 0.1], [0.0]))
+    assert out.dtype == np.float32 and np.allclose(out, [[0.125, 0.875]])
+
+
+def test_augment_zooms_image_and_masks_together_and_leaves_default_draws_alone():
+    image = np.zeros((40, 40), np.float32)
+    image[12:28, 12:28] = 1
+    label = (image > 0).astype(np.uint8)
+    scribble = np.full((40, 40), 4, np.uint16)
+    scribble[20, 14:26] = 1
+    areas = set()
+    for seed in range(40):
+        img, (lab, scr) = augment(image, [label, scribble], [0, 4], (32, 32), np.random.default_rng(seed),
+                                  scale=0.4, intensity=True)
+        assert np.all(lab[scr == 1] == 1) and np.all(img[lab == 0] < 0.9) and np.all(img[lab == 1] > 0.1)
+        areas.add(int(lab.sum()))
+        plain = augment(image, [label, scribble], [0, 4], (32, 32), np.random.default_rng(seed))
+        again = augment(image, [label, scribble], [0, 4], (32, 32), np.random.default_rng(seed), scale=0.0)
+        assert np.array_equal(plain[0], again[0]) and np.array_equal(plain[1][1], again[1][1])
+    assert min(areas) < 0.7 * 164 < 1.3 * 164 < max(areas)  # 16/40 of 32 squared, zoomed by up to 1.4

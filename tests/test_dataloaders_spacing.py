@@ -8,12 +8,6 @@ from dataloaders.spacing import (fit, median_spacing, parse_target_spacing,
 from inference import back_to_slice, predict_volume
 
 
-def test_fit_crops_and_pads_about_the_centre():
-    a = np.arange(16).reshape(4, 4)
-    assert fit(a, (2, 2), -1).tolist() == [[5, 6], [9, 10]]
-    assert fit(a[:2, :2], (4, 3), -1).tolist() == [[-1, -1, -1], [0, 1, -1], [4, 5, -1], [-1, -1, -1]]
-
-
 def test_resampling_to_a_coarser_target_halves_the_grid():
     assert resampled_shape((100, 60), (0.5, 1.0), (1.0, 1.0)) == (50, 60)
     image = np.zeros((40, 40), np.float32)

@@ -426,3 +426,13 @@ def test_the_poly_schedule_at_half_the_run(tmp_path, phantom_root, monkeypatch):
     ckpt = torch.load(tmp_path / "run" / "last.pth", weights_only=False)
     assert ckpt["iteration"] == 2
     assert ckpt["optimizers"]["seg"]["param_groups"][0]["lr"] == pytest.approx(0.01 * 0.5 ** 2)
+
+
+def test_the_training_slices_are_augmented_as_the_flags_say(tmp_path, phantom_root, monkeypatch):
+    import dataloaders.acdc
+
+    seen, real = set(), dataloaders.acdc.augment
+    monkeypatch.setattr(dataloaders.acdc, "augment",
+                        lambda *a, **k: seen.add(a[-2:]) or real(*a, **k))
+    run("pce", phantom_root, tmp_path / "run", "--aug_scale", "0.3", "--aug_intensity")
+    assert seen == {(0.3, True)}

@@ -13,6 +13,8 @@ from conftest import ROOT
     (["--method", "pce", "--sup_type", "boxes"], "--sup_type must be one of"),
     (["--method", "pce", "--patch_size", "32", "32", "--input_size", "16", "16"], "--input_size must be"),
     (["--method", "pce", "--fg_prob", "2"], "--fg_prob must lie in [0, 1]"),
+    (["--method", "pce", "--aug_scale", "1"], "--aug_scale must lie in [0, 1), got 1.0"),  # zoom 0: no slice
+    (["--method", "pce", "--aug_scale", "-0.2"], "--aug_scale must lie in [0, 1), got -0.2"),
     (["--method", "s2l", "--patch_size", "32", "32", "--input_size", "64", "64"], "--input_size: s2l"),
     (["--method", "pce", "--labeled_patients", "-1"], "--labeled_patients must be >= 0"),
     (["--method", "pce", "--labeled_patients", "99"], "--labeled_patients must be in 0..3"),

@@ -250,16 +250,18 @@ class SliceDataset(Dataset):
     (for methods that keep per-slice memories). The slices of ``dense_cases`` train on their
     dense masks whatever ``sup_type`` says. ``keep_points``: resizes keep every point of a points
     target (:func:`dataloaders.augment.keep_points`); False samples them by nearest neighbour.
+    ``scale``, ``intensity``: the optional zoom and intensity jitter of
+    :func:`dataloaders.augment.augment` (``--aug_scale``, ``--aug_intensity``).
     """
 
     def __init__(self, root: str, cases: list[str], sup_type: str, patch_size, progress: bool = True,
                  input_size=None, fg_prob: float = 0.5, target_spacing=None, dense_cases=(),
-                 keep_points: bool = True):
+                 keep_points: bool = True, scale: float = 0.0, intensity: bool = False):
         if sup_type not in SUPERVISION:
             raise ValueError(f"--sup_type must be one of {sorted(SUPERVISION)}, got {sup_type!r}")
         self.patch_size = tuple(patch_size)
         self.input_size = tuple(input_size or patch_size)
-        self.fg_prob = fg_prob
+        self.fg_prob, self.scale, self.intensity = fg_prob, scale, intensity
         counts = {case: io.num_slices(root, case) for case in cases}
         empty = [case for case, n in counts.items() if n == 0]
         if empty:
@@ -354,7 +356,7 @@ class SliceDataset(Dataset):
         rng = np.random.default_rng(seed)
         fill, points = self.target_kind(index)
         image, (target,) = augment(self.images[index], [self.targets[index]], [fill], self.input_size, rng,
-                                   self.patch_size, self.fg_prob, [points])
+                                   self.patch_size, self.fg_prob, [points], self.scale, self.intensity)
         return {"image": torch.from_numpy(image.copy())[None], "target": torch.from_numpy(target.copy()),
                 "index": index}
 

@@ -1,7 +1,9 @@
 """Training augmentation of one 2-D slice, as in the scribble-supervised literature.
 
 With probability 1/2 a random rot90 + flip; otherwise, with probability 1/2, a random rotation in
-[-20, 20] degrees; then a resize to the input size (``--input_size``) and, when the patch is
+[-20, 20] degrees; then a resize to the input size (``--input_size``), optionally zoomed about the
+centre (``--aug_scale``) and with its gamma and contrast jittered (``--aug_intensity``; both off
+by default, as in WSL4MIS and the MaskMixAdv release), and, when the patch is
 smaller than that, a random crop of the patch (``--patch_size``), centred with probability
 ``fg_prob`` on a random labelled foreground pixel (as nnU-Net oversamples foreground). Images are
 interpolated linearly, masks and scribbles with nearest neighbour; pixels that a rotation brings
@@ -42,6 +44,24 @@ def resize(a: np.ndarray, size: tuple[int, int], order: int, points_fill: int | 
     return out if points_fill is None else keep_points(out, a, points_fill)
 
 
+def centre_offset(n: int, m: int) -> int:
+    """Where the smaller of lengths n, m sits inside the larger: the same rule both ways, so
+    padding undoes cropping exactly."""
+    return abs(n - m) // 2
+
+
+def fit(a: np.ndarray, size, fill) -> np.ndarray:
+    """Centre crop or pad (with ``fill``) an (H, W) array to ``size``."""
+    out = np.full(tuple(size), fill, dtype=a.dtype)
+    src, dst = [], []
+    for n, m in zip(a.shape, size):
+        off, k = centre_offset(n, m), min(n, m)
+        src.append(slice(off, off + k) if n > m else slice(0, n))
+        dst.append(slice(off, off + k) if m > n else slice(0, m))
+    out[tuple(dst)] = a[tuple(src)]
+    return out
+
+
 def keep_points(resized: np.ndarray, a: np.ndarray, unlabeled: int) -> np.ndarray:
     """``resized``, the (h, w) nearest-neighbour resize of the (H, W) label map ``a``, with every
     labelled pixel of ``a`` (not ``unlabeled``) that the sampling missed put on the target pixel
@@ -76,9 +96,39 @@ def points_fills(fills: list[int], points: list[bool] | None = None) -> list[int
     return [f if p else None for f, p in zip(fills, points or [False] * len(fills))]
 
 
+def resize_zoomed(a: np.ndarray, size: tuple[int, int], zoom: float, order: int, fill,
+                  points_fill: int | None = None) -> np.ndarray:
+    """(H, W) -> ``size``: :func:`resize` to ``zoom`` times ``size`` (rounded), then centre
+    cropped or padded with ``fill`` back to ``size`` (:func:`fit`): the resized slice zoomed about
+    its centre. Zoom 1 is the plain resize."""
+    zoomed = tuple(max(1, round(n * zoom)) for n in size)
+    return fit(resize(a, zoomed, order, points_fill), size, fill)
+
+
+def draw_scale(scale: float, rng: np.random.Generator) -> float:
+    """The zoom of one slice under ``--aug_scale scale``: 1 with probability 1/2 (and always for
+    scale 0, which draws nothing), else uniform in [1 - scale, 1 + scale]."""
+    if scale and rng.random() < 0.5:
+        return float(rng.uniform(1.0 - scale, 1.0 + scale))
+    return 1.0
+
+
+def jitter_intensity(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``--aug_intensity``: an (H, W) image in [0, 1], each with probability 1/2 raised to a gamma
+    uniform in [0.7, 1.5] (MR intensities are not calibrated: the myocardium's contrast to the
+    blood pool varies between scanners), then its contrast about its mean scaled by a factor
+    uniform in [0.75, 1.25]; clipped back to [0, 1]."""
+    if rng.random() < 0.5:
+        image = image ** np.float32(rng.uniform(0.7, 1.5))
+    if rng.random() < 0.5:
+        mean = image.mean(dtype=np.float32)
+        image = (image - mean) * np.float32(rng.uniform(0.75, 1.25)) + mean
+    return np.clip(image, 0.0, 1.0).astype(np.float32, copy=False)
+
+
 def augment(image: np.ndarray, masks: list[np.ndarray], fills: list[int], size: tuple[int, int],
             rng: np.random.Generator, patch: tuple[int, int] | None = None, fg_prob: float = 0.5,
-            points: list[bool] | None = None):
+            points: list[bool] | None = None, scale: float = 0.0, intensity: bool = False):
     """Augment one slice.
 
     Args:
@@ -92,6 +142,10 @@ def augment(image: np.ndarray, masks: list[np.ndarray], fills: list[int], size: 
         fg_prob: probability that a crop is centred on a foreground pixel.
         points: for each mask, whether it holds isolated points (on its fill value), each of
             which must survive the resize (:func:`keep_points`).
+        scale: with probability 1/2 the slice is zoomed about its centre by a factor in
+            [1 - scale, 1 + scale] (:func:`draw_scale`; hearts differ in size), cropped or padded
+            back to ``size`` (image 0, masks their fill); 0 = never (the literature's default).
+        intensity: whether to jitter the image's gamma and contrast (:func:`jitter_intensity`).
     Returns:
         (image (ph, pw) float32, list of (ph, pw) masks with their dtypes kept).
     """
@@ -99,9 +153,12 @@ def augment(image: np.ndarray, masks: list[np.ndarray], fills: list[int], size: 
         image, *masks = rot_flip_arrays([image, *masks], rng)
     elif rng.random() > 0.5:
         image, masks = rotate(image, masks, fills, rng)
-    image = resize(np.ascontiguousarray(image, dtype=np.float32), size, order=1)
-    masks = [resize(np.ascontiguousarray(m), size, order=0, points_fill=pf)
-             for m, pf in zip(masks, points_fills(fills, points))]
+    zoom = draw_scale(scale, rng)
+    image = resize_zoomed(np.ascontiguousarray(image, dtype=np.float32), size, zoom, 1, 0.0)
+    masks = [resize_zoomed(np.ascontiguousarray(m), size, zoom, 0, f, pf)
+             for m, f, pf in zip(masks, fills, points_fills(fills, points))]
+    if intensity:
+        image = jitter_intensity(image, rng)
     if patch is not None and tuple(patch) != tuple(size):
         fg = (masks[0] >= 1) & (masks[0] <= 3)
         y, x = crop_origin(fg, tuple(patch), fg_prob, rng)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from dataloaders import io
-from dataloaders.augment import points_fills, resize
+from dataloaders.augment import centre_offset, fit, points_fills, resize
 
 
 # In-plane pixel sides a target spacing may have, in mm: MRI pixels are 0.1-3 mm; 10 mm still
@@ -63,24 +63,6 @@ def resampled_shape(shape, spacing, target) -> tuple[int, int]:
     return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, target))
 
 
-def _offset(n: int, m: int) -> int:
-    """Where the smaller of lengths n, m sits inside the larger: the same rule both ways, so
-    padding undoes cropping exactly."""
-    return abs(n - m) // 2
-
-
-def fit(a: np.ndarray, size, fill) -> np.ndarray:
-    """Centre crop or pad (with ``fill``) an (H, W) array to ``size``."""
-    out = np.full(tuple(size), fill, dtype=a.dtype)
-    src, dst = [], []
-    for n, m in zip(a.shape, size):
-        off, k = _offset(n, m), min(n, m)
-        src.append(slice(off, off + k) if n > m else slice(0, n))
-        dst.append(slice(off, off + k) if m > n else slice(0, m))
-    out[tuple(dst)] = a[tuple(src)]
-    return out
-
-
 def to_target(image: np.ndarray, masks: list[np.ndarray], fills: list[int], spacing, target, size,
               points: list[bool] | None = None):
     """One training slice resampled from ``spacing`` (y, x) to ``target`` (image linear, masks
@@ -121,7 +103,7 @@ def _fit_tensor(x: torch.Tensor, size) -> torch.Tensor:
     """Centre crop or zero-pad the last two dims of ``x`` to ``size`` (the same offsets as :func:`fit`)."""
     pads = []
     for n, m in zip(reversed(x.shape[-2:]), reversed(tuple(size))):
-        off = _offset(n, m)
+        off = centre_offset(n, m)
         sign = 1 if m > n else -1  # negative padding crops
         pads += [sign * off, sign * (abs(n - m) - off)]
     return F.pad(x, pads)
