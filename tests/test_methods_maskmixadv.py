@@ -121,8 +121,8 @@ def test_zero_weights_switch_terms_off_for_the_ablation(tmp_path, phantom_root):
     disc_before = [p.detach().clone() for p in method.disc.parameters()]
     rec_before = [p.detach().clone() for p in method.net.rec_decoder.parameters()]
     logs = method.training_step(batch(), state)
-    assert set(logs) == {"loss", "ce"}
-    assert torch.equal(logs["loss"], 10 * logs["ce"])
+    assert set(logs) == {"loss", "pce"}
+    assert torch.equal(logs["loss"], 10 * logs["pce"])
     assert all(torch.equal(a, b) for a, b in zip(disc_before, method.disc.parameters()))
     assert all(torch.equal(a, b) for a, b in zip(rec_before, method.net.rec_decoder.parameters()))
 
@@ -219,7 +219,7 @@ def test_the_loss_terms_by_hand(tmp_path, phantom_root, monkeypatch):
     target[0, 0, 0] = 1
     terms, _ = method.losses({"image": torch.zeros(1, 1, 2, 2), "target": target})
     # pCE of each view on the one RV stroke: log(1 + 3 e^-9) and log 4
-    assert terms["ce"].item() == pytest.approx(0.5 * (math.log(1 + 3 * math.exp(-9)) + math.log(4)), rel=1e-5)
+    assert terms["pce"].item() == pytest.approx(0.5 * (math.log(1 + 3 * math.exp(-9)) + math.log(4)), rel=1e-5)
     # pseudo label: view 1's RV where M = 1, view 2's uniform argmax (class 0) where M = 0
     pseudo = torch.tensor([[[1, 0], [0, 1]]])
     uniform = dice_loss(torch.full((1, 4, 2, 2), 0.25), pseudo, None).item()

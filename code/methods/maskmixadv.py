@@ -151,7 +151,7 @@ class MaskMixAdv(Method):
         mask = block_masks(image.shape[0], image.shape[-2:], c.mask_grid, c.mask_ratio, image.device)
         seg1, seg2, rec1, rec2 = self.net.forward_views(image, mask, c.mask_level, reconstruct=c.w_rec > 0)
         p1, p2 = seg1.float().softmax(1), seg2.float().softmax(1)
-        terms = {"ce": 0.5 * (partial_ce(seg1, target) + partial_ce(seg2, target))}
+        terms = {"pce": 0.5 * (partial_ce(seg1, target) + partial_ce(seg2, target))}
         if c.w_pseudo > 0:
             pseudo = mixed_pseudo_label(p1, p2, mask)
             terms["pseudo"] = 0.5 * (dice_loss(p1, pseudo, None) + dice_loss(p2, pseudo, None))
@@ -167,7 +167,7 @@ class MaskMixAdv(Method):
         """The segmenter's step on its weighted terms, then D's on real prior masks against both
         views' probabilities; returns the terms, the ramped adversarial weight and D's loss."""
         c = self.cfg
-        weights = {"ce": c.w_ce, "pseudo": c.w_pseudo, "rec": c.w_rec,
+        weights = {"pce": c.w_ce, "pseudo": c.w_pseudo, "rec": c.w_rec,
                    "adv": c.w_adv * sigmoid_rampup(state.progress, c.adv_rampup)}
         with state.autocast():
             terms, d_fake = self.losses(batch)
