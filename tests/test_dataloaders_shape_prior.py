@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+import torch.nn.functional as F
 
 from dataloaders import io
 from dataloaders.shape_prior import ShapePrior, check_not_training_labels
@@ -172,15 +173,38 @@ def test_samples_are_dihedral_variants_or_small_rotations_of_the_mask():
 def test_small_rotations_of_a_non_square_prior_are_rigid():
     # Found by a review: a rotation matrix on the grid's per-axis normalised coordinates sheared a
     # 64 x 160 map (a disc of radius 20 turned by 20 degrees had a 38 x 52 bounding box).
-    from dataloaders.shape_prior import _rotate_nearest
+    from dataloaders.shape_prior import _rotate_and_zoom
 
     yy, xx = np.mgrid[:64, :160]
     disc = torch.from_numpy(((yy - 31.5) ** 2 + (xx - 79.5) ** 2 <= 20 ** 2).astype(np.float32))
-    turned = _rotate_nearest(disc[None], torch.tensor([np.deg2rad(20.0)]))[0].numpy() > 0
+    turned = _rotate_and_zoom(disc[None], torch.tensor([np.deg2rad(20.0)]), torch.ones(1))[0].numpy() > 0
     rows, cols = np.flatnonzero(turned.any(1)), np.flatnonzero(turned.any(0))
     assert abs(len(rows) - 40) <= 1 and abs(len(cols) - 40) <= 1
     assert abs(int(turned.sum()) - int(disc.sum())) <= 0.02 * disc.sum()
     bar = torch.zeros(64, 160)
     bar[30:34, 40:120] = 1  # 80 pixels long: turned by 20 degrees it spans 80 cos 20 = 75 columns
-    cols = np.flatnonzero((_rotate_nearest(bar[None], torch.tensor([np.deg2rad(20.0)]))[0] > 0).numpy().any(0))
+    turned = _rotate_and_zoom(bar[None], torch.tensor([np.deg2rad(20.0)]), torch.ones(1))[0]
+    cols = np.flatnonzero((turned > 0).numpy().any(0))
     assert abs(len(cols) - 77) <= 2
+
+
+def test_a_zoom_of_the_prior_by_hand():
+    from dataloaders.shape_prior import _rotate_and_zoom
+
+    square = torch.zeros(1, 16, 16)
+    square[0, 6:10, 6:10] = 1
+    twice = _rotate_and_zoom(square, torch.zeros(1), torch.tensor([2.0]))[0]
+    assert torch.equal(twice, F.pad(torch.ones(8, 8), (4, 4, 4, 4)))  # 4x4 -> 8x8, about the centre
+    half = _rotate_and_zoom(F.pad(torch.ones(1, 8, 8), (4, 4, 4, 4)), torch.zeros(1), torch.tensor([0.5]))[0]
+    assert torch.equal(half, square[0])
+
+
+def test_the_prior_is_zoomed_as_the_training_slices_are():
+    # Found by a review: with --aug_scale the predictions of zoomed slices showed hearts 0.64-1.44 times
+    # the prior's area, so the discriminator could tell them apart by size alone.
+    mask = np.zeros((64, 64), np.int64)
+    mask[24:40, 24:40], mask[28:36, 28:36], mask[30:34, 30:34] = 1, 2, 3
+    areas = {s: sorted(int((ShapePrior([mask], (64, 64), scale=s).sample(1, torch.device("cpu"), seed=k)[0, 0] == 0)
+                           .sum()) for k in range(40)) for s in (0.0, 0.4)}
+    assert areas[0.0][0] > 0.85 * 256 and areas[0.0][-1] < 1.15 * 256  # rotations only
+    assert areas[0.4][0] < 0.6 * 256 and areas[0.4][-1] > 1.5 * 256

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from dataloaders import io
-from dataloaders.spacing import (fit, median_spacing, parse_target_spacing,
+from dataloaders.spacing import (median_spacing, parse_target_spacing,
                                  resampled_shape, slices_to_target, to_target)
 from inference import back_to_slice, predict_volume
 

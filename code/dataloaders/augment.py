@@ -117,7 +117,8 @@ def jitter_intensity(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """``--aug_intensity``: an (H, W) image in [0, 1], each with probability 1/2 raised to a gamma
     uniform in [0.7, 1.5] (MR intensities are not calibrated: the myocardium's contrast to the
     blood pool varies between scanners), then its contrast about its mean scaled by a factor
-    uniform in [0.75, 1.25]; clipped back to [0, 1]."""
+    uniform in [0.75, 1.25]; clipped to [0, 1] before and after."""
+    image = np.clip(image, 0.0, 1.0)  # h5 images may lie 1e-4 outside (io.IMAGE_SLACK): a negative power is NaN
     if rng.random() < 0.5:
         image = image ** np.float32(rng.uniform(0.7, 1.5))
     if rng.random() < 0.5:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dataloaders.augment import crop_origin, resize, rot_flip
+from dataloaders.augment import crop_origin, draw_scale, resize, rot_flip
 from dataloaders import io
 from dataloaders.io import read_label_file
 from dataloaders.spacing import mask_to_target
@@ -102,12 +102,15 @@ class ShapePrior:
         fg_prob: probability that a crop is centred on a heart pixel (as the training crops).
         class_names: names of classes 1..num_classes-1 of the data root, to check that the masks
             number them alike (:func:`io.check_class_order`); None: unchecked.
+        scale: the training slices' ``--aug_scale``: masks are zoomed as they are
+            (:func:`dataloaders.augment.draw_scale`), or the discriminator could tell the
+            predictions of zoomed slices from the prior by the heart's size.
     """
 
     def __init__(self, masks: list[np.ndarray], patch_size, num_classes: int = io.NUM_CLASSES, input_size=None,
-                 fg_prob: float = 0.5, class_names=None):
+                 fg_prob: float = 0.5, class_names=None, scale: float = 0.0):
         self.patch_size, self.num_classes = tuple(patch_size), num_classes
-        self.input_size, self.fg_prob = tuple(input_size or patch_size), fg_prob
+        self.input_size, self.fg_prob, self.scale = tuple(input_size or patch_size), fg_prob, scale
         masks = [m for m in masks if (m > 0).any()]
         if not masks:
             raise ValueError("the shape prior holds no slice with a heart in it")
@@ -130,7 +133,7 @@ class ShapePrior:
     @classmethod
     def from_source(cls, source: str, patch_size, num_classes: int = io.NUM_CLASSES, input_size=None,
                     fg_prob: float = 0.5, class_names=None, target_spacing=None,
-                    prior_spacing=None) -> "ShapePrior":
+                    prior_spacing=None, scale: float = 0.0) -> "ShapePrior":
         """The masks of the files of ``source`` (:func:`mask_files`, :func:`read_prior_file`); with
         ``target_spacing`` (y, x) mm each slice is resampled from its file's spacing, or
         ``prior_spacing`` (y, x) for a file without one (ValueError naming it when neither is
@@ -147,7 +150,7 @@ class ShapePrior:
                 volume = [mask_to_target(m, spacing, target_spacing, size) for m in volume]
             masks.extend(volume)
         try:
-            return cls(masks, patch_size, num_classes, input_size, fg_prob, class_names)
+            return cls(masks, patch_size, num_classes, input_size, fg_prob, class_names, scale)
         except ValueError as e:  # properties of the whole pool: the flag names it
             raise ValueError(f"--shape_prior {source}: {e}") from None
 
@@ -161,7 +164,8 @@ class ShapePrior:
 
     def sample(self, batch_size: int, device: torch.device, seed) -> torch.Tensor:
         """(batch_size, num_classes, H, W) float one-hot masks, augmented like the training data
-        (:mod:`dataloaders.augment`: rot90 + flip, or a rotation in [-20, 20] degrees).
+        (:mod:`dataloaders.augment`: rot90 + flip, or a rotation in [-20, 20] degrees; then the
+        zoom of ``scale``).
 
         The draw is a pure function of ``seed`` (e.g. ``[run_seed, iteration]``), so a resumed
         run sees the same masks without any sampler state to save.
@@ -170,7 +174,7 @@ class ShapePrior:
         if self._on_device.device != torch.device(device):
             self._on_device = self.masks.to(device)
         picks = self._on_device[torch.from_numpy(rng.integers(0, len(self), batch_size)).to(device)]
-        angles = np.zeros(batch_size)
+        angles, zooms = np.zeros(batch_size), np.ones(batch_size)
         out = []
         for i, m in enumerate(picks):
             if rng.random() > 0.5:
@@ -179,8 +183,10 @@ class ShapePrior:
                     m = F.interpolate(m[None, None].float(), size=self.input_size, mode="nearest")[0, 0]
             elif rng.random() > 0.5:
                 angles[i] = np.deg2rad(rng.uniform(-20, 20))
+            zooms[i] = draw_scale(self.scale, rng)
             out.append(m)
-        labels = _rotate_nearest(torch.stack(out).float(), torch.as_tensor(angles, device=device))
+        labels = _rotate_and_zoom(torch.stack(out).float(), torch.as_tensor(angles, device=device),
+                                 torch.as_tensor(zooms, device=device))
         if self.input_size != self.patch_size:
             (ph, pw), heart = self.patch_size, (labels > 0).cpu().numpy()
             origins = [crop_origin(h, self.patch_size, self.fg_prob, rng) for h in heart]
@@ -188,12 +194,13 @@ class ShapePrior:
         return F.one_hot(labels.long(), self.num_classes).permute(0, 3, 1, 2).float()
 
 
-def _rotate_nearest(labels: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
-    """Rotate (B, H, W) label maps by ``angles`` (B,) radians about the centre, nearest neighbour;
-    pixels brought in from outside are background (0). The grid's coordinates are normalised per
-    axis, so a rigid turn of an H x W map scales the sine terms by H/W and W/H (a plain rotation
-    matrix would shear a non-square map)."""
-    cos, sin, zero = angles.cos().float(), angles.sin().float(), torch.zeros_like(angles).float()
+def _rotate_and_zoom(labels: torch.Tensor, angles: torch.Tensor, zooms: torch.Tensor) -> torch.Tensor:
+    """Rotate (B, H, W) label maps by ``angles`` (B,) radians and zoom them by ``zooms`` (B,)
+    about the centre, nearest neighbour; pixels brought in from outside are background (0). The
+    grid's coordinates are normalised per axis, so a rigid turn of an H x W map scales the sine
+    terms by H/W and W/H (a plain rotation matrix would shear a non-square map)."""
+    cos, sin = (angles.cos() / zooms).float(), (angles.sin() / zooms).float()
+    zero = torch.zeros_like(angles).float()
     aspect = labels.shape[-2] / labels.shape[-1]
     theta = torch.stack([torch.stack([cos, -sin * aspect, zero], 1), torch.stack([sin / aspect, cos, zero], 1)], 1)
     grid = F.affine_grid(theta, [labels.shape[0], 1, *labels.shape[1:]], align_corners=False)

@@ -122,12 +122,13 @@ class MaskMixAdv(Method):
             prior_spacing = None if self.cfg.prior_spacing is None else (self.cfg.prior_spacing,) * 2
             self.prior = ShapePrior.from_source(self.cfg.shape_prior, self.cfg.patch_size, self.cfg.num_classes,
                                                 self.cfg.input_size, self.cfg.fg_prob, names,
-                                                self.cfg.target_spacing, prior_spacing)
+                                                self.cfg.target_spacing, prior_spacing, self.cfg.aug_scale)
             note = f"shape prior: {len(self.prior)} slices from {self.cfg.shape_prior}"
         else:
             self.prior = ShapePrior(phantom_prior_masks(self.cfg.seed, self.cfg.target_spacing, self.cfg.input_size),
                                     self.cfg.patch_size,
-                                    self.cfg.num_classes, self.cfg.input_size, self.cfg.fg_prob, names)
+                                    self.cfg.num_classes, self.cfg.input_size, self.cfg.fg_prob, names,
+                                    self.cfg.aug_scale)
             note = (f"shape prior: no --shape_prior given, using {len(self.prior)} slices of freshly generated "
                     "phantom masks")
         self.cfg.shape_prior_data_sha256 = self.prior.digest()  # a resume checks it (resume.check_same_data)
