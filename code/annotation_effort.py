@@ -66,16 +66,11 @@ def result_and_config(path: str) -> tuple[dict, dict, dict]:
 
 
 def check_same_run(path: str, scored: dict, trained: dict, cfg: dict, config_path: str) -> None:
-    """ValueError when the run folder no longer holds what the result ``path`` scored: its
-    checkpoint's configuration ``trained`` differs from the one recorded (``config_sha256``), e.g.
-    because the run was replaced by another, or ``config.json`` disagrees with the checkpoint."""
-    from checkpoint import config_digest
-
+    """ValueError when ``config.json`` disagrees with the configuration ``trained`` of the
+    checkpoint that the result ``path`` scored (that it is still that checkpoint,
+    :func:`summarize_results.read_result` checked)."""
     if "config_sha256" not in scored:  # a result written before the digest was recorded
         return
-    if config_digest(trained) != scored["config_sha256"]:
-        raise ValueError(f"{path}: {scored['checkpoint']} is no longer the checkpoint it scored "
-                         "(another configuration: was the run replaced or continued?); score it again")
     # root_path may change on --resume (config.json then says where the data is now).
     differ = [k for k in ("method", *TARGET_KEYS) if trained.get(k) != cfg.get(k)]
     if differ:

@@ -113,6 +113,19 @@ def weights_digest(state_dict: dict) -> str:
     return digest.hexdigest()
 
 
+def stopped_early(path: str) -> tuple[int, int] | None:
+    """(iteration, max_iterations) of the run of the checkpoint at ``path`` when the ``last.pth``
+    beside it shows that the run stopped before its last iteration (SIGTERM, SIGINT: waiting for
+    ``--resume``); None when it finished, or when no ``last.pth`` lies beside it (a checkpoint
+    copied alone)."""
+    last = os.path.join(os.path.dirname(os.path.abspath(path)), "last.pth")
+    if not os.path.isfile(last):
+        return None
+    ckpt = read_checkpoint(last)
+    total = ckpt["config"]["max_iterations"]
+    return (ckpt["iteration"], total) if ckpt["iteration"] < total else None
+
+
 def read_checkpoint(path: str, device="cpu") -> dict:
     """A checkpoint written by :func:`save_checkpoint`; FileNotFoundError, OSError (unreadable,
     truncated) or ValueError (not this project's, e.g. a bare state_dict; a NaN or inf weight; weights

@@ -35,7 +35,28 @@ def read_result(path: str, fold: str | None = None, method: str | None = None) -
         bad = [c for c, v in result[m].items() if not isinstance(v, (int, float)) or not np.isfinite(v)]
         if bad:
             raise ValueError(f"{path}: {m} of {', '.join(bad)} is not a finite number")
+    check_still_scored(path, scored)
     return result
+
+
+def check_still_scored(path: str, scored: dict) -> None:
+    """ValueError naming the result ``path`` when the checkpoint it ``scored`` (where it lies here,
+    and the result records its configuration's digest) is no longer that checkpoint (the run was
+    replaced or resumed since: another configuration or iteration), or when its run stopped before
+    its last iteration (``test_2D_fully.py --unfinished``, or a result older than that check)."""
+    from checkpoint import config_digest, read_checkpoint, stopped_early
+
+    checkpoint = scored.get("checkpoint")
+    if not checkpoint or "config_sha256" not in scored or not os.path.isfile(checkpoint):
+        return
+    ckpt = read_checkpoint(checkpoint)
+    if config_digest(ckpt["config"]) != scored["config_sha256"] or ckpt["iteration"] != scored.get("iteration"):
+        raise ValueError(f"{path}: {checkpoint} is no longer the checkpoint it scored "
+                         "(another configuration or iteration: was the run replaced or continued?); score it again")
+    stopped = stopped_early(checkpoint)
+    if stopped:
+        raise ValueError(f"{path}: scored {checkpoint} of a run that stopped at iteration {stopped[0]} of "
+                         f"{stopped[1]}; finish the run (train.py with --resume) and score it again")
 
 
 def scored_of(result: dict) -> dict:

@@ -46,6 +46,9 @@ def parse_args(argv=None):
     p.add_argument("--sup_type", default="scribble", choices=io.SUPERVISION_TYPES)
     p.add_argument("--model_dir", help="default: model/<exp>_<fold>/<sup_type>")
     p.add_argument("--checkpoint", default="best", help="best | last | a checkpoint path")
+    p.add_argument("--unfinished", action="store_true",
+                   help="score a checkpoint of a run that stopped before its last iteration (default: refuse; "
+                        "summarize_results.py, plot_curves.py and annotation_effort.py refuse such results)")
     config.add_prediction_args(p)
     p.add_argument("--save_nii", help="write the predictions as <case>.nii.gz here")
     p.add_argument("--overwrite", action="store_true", help="--save_nii may replace existing files")
@@ -111,7 +114,7 @@ def checkpoint_path(args) -> str:
 
 def read_run(args) -> tuple[str, dict, torch.device]:
     """(path, contents, device) of the checkpoint that ``--exp``/``--model_dir``/``--checkpoint`` name."""
-    from checkpoint import read_checkpoint
+    from checkpoint import read_checkpoint, stopped_early
     from run_folder import RunFolder
 
     path = checkpoint_path(args)
@@ -119,6 +122,10 @@ def read_run(args) -> tuple[str, dict, torch.device]:
     if training is not None:  # its best.pth may still change: the result would name the wrong model
         raise ValueError(f"{path}: its run is still training (process {training} holds its .lock); score it when "
                          "the run has ended")
+    stopped = stopped_early(path)
+    if stopped and not args.unfinished:  # its result would be summarised as the method's
+        raise ValueError(f"{path}: its run stopped at iteration {stopped[0]} of {stopped[1]}; finish it (train.py "
+                         "with --resume) and score it then, or pass --unfinished to score this checkpoint as it is")
     device = resolve_device(args.device)
     return path, read_checkpoint(path, device), device
 

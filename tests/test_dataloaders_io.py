@@ -115,17 +115,18 @@ def test_nan_or_inf_voxels_in_a_nifti_are_refused(tmp_path, dtype):
 
 
 def test_a_scan_whose_sform_differs_from_what_itk_reads_is_refused(tmp_path):
-    # ITK falls back to the qform when the sform is sheared; nibabel and FSL follow the sform, so a
-    # prediction written with ITK's geometry would lie 50 mm off the scan there.
+    # A sform alone, scaled unlike the voxel sizes: ITK takes the sizes from pixdim; nibabel and FSL
+    # follow the sform, so a prediction written with ITK's geometry would not overlay the scan there.
     path = tmp_path / "sheared.nii"
     io.write_nifti(str(path), np.ones((2, 4, 5), np.int16), spacing=(5.0, 1.5, 1.5), origin=(10.0, -20.0, 30.0))
     assert io.read_scan(str(path)).origin == (10.0, -20.0, 30.0)  # ITK writes one geometry into both
     header = bytearray(path.read_bytes())
     assert struct.unpack("<h", header[254:256])[0] > 0
     srow_x = list(struct.unpack("<4f", header[280:296]))
-    header[280:296] = struct.pack("<4f", srow_x[0], srow_x[1] + 0.3, srow_x[2], srow_x[3] + 50)
+    header[280:296] = struct.pack("<4f", 2 * srow_x[0], srow_x[1], srow_x[2], srow_x[3] + 50)
+    struct.pack_into("<h", header, 252, 0)  # the sform alone (with the qform too: the next test's case)
     path.write_bytes(bytes(header))
-    with pytest.raises(ValueError, match="sheared.nii: its sform places the voxels elsewhere than the qform"):
+    with pytest.raises(ValueError, match="sheared.nii: its sform places the voxels elsewhere than the geometry ITK reads"):
         io.read_scan(str(path))
 
 
@@ -136,6 +137,13 @@ def test_a_scan_whose_sform_differs_from_what_itk_reads_is_refused(tmp_path):
     ({268: ("<f", float("nan")), 254: ("<h", 0)}, "its qform .* holds NaN or inf"),  # ITK: the origin 0
     # vox_offset 0 in a .nii: ITK read the voxels from byte 348, nibabel from 352 (shifted 2 voxels)
     ({108: ("<f", 0.0)}, "vox_offset 0 in its header lies before byte 352"),
+    # Found by a probe: a qform and a rigidly moved sform, both set: ITK read the sform and wrote it
+    # as both into the prediction, which lay 40 mm off the scan in tools that follow the qform.
+    ({292: ("<f", 40.0)}, r"its qform and sform \(both set\) place the voxels differently \(origins 40 mm apart\)"),
+    # Found by a probe: ITK scales stored integers into float32, so an offset of 1e9 kept steps of 64
+    # of a scan whose levels are 1 apart (17 grey levels of tissue, segmented at exit 0).
+    ({112: ("<f", 1.0), 116: ("<f", 1e9)}, r"its header scales the voxels by scl_slope 1 and scl_inter 1e\+09, and "
+                                          r"at 1e\+09 the float32 values ITK reads them as are 64 apart"),
 ])
 def test_header_fields_that_tools_read_differently_are_refused(tmp_path, edit, message):
     path = tmp_path / "scan.nii"
@@ -146,6 +154,24 @@ def test_header_fields_that_tools_read_differently_are_refused(tmp_path, edit, m
     path.write_bytes(bytes(header))
     with pytest.raises(ValueError, match=f"scan.nii: {message}"):
         io.read_scan(str(path))
+
+
+def test_a_header_scaling_that_float32_holds_is_applied(tmp_path):
+    path = tmp_path / "scan.nii"
+    array = np.arange(3 * 8 * 9, dtype=np.int16).reshape(3, 8, 9)
+    io.write_nifti(str(path), array, spacing=(8.0, 1.5, 1.5))
+    header = bytearray(path.read_bytes())
+    struct.pack_into("<2f", header, 112, 0.5, 1000.0)  # steps of 0.5 at 1107: float32 holds them
+    path.write_bytes(bytes(header))
+    assert np.array_equal(io.read_scan(str(path)).image, 0.5 * array + 1000)
+
+
+def test_the_qform_affine_by_hand():
+    # quatern (0, 0, 1): a half turn about z; qfac -1 flips k; offsets kept.
+    affine = io.qform_affine((0.0, 0.0, 1.0, 5.0, 6.0, 7.0), (-1.0, 2.0, 3.0, 4.0, 1, 1, 1, 1))
+    assert np.allclose(affine, [[-2, 0, 0, 5], [0, -3, 0, 6], [0, 0, -4, 7]])
+    assert np.allclose(io.qform_affine((0.0, 0.0, 0.0, 0.0, 0.0, 0.0), (1.0, 2.0, 3.0, 4.0, 1, 1, 1, 1))[:, :3],
+                       np.diag([2, 3, 4]))
 
 
 def test_a_stack_saved_in_zyx_order_with_voxel_sizes_is_refused(tmp_path):

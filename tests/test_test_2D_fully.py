@@ -542,3 +542,42 @@ def test_results_record_what_the_run_trained_on(phantom_root, tmp_path):
                                   "--out_json", str(tmp_path / "r.json")])
     assert summary["scored"]["trained_on"] == {"root_path": "/data/elsewhere", "fold": "fold1"}
     assert json.loads((tmp_path / "r.json").read_text())["scored"]["trained_on"]["root_path"] == "/data/elsewhere"
+
+
+def test_a_run_stopped_before_its_last_iteration_is_scored_only_when_asked(phantom_root, tmp_path, capsys,
+                                                                            monkeypatch):
+    # Found by a probe: a run stopped by SIGTERM (waiting for --resume) was scored without a word, and
+    # summarize_results.py averaged it with finished folds, even after the run was resumed.
+    import checkpoint
+    import engine
+    from conftest import tiny_cfg
+    from methods import get_method
+    from summarize_results import read_result
+
+    class Stop(Exception):
+        pass
+
+    real = checkpoint.save_checkpoint
+
+    def save_then_stop(path, *args):
+        real(path, *args)
+        if path.endswith("last.pth"):
+            raise Stop
+    monkeypatch.setattr(checkpoint, "save_checkpoint", save_then_stop)
+    with pytest.raises(Stop):
+        engine.train(tiny_cfg(get_method("pce"), phantom_root, tmp_path / "run"), get_method("pce"))
+    monkeypatch.setattr(checkpoint, "save_checkpoint", real)
+    score = ["--root_path", phantom_root, "--checkpoint", str(tmp_path / "run" / "last.pth"),
+             "--out_json", str(tmp_path / "r.json")]
+    with pytest.raises(SystemExit) as e:
+        test_2D_fully.main(score)
+    assert e.value.code == 2 and "last.pth: its run stopped at iteration 2 of 4; finish it" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
+    test_2D_fully.main([*score, "--unfinished"])
+    with pytest.raises(ValueError, match="r.json: scored .*last.pth of a run that stopped at iteration 2 of 4"):
+        read_result(str(tmp_path / "r.json"))
+    engine.train(tiny_cfg(get_method("pce"), phantom_root, tmp_path / "run", "--resume"), get_method("pce"))
+    with pytest.raises(ValueError, match="r.json: .*last.pth is no longer the checkpoint it scored"):
+        read_result(str(tmp_path / "r.json"))
+    test_2D_fully.main([*score, "--overwrite"])
+    assert read_result(str(tmp_path / "r.json"))["scored"]["iteration"] == 4

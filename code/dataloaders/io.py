@@ -355,6 +355,7 @@ def num_slices(root: str, case: str) -> int:
 # NIfTI datatype codes of floating-point voxels and their numpy types, and of complex voxels
 # (read through numpy as their real part alone).
 NIFTI_FLOATS = {16: "f4", 64: "f8"}
+NIFTI_INTEGERS = {2: "u1", 4: "i2", 8: "i4", 256: "i1", 512: "u2", 768: "u4", 1024: "i8", 1280: "u8"}
 NIFTI_COMPLEX = {32, 1792, 2048}
 
 
@@ -403,6 +404,7 @@ def check_nifti_file(path: str) -> tuple[np.ndarray | None, bool]:
             datatype, bitpix = struct.unpack(order + "2h", data[70:74])
             pixdim = struct.unpack(order + "8f", data[76:108])
             offset = int(struct.unpack(order + "f", data[108:112])[0])
+            slope, intercept = struct.unpack(order + "2f", data[112:120])
             units = data[123] & 7
             qform_code, sform_code = struct.unpack(order + "2h", data[252:256])
             quaternion = struct.unpack(order + "6f", data[256:280])  # quatern_b..d, qoffset_x..z
@@ -427,6 +429,8 @@ def check_nifti_file(path: str) -> tuple[np.ndarray | None, bool]:
                          "zero, negative or not finite; the scan's spacing is undefined (tools disagree on a "
                          "negative one: save the scan with positive sizes and any flip in its qform or sform)")
     check_qform(path, qform_code, sform_code, pixdim[0], quaternion)
+    if qform_code > 0 and sform_code > 0:
+        check_same_placement(path, qform_affine(quaternion, pixdim), np.reshape(sform, (3, 4)))
     if offset < SINGLE_FILE_OFFSET:
         # A single-file NIfTI's voxels start at byte 352 at the earliest; ITK reads a lower
         # vox_offset (e.g. 0) from byte 348, nibabel from 352: two images, shifted by 4 bytes.
@@ -443,6 +447,9 @@ def check_nifti_file(path: str) -> tuple[np.ndarray | None, bool]:
         bad = int(voxels - np.isfinite(values).sum())
         if bad:
             raise ValueError(f"{path}: {bad} voxels are NaN or inf")
+    elif datatype in NIFTI_INTEGERS and (slope not in (0.0, 1.0) or intercept != 0.0):
+        stored = np.frombuffer(data, order + NIFTI_INTEGERS[datatype], count=voxels, offset=offset)
+        check_scaling_precision(path, stored, slope, intercept)
     sform = np.reshape(sform, (3, 4)) if sform_code > 0 else None
     return sform, qform_code == 0 and sform_code == 0
 
@@ -465,11 +472,54 @@ def check_qform(path: str, qform_code: int, sform_code: int, qfac: float, quater
                          "differently (ITK as -1 when negative, nibabel as 1: the slices mirrored); save the scan again")
 
 
+def qform_affine(quaternion, pixdim) -> np.ndarray:
+    """The (3, 4) voxel -> RAS mm affine of a NIfTI-1 qform: ``quaternion`` = (quatern_b, c, d,
+    qoffset_x, y, z), ``pixdim`` the header's 8 (pixdim[0] = qfac, the k axis's sign)."""
+    b, c, d, *offset = (float(v) for v in quaternion)
+    a = np.sqrt(max(0.0, 1.0 - (b * b + c * c + d * d)))
+    rotation = np.array([[a * a + b * b - c * c - d * d, 2 * (b * c - a * d), 2 * (b * d + a * c)],
+                         [2 * (b * c + a * d), a * a + c * c - b * b - d * d, 2 * (c * d - a * b)],
+                         [2 * (b * d - a * c), 2 * (c * d + a * b), a * a + d * d - c * c - b * b]])
+    qfac = -1.0 if pixdim[0] < 0 else 1.0
+    return np.column_stack([rotation @ np.diag([pixdim[1], pixdim[2], qfac * pixdim[3]]), offset])
+
+
+def check_same_placement(path: str, qform: np.ndarray, sform: np.ndarray) -> None:
+    """ValueError naming ``path`` when its header's qform and sform, (3, 4) affines, place the
+    voxels differently: ITK follows one and writes files for the scan with it as both, nibabel
+    and FSL follow the sform, other tools the qform, so a prediction would lie elsewhere than the
+    scan in some of them. The tolerances are :func:`check_sform`'s."""
+    side = np.linalg.norm(qform[:, :3], axis=0)
+    if not (np.allclose(qform[:, :3], sform[:, :3], rtol=0, atol=1e-3 * side.max())
+            and np.allclose(qform[:, 3], sform[:, 3], rtol=0, atol=0.1 * side.min())):
+        moved = float(np.linalg.norm(qform[:, 3] - sform[:, 3]))
+        raise ValueError(f"{path}: its qform and sform (both set) place the voxels differently (origins "
+                         f"{moved:.3g} mm apart), and tools differ on which they follow; save the scan with one "
+                         "geometry")
+
+
+def check_scaling_precision(path: str, stored: np.ndarray, slope: float, intercept: float) -> None:
+    """ValueError naming ``path`` when the header's scaling (``slope``, ``intercept``) of its
+    ``stored`` integer voxels gives values that float32, what ITK returns scaled voxels as, cannot
+    hold one level apart (e.g. scl_inter 1e9: steps of 64): the scan's contrast would be lost in
+    rounding before it is normalised."""
+    slope = slope or 1.0  # scl_slope 0 means no scaling
+    if not stored.size:
+        return
+    largest = max(abs(slope * float(stored.min()) + intercept), abs(slope * float(stored.max()) + intercept))
+    step = float(np.spacing(np.float32(largest)))
+    if step > abs(slope):
+        raise ValueError(f"{path}: its header scales the voxels by scl_slope {slope:g} and scl_inter {intercept:g}, "
+                         f"and at {largest:.3g} the float32 values ITK reads them as are {step:g} apart, where the "
+                         f"stored levels are {abs(slope):g} apart; save the intensities without that scaling")
+
+
 def check_sform(path: str, img: sitk.Image, sform: np.ndarray | None) -> None:
     """ValueError naming ``path`` when the header's ``sform`` (:func:`check_nifti_file`) places the
-    voxels elsewhere than the geometry ITK read: ITK falls back to the qform when the sform is
-    sheared or scaled unlike the voxel sizes, while nibabel, FSL and most viewers follow the
-    sform, so a prediction written with ITK's geometry would not overlay the scan there."""
+    voxels elsewhere than the geometry ITK read: ITK takes the voxel sizes from pixdim, and falls
+    back to them when the sform is scaled unlike them, while nibabel, FSL and most viewers follow
+    the sform, so a prediction written with ITK's geometry would not overlay the scan there. (A
+    qform beside the sform must place the voxels alike: :func:`check_same_placement`.)"""
     if sform is None:
         return
     spacing = np.array(img.GetSpacing())
@@ -478,7 +528,7 @@ def check_sform(path: str, img: sitk.Image, sform: np.ndarray | None) -> None:
     origin = to_ras @ np.array(img.GetOrigin())
     if not (np.allclose(linear, sform[:, :3], rtol=0, atol=1e-3 * spacing.max())
             and np.allclose(origin, sform[:, 3], rtol=0, atol=0.1 * spacing.min())):
-        raise ValueError(f"{path}: its sform places the voxels elsewhere than the qform that ITK reads (a "
+        raise ValueError(f"{path}: its sform places the voxels elsewhere than the geometry ITK reads (a "
                          "sheared or rescaled sform?); a prediction would not overlay the scan in tools that "
                          "follow the sform; save the scan with one geometry")
 
