@@ -227,11 +227,7 @@ def _train(cfg, method, notes: list[str], folder: RunFolder, ckpt: dict | None, 
     checkpointer = Checkpointer(folder, cfg, method, optimizers, schedulers, state, split, dist,
                                 train_set.image_fingerprints)
 
-    sampler = TrainBatchSampler(len(train_set), cfg.batch_size, cfg.seed, state.iteration, dist.rank, dist.world_size)
-    loader = DataLoader(train_set, batch_sampler=sampler,
-                        num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
-                        persistent_workers=cfg.num_workers > 0)
-    batches = iter(loader)
+    batches = _batches(cfg, train_set, state, device, dist)
     if cfg.resume:
         # Restored only now: creating the loader's iterator draws from the global RNG.
         set_rng_state(ckpt["rng_ranks"][dist.rank] if dist.enabled else ckpt["rng"])
@@ -266,11 +262,7 @@ def _train(cfg, method, notes: list[str], folder: RunFolder, ckpt: dict | None, 
         stopping = dist.any(stop.received is not None)  # all ranks stop at the same iteration
         if state.iteration % 10 == 0 or validating:
             checkpointer.check_finite(finite, logs)
-            logs = {k: float(v) for k, v in logs.items()}
-            bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items()}, refresh=False)
-            for k, v in logs.items():
-                writer.add_scalar(f"train/{k}", v, state.iteration)
-            writer.add_scalar("train/lr", next(iter(optimizers.values())).param_groups[0]["lr"], state.iteration)
+            logs = _log_scalars(logs, writer, bar, optimizers, state.iteration)
         names = []
         if validating:
             improved = False
@@ -290,16 +282,41 @@ def _train(cfg, method, notes: list[str], folder: RunFolder, ckpt: dict | None, 
                               "continue with the same command and --resume")
     bar.close()
     writer.close()
-    if val_set:
-        log.info("done in %.0f s; best validation dice %.4f at iteration %d", time.time() - start,
-                 best["dice"], best["iteration"])
+    _finish(log, folder, best, bool(val_set), time.time() - start, dist)
+    return best
+
+
+def _batches(cfg, train_set: SliceDataset, state: TrainState, device: torch.device, dist: Distributed):
+    """The endless iterator of this rank's training batches from ``state.iteration`` on
+    (:class:`TrainBatchSampler`: a pure function of seed and iteration)."""
+    sampler = TrainBatchSampler(len(train_set), cfg.batch_size, cfg.seed, state.iteration, dist.rank, dist.world_size)
+    loader = DataLoader(train_set, batch_sampler=sampler,
+                        num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                        persistent_workers=cfg.num_workers > 0)
+    return iter(loader)
+
+
+def _log_scalars(logs: dict, writer, bar, optimizers: dict, iteration: int) -> dict[str, float]:
+    """The step's ``logs`` as floats (one host sync), shown on the progress ``bar`` and written to
+    tensorboard with the learning rate."""
+    logs = {k: float(v) for k, v in logs.items()}
+    bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items()}, refresh=False)
+    for k, v in logs.items():
+        writer.add_scalar(f"train/{k}", v, iteration)
+    writer.add_scalar("train/lr", next(iter(optimizers.values())).param_groups[0]["lr"], iteration)
+    return logs
+
+
+def _finish(log: logging.Logger, folder: RunFolder, best: dict, validated: bool, seconds: float,
+            dist: Distributed) -> None:
+    """Log the end of training and write ``best.json`` (rank 0)."""
+    if validated:
+        log.info("done in %.0f s; best validation dice %.4f at iteration %d", seconds, best["dice"], best["iteration"])
     else:
-        log.info("done in %.0f s; no validation: best.pth is the last model (iteration %d)",
-                 time.time() - start, best["iteration"])
+        log.info("done in %.0f s; no validation: best.pth is the last model (iteration %d)", seconds, best["iteration"])
     if dist.is_main:
         with open(folder.file("best.json"), "w") as f:
             json.dump(best, f, indent=2)
-    return best
 
 
 def _run_logger(cfg, folder: RunFolder, dist: Distributed) -> logging.Logger:
