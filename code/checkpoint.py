@@ -118,7 +118,7 @@ def stopped_early(path: str) -> tuple[int, int] | None:
     beside it shows that the run stopped before its last iteration (SIGTERM, SIGINT: waiting for
     ``--resume``); None when it finished, or when no ``last.pth`` lies beside it (a checkpoint
     copied alone)."""
-    last = os.path.join(os.path.dirname(os.path.abspath(path)), "last.pth")
+    last = os.path.join(os.path.dirname(os.path.realpath(path)), "last.pth")  # a link's run folder
     if not os.path.isfile(last):
         return None
     ckpt = read_checkpoint(last)

@@ -40,12 +40,20 @@ def read_result(path: str, fold: str | None = None, method: str | None = None) -
 
 
 def check_still_scored(path: str, scored: dict) -> None:
-    """ValueError naming the result ``path`` when the checkpoint it ``scored`` (where it lies here,
-    and the result records its configuration's digest) is no longer that checkpoint (the run was
-    replaced or resumed since: another configuration or iteration), or when its run stopped before
-    its last iteration (``test_2D_fully.py --unfinished``, or a result older than that check)."""
+    """ValueError naming the result ``path`` when it scored a run that stopped before its last
+    iteration (``test_2D_fully.py --unfinished`` records it; for results older than that record,
+    the run folder's ``last.pth`` tells where it lies here), or when the checkpoint it ``scored``
+    (where it lies here, and the result records its configuration's digest) is no longer that
+    checkpoint (the run was replaced or resumed since: another configuration or iteration). A
+    copied checkpoint without its run folder, or predictions scored again with ``--pred_dir``, do
+    not tell whether their run finished."""
     from checkpoint import config_digest, read_checkpoint, stopped_early
 
+    if "unfinished" in scored:  # recorded by test_2D_fully.py --unfinished: holds wherever the run folder went
+        stop = scored["unfinished"]
+        raise ValueError(f"{path}: scored a run that stopped at iteration {stop['iteration']} of "
+                         f"{stop['max_iterations']} (test_2D_fully.py --unfinished); finish the run (train.py with "
+                         "--resume) and score it again")
     checkpoint = scored.get("checkpoint")
     if not checkpoint or "config_sha256" not in scored or not os.path.isfile(checkpoint):
         return

@@ -112,8 +112,10 @@ def checkpoint_path(args) -> str:
         os.path.join(model_dir, f"{args.checkpoint}.pth")
 
 
-def read_run(args) -> tuple[str, dict, torch.device]:
-    """(path, contents, device) of the checkpoint that ``--exp``/``--model_dir``/``--checkpoint`` name."""
+def read_run(args) -> tuple[str, dict, torch.device, tuple[int, int] | None]:
+    """(path, contents, device, (iteration, max_iterations) where its run stopped early
+    (:func:`checkpoint.stopped_early`; refused without ``--unfinished``)) of the checkpoint that
+    ``--exp``/``--model_dir``/``--checkpoint`` name."""
     from checkpoint import read_checkpoint, stopped_early
     from run_folder import RunFolder
 
@@ -124,20 +126,22 @@ def read_run(args) -> tuple[str, dict, torch.device]:
                          "the run has ended")
     stopped = stopped_early(path)
     if stopped and not args.unfinished:  # its result would be summarised as the method's
-        raise ValueError(f"{path}: its run stopped at iteration {stopped[0]} of {stopped[1]}; finish it (train.py "
-                         "with --resume) and score it then, or pass --unfinished to score this checkpoint as it is")
+        raise ValueError(f"{path}: its run stopped at iteration {stopped[0]} of {stopped[1]} (interrupted, or a "
+                         "non-finite loss: see its log.txt); finish it (train.py with --resume) and score it then, "
+                         "or pass --unfinished to score this checkpoint as it is")
     device = resolve_device(args.device)
-    return path, read_checkpoint(path, device), device
+    return path, read_checkpoint(path, device), device, stopped
 
 
 def predict_checkpoint(args, run, cases) -> tuple[dict[str, np.ndarray], dict]:
     """Predictions of a trained run (:func:`read_run`) for ``cases`` and what was scored: method,
     checkpoint path, its iteration and whether it is the run's best validation model, a hash of
     its configuration, its training setting (with the number of data-parallel processes),
-    post-processing, precision (the cases were checked by ``checkpoint.cases_to_score``)."""
+    post-processing, precision, and where its run stopped when it stopped early (``--unfinished``;
+    the summaries refuse such results) (the cases were checked by ``checkpoint.cases_to_score``)."""
     from checkpoint import config_digest, method_from_checkpoint, training_setting
 
-    path, ckpt, device = run
+    path, ckpt, device, stopped = run
     method, cfg = method_from_checkpoint(ckpt, device)
     model = method.segmenter()
     how = Prediction.of(cfg, device, args.resize_back, args.postprocess, args.tta)
@@ -148,7 +152,8 @@ def predict_checkpoint(args, run, cases) -> tuple[dict[str, np.ndarray], dict]:
                    "resize_back": how.resize_back,
                    "amp": cfg.amp, "trained_on": {"root_path": cfg.root_path, "fold": cfg.fold},
                    "selected_on_test": cfg.select_on_test,
-                   "config_sha256": config_digest(ckpt["config"]), "setting": training_setting(ckpt)}
+                   "config_sha256": config_digest(ckpt["config"]), "setting": training_setting(ckpt),
+                   **({"unfinished": {"iteration": stopped[0], "max_iterations": stopped[1]}} if stopped else {})}
 
 
 CSV_FIELDS = ("case", "class", *metrics.METRICS)  # the per-volume CSV's header

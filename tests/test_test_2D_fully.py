@@ -571,9 +571,16 @@ def test_a_run_stopped_before_its_last_iteration_is_scored_only_when_asked(phant
              "--out_json", str(tmp_path / "r.json")]
     with pytest.raises(SystemExit) as e:
         test_2D_fully.main(score)
-    assert e.value.code == 2 and "last.pth: its run stopped at iteration 2 of 4; finish it" in capsys.readouterr().err
+    assert e.value.code == 2 and "last.pth: its run stopped at iteration 2 of 4 (interrupted" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
     test_2D_fully.main([*score, "--unfinished"])
+    (tmp_path / "run").rename(tmp_path / "moved")  # the result's record holds wherever the run went
+    with pytest.raises(ValueError, match=r"r.json: scored a run that stopped at iteration 2 of 4 \(test_2D_fully.py "):
+        read_result(str(tmp_path / "r.json"))
+    (tmp_path / "moved").rename(tmp_path / "run")
+    result = json.loads((tmp_path / "r.json").read_text())
+    del result["scored"]["unfinished"]  # a result older than the record: the run folder tells
+    (tmp_path / "r.json").write_text(json.dumps(result))
     with pytest.raises(ValueError, match="r.json: scored .*last.pth of a run that stopped at iteration 2 of 4"):
         read_result(str(tmp_path / "r.json"))
     engine.train(tiny_cfg(get_method("pce"), phantom_root, tmp_path / "run", "--resume"), get_method("pce"))
