@@ -371,12 +371,51 @@ def _read_itk(path: str) -> sitk.Image:
         raise OSError(f"{path}: cannot read NIfTI ({str(e).strip().splitlines()[-1]})") from e
 
 
+@dataclass(frozen=True)
+class NiftiHeader:
+    """The fields of a NIfTI-1 header that :func:`check_nifti_file` checks (ITK hides some of
+    them, e.g. the second of qform and sform, and the raw voxels before scaling)."""
+    order: str  # byte order for struct and numpy, "<" or ">"
+    dims: tuple
+    datatype: int
+    bitpix: int
+    pixdim: tuple
+    offset: int  # vox_offset
+    slope: float
+    intercept: float
+    units: int
+    qform_code: int
+    sform_code: int
+    quaternion: tuple  # quatern_b..d, qoffset_x..z
+    sform: tuple  # srow_x, srow_y, srow_z
+
+    @classmethod
+    def parse(cls, path: str, data: bytes) -> "NiftiHeader":
+        """The header at the start of the file's ``data``; OSError naming ``path`` for NIfTI-2 or
+        no NIfTI-1 header in either byte order."""
+        for order in "<>":
+            if len(data) >= 4 and struct.unpack(order + "i", data[:4])[0] == 540:
+                raise OSError(f"{path}: a NIfTI-2 file, which SimpleITK cannot read; save it as NIfTI-1")
+            if len(data) >= 348 and struct.unpack(order + "i", data[:4])[0] == 348:
+                def field(fmt: str, at: int):  # the value(s) at byte ``at``
+                    values = struct.unpack_from(order + fmt, data, at)
+                    return values[0] if len(values) == 1 else values
+
+                return cls(order=order, dims=field("8h", 40), datatype=field("h", 70), bitpix=field("h", 72),
+                           pixdim=field("8f", 76), offset=int(field("f", 108)), slope=field("f", 112),
+                           intercept=field("f", 116), units=data[123] & 7, qform_code=field("h", 252),
+                           sform_code=field("h", 254), quaternion=field("6f", 256), sform=field("12f", 280))
+        raise OSError(f"{path}: not a NIfTI file (no NIfTI-1 header)")
+
+
 def check_nifti_file(path: str) -> tuple[np.ndarray | None, bool]:
     """OSError naming ``path`` when a NIfTI file is truncated or corrupt, ValueError when its
     floating-point voxels hold NaN or inf, they are complex, its header gives a voxel side of 0,
     NaN or below 0, lengths in other units than mm, a qform tools read differently
-    (:func:`check_qform`) or voxels starting before byte 352, or a NIfTI file of the same stem
-    lies beside it (:func:`same_name_files`). Returns
+    (:func:`check_qform`), a qform and a sform that place the voxels differently
+    (:func:`check_same_placement`), a scaling of integer voxels that float32 cannot hold
+    (:func:`check_scaling_precision`) or voxels starting before byte 352, or a NIfTI file of the
+    same stem lies beside it (:func:`same_name_files`). Returns
     the header's sform, (3, 4) voxel -> RAS mm, where its sform_code is set, else None; and
     whether the header gives no orientation at all (qform_code and sform_code both 0).
 
@@ -396,31 +435,16 @@ def check_nifti_file(path: str) -> tuple[np.ndarray | None, bool]:
             data = f.read()
     except (OSError, EOFError, zlib.error) as e:
         raise OSError(f"{path}: corrupt or truncated NIfTI ({e})") from e
-    for order in "<>":
-        if len(data) >= 4 and struct.unpack(order + "i", data[:4])[0] == 540:
-            raise OSError(f"{path}: a NIfTI-2 file, which SimpleITK cannot read; save it as NIfTI-1")
-        if len(data) >= 348 and struct.unpack(order + "i", data[:4])[0] == 348:
-            dims = struct.unpack(order + "8h", data[40:56])
-            datatype, bitpix = struct.unpack(order + "2h", data[70:74])
-            pixdim = struct.unpack(order + "8f", data[76:108])
-            offset = int(struct.unpack(order + "f", data[108:112])[0])
-            slope, intercept = struct.unpack(order + "2f", data[112:120])
-            units = data[123] & 7
-            qform_code, sform_code = struct.unpack(order + "2h", data[252:256])
-            quaternion = struct.unpack(order + "6f", data[256:280])  # quatern_b..d, qoffset_x..z
-            sform = struct.unpack(order + "12f", data[280:328])
-            break
-    else:
-        raise OSError(f"{path}: not a NIfTI file (no NIfTI-1 header)")
-    if units in NIFTI_OTHER_UNITS:
+    h = NiftiHeader.parse(path, data)
+    if h.units in NIFTI_OTHER_UNITS:
         # ITK converts them to mm, nibabel and FSL do not: what is written for the scan in mm would
         # lie 1000 times larger or smaller than the scan there.
-        raise ValueError(f"{path}: its header gives lengths in {NIFTI_OTHER_UNITS[units]} (xyzt_units), which tools "
-                         "read differently; save the scan in mm")
-    if datatype in NIFTI_COMPLEX:
-        raise ValueError(f"{path}: complex voxels (NIfTI datatype {datatype}); give the magnitude image")
-    n_dims = max(0, min(int(dims[0]), 7))
-    sides = [(d, n) for d, n in zip(pixdim[1:4], dims[1:4])][:min(n_dims, 3)]
+        raise ValueError(f"{path}: its header gives lengths in {NIFTI_OTHER_UNITS[h.units]} (xyzt_units), which "
+                         "tools read differently; save the scan in mm")
+    if h.datatype in NIFTI_COMPLEX:
+        raise ValueError(f"{path}: complex voxels (NIfTI datatype {h.datatype}); give the magnitude image")
+    n_dims = max(0, min(int(h.dims[0]), 7))
+    sides = [(d, n) for d, n in zip(h.pixdim[1:4], h.dims[1:4])][:min(n_dims, 3)]
     if any(n > 1 and not (np.isfinite(d) and d > 0) for d, n in sides):
         # ITK would silently read a zero or NaN side as 1 mm, and distances in mm would be wrong. A
         # negative one ITK reads as a flip, nibabel as its size and niftilib as 1 mm: a prediction
@@ -428,30 +452,30 @@ def check_nifti_file(path: str) -> tuple[np.ndarray | None, bool]:
         raise ValueError(f"{path}: voxel size {tuple(round(float(d), 4) for d, _ in sides)} in its header is "
                          "zero, negative or not finite; the scan's spacing is undefined (tools disagree on a "
                          "negative one: save the scan with positive sizes and any flip in its qform or sform)")
-    check_qform(path, qform_code, sform_code, pixdim[0], quaternion)
-    if qform_code > 0 and sform_code > 0:
-        check_same_placement(path, qform_affine(quaternion, pixdim), np.reshape(sform, (3, 4)))
-    if offset < SINGLE_FILE_OFFSET:
+    check_qform(path, h.qform_code, h.sform_code, h.pixdim[0], h.quaternion)
+    if h.qform_code > 0 and h.sform_code > 0:
+        check_same_placement(path, qform_affine(h.quaternion, h.pixdim), np.reshape(h.sform, (3, 4)))
+    if h.offset < SINGLE_FILE_OFFSET:
         # A single-file NIfTI's voxels start at byte 352 at the earliest; ITK reads a lower
         # vox_offset (e.g. 0) from byte 348, nibabel from 352: two images, shifted by 4 bytes.
-        raise ValueError(f"{path}: vox_offset {offset} in its header lies before byte {SINGLE_FILE_OFFSET}, where a "
-                         "single-file NIfTI's voxels start (tools read it differently); save the scan again")
-    voxels = int(np.prod([max(1, int(d)) for d in dims[1:n_dims + 1]]))
-    expected = offset + voxels * bitpix // 8
+        raise ValueError(f"{path}: vox_offset {h.offset} in its header lies before byte {SINGLE_FILE_OFFSET}, where "
+                         "a single-file NIfTI's voxels start (tools read it differently); save the scan again")
+    count = int(np.prod([max(1, int(d)) for d in h.dims[1:n_dims + 1]]))
+    expected = h.offset + count * h.bitpix // 8
     if len(data) < expected:
         raise OSError(f"{path}: truncated NIfTI ({len(data)} bytes of data, the header needs {expected})")
-    if datatype in NIFTI_FLOATS:
-        if bitpix != 8 * np.dtype(NIFTI_FLOATS[datatype]).itemsize:
-            raise OSError(f"{path}: inconsistent NIfTI header (datatype {datatype}, bitpix {bitpix})")
-        values = np.frombuffer(data, order + NIFTI_FLOATS[datatype], count=voxels, offset=offset)
-        bad = int(voxels - np.isfinite(values).sum())
+    if h.datatype in NIFTI_FLOATS:
+        if h.bitpix != 8 * np.dtype(NIFTI_FLOATS[h.datatype]).itemsize:
+            raise OSError(f"{path}: inconsistent NIfTI header (datatype {h.datatype}, bitpix {h.bitpix})")
+        values = np.frombuffer(data, h.order + NIFTI_FLOATS[h.datatype], count=count, offset=h.offset)
+        bad = int(count - np.isfinite(values).sum())
         if bad:
             raise ValueError(f"{path}: {bad} voxels are NaN or inf")
-    elif datatype in NIFTI_INTEGERS and (slope not in (0.0, 1.0) or intercept != 0.0):
-        stored = np.frombuffer(data, order + NIFTI_INTEGERS[datatype], count=voxels, offset=offset)
-        check_scaling_precision(path, stored, slope, intercept)
-    sform = np.reshape(sform, (3, 4)) if sform_code > 0 else None
-    return sform, qform_code == 0 and sform_code == 0
+    elif h.datatype in NIFTI_INTEGERS and (h.slope not in (0.0, 1.0) or h.intercept != 0.0):
+        stored = np.frombuffer(data, h.order + NIFTI_INTEGERS[h.datatype], count=count, offset=h.offset)
+        check_scaling_precision(path, stored, h.slope, h.intercept)
+    sform = np.reshape(h.sform, (3, 4)) if h.sform_code > 0 else None
+    return sform, h.qform_code == 0 and h.sform_code == 0
 
 
 SINGLE_FILE_OFFSET = 352  # the 348-byte header and the 4 bytes of its extension flag
