@@ -11,7 +11,7 @@ import json
 import math
 import os
 
-from dataloaders.acdc import FOLD_CHOICES, POINTS, SPLIT_FOLD, SUPERVISION
+from dataloaders.acdc import FOLD_CHOICES, POINTS, SPLIT_FOLD, SUPERVISION, make_split
 from dataloaders.spacing import parse_target_spacing
 from networks.unet import HEAD_KERNELS, UPSAMPLING
 from inference import AMP, RESIZE_BACK
@@ -93,7 +93,7 @@ def build_parser(method_cls=None, method_choices=None) -> argparse.ArgumentParse
                         "and infer on the whole resized slice (default: the patch size, no crops)")
     p.add_argument("--target_spacing", default=d["target_spacing"],
                    help="resample slices in-plane to this spacing (mm, 'y,x' or one value; 'median' = "
-                        "the data set's median) and centre crop/pad them to --input_size, instead of "
+                        "the training cases' median) and centre crop/pad them to --input_size, instead of "
                         "resizing whole slices (default off)")
     p.add_argument("--fg_prob", type=float, default=d["fg_prob"],
                    help="probability that a training crop is centred on a labelled foreground pixel")
@@ -212,7 +212,9 @@ def finalize(cfg: argparse.Namespace, method_cls) -> argparse.Namespace:
     for flag, value in sorted(vars(cfg).items()):
         if flag.startswith("w_") and value < 0:
             raise ValueError(f"--{flag} must be >= 0, got {value}")
-    cfg.target_spacing = parse_target_spacing(cfg.target_spacing, cfg.root_path)
+    training = make_split(cfg.root_path, cfg.fold, cfg.val_fraction, cfg.select_on_test).train \
+        if cfg.target_spacing == "median" else None
+    cfg.target_spacing = parse_target_spacing(cfg.target_spacing, cfg.root_path, training)
     method_cls.check_args(cfg)
     return cfg
 

@@ -59,6 +59,7 @@ def test_parse_target_spacing(tmp_path):
                     spacing=(5.0, sp, sp))
     assert median_spacing(str(tmp_path)) == [0.8, 0.8]
     assert parse_target_spacing("median", str(tmp_path)) == [0.8, 0.8]
+    assert parse_target_spacing("median", str(tmp_path), ["c1", "c2"]) == [1.0, 1.0]  # the training cases'
     assert parse_target_spacing("off", "") is None and parse_target_spacing("1.5", "") == [1.5, 1.5]
     assert parse_target_spacing("1,2", "") == [1.0, 2.0] and parse_target_spacing([1.0, 2.0], "") == [1.0, 2.0]
     with pytest.raises(ValueError, match="--target_spacing must be"):

@@ -1,3 +1,4 @@
+import json
 import os
 
 import pytest
@@ -204,3 +205,26 @@ def test_train_wss_reads_relative_paths_from_the_callers_directory(tmp_path, pha
     r = subprocess.run(["bash", os.path.join(ROOT, "train_wss.sh"), "--methods", "pce", "--root", "data/nowhere"],
                        capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 2 and "--root data/nowhere has no ACDC_training_volumes folder" in r.stderr
+
+
+def test_target_spacing_median_is_that_of_the_training_cases(tmp_path):
+    # Found by a review: the median was taken over every case of the root, test cases included.
+    import numpy as np
+
+    from config import build_parser, finalize
+    from dataloaders import io
+    from dataloaders.acdc import make_split
+    from methods import get_method
+
+    root = str(tmp_path / "root")
+    cases = {"train": ["a1", "a2", "a3"], "val": ["b1"], "test": ["c1", "c2", "c3", "c4"]}
+    for part, names in cases.items():
+        for name in names:  # 1 mm training pixels, 3 mm elsewhere: the median of all would be 3 mm
+            sp = 1.0 if part == "train" else 3.0
+            io.write_h5(io.volume_path(root, name), {"image": np.zeros((1, 4, 4), np.float32)}, spacing=(5.0, sp, sp))
+    with open(tmp_path / "root" / "splits.json", "w") as f:
+        json.dump(cases, f)
+    assert make_split(root, "split").train == cases["train"]
+    cfg = finalize(build_parser(get_method("pce")).parse_args(
+        ["--root_path", root, "--fold", "split", "--target_spacing", "median"]), get_method("pce"))
+    assert cfg.target_spacing == [1.0, 1.0]

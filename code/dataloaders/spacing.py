@@ -3,7 +3,7 @@
 Without it (the default) each slice is resized to the input size whatever its field of view, so
 a heart looks smaller on a 512-pixel, 380 mm LGE slice than on a 256-pixel ACDC slice. With it,
 as nnU-Net does, each slice is first resampled in-plane from its own spacing to the target
-spacing (mm per pixel; ``median`` = the median in-plane spacing of the data set), then centre
+spacing (mm per pixel; ``median`` = the median in-plane spacing of the training cases), then centre
 cropped or zero padded to the input size (so the input covers input size x target spacing mm);
 predictions are padded or cropped back and resampled to the scan's own grid before they are
 scored or written.
@@ -29,11 +29,11 @@ def in_plane(values) -> bool:
     return all(IN_PLANE_MM[0] <= v <= IN_PLANE_MM[1] for v in values)
 
 
-def median_spacing(root: str) -> list[float]:
-    """Median in-plane spacing (y, x) in mm of the volumes of ``root``; ValueError naming a
-    volume without a spacing."""
+def median_spacing(root: str, cases: list[str] | None = None) -> list[float]:
+    """Median in-plane spacing (y, x) in mm of the volumes ``cases`` of ``root`` (default: all);
+    ValueError naming a volume without a spacing."""
     spacings = []
-    for case in io.list_cases(root):
+    for case in io.list_cases(root) if cases is None else cases:
         sp = io.read_h5(io.volume_path(root, case), keys=())["spacing"]
         if sp is None:
             raise ValueError(f"--target_spacing: {io.volume_path(root, case)} has no spacing attribute")
@@ -41,13 +41,15 @@ def median_spacing(root: str) -> list[float]:
     return [float(v) for v in np.median(np.asarray(spacings), axis=0)]
 
 
-def parse_target_spacing(value, root: str) -> list[float] | None:
-    """``--target_spacing`` as (y, x) mm: None for ``off``/None, the data set's median for
-    ``median``, else one or two finite positive numbers (a list is kept, e.g. a saved config's)."""
+def parse_target_spacing(value, root: str, training_cases: list[str] | None = None) -> list[float] | None:
+    """``--target_spacing`` as (y, x) mm: None for ``off``/None, for ``median`` the median of the
+    ``training_cases`` of ``root`` (as nnU-Net takes it: nothing of the test cases, not even their
+    spacing, shapes the model; default: every case), else one or two finite positive numbers (a
+    list is kept, e.g. a saved config's)."""
     if value is None or value == "off":
         return None
     if value == "median":
-        return median_spacing(root)
+        return median_spacing(root, training_cases)
     try:
         vals = [float(v) for v in (value if isinstance(value, (list, tuple)) else str(value).split(","))]
     except ValueError as e:
