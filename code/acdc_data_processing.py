@@ -196,16 +196,12 @@ def process_raw_case(case: str, image_path: str | None, gt_path: str | None,
 # A scribble leaves most voxels 4 (unlabeled; ACDC's strokes cover about 4%): a label file with 4
 # on fewer of its voxels than this is a dense mask with stray 4s or a fourth structure labelled 4,
 # or a scribble that marks the unstroked voxels 0 (each would train as a background stroke).
-MIN_UNLABELED = 0.5
-
-
 def check_mostly_unlabeled(path: str, scribble: np.ndarray) -> None:
-    """CaseError naming ``path`` when ``scribble`` leaves under ``MIN_UNLABELED`` of its voxels 4."""
-    unlabeled = float(np.mean(scribble == UNLABELED))
-    if unlabeled < MIN_UNLABELED:
-        raise CaseError(f"{path}: {UNLABELED} (unlabeled) on only {100 * unlabeled:.2f}% of the voxels: a scribble "
-                        f"leaves the voxels nobody stroked {UNLABELED} (0 is a background stroke), and a dense "
-                        f"mask holds no {UNLABELED}")
+    """CaseError naming ``path`` when ``scribble`` leaves under ``io.MIN_UNLABELED`` of its voxels 4."""
+    try:
+        io.check_mostly_unlabeled(path, scribble)
+    except ValueError as e:
+        raise CaseError(str(e)) from None
 
 
 def process_nifti_case(split: str, image_path: str, label_path: str, seed: int,
@@ -213,7 +209,7 @@ def process_nifti_case(split: str, image_path: str, label_path: str, seed: int,
     """Read one image and its label file of a NIfTI data set into a ``Case`` with its geometry:
     image float32 [0, 1], ``label`` (dense mask) or ``scribble`` (given, or generated from the
     dense mask of a training case). ``CaseError`` naming the file for what cannot be read or
-    would mislead: a scribble (by its name or its 4s) with 4 on under ``MIN_UNLABELED`` of the
+    would mislead: a scribble (by its name or its 4s) with 4 on under ``io.MIN_UNLABELED`` of the
     voxels (a dense mask with stray 4s, or unstroked voxels marked 0), and a scribble for a val
     or test case (those are scored, against dense masks); a dense mask that does not number the
     structures as ``class_names`` do (:func:`io.check_class_order`)."""

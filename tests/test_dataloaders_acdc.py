@@ -62,6 +62,11 @@ def test_patient_grouping_rule():
     assert split.test == ["s2_ED", "s2_ES", "s3_ED", "s3_ES"]  # both frames of a patient together
     assert len(split.val) == 2 and split.val[0][:2] == split.val[1][:2]
     assert len(fold_split(cases, "fold2").test) == 4  # 20 one-case patients: 4 per fold
+    # Found by a probe: an optional group gave None for the cases it missed (one patient of them all,
+    # then a TypeError in fold_split).
+    with pytest.raises(ValueError, match="case name 'extra0': the first group of patient_pattern .* matches nothing"):
+        io.patient_of("extra0", r"(s\d)?")
+    assert io.patient_of("s1_ED", r"(s\d)?") == "s1"
 
 
 def test_val_fraction_zero_holds_out_nobody():
@@ -142,6 +147,23 @@ def test_training_data_with_nothing_to_train_on_is_refused(phantom_root, tmp_pat
     io.write_h5(io.volume_path(root, cases[0]), {"image": case.image[:0]})
     with pytest.raises(ValueError, match=f"{cases[0]}.h5: a volume of 0 slices"):
         SliceDataset(root, cases, "label", (32, 32), progress=False)
+
+
+def test_scribbles_that_leave_most_pixels_labelled_are_refused(phantom_root, tmp_path):
+    # Found by a probe: h5 scribbles marking the unstroked pixels 0 trained every pixel as a
+    # background stroke (test Dice 0.00 against 0.49, exit 0); the conversions refused such files.
+    root = str(tmp_path / "root")
+    cases = io.list_cases(phantom_root)[:2]
+    for name in cases:
+        case = io.read_case(phantom_root, name)
+        if name == cases[1]:
+            case.scribble[case.scribble == io.UNLABELED] = 0
+        io.write_case(root, case)
+    for sup_type in ("scribble", "random_walker"):
+        with pytest.raises(ValueError, match=f"{cases[1]}.h5: 4 \\(unlabeled\\) on only 0.00% of the voxels"):
+            SliceDataset(root, cases, sup_type, (32, 32), progress=False)
+    assert len(SliceDataset(root, cases, "label", (32, 32), progress=False)) > 0  # dense masks are read instead
+    assert len(SliceDataset(root, cases[:1], "scribble", (32, 32), progress=False)) > 0
 
 
 def test_slices_that_no_longer_match_their_volume_are_refused(phantom_root, tmp_path):

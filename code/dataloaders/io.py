@@ -67,6 +67,20 @@ SPLITS_JSON = "splits.json"
 SUPERVISION_TYPES = ("scribble", "label", "random_walker", "points")
 
 
+# A scribble leaves at least this share of its voxels unlabeled (4): one that does not is a dense
+# mask, or marks the voxels nobody stroked 0, which trains them as background strokes.
+MIN_UNLABELED = 0.5
+
+
+def check_mostly_unlabeled(path: str, scribble: np.ndarray) -> None:
+    """ValueError naming ``path`` when ``scribble`` leaves under ``MIN_UNLABELED`` of its voxels 4."""
+    unlabeled = float(np.mean(scribble == UNLABELED))
+    if unlabeled < MIN_UNLABELED:
+        raise ValueError(f"{path}: {UNLABELED} (unlabeled) on only {100 * unlabeled:.2f}% of the voxels: a scribble "
+                         f"leaves the voxels nobody stroked {UNLABELED} (0 is a background stroke), and a dense "
+                         f"mask holds no {UNLABELED}")
+
+
 def patient_of(case: str, pattern: str | None = None) -> str:
     """The patient a case belongs to, so that a patient's frames never straddle train and test.
 
@@ -79,6 +93,9 @@ def patient_of(case: str, pattern: str | None = None) -> str:
         m = re.match(pattern, case)
         if not m:
             raise ValueError(f"case name {case!r} does not match patient_pattern {pattern!r}")
+        if m.groups() and m.group(1) is None:  # an optional group: every such case would be one patient
+            raise ValueError(f"case name {case!r}: the first group of patient_pattern {pattern!r} matches nothing "
+                             "in it; make the group match every case's patient")
         return m.group(1) if m.groups() else m.group(0)
     m = CASE_RE.match(case)
     return m.group(1).lower() if m else case
