@@ -177,13 +177,14 @@ def draw_overlay(path: str, scan: io.Case, pred: np.ndarray, columns: int = 6) -
 
 def main(argv=None) -> int:
     args, parser = parse_args(argv)
-    from checkpoint import load_method
+    from checkpoint import method_from_checkpoint, read_checkpoint
 
     try:
         files = input_files(args.input)
         outs = output_paths(args.input, files, args.output, args.overlay, args.overwrite)
         device = resolve_device(args.device)
-        method, cfg = load_method(args.checkpoint, device)
+        ckpt = read_checkpoint(args.checkpoint, device)
+        method, cfg = method_from_checkpoint(ckpt, device)
     except (ValueError, FileNotFoundError, OSError) as e:
         parser.exit(2, f"error: {e}\n")
     model = method.segmenter().eval()
@@ -193,7 +194,7 @@ def main(argv=None) -> int:
     for path, out in tqdm(list(zip(files, outs)), desc="predicting", unit="scan"):
         try:
             scan, pred = segment_scan(path, model, how)
-            io.write_segmentation(out, pred, scan)
+            io.write_segmentation(out, pred, scan, ckpt.get("class_names"))
             if args.overlay:
                 draw_overlay(overlay_path(out), scan, pred)
         except (OSError, ValueError, RuntimeError) as e:

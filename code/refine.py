@@ -133,7 +133,7 @@ def refine_scan(args, ckpt, method, how: Prediction) -> str:
         check_save_path(args.save, out, args.output)
     pred, info = refine_volume(method.segmenter(), scan.image, strokes, how, settings_of(args), spacing=scan.spacing)
     os.makedirs(args.output, exist_ok=True)
-    io.write_segmentation(out, pred, scan)
+    io.write_segmentation(out, pred, scan, ckpt.get("class_names"))
     if args.save is not None:
         save_refined(args.save, args.checkpoint, ckpt, method, args.input)
     # Checkpoints older than the record name no classes: their labels are the run's root's.

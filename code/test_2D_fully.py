@@ -97,6 +97,8 @@ def read_prediction(pred_dir: str, case: io.Case, top: int, root: str | None = N
         raise ValueError(f"--pred_dir {pred_dir}: {paths[0]} is the case's own volume (with its labels), "
                          "not a prediction")
     if io.is_nifti(paths[0]):
+        if root is not None:
+            io.check_segmentation_classes(paths[0], io.class_names(root), root)
         return io.read_labels_on(paths[0], case, top, ref_name=f"case {case.name}")
     data = sorted(io.h5_datasets(paths[0]) & {"image", "scribble"})
     if data:
@@ -216,9 +218,9 @@ def nii_path(out_dir: str, case: io.Case) -> str:
     return os.path.join(out_dir, f"{case.name}.nii.gz")
 
 
-def save_nii(out_dir: str, case: io.Case, pred: np.ndarray) -> None:
+def save_nii(out_dir: str, case: io.Case, pred: np.ndarray, class_names) -> None:
     os.makedirs(out_dir, exist_ok=True)
-    io.write_segmentation(nii_path(out_dir, case), pred, case)
+    io.write_segmentation(nii_path(out_dir, case), pred, case, class_names)
 
 
 def write_results(out_json: str, scores: dict, units: str, scored: dict | None = None,
@@ -293,7 +295,7 @@ def main(argv=None) -> dict:
         parser.exit(2, f"error: {e}\n")
     if args.save_nii:
         for c in cases:
-            save_nii(args.save_nii, c, preds[c.name])
+            save_nii(args.save_nii, c, preds[c.name], names)
     scored.update(root_path=os.path.abspath(args.root_path), root_sha256=root_sha256, fold=args.fold, on=args.on,
                   cases=sorted(c.name for c in cases),
                   volumes_sha256=volumes_digest(sorted(cases, key=lambda c: c.name)))

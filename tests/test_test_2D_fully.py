@@ -347,7 +347,8 @@ def test_a_checkpoint_with_other_classes_or_existing_outputs_is_refused(phantom_
         io.read_case(phantom_root, first).label.shape
     written = str(tmp_path / "nii" / f"{first}.nii.gz")
     voxels = sitk.GetArrayFromImage(sitk.ReadImage(written))
-    assert io.nifti_description(written) == f"{io.SEGMENTATION_NOTE} {io.labels_digest(voxels)}"
+    assert io.nifti_description(written) == \
+        f"{io.SEGMENTATION_NOTE} {io.labels_digest(voxels)} {io.classes_digest(['RV', 'MYO', 'LV'])}"
     # a prediction corrected by hand since (ITK keeps the descrip): its edits are kept
     corrected = sitk.ReadImage(written)
     corrected[0, 0, 0] = 3
@@ -588,3 +589,18 @@ def test_a_run_stopped_before_its_last_iteration_is_scored_only_when_asked(phant
         read_result(str(tmp_path / "r.json"))
     test_2D_fully.main([*score, "--overwrite"])
     assert read_result(str(tmp_path / "r.json"))["scored"]["iteration"] == 4
+
+
+def test_predictions_written_for_other_classes_are_refused(phantom_root, pred, tmp_path, capsys):
+    # Found by a probe: an LV-only model's predictions (label 1 = LV), scored against an RV/MYO/LV
+    # root, counted as RV (Dice 0.10, MYO and LV 0) at exit 0.
+    for names in (["LV"], ["RV", "MYO", "LV"], None):
+        for c in fold1_test_cases(phantom_root):
+            case = io.read_case(phantom_root, c)
+            io.write_segmentation(str(pred / f"{c}.nii.gz"), case.label, case, names)
+        if names == ["LV"]:
+            with pytest.raises(SystemExit) as e:
+                score(phantom_root, pred, tmp_path / "r.json")
+            assert e.value.code == 2 and "nii.gz: predicted by a model of other classes than" in capsys.readouterr().err
+        else:  # the root's classes, or none recorded (files of an older version): scored
+            assert score(phantom_root, pred, tmp_path / f"{len(names or [])}.json")["dice"]["mean"] == 1.0

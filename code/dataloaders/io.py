@@ -781,8 +781,15 @@ def check_outputs(flag: str, paths, overwrite: bool = False) -> None:
 
 # The NIfTI header's ``descrip`` of every segmentation this project writes starts with this, then
 # holds a digest of its voxels: ``--overwrite`` replaces only such files whose voxels still match
-# it, never a scan, a user's own masks, or a prediction a user has corrected since.
+# it, never a scan, a user's own masks, or a prediction a user has corrected since. A digest of
+# the class names its labels 1..C stand for follows (where the model records them), so that
+# scoring it against data whose labels mean other classes is refused (:func:`check_segmentation_classes`).
 SEGMENTATION_NOTE = "MaskMixAdv segmentation"
+
+
+def classes_digest(names) -> str:
+    """8 hex digits naming the class names ``names`` of labels 1..C, in order."""
+    return hashlib.sha256(",".join(names).encode()).hexdigest()[:8]
 
 
 def labels_digest(labels: np.ndarray) -> str:
@@ -821,19 +828,31 @@ def check_segmentation_outputs(flag: str, paths, overwrite: bool = False) -> Non
             voxels = sitk.GetArrayFromImage(sitk.ReadImage(path))
         except RuntimeError:
             voxels = None
-        if voxels is None or note != f"{SEGMENTATION_NOTE} {labels_digest(voxels)}":
+        if voxels is None or note.split()[:3] != f"{SEGMENTATION_NOTE} {labels_digest(voxels)}".split():
             why = ("its voxels cannot be read" if voxels is None else "it carries no digest of its voxels (written "
                    "before edits could be told)" if note == SEGMENTATION_NOTE else "its voxels have changed since")
             raise ValueError(f"{flag}: {path} was written by this project but {why}: a corrected segmentation? "
                              "--overwrite would lose the edits: write elsewhere, or remove the file yourself")
 
 
-def write_segmentation(path: str, labels: np.ndarray, scan: Case) -> None:
+def write_segmentation(path: str, labels: np.ndarray, scan: Case, class_names=None) -> None:
     """Write uint8 ``labels`` (Z, H, W) with the geometry of ``scan`` (:func:`write_nifti`), its
-    header's ``descrip`` marking it as this project's (``SEGMENTATION_NOTE`` and :func:`labels_digest`)."""
+    header's ``descrip`` marking it as this project's (``SEGMENTATION_NOTE``, :func:`labels_digest`
+    and, given the names of labels 1..C, :func:`classes_digest`)."""
     labels = np.asarray(labels).astype(np.uint8)
+    classes = "" if class_names is None else f" {classes_digest(class_names)}"
     write_nifti(path, labels, scan.spacing, scan.origin, scan.direction, scan.unoriented,
-                note=f"{SEGMENTATION_NOTE} {labels_digest(labels)}")
+                note=f"{SEGMENTATION_NOTE} {labels_digest(labels)}{classes}")
+
+
+def check_segmentation_classes(path: str, class_names, root: str) -> None:
+    """ValueError naming ``path`` when it is a segmentation this project wrote for other classes
+    than ``class_names`` (those of the data ``root``): an LV-only model's label 1 was scored as
+    the RV of an RV/MYO/LV root. Files that record no classes are not checked."""
+    note = (nifti_description(path) or "").split()
+    if note[:2] == SEGMENTATION_NOTE.split() and len(note) > 3 and note[3] != classes_digest(class_names):
+        raise ValueError(f"{path}: predicted by a model of other classes than {root}'s ({', '.join(class_names)}); "
+                         "score it against its model's data")
 
 
 @contextlib.contextmanager
