@@ -139,8 +139,8 @@ def predict_checkpoint(args, run, cases) -> tuple[dict[str, np.ndarray], dict]:
     """Predictions of a trained run (:func:`read_run`) for ``cases`` and what was scored: method,
     checkpoint path, its iteration and whether it is the run's best validation model, a hash of
     its configuration, its training setting (with the number of data-parallel processes),
-    post-processing, precision, and where its run stopped when it stopped early (``--unfinished``;
-    the summaries refuse such results) (the cases were checked by ``checkpoint.cases_to_score``)."""
+    post-processing, precision, and, for a run that stopped early (``--unfinished``), where it
+    stopped, which the summaries refuse. The cases were checked by ``checkpoint.cases_to_score``."""
     from checkpoint import config_digest, method_from_checkpoint, training_setting
 
     path, ckpt, device, stopped = run
