@@ -226,3 +226,21 @@ def test_counts_on_other_data_with_the_same_cases_are_refused(phantom_root, tmp_
     with pytest.raises(SystemExit) as e:
         annotation_effort.main([scored, "--out", str(tmp_path / "e.png")])
     assert e.value.code == 2 and "root: the training data differ from those the run trained on" in capsys.readouterr().err
+
+
+def test_a_config_json_that_disagrees_with_the_checkpoint_scored_is_refused(phantom_root, tmp_path):
+    # A mutation audit found this unpinned: check_same_run could return at once and every test passed;
+    # the counts come from config.json, so a sup_type edited there would have counted another supervision
+    # against the Dice of the checkpoint.
+    import checkpoint
+
+    path = fake_run(tmp_path, phantom_root, "run")
+    result = json.loads(open(path).read())
+    ckpt = checkpoint.read_checkpoint(result["scored"]["checkpoint"])
+    result["scored"].update(config_sha256=checkpoint.config_digest(ckpt["config"]), iteration=ckpt["iteration"])
+    open(path, "w").write(json.dumps(result))
+    annotation_effort.result_and_config(path)  # still the checkpoint scored, config.json agreeing
+    config = tmp_path / "run" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "sup_type": "points"}))
+    with pytest.raises(ValueError, match="config.json: --sup_type 'points' differs from the checkpoint's 'scribble'"):
+        annotation_effort.result_and_config(path)

@@ -117,3 +117,24 @@ def test_scoring_val_needs_exactly_the_cases_the_model_was_chosen_on():
     check_unseen(ckpt, ["v2", "v1"], "run.pth", "val")
     with pytest.raises(ValueError, match="chose its model on other validation cases"):
         check_unseen(ckpt, ["v1"], "run.pth", "val")
+
+
+def test_stopped_early_reads_the_last_checkpoint_of_the_run_folder(tmp_path, monkeypatch):
+    # A mutation audit found these unpinned: abspath in place of realpath looked for last.pth beside a
+    # link, not in the run folder it points into, so a linked best.pth of a stopped run passed as
+    # finished; and a bound of max_iterations - 1 passed a run stopped one iteration short.
+    import json
+    import os
+
+    monkeypatch.setattr(checkpoint, "read_checkpoint", lambda p: json.loads(open(p).read()))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.pth").write_text(json.dumps({"iteration": 2, "config": {"max_iterations": 4}}))
+    (tmp_path / "linked").mkdir()
+    os.symlink(run / "best.pth", tmp_path / "linked" / "best.pth")
+    for iteration, stopped in [(3, (3, 4)), (4, None)]:
+        (run / "last.pth").write_text(json.dumps({"iteration": iteration, "config": {"max_iterations": 4}}))
+        assert checkpoint.stopped_early(str(run / "best.pth")) == stopped
+        assert checkpoint.stopped_early(str(tmp_path / "linked" / "best.pth")) == stopped
+    (run / "last.pth").unlink()
+    assert checkpoint.stopped_early(str(run / "best.pth")) is None  # a checkpoint copied alone: unknown

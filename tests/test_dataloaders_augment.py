@@ -180,3 +180,54 @@ def test_augment_zooms_image_and_masks_together_and_leaves_default_draws_alone()
         again = augment(image, [label, scribble], [0, 4], (32, 32), np.random.default_rng(seed), scale=0.0)
         assert np.array_equal(plain[0], again[0]) and np.array_equal(plain[1][1], again[1][1])
     assert min(areas) < 0.7 * 164 < 1.3 * 164 < max(areas)  # 16/40 of 32 squared, zoomed by up to 1.4
+
+
+def test_the_zoom_pads_masks_with_their_own_fill():
+    # A mutation audit found this unpinned: padding every mask with 0 after a zoom below 1 labelled the
+    # ring around a zoomed-out scribble map as background (class 0) where nothing was annotated.
+    image = np.full((10, 10), 0.5, np.float32)
+    label = np.ones((10, 10), np.uint8)
+    scribble = np.ones((10, 10), np.uint16)
+    # randoms: no rot90 + flip, no rotation, zoom drawn; t = 0: zoom 1 - 0.4 = 0.6, the 6x6 resize in
+    # the centre of 10x10 (offset 2), the 2-pixel ring the fills: image 0, label 0, scribble 4.
+    img, (lab, scr) = augment(image, [label, scribble], [0, 4], (10, 10), Scripted([0.1, 0.1, 0.1], [0.0]),
+                              scale=0.4)
+    inner = np.zeros((10, 10), bool)
+    inner[2:8, 2:8] = True
+    assert np.all(scr[inner] == 1) and np.all(scr[~inner] == 4)
+    assert np.all(lab[inner] == 1) and np.all(lab[~inner] == 0)
+    assert np.allclose(img[inner], 0.5) and np.all(img[~inner] == 0)
+
+
+def test_the_zoomed_size_is_rounded():
+    # A mutation audit found this unpinned: int() in place of round() zoomed 10 pixels by 0.58 to 5, not 6.
+    ones = np.ones((10, 10), np.uint8)
+    out = resize_zoomed(ones, (10, 10), 0.58, 0, 4)
+    assert (out == 1).sum() == 36 and np.all(out[2:8, 2:8] == 1)
+
+
+def test_the_zoom_is_drawn_below_one_half_only():
+    # A mutation audit found this unpinned: a threshold of 0.4 zoomed 2/5 of the slices, not half.
+    assert draw_scale(0.2, Scripted([0.45], [0.0])) == pytest.approx(0.8)
+    assert draw_scale(0.2, Scripted([0.55], [])) == 1.0
+
+
+def test_images_slightly_below_zero_stay_finite_under_the_gamma():
+    # A mutation audit found this unpinned: without the first clip, an h5 image 1e-4 below 0
+    # (io.IMAGE_SLACK) raised to gamma 0.7 gave NaN pixels.
+    image = np.array([[-1e-4, 0.5]], np.float32)
+    out = jitter_intensity(image, Scripted([0.1, 0.9], [0.0]))
+    assert np.all(np.isfinite(out)) and np.allclose(out, [[0.0, 0.5 ** 0.7]])
+
+
+def test_augment_jitters_the_intensity_only_when_asked():
+    # A mutation audit found this unpinned: an inverted --aug_intensity test jittered every default run and
+    # never the runs that asked for it; the earlier tests compared default runs only with each other.
+    image = np.full((8, 8), 0.25, np.float32)
+    label = np.ones((8, 8), np.uint8)
+    # randoms: no rot90 + flip, no rotation; scale 0 draws no zoom; without intensity nothing more.
+    img, _ = augment(image, [label], [0], (8, 8), Scripted([0.1, 0.1], []))
+    assert np.array_equal(img, image)
+    # with it: gamma drawn (0.1 < 0.5) at t = 0 (0.7), contrast skipped (0.9).
+    img, _ = augment(image, [label], [0], (8, 8), Scripted([0.1, 0.1, 0.1, 0.9], [0.0]), intensity=True)
+    assert np.allclose(img, 0.25 ** 0.7)

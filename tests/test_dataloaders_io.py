@@ -144,6 +144,14 @@ def test_a_scan_whose_sform_differs_from_what_itk_reads_is_refused(tmp_path):
     # of a scan whose levels are 1 apart (17 grey levels of tissue, segmented at exit 0).
     ({112: ("<f", 1.0), 116: ("<f", 1e9)}, r"its header scales the voxels by scl_slope 1 and scl_inter 1e\+09, and "
                                           r"at 1e\+09 the float32 values ITK reads them as are 64 apart"),
+    # A mutation audit found these unpinned: origins 0.5 mm apart at 1.5 mm pixels (the tolerance is a
+    # tenth of a pixel), and an sform mirrored along x about the qform's origin (the same origin: only
+    # the linear parts differ, and ITK follows the sform, so check_sform sees nothing).
+    ({292: ("<f", 0.5)}, r"its qform and sform \(both set\) place the voxels differently \(origins 0.5 mm apart\)"),
+    ({280: ("<f", 1.5)}, r"its qform and sform \(both set\) place the voxels differently \(origins 0 mm apart\)"),
+    # Found by a mutation audit: scl_slope 0 with an offset: ITK added scl_inter, nibabel and the standard
+    # ignore the scaling (two readings of one scan).
+    ({112: ("<f", 0.0), 116: ("<f", 5.0)}, "scl_slope 0 with scl_inter 5 in its header, which tools read differently"),
 ])
 def test_header_fields_that_tools_read_differently_are_refused(tmp_path, edit, message):
     path = tmp_path / "scan.nii"
@@ -164,6 +172,51 @@ def test_a_header_scaling_that_float32_holds_is_applied(tmp_path):
     struct.pack_into("<2f", header, 112, 0.5, 1000.0)  # steps of 0.5 at 1107: float32 holds them
     path.write_bytes(bytes(header))
     assert np.array_equal(io.read_scan(str(path)).image, 0.5 * array + 1000)
+
+
+def test_header_scalings_and_placements_that_tools_agree_on_are_read(tmp_path):
+    # A mutation audit found these unpinned: they were refused by ">=" for ">" (float32 steps of 1 at 2^23 hold
+    # levels 1 apart exactly) and by an origin tolerance of 0 (0.1 mm at 1.5 mm pixels is rounding).
+    array = np.arange(3 * 8 * 9, dtype=np.int16).reshape(3, 8, 9)
+    for edit, expected in [({112: ("<f", 1.0), 116: ("<f", 2.0 ** 23)}, array + 2.0 ** 23),
+                           ({112: ("<f", 0.0), 116: ("<f", 0.0)}, array),  # slope 0 and no offset: no scaling
+                           ({292: ("<f", 0.1)}, array)]:
+        path = tmp_path / "scan.nii"
+        io.write_nifti(str(path), array, spacing=(8.0, 1.5, 1.5))
+        header = bytearray(path.read_bytes())
+        for at, (fmt, value) in edit.items():
+            struct.pack_into(fmt, header, at, value)
+        path.write_bytes(bytes(header))
+        assert np.array_equal(io.read_scan(str(path)).image, expected)
+
+
+def test_a_scaling_is_checked_at_its_largest_value_of_either_sign(tmp_path):
+    # A mutation audit found this unpinned: only the largest stored value was scaled, so one voxel at -1e9
+    # (float32 steps of 64 there) passed beside values 0..215.
+    path = tmp_path / "scan.nii"
+    array = np.arange(3 * 8 * 9, dtype=np.int32).reshape(3, 8, 9)
+    array[0, 0, 0] = -10 ** 9
+    io.write_nifti(str(path), array, spacing=(8.0, 1.5, 1.5))
+    header = bytearray(path.read_bytes())
+    struct.pack_into("<2f", header, 112, 1.0, 1.0)
+    path.write_bytes(bytes(header))
+    with pytest.raises(ValueError, match="scan.nii: its header scales the voxels by scl_slope 1 and scl_inter 1, and "
+                                         "at 1e\\+09 the float32 values ITK reads them as are 64 apart"):
+        io.read_scan(str(path))
+
+
+def test_the_qform_affine_of_quarter_turns_by_hand():
+    # A mutation audit found these unpinned: the half turn about z has a = 0, so the terms in a (the
+    # quaternion's real part, sqrt(1 - b^2 - c^2 - d^2)) were never tested, nor a qfac of 0 (read as 1).
+    r = np.sqrt(0.5)
+    sizes = (1.0, 2.0, 3.0, 4.0, 1, 1, 1, 1)
+    # 90 degrees about z: x -> y, y -> -x; columns scaled by the voxel sizes 2, 3, 4.
+    assert np.allclose(io.qform_affine((0.0, 0.0, r, 0.0, 0.0, 0.0), sizes)[:, :3], [[0, -3, 0], [2, 0, 0], [0, 0, 4]])
+    # 90 degrees about x: y -> z, z -> -y.
+    assert np.allclose(io.qform_affine((r, 0.0, 0.0, 0.0, 0.0, 0.0), sizes)[:, :3], [[2, 0, 0], [0, 0, -4], [0, 3, 0]])
+    # 90 degrees about y: z -> x, x -> -z.
+    assert np.allclose(io.qform_affine((0.0, r, 0.0, 0.0, 0.0, 0.0), sizes)[:, :3], [[0, 0, 4], [0, 3, 0], [-2, 0, 0]])
+    assert np.allclose(io.qform_affine((0.0, 0.0, 0.0, 0.0, 0.0, 0.0), (0.0, *sizes[1:]))[:, :3], np.diag([2, 3, 4]))
 
 
 def test_the_qform_affine_by_hand():

@@ -208,3 +208,22 @@ def test_the_prior_is_zoomed_as_the_training_slices_are():
                            .sum()) for k in range(40)) for s in (0.0, 0.4)}
     assert areas[0.0][0] > 0.85 * 256 and areas[0.0][-1] < 1.15 * 256  # rotations only
     assert areas[0.4][0] < 0.6 * 256 and areas[0.4][-1] > 1.5 * 256
+
+
+def test_a_rotation_and_a_zoom_together_by_hand():
+    # A mutation audit found this unpinned: the sine terms left unzoomed passed every test at angle 0
+    # but turned a zoom by 2 at 90 degrees into a plain quarter turn.
+    from dataloaders.shape_prior import _rotate_and_zoom
+
+    square = torch.zeros(1, 16, 16)
+    square[0, 6:10, 6:10] = 1  # a quarter turn about the centre keeps it; the zoom doubles it
+    out = _rotate_and_zoom(square, torch.tensor([np.pi / 2]), torch.tensor([2.0]))[0]
+    assert torch.equal(out, F.pad(torch.ones(8, 8), (4, 4, 4, 4)))
+
+
+def test_a_prior_read_from_files_keeps_its_zoom(tmp_path):
+    # A mutation audit found this unpinned: from_source dropped ``scale``, so a --shape_prior was never zoomed.
+    label = np.zeros((1, 32, 32), np.uint8)
+    label[0, 8:24, 8:24], label[0, 12:20, 12:20], label[0, 8:24, 4:8] = 2, 3, 1
+    io.write_h5(str(tmp_path / "a" / "x.h5"), {"label": label})
+    assert ShapePrior.from_source(str(tmp_path / "a"), (32, 32), scale=0.3).scale == 0.3

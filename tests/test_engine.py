@@ -436,3 +436,33 @@ def test_the_training_slices_are_augmented_as_the_flags_say(tmp_path, phantom_ro
                         lambda *a, **k: seen.add(a[-2:]) or real(*a, **k))
     run("pce", phantom_root, tmp_path / "run", "--aug_scale", "0.3", "--aug_intensity")
     assert seen == {(0.3, True)}
+
+
+def test_the_step_scalars_are_logged_at_their_iteration_with_the_learning_rate():
+    # A mutation audit found these unpinned: _log_scalars could write every train/* scalar at step 0,
+    # or leave out train/lr, and every test passed (the curves plot_curves.py draws read these).
+    class Writer:
+        def __init__(self):
+            self.scalars = []
+
+        def add_scalar(self, tag, value, step):
+            self.scalars.append((tag, value, step))
+
+    class Bar:
+        def set_postfix(self, postfix, refresh):
+            self.postfix = postfix
+
+    weight = torch.nn.Parameter(torch.zeros(1))
+    optimizers = {"seg": torch.optim.SGD([weight], lr=0.005)}
+    writer, bar = Writer(), Bar()
+    logs = engine._log_scalars({"loss": torch.tensor(0.25), "pce": torch.tensor(0.5)}, writer, bar, optimizers, 30)
+    assert logs == {"loss": 0.25, "pce": 0.5} and all(type(v) is float for v in logs.values())
+    assert writer.scalars == [("train/loss", 0.25, 30), ("train/pce", 0.5, 30), ("train/lr", 0.005, 30)]
+    assert bar.postfix == {"loss": "0.250", "pce": "0.500"}
+
+
+def test_a_default_run_neither_zooms_nor_jitters(tmp_path, phantom_root):
+    # A mutation audit found these unpinned: a default of --aug_scale 0.1 or --aug_intensity on changed
+    # every run's augmentation (the literature's, WSL4MIS and the MaskMixAdv release) and every test passed.
+    cfg = tiny_cfg(get_method("pce"), phantom_root, tmp_path / "run")
+    assert cfg.aug_scale == 0.0 and cfg.aug_intensity is False

@@ -241,3 +241,20 @@ def test_the_adversarial_weight_ramps_up(tmp_path, phantom_root):
     state = TrainState(cfg, torch.device("cpu"), method.configure_optimizers())
     state.iteration = 1  # progress 1/4, half the ramp: 0.1 * exp(-5 * 0.5 ** 2)
     assert method.training_step(batch(), state)["w_adv"].item() == pytest.approx(0.1 * math.exp(-1.25), rel=1e-6)
+
+
+@pytest.mark.parametrize("from_files", [False, True])
+def test_the_shape_prior_is_zoomed_with_aug_scale(tmp_path, phantom_root, from_files):
+    # A mutation audit found this unpinned: either prior (phantom masks or --shape_prior files) built
+    # without --aug_scale kept the hearts' size while the training slices were zoomed.
+    from dataloaders import io
+
+    extra = ["--aug_scale", "0.3"]
+    if from_files:
+        label = np.zeros((1, 32, 32), np.uint8)
+        label[0, 8:24, 8:24], label[0, 12:20, 12:20], label[0, 8:24, 4:8] = 2, 3, 1  # as make_method's
+        io.write_h5(str(tmp_path / "prior" / "x.h5"), {"label": label})
+        extra += ["--shape_prior", str(tmp_path / "prior")]
+    method = MaskMixAdv(tiny_cfg(MaskMixAdv, phantom_root, tmp_path / "run", "--disc_ndf", "8", *extra))
+    method.prepare(None)
+    assert method.prior.scale == 0.3

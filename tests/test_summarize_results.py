@@ -146,3 +146,20 @@ def test_folds_recorded_as_scored_otherwise_are_not_averaged(tmp_path, capsys, k
     assert summarize_results.main(["--results", str(tmp_path), "--methods", "pce", "--folds", "fold1", "fold2"]) == 0
     # a result without the root's digest beside one with it is named
     assert ("pce_fold2.json record(s) no digest of the data root" in capsys.readouterr().err) == (key == "root_sha256")
+
+
+def test_a_checkpoint_at_another_iteration_is_no_longer_the_one_scored(tmp_path, monkeypatch):
+    # A mutation audit found this unpinned: only the configuration's digest was compared, so a run
+    # trained again with the same command (a GPU run need not repeat itself), whose best.pth now holds
+    # another iteration, kept its old result.
+    import checkpoint
+
+    config = {"method": "pce", "max_iterations": 4}
+    ckpt = {"config": config, "iteration": 4}
+    monkeypatch.setattr(checkpoint, "read_checkpoint", lambda p: ckpt)
+    (tmp_path / "best.pth").write_text("")  # no last.pth beside it: whether the run finished is unknown
+    scored = {"checkpoint": str(tmp_path / "best.pth"), "config_sha256": checkpoint.config_digest(config),
+              "iteration": 4}
+    summarize_results.check_still_scored("r.json", scored)
+    with pytest.raises(ValueError, match="r.json: .*best.pth is no longer the checkpoint it scored"):
+        summarize_results.check_still_scored("r.json", {**scored, "iteration": 2})

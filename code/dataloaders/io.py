@@ -477,6 +477,10 @@ def check_nifti_file(path: str) -> tuple[np.ndarray | None, bool]:
         # vox_offset (e.g. 0) from byte 348, nibabel from 352: two images, shifted by 4 bytes.
         raise ValueError(f"{path}: vox_offset {h.offset} in its header lies before byte {SINGLE_FILE_OFFSET}, where "
                          "a single-file NIfTI's voxels start (tools read it differently); save the scan again")
+    if h.slope == 0.0 and h.intercept != 0.0:
+        # The NIfTI standard and nibabel ignore the scaling when scl_slope is 0; ITK adds scl_inter.
+        raise ValueError(f"{path}: scl_slope 0 with scl_inter {h.intercept:g} in its header, which tools read "
+                         "differently (ITK adds the offset, nibabel ignores both); save the scan without that scaling")
     count = int(np.prod([max(1, int(d)) for d in h.dims[1:n_dims + 1]]))
     expected = h.offset + count * h.bitpix // 8
     if len(data) < expected:
@@ -544,7 +548,6 @@ def check_scaling_precision(path: str, stored: np.ndarray, slope: float, interce
     ``stored`` integer voxels gives values that float32, what ITK returns scaled voxels as, cannot
     hold one level apart (e.g. scl_inter 1e9: steps of 64): the scan's contrast would be lost in
     rounding before it is normalised."""
-    slope = slope or 1.0  # scl_slope 0 means no scaling
     if not stored.size:
         return
     largest = max(abs(slope * float(stored.min()) + intercept), abs(slope * float(stored.max()) + intercept))
