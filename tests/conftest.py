@@ -32,6 +32,24 @@ def tiny_cfg(method_cls, root, out_dir, *extra):
     return finalize(build_parser(method_cls).parse_args(args), method_cls)
 
 
+class Interrupt(Exception):
+    """Raised by training under :func:`stop_after_first_save`."""
+
+
+def stop_after_first_save(monkeypatch) -> None:
+    """Make training raise :class:`Interrupt` right after it first writes ``last.pth``: a run
+    stopped part-way, as SIGTERM leaves it."""
+    import checkpoint
+
+    real = checkpoint.save_checkpoint
+
+    def save_then_crash(path, *args):
+        real(path, *args)
+        if path.endswith("last.pth"):
+            raise Interrupt
+    monkeypatch.setattr(checkpoint, "save_checkpoint", save_then_crash)
+
+
 def benchmark(name: str):
     """The module ``benchmarks/<name>.py`` (benchmarks are scripts, not a package)."""
     import importlib.util

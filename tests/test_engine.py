@@ -8,25 +8,15 @@ import checkpoint
 import engine
 import inference
 import resume
-from conftest import tiny_cfg
+from conftest import Interrupt, stop_after_first_save, tiny_cfg
 from methods import get_method
-
-
-class Interrupt(Exception):
-    pass
 
 
 def run(method_name, root, out_dir, *extra, crash_after_first_save=False, monkeypatch=None):
     method_cls = get_method(method_name)
     cfg = tiny_cfg(method_cls, root, out_dir, *extra)
     if crash_after_first_save:
-        real = checkpoint.save_checkpoint
-
-        def save_then_crash(path, *args):
-            real(path, *args)
-            if path.endswith("last.pth"):
-                raise Interrupt
-        monkeypatch.setattr(checkpoint, "save_checkpoint", save_then_crash)
+        stop_after_first_save(monkeypatch)
     engine.train(cfg, method_cls)
     return torch.load(os.path.join(out_dir, "last.pth"), weights_only=False)
 

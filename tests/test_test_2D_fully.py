@@ -549,25 +549,15 @@ def test_a_run_stopped_before_its_last_iteration_is_scored_only_when_asked(phant
                                                                             monkeypatch):
     # Found by a probe: a run stopped by SIGTERM (waiting for --resume) was scored without a word, and
     # summarize_results.py averaged it with finished folds, even after the run was resumed.
-    import checkpoint
     import engine
-    from conftest import tiny_cfg
+    from conftest import Interrupt, stop_after_first_save, tiny_cfg
     from methods import get_method
     from summarize_results import read_result
 
-    class Stop(Exception):
-        pass
-
-    real = checkpoint.save_checkpoint
-
-    def save_then_stop(path, *args):
-        real(path, *args)
-        if path.endswith("last.pth"):
-            raise Stop
-    monkeypatch.setattr(checkpoint, "save_checkpoint", save_then_stop)
-    with pytest.raises(Stop):
+    stop_after_first_save(monkeypatch)
+    with pytest.raises(Interrupt):
         engine.train(tiny_cfg(get_method("pce"), phantom_root, tmp_path / "run"), get_method("pce"))
-    monkeypatch.setattr(checkpoint, "save_checkpoint", real)
+    monkeypatch.undo()
     score = ["--root_path", phantom_root, "--checkpoint", str(tmp_path / "run" / "last.pth"),
              "--out_json", str(tmp_path / "r.json")]
     with pytest.raises(SystemExit) as e:
