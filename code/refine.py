@@ -155,9 +155,10 @@ def simulate(args, method, how: Prediction, ckpt) -> dict:
               f"{r['dice_after'] - r['dice_before']:+7.4f} {r['stroked_voxels']:7d} {r['steps']:5d} "
               f"{r['seconds']:6.1f}", flush=True)
     s = summarize_simulation(rows)
+    drop = f"largest drop {s['largest_drop']:.4f}" if s["largest_drop"] else "none worse"
     print(f"all {s['n']} volumes: mean Dice {s['all_before']:.4f} -> {s['all_after']:.4f}; "
           f"worst {s['worst_n']}: {s['worst_before']:.4f} -> {s['worst_after']:.4f}; "
-          f"largest drop {s['largest_drop']:.4f}; {s['seconds_mean']:.1f} s per refinement "
+          f"{drop}; {s['seconds_mean']:.1f} s per refinement "
           f"(max {s['seconds_max']:.1f} s)")
     return s
 

@@ -246,11 +246,11 @@ def simulate_case(model, case, k: int, how: Prediction, worst_slices=None, seed=
 
 def summarize_simulation(rows: list[dict], worst: int = 10) -> dict:
     """Means before/after over all volumes and over the ``worst`` volumes (lowest Dice before),
-    the largest drop, and the mean and largest time per refinement."""
+    the largest drop (0 when no volume got worse), and the mean and largest time per refinement."""
     worst_rows = sorted(rows, key=lambda r: r["dice_before"])[:worst]
     mean = lambda rs, key: float(np.mean([r[key] for r in rs]))  # noqa: E731
     return {"n": len(rows), "worst_n": len(worst_rows),
             "all_before": mean(rows, "dice_before"), "all_after": mean(rows, "dice_after"),
             "worst_before": mean(worst_rows, "dice_before"), "worst_after": mean(worst_rows, "dice_after"),
-            "largest_drop": float(max(r["dice_before"] - r["dice_after"] for r in rows)),
+            "largest_drop": max(0.0, float(max(r["dice_before"] - r["dice_after"] for r in rows))),
             "seconds_mean": mean(rows, "seconds"), "seconds_max": float(max(r["seconds"] for r in rows))}

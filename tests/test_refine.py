@@ -76,6 +76,8 @@ def test_refinement_raises_dice_of_a_bad_model(phantom_root, bad_model):
     s = summarize_simulation([r, {**r, "dice_before": 0.5, "dice_after": 0.4, "seconds": 1e6}], worst=1)
     assert s["worst_before"] == r["dice_before"] and s["largest_drop"] == pytest.approx(0.1)
     assert s["seconds_max"] == 1e6
+    # Found by a probe: with every volume improved the smallest gain was printed as a negative "drop".
+    assert summarize_simulation([{**r, "dice_before": 0.5, "dice_after": 0.6}])["largest_drop"] == 0.0
 
 
 def test_simulation_scores_the_classes_of_the_data_root(lv_root, phantom_root, tmp_path, capsys):
