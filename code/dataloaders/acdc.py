@@ -145,7 +145,7 @@ def check_scribbles(root: str, slices: list[dict], scribbles: list[np.ndarray]) 
     background strokes, test Dice 0 at exit 0)."""
     by_case: dict[str, list[np.ndarray]] = {}
     for s, scribble in zip(slices, scribbles):
-        by_case.setdefault(s["name"].rsplit("_slice_", 1)[0], []).append(scribble.ravel())
+        by_case.setdefault(s["case"], []).append(scribble.ravel())
     for case, arrays in by_case.items():
         io.check_mostly_unlabeled(io.volume_path(root, case), np.concatenate(arrays))
     return scribbles
@@ -177,7 +177,7 @@ def point_targets(root: str, slices: list[dict], progress: bool) -> list[np.ndar
     return [cache.get(*it) for it in items]
 
 
-# Supervision types: (root, slices as dicts of arrays with their "name", progress) -> the
+# Supervision types: (root, slices as dicts of arrays with their "name" and "case", progress) -> the
 # training target of each slice, (H, W) with 4 = unlabeled.
 SUPERVISION = {
     "scribble": scribble_targets,
@@ -284,8 +284,9 @@ class SliceDataset(Dataset):
         if not pairs:
             raise ValueError(f"{root}: no training slices for the chosen split")
         classes = io.root_classes(root)
-        slices = [{"name": n, **io.read_h5(os.path.join(root, io.SLICE_DIR, n + ".h5"), num_classes=classes)}
-                  for _, n in tqdm(pairs, desc="loading slices", disable=not progress, leave=False)]
+        slices = [{"name": n, "case": case, **io.read_h5(os.path.join(root, io.SLICE_DIR, n + ".h5"),
+                                                         num_classes=classes)}
+                  for case, n in tqdm(pairs, desc="loading slices", disable=not progress, leave=False)]
         check_slices_match_volumes(root, cases, slices, classes)
         self.names = [n for _, n in pairs]
         self.images = [s["image"].astype(np.float32) for s in slices]

@@ -529,14 +529,20 @@ def qform_affine(quaternion, pixdim) -> np.ndarray:
     return np.column_stack([rotation @ np.diag([pixdim[1], pixdim[2], qfac * pixdim[3]]), offset])
 
 
+def places_alike(first: np.ndarray, second: np.ndarray) -> bool:
+    """Whether two (3, 4) voxel -> mm affines place the voxels alike: their linear parts within a
+    thousandth of ``first``'s largest voxel side, their origins within a tenth of its smallest."""
+    sides = np.linalg.norm(first[:, :3], axis=0)
+    return bool(np.allclose(first[:, :3], second[:, :3], rtol=0, atol=1e-3 * sides.max())
+                and np.allclose(first[:, 3], second[:, 3], rtol=0, atol=0.1 * sides.min()))
+
+
 def check_same_placement(path: str, qform: np.ndarray, sform: np.ndarray) -> None:
     """ValueError naming ``path`` when its header's qform and sform, (3, 4) affines, place the
     voxels differently: ITK follows one and writes files for the scan with it as both, nibabel
     and FSL follow the sform, other tools the qform, so a prediction would lie elsewhere than the
-    scan in some of them. The tolerances are :func:`check_sform`'s."""
-    side = np.linalg.norm(qform[:, :3], axis=0)
-    if not (np.allclose(qform[:, :3], sform[:, :3], rtol=0, atol=1e-3 * side.max())
-            and np.allclose(qform[:, 3], sform[:, 3], rtol=0, atol=0.1 * side.min())):
+    scan in some of them."""
+    if not places_alike(qform, sform):
         moved = float(np.linalg.norm(qform[:, 3] - sform[:, 3]))
         raise ValueError(f"{path}: its qform and sform (both set) place the voxels differently (origins "
                          f"{moved:.3g} mm apart), and tools differ on which they follow; save the scan with one "
@@ -566,12 +572,9 @@ def check_sform(path: str, img: sitk.Image, sform: np.ndarray | None) -> None:
     qform beside the sform must place the voxels alike: :func:`check_same_placement`.)"""
     if sform is None:
         return
-    spacing = np.array(img.GetSpacing())
     to_ras = np.diag([-1.0, -1.0, 1.0])  # ITK's LPS frame -> the header's RAS
-    linear = to_ras @ np.reshape(img.GetDirection(), (3, 3)) @ np.diag(spacing)
-    origin = to_ras @ np.array(img.GetOrigin())
-    if not (np.allclose(linear, sform[:, :3], rtol=0, atol=1e-3 * spacing.max())
-            and np.allclose(origin, sform[:, 3], rtol=0, atol=0.1 * spacing.min())):
+    linear = to_ras @ np.reshape(img.GetDirection(), (3, 3)) @ np.diag(img.GetSpacing())
+    if not places_alike(np.column_stack([linear, to_ras @ np.array(img.GetOrigin())]), sform):
         raise ValueError(f"{path}: its sform places the voxels elsewhere than the geometry ITK reads (a "
                          "sheared or rescaled sform?); a prediction would not overlay the scan in tools that "
                          "follow the sform; save the scan with one geometry")
