@@ -157,3 +157,17 @@ def test_dual_decoder_perturbs_every_encoder_stage():
     main, aux = net.forward_both(torch.rand(2, 1, 32, 32))
     assert seen == [16, 32, 64, 128, 256]
     assert aux.shape == main.shape
+
+
+@pytest.mark.parametrize("level", ["feature", "both"])
+def test_masked_features_stay_bf16_under_autocast(level):
+    # A float32 mask promoted the bf16 features to float32, and every decoder convolution cast
+    # them back: 15% of the CPU step went to those copies.
+    net = MaskMixAdvNet()
+    seen = []
+    for up in [up for d in (*net.seg_decoders, net.rec_decoder) for up in d.ups]:
+        up.register_forward_pre_hook(lambda _, inputs: seen.extend(t.dtype for t in inputs))
+    x, m = torch.rand(2, 1, 32, 32), (torch.rand(2, 1, 32, 32) > 0.5).float()
+    with torch.autocast("cpu", torch.bfloat16):
+        net.forward_views(x, m, level)
+    assert len(seen) == 3 * 4 * 2 and set(seen) == {torch.bfloat16}

@@ -56,24 +56,30 @@ class MaskMixAdvNet(nn.Module):
         b = x.shape[0]
         if level == "feature":
             feats = self.encoder(x)
-            feats = [torch.cat([f * _resize_mask(m, f) for m in masks]) for f in feats]
+            views = [[f * _resize_mask(m, f) for f in feats] for m in masks]
+            pair = [torch.cat(fs) for fs in zip(*views)]
         else:
-            feats = self.encoder(torch.cat([x * m for m in masks]))
+            pair = self.encoder(torch.cat([x * m for m in masks]))
             if level == "both":
-                feats = [f * _resize_mask(torch.cat(masks), f) for f in feats]
-        rec1, rec2 = self.rec_decoder(feats).split(b) if reconstruct else (None, None)
+                pair = [f * _resize_mask(torch.cat(masks), f) for f in pair]
+            views = list(zip(*(f.split(b) for f in pair)))
+        # Decoders that see both views run once on the pair (one batch of 2B); the segmentation
+        # decoders of their own view get that view's features as they are, not slices of the pair,
+        # whose backward would copy every gradient into a zero-filled tensor of the pair's size.
+        rec1, rec2 = self.rec_decoder(pair).split(b) if reconstruct else (None, None)
         if len(self.seg_decoders) == 1:
-            seg1, seg2 = self._seg(0, feats).split(b)
+            seg1, seg2 = self._seg(0, pair).split(b)
         else:
-            seg1 = self._seg(0, [f[:b] for f in feats])
-            seg2 = self._seg(1, [f[b:] for f in feats])
+            seg1, seg2 = self._seg(0, views[0]), self._seg(1, views[1])
         return seg1, seg2, rec1, rec2
 
 
 def _resize_mask(mask: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
     """Binary mask (N, 1, H, W) -> (N, 1, h, w) at the feature's scale by nearest-neighbour
-    subsampling, which keeps the pair M, 1 - M exactly complementary at every scale."""
-    return F.interpolate(mask, size=feat.shape[-2:], mode="nearest")
+    subsampling, which keeps the pair M, 1 - M exactly complementary at every scale; in the
+    feature's dtype (0 and 1 are exact in bf16), so that masking does not promote bf16 features
+    to float32 and every decoder convolution cast them back."""
+    return F.interpolate(mask, size=feat.shape[-2:], mode="nearest").to(feat.dtype)
 
 
 class PatchDiscriminator(nn.Module):
