@@ -9,7 +9,8 @@ A method may carry its own flags, quoted with its name (as ``train.py`` takes th
 Random images and scribble-like targets; each method does ``--warmup`` steps, then the timed
 ones. Prints s/step and the ratio to the first method (ratios, not absolute times, are what
 transfer between machines). ``--release`` adds, for each precision, the step of the authors'
-released MaskMixAdv (``release_step.py``, CPU only).
+released MaskMixAdv (``release_step.py``, CPU only), as published and with the host-memory
+settings our training runs with (:mod:`host_memory`).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ sys.path[:0] = [os.path.join(HERE, "..", "code"), HERE]
 from config import build_parser, finalize  # noqa: E402
 from dataloaders.shape_prior import ShapePrior  # noqa: E402
 from engine import TrainState  # noqa: E402
+from host_memory import GLIBC_ENV, keep_freed_memory  # noqa: E402
 from inference import resolve_amp, resolve_device  # noqa: E402
 from methods import METHODS, get_method  # noqa: E402
 from step_timing import add_step_args, check_step_args  # noqa: E402
@@ -91,11 +93,12 @@ def time_method(spec, amp, args, device) -> tuple[float, str]:
     return (time.perf_counter() - start) / args.steps, cfg.amp
 
 
-def time_release(release: str, amp: str, args) -> float:
-    """Seconds per step of the release's MaskMixAdv (``release_step.py``, its own process)."""
+def time_release(release: str, amp: str, args, env=None) -> float:
+    """Seconds per step of the release's MaskMixAdv (``release_step.py``, its own process, with
+    ``env`` added to the environment)."""
     out = subprocess.run([sys.executable, RELEASE_STEP, "--release", release, "--amp", amp, "--patch", str(args.patch),
                           "--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup)],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, env={**os.environ, **(env or {})})
     if out.returncode:
         raise SystemExit(f"--release {release}: {(out.stderr.strip().splitlines() or ['failed'])[-1]}")
     return float(out.stdout.split()[-2])
@@ -114,6 +117,8 @@ def main():
     for spec in args.methods:
         parse_method(spec)
     device = resolve_device(args.device)
+    if device.type == "cpu":  # as train.py runs (engine.train)
+        keep_freed_memory()
     if args.release and device.type != "cpu":
         p.error("--release: the release's step is timed on the CPU only (--device cpu)")
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
@@ -125,9 +130,10 @@ def main():
             base = base or t
             print(f"{spec:40s} amp {amp if amp_used == amp else f'{amp}={amp_used}':8s} {t:8.4f} s/step  "
                   f"x{t / base:5.2f}", flush=True)
-        if args.release:
-            t = time_release(args.release, amp_used, args)
-            print(f"{'release maskmixadv':40s} amp {amp_used:8s} {t:8.4f} s/step  x{t / base:5.2f}", flush=True)
+        if args.release:  # as published, and with the allocator settings our training runs with
+            for label, env in (("release maskmixadv", None), ("release maskmixadv, kept memory", GLIBC_ENV)):
+                t = time_release(args.release, amp_used, args, env)
+                print(f"{label:40s} amp {amp_used:8s} {t:8.4f} s/step  x{t / base:5.2f}", flush=True)
 
 
 if __name__ == "__main__":

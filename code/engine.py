@@ -31,6 +31,7 @@ from dataloaders import io
 from dataloaders.acdc import (SliceDataset, Split, TrainBatchSampler, dense_training_cases,
                               labeled_patients, make_split, trained_on_image, volumes_digest)
 from distributed import Distributed
+from host_memory import keep_freed_memory
 import inference
 import metrics
 from inference import Prediction, autocast, evaluate, resolve_amp, resolve_device
@@ -171,6 +172,8 @@ def train(cfg: argparse.Namespace, method_cls) -> dict:
     ckpt = read_checkpoint(folder.file("last.pth")) if cfg.resume else None
     device = resolve_device(cfg.device)
     cfg.amp = resolve_amp(cfg.amp, device)  # config.json records the precision the run trained in
+    if device.type == "cpu":
+        keep_freed_memory()  # no page faults for the activations each step frees and allocates again
     if ckpt is not None:
         check_resumable(ckpt["config"], cfg, method_cls)
         check_same_world(ckpt, dist, folder.file("last.pth"))
