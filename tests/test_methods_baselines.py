@@ -13,7 +13,7 @@ import engine
 from dataloaders.augment import rot_flip, unrot_flip
 from losses.regularizers import pixel_entropy
 from methods import METHODS
-from methods.base import ema_update, mixed_pseudo_label
+from methods.base import branch_mean, ema_update, mixed_pseudo_label
 from methods.dmpls import DMPLS
 from methods.scribble2label import Scribble2Label, confident_pseudo_labels, update_memory
 from methods.ustm import USTM
@@ -492,3 +492,15 @@ def test_s2l_consistency_compares_in_the_canonical_frame():
         _, logs = method.loss(random_batch(), state)
         cons.append(logs["cons"].item())
     assert max(cons) < 1e-10
+
+
+def test_branch_mean_averages_one_loss_over_two_branches_on_the_same_target():
+    target = torch.tensor([2.0])
+    seen = []
+
+    def loss(out, t, scale):
+        seen.append((out.item(), t.item(), scale))
+        return scale * (out - t).abs().sum()
+
+    assert branch_mean(loss, torch.tensor([1.0]), torch.tensor([5.0]), target, 2.0).item() == 0.5 * (2 + 6)
+    assert seen == [(1.0, 2.0, 2.0), (5.0, 2.0, 2.0)]

@@ -31,6 +31,12 @@ def sigmoid_rampup(progress: float, length: float) -> float:
     return math.exp(-5.0 * (1.0 - t) ** 2)
 
 
+def branch_mean(loss, out1: torch.Tensor, out2: torch.Tensor, *args) -> torch.Tensor:
+    """0.5 (loss(out1, *args) + loss(out2, *args)): one loss term for two branches or views
+    trained on the same target (DMPLS, MaskMixAdv)."""
+    return 0.5 * (loss(out1, *args) + loss(out2, *args))
+
+
 def mixed_pseudo_label(p1: torch.Tensor, p2: torch.Tensor, weight) -> torch.Tensor:
     """argmax over classes of weight*p1 + (1-weight)*p2, cut from the graph.
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from losses.segmentation import dice_loss, partial_ce
-from methods.base import Method, mixed_pseudo_label
+from methods.base import Method, branch_mean, mixed_pseudo_label
 
 
 class DMPLS(Method):
@@ -52,6 +52,6 @@ class DMPLS(Method):
         # One beta per iteration (the global torch RNG: seeded and restored by the engine).
         beta = float(torch.rand(()))
         pseudo = mixed_pseudo_label(p1, p2, beta)
-        ce = self.cfg.w_ce * 0.5 * (partial_ce(logits1, target) + partial_ce(logits2, target))
-        dice = 0.5 * (dice_loss(p1, pseudo, None) + dice_loss(p2, pseudo, None))
+        ce = self.cfg.w_ce * branch_mean(partial_ce, logits1, logits2, target)
+        dice = branch_mean(dice_loss, p1, p2, pseudo, None)
         return ce + self.cfg.w_pseudo * dice, {"pce": ce, "pseudo": dice}

@@ -25,7 +25,7 @@ from dataloaders import io
 from dataloaders.shape_prior import ShapePrior, check_not_training_labels
 from dataloaders.spacing import IN_PLANE_TEXT, in_plane
 from losses.segmentation import dice_loss, masked_mse, partial_ce
-from methods.base import Method, mixed_pseudo_label, sigmoid_rampup
+from methods.base import Method, branch_mean, mixed_pseudo_label, sigmoid_rampup
 from networks import PatchDiscriminator
 
 
@@ -152,10 +152,10 @@ class MaskMixAdv(Method):
         mask = block_masks(image.shape[0], image.shape[-2:], c.mask_grid, c.mask_ratio, image.device)
         seg1, seg2, rec1, rec2 = self.net.forward_views(image, mask, c.mask_level, reconstruct=c.w_rec > 0)
         p1, p2 = seg1.float().softmax(1), seg2.float().softmax(1)
-        terms = {"pce": 0.5 * (partial_ce(seg1, target) + partial_ce(seg2, target))}
+        terms = {"pce": branch_mean(partial_ce, seg1, seg2, target)}
         if c.w_pseudo > 0:
             pseudo = mixed_pseudo_label(p1, p2, mask)
-            terms["pseudo"] = 0.5 * (dice_loss(p1, pseudo, None) + dice_loss(p2, pseudo, None))
+            terms["pseudo"] = branch_mean(dice_loss, p1, p2, pseudo, None)
         if c.w_rec > 0:
             terms["rec"] = 0.5 * (masked_mse(rec1, image, 1 - mask[:, 0]) + masked_mse(rec2, image, mask[:, 0]))
         d_fake = None
