@@ -57,11 +57,14 @@ def check_still_scored(path: str, scored: dict) -> None:
     checkpoint = scored.get("checkpoint")
     if not checkpoint or "config_sha256" not in scored or not os.path.isfile(checkpoint):
         return
-    ckpt = read_checkpoint(checkpoint)
+    try:
+        ckpt = read_checkpoint(checkpoint)
+        stopped = stopped_early(checkpoint)
+    except (OSError, ValueError) as e:  # damaged since it was scored: name the result too
+        raise ValueError(f"{path}: {e}") from e
     if config_digest(ckpt["config"]) != scored["config_sha256"] or ckpt["iteration"] != scored.get("iteration"):
         raise ValueError(f"{path}: {checkpoint} is no longer the checkpoint it scored "
                          "(another configuration or iteration: was the run replaced or continued?); score it again")
-    stopped = stopped_early(checkpoint)
     if stopped:
         raise ValueError(f"{path}: scored {checkpoint} of a run that stopped at iteration {stopped[0]} of "
                          f"{stopped[1]}; finish the run (train.py with --resume) and score it again")

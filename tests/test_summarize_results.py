@@ -163,3 +163,11 @@ def test_a_checkpoint_at_another_iteration_is_no_longer_the_one_scored(tmp_path,
     summarize_results.check_still_scored("r.json", scored)
     with pytest.raises(ValueError, match="r.json: .*best.pth is no longer the checkpoint it scored"):
         summarize_results.check_still_scored("r.json", {**scored, "iteration": 2})
+
+
+def test_a_scored_checkpoint_damaged_since_is_named_not_a_traceback(tmp_path):
+    # A probe found summarize_results.py ending in an OSError traceback (exit 1) on a truncated best.pth.
+    (tmp_path / "best.pth").write_bytes(b"PK\x03\x04 truncated")
+    scored = {"checkpoint": str(tmp_path / "best.pth"), "config_sha256": "0" * 64, "iteration": 4}
+    with pytest.raises(ValueError, match="r.json: .*best.pth: not a readable checkpoint"):
+        summarize_results.check_still_scored("r.json", scored)
