@@ -83,8 +83,9 @@ def read_prediction(pred_dir: str, case: io.Case, top: int, root: str | None = N
     when the case has several (which one was meant?), or when it is a data volume (the case's own
     in the data ``root``, or an h5 file holding an image or scribbles: a copy of the data folder).
     A NIfTI prediction must lie on the case's grid (``io.read_labels_on``; for a case of h5 data,
-    without an origin and direction, the one ``--save_nii`` writes, or unrotated at the origin):
-    the same array order is only guaranteed by the same geometry. The case's own spacing is used."""
+    without an origin and direction, the one ``--save_nii`` writes, or unrotated at the origin),
+    an h5 prediction too where it records its geometry: the same array order is only guaranteed
+    by the same geometry. The case's own spacing is used."""
     paths = prediction_files(pred_dir, case.name)
     if not paths:
         raise FileNotFoundError(f"--pred_dir {pred_dir}: no prediction for case {case.name} "
@@ -99,12 +100,12 @@ def read_prediction(pred_dir: str, case: io.Case, top: int, root: str | None = N
     if io.is_nifti(paths[0]):
         if root is not None:
             io.check_segmentation_classes(paths[0], io.class_names(root), root)
-        return io.read_labels_on(paths[0], case, top, ref_name=f"case {case.name}")
-    data = sorted(io.h5_datasets(paths[0]) & {"image", "scribble"})
-    if data:
-        raise ValueError(f"--pred_dir {pred_dir}: {paths[0]} holds {' and '.join(map(repr, data))} beside its "
-                         "labels: a data volume (a copy of the data folder?), not a prediction")
-    return io.read_label_file(paths[0], top)
+    else:
+        data = sorted(io.h5_datasets(paths[0]) & {"image", "scribble"})
+        if data:
+            raise ValueError(f"--pred_dir {pred_dir}: {paths[0]} holds {' and '.join(map(repr, data))} beside its "
+                             "labels: a data volume (a copy of the data folder?), not a prediction")
+    return io.read_labels_on(paths[0], case, top, ref_name=f"case {case.name}")
 
 
 def checkpoint_path(args) -> str:

@@ -86,7 +86,7 @@ def test_wrong_shape_is_an_error(phantom_root, pred, tmp_path, capsys):
         io.write_h5(str(pred / f"{c}.h5"), {"label": np.zeros((2, 8, 8), np.uint8)})
     with pytest.raises(SystemExit):
         score(phantom_root, pred, tmp_path / "r.json")
-    assert "has shape (2, 8, 8)" in capsys.readouterr().err
+    assert "shape (2, 8, 8) differs from case" in capsys.readouterr().err
 
 
 def test_needs_exactly_one_source(phantom_root, tmp_path):
@@ -594,3 +594,29 @@ def test_predictions_written_for_other_classes_are_refused(phantom_root, pred, t
             assert e.value.code == 2 and "nii.gz: predicted by a model of other classes than" in capsys.readouterr().err
         else:  # the root's classes, or none recorded (files of an older version): scored
             assert score(phantom_root, pred, tmp_path / f"{len(names or [])}.json")["dice"]["mean"] == 1.0
+
+
+def test_h5_predictions_on_another_grid_are_refused(phantom_root, pred, tmp_path, capsys):
+    # A probe scored the truth stored in another array order (columns reversed, its direction and
+    # origin saying so) at Dice 0.30, exit 0: h5 predictions were read without their geometry.
+    import shutil
+
+    import h5py
+
+    root = tmp_path / "root"
+    shutil.copytree(phantom_root, root)
+    cases = fold1_test_cases(str(root))
+    for c in cases:
+        case = io.read_case(str(root), c)
+        with h5py.File(io.volume_path(str(root), c), "a") as f:
+            f.attrs["origin"], f.attrs["direction"] = np.zeros(3), np.eye(3).ravel()
+        width = case.spacing[2] * (case.label.shape[2] - 1)
+        io.write_h5(str(pred / f"{c}.h5"), {"label": case.label[..., ::-1]}, case.spacing, origin=(width, 0.0, 0.0),
+                    direction=np.diag([-1.0, 1.0, 1.0]).ravel())
+    with pytest.raises(SystemExit) as e:
+        score(str(root), pred, tmp_path / "r.json")
+    assert e.value.code == 2 and f"{cases[0]}.h5: direction (-1.0, 0.0, 0.0" in capsys.readouterr().err
+    for c in cases:  # on the case's grid it is scored
+        io.write_h5(str(pred / f"{c}.h5"), {"label": io.read_case(str(root), c).label}, io.read_case(str(root), c).spacing,
+                    origin=(0.0, 0.0, 0.0), direction=np.eye(3).ravel())
+    assert score(str(root), pred, tmp_path / "r.json")["dice"]["mean"] == 1.0

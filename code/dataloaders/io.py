@@ -682,12 +682,21 @@ def check_same_grid(what: str, other: Case, ref: Case, ref_name: str = "the scan
 
 
 def read_labels_on(path: str, ref: Case, top: int = NUM_CLASSES - 1, ref_name: str = "the scan") -> np.ndarray:
-    """(Z, H, W) uint8 label volume of the NIfTI ``path``, whole numbers in 0..``top``, on ``ref``'s grid
-    (:func:`check_same_grid`; a file without geometry, :func:`header_free`, is matched by shape).
-    A ``ref`` without an origin and direction (h5 data) has no orientation to check against: a
-    file :func:`unrotated_at_origin` is matched by shape, any other must lie on the grid
-    :func:`write_nifti` gives ``ref`` (at the origin, unrotated). OSError or ValueError naming the
-    file otherwise."""
+    """(Z, H, W) uint8 label volume of the NIfTI or h5 (key ``label``) ``path``, whole numbers in
+    0..``top``, on ``ref``'s grid (:func:`check_same_grid`; a NIfTI without geometry,
+    :func:`header_free`, is matched by shape; an h5 file's geometry attributes are compared where
+    both record them). A ``ref`` without an origin and direction (h5 data) has no orientation to
+    check against: a NIfTI :func:`unrotated_at_origin` is matched by shape, any other must lie on
+    the grid :func:`write_nifti` gives ``ref`` (at the origin, unrotated). OSError or ValueError
+    naming the file otherwise."""
+    if not is_nifti(path):
+        d = read_h5(path, keys=("label",))
+        if "label" not in d:
+            raise ValueError(f"{path}: no 'label' dataset")
+        labels = Case(ref.name, d["label"], spacing=d["spacing"], origin=d["origin"], direction=d["direction"])
+        check_same_grid(path, labels, ref, ref_name)
+        check_labels(path, labels.image, top)
+        return labels.image.astype(np.uint8)
     labels = read_scan(path)
     if header_free(labels) or (ref.direction is None and unrotated_at_origin(labels)):
         labels = Case(labels.name, labels.image)
