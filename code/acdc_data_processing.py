@@ -144,6 +144,19 @@ def read_labels_on(path: str, image: Case, top: int) -> np.ndarray:
         raise CaseError(str(e)) from e
 
 
+def without_unit_geometry(path: str, case: Case) -> Case:
+    """``case`` without spacing, origin and direction when the header of its scan ``path`` holds
+    none (``io.header_free``: 1 mm voxels unrotated at the origin, what ITK writes for a bare
+    array). Kept, its distances would pass for mm beside other cases' real ones; without them the
+    root's own rules apply: distances in voxels, and a root that mixes both refused wherever
+    distances are averaged (``inference.distance_units``)."""
+    if not io.header_free(case):
+        return case
+    tqdm.write(f"note: {path}: no geometry in its header (1 mm voxels, unrotated at the origin): written "
+               "without a spacing, so that its distances count in voxels")
+    return dataclasses.replace(case, spacing=None, origin=None, direction=None)
+
+
 def case_seed(seed: int, case: str) -> list[int]:
     """Seed of a case's generated scribbles: stable across runs and independent of case order."""
     return [seed, zlib.crc32(case.encode())]
@@ -189,8 +202,8 @@ def process_raw_case(case: str, image_path: str | None, gt_path: str | None,
         scribble = scribble.astype(np.uint16)
     else:
         scribble = scribble_volume(label, np.random.default_rng(case_seed(seed, case)))
-    return dataclasses.replace(image, name=case, image=normalised(image_path, image.image), label=label,
-                               scribble=scribble)
+    return without_unit_geometry(image_path, dataclasses.replace(image, name=case, image=normalised(image_path, image.image),
+                                                                 label=label, scribble=scribble))
 
 
 # A scribble leaves most voxels 4 (unlabeled; ACDC's strokes cover about 4%): a label file with 4
@@ -237,7 +250,8 @@ def process_nifti_case(split: str, image_path: str, label_path: str, seed: int,
         scribble = scribble_volume(label, np.random.default_rng(case_seed(seed, scan.name)))
     else:
         scribble = None
-    return dataclasses.replace(scan, image=normalised(image_path, scan.image), label=label, scribble=scribble)
+    return without_unit_geometry(image_path, dataclasses.replace(scan, image=normalised(image_path, scan.image),
+                                                                 label=label, scribble=scribble))
 
 
 def write_splits_json(out: str, splits: dict[str, list[str]]) -> None:

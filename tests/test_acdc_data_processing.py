@@ -452,3 +452,24 @@ def test_a_scribble_for_a_scored_case_is_refused(phantom, tmp_path):
     for split in ("val", "test"):
         with pytest.raises(adp.CaseError, match="cases are scored and need a dense mask"):
             adp.process_nifti_case(split, image, path, 0)
+
+
+def test_a_scan_without_geometry_is_written_without_a_spacing(nifti_src, tmp_path, capsys):
+    import SimpleITK as sitk
+
+    from dataloaders import io
+
+    # A probe converted a scan written from a bare array (1 mm voxels, unrotated at the origin)
+    # beside real ones: its HD95 counted voxels as mm (51.6 instead of 89.5), exit 0 everywhere.
+    src = tmp_path / "src"
+    shutil.copytree(nifti_src, src)
+    image = sorted((src / "train" / "images").iterdir())[0]
+    mask = src / "train" / "labels" / image.name.replace(".nii.gz", "_gt.nii.gz")
+    for f in (image, mask):
+        sitk.WriteImage(sitk.GetImageFromArray(sitk.GetArrayFromImage(sitk.ReadImage(str(f)))), str(f))
+    assert adp.main(["--nifti", str(src), "--out", str(tmp_path / "out")]) == 0
+    assert f"note: {image}: no geometry in its header" in capsys.readouterr().out
+    cases = {c: read_case(str(tmp_path / "out"), c) for c in list_cases(str(tmp_path / "out"))}
+    bare = io.nifti_stem(str(image))
+    assert cases[bare].spacing is None and cases[bare].origin is None and cases[bare].direction is None
+    assert all(c.spacing is not None and c.spacing != (1.0, 1.0, 1.0) for name, c in cases.items() if name != bare)
