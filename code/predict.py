@@ -45,11 +45,17 @@ def parse_args(argv=None):
 
 
 def input_files(path: str) -> list[str]:
-    """The NIfTI files of ``path`` (a file or a folder, sorted); ValueError naming it if none."""
+    """The NIfTI files of ``path`` (a file or a folder, sorted); ValueError naming it if none, or
+    if the folder holds a scan in another format (:func:`io.other_files`), which would be skipped."""
     if os.path.isfile(path):
         return [path]
     if not os.path.isdir(path):
         raise ValueError(f"--input {path}: no such file or folder")
+    others = io.other_files(path)
+    if others:
+        raise ValueError(f"--input {path}: {os.path.basename(others[0])}"
+                         f"{f' and {len(others) - 1} other file(s)' if len(others) > 1 else ''} not NIfTI "
+                         "(.nii, .nii.gz): convert them, or move them out")
     files = sorted(os.path.join(path, f) for f in os.listdir(path) if io.is_nifti(f))
     if not files:
         raise ValueError(f"--input {path}: no .nii or .nii.gz files")

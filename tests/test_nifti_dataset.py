@@ -124,6 +124,28 @@ def test_folders_and_files_the_conversion_would_skip_are_named(nifti_src, tmp_pa
     assert f"{src}/stray.nii.gz (outside a split folder)" in str(e.value) and "notes.txt" not in str(e.value)
 
 
+def test_scans_in_another_format_are_named_not_skipped(nifti_src, tmp_path, capsys):
+    # A probe converted a split whose test case was .nrrd: "18 of 18 cases written", exit 0, and
+    # every later test table scored 2 of the 4 test volumes; predict.py skipped such scans too.
+    import shutil
+
+    from dataloaders import io
+
+    src = tmp_path / "src"
+    shutil.copytree(nifti_src, src)
+    images = src / "val" / "images"
+    first = sorted(images.iterdir())[0]
+    sitk.WriteImage(sitk.ReadImage(str(first)), str(images / "subject9_ED.nrrd"))
+    (images / "subject4_ED.json").write_text("{}")  # dcm2niix's sidecar is no scan
+    with pytest.raises(ValueError) as e:
+        io.find_nifti_dataset(str(src))
+    assert f"{images}/subject9_ED.nrrd (not a NIfTI file: .nii or .nii.gz)" in str(e.value)
+    assert ".json" not in str(e.value)
+    with pytest.raises(SystemExit) as e:
+        predict.main(["--checkpoint", "unused.pth", "--input", str(images), "--output", str(tmp_path / "out")])
+    assert e.value.code == 2 and "subject9_ED.nrrd not NIfTI (.nii, .nii.gz)" in capsys.readouterr().err
+
+
 def test_a_case_name_with_a_space_is_refused_at_the_conversion(nifti_src, tmp_path, capsys):
     # it converted, then random-walker training stopped on the name
     import shutil

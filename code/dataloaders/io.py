@@ -716,6 +716,19 @@ def is_nifti(path: str) -> bool:
     return path.lower().endswith(NIFTI_EXTENSIONS)
 
 
+# Files that lie beside scans and are no scans (dcm2niix writes a .json beside each NIfTI).
+SIDECAR_EXTENSIONS = (".json", ".txt", ".md", ".csv", ".tsv", ".bval", ".bvec")
+
+
+def other_files(folder: str) -> list[str]:
+    """The files of ``folder`` that are neither NIfTI nor sidecars (hidden ones aside), sorted:
+    scans in another format (``.mha``, ``.nrrd``, ``.hdr``/``.img``, DICOM), which a folder of
+    NIfTI input would otherwise skip without a word."""
+    return [os.path.join(folder, f) for f in sorted(os.listdir(folder))
+            if not f.startswith(".") and os.path.isfile(os.path.join(folder, f)) and not is_nifti(f)
+            and not f.lower().endswith(SIDECAR_EXTENSIONS)]
+
+
 def nifti_stem(path: str) -> str:
     """``dir/subject3_DE.nii.gz`` (or ``.NII.GZ``, ``.nii``) -> ``subject3_DE``."""
     name = os.path.basename(path)
@@ -1035,7 +1048,8 @@ NIFTI_SPLITS = {"train": "train", "val": "val", "test": "test", "TestSet": "test
 def unread_entries(src: str) -> list[str]:
     """What :func:`find_nifti_dataset` would skip under ``src`` although it may hold cases: a
     folder other than the split folders (``Val/``, ``validation/``), NIfTI files outside a
-    split's ``images/`` and ``labels/``, and folders inside those (hidden entries aside)."""
+    split's ``images/`` and ``labels/``, and folders and scans in other formats inside those
+    (:func:`other_files`; hidden entries aside)."""
     skipped = []
     for entry in sorted(os.listdir(src)):
         path = os.path.join(src, entry)
@@ -1052,6 +1066,7 @@ def unread_entries(src: str) -> list[str]:
                     skipped += [f"{os.path.join(inner, f)}/ (a folder: only files in {sub}/ are read)"
                                 for f in sorted(os.listdir(inner))
                                 if not f.startswith(".") and os.path.isdir(os.path.join(inner, f))]
+                    skipped += [f"{f} (not a NIfTI file: .nii or .nii.gz)" for f in other_files(inner)]
                 elif not sub.startswith(".") and (os.path.isdir(inner) or is_nifti(sub)):
                     skipped.append(f"{inner}{'/' if os.path.isdir(inner) else ''} (not in images/ or labels/)")
     return skipped
