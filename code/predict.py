@@ -46,12 +46,12 @@ def parse_args(argv=None):
 
 def input_files(path: str) -> list[str]:
     """The NIfTI files of ``path`` (a file or a folder, sorted); ValueError naming it if none, or
-    if the folder holds a scan in another format (:func:`io.other_files`), which would be skipped."""
+    if the folder holds a scan in another format (:func:`io.other_scans`), which would be skipped."""
     if os.path.isfile(path):
         return [path]
     if not os.path.isdir(path):
         raise ValueError(f"--input {path}: no such file or folder")
-    others = io.other_files(path)
+    others = io.other_scans(path)
     if others:
         raise ValueError(f"--input {path}: {os.path.basename(others[0])}"
                          f"{f' and {len(others) - 1} other file(s)' if len(others) > 1 else ''} not NIfTI "

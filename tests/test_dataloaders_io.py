@@ -588,3 +588,15 @@ def test_root_digest_tells_a_root_generated_again_from_a_copy(phantom_root, tmp_
         scribble[scribble == 1] = io.UNLABELED  # other strokes only: the scores' volumes are the same
         f["scribble"][...] = scribble
     assert io.root_digest(str(copy)) != io.root_digest(phantom_root)
+
+
+def test_h5_labels_are_read_on_the_reference_grid_with_their_own_top(tmp_path):
+    # Strokes (4 = unlabeled) in an h5 file were checked against 0..3 before the caller's top.
+    ref = io.Case("c", np.zeros((2, 4, 4), np.float32), spacing=(5.0, 1.0, 1.0))
+    strokes = np.full((2, 4, 4), 4, np.uint8)
+    strokes[0, 0, 0] = 1
+    io.write_h5(str(tmp_path / "s.h5"), {"label": strokes}, spacing=(5.0, 1.0, 1.0))
+    assert np.array_equal(io.read_labels_on(str(tmp_path / "s.h5"), ref, io.UNLABELED), strokes)
+    io.write_h5(str(tmp_path / "t.h5"), {"label": strokes}, spacing=(5.0, 2.0, 1.0))
+    with pytest.raises(ValueError, match=r"t.h5: spacing \(5.0, 2.0, 1.0\) differs from the scan's"):
+        io.read_labels_on(str(tmp_path / "t.h5"), ref, io.UNLABELED)

@@ -136,14 +136,17 @@ def test_scans_in_another_format_are_named_not_skipped(nifti_src, tmp_path, caps
     images = src / "val" / "images"
     first = sorted(images.iterdir())[0]
     sitk.WriteImage(sitk.ReadImage(str(first)), str(images / "subject9_ED.nrrd"))
-    (images / "subject4_ED.json").write_text("{}")  # dcm2niix's sidecar is no scan
+    for other in ("subject4_ED.json", "Info.cfg", "Thumbs.db", "README"):  # no scans: let be
+        (images / other).write_text("{}")
+    (images / "IM0001").write_bytes(bytes(128) + b"DICM" + bytes(64))  # DICOM has no extension to go by
     with pytest.raises(ValueError) as e:
         io.find_nifti_dataset(str(src))
     assert f"{images}/subject9_ED.nrrd (not a NIfTI file: .nii or .nii.gz)" in str(e.value)
-    assert ".json" not in str(e.value)
+    assert f"{images}/IM0001 (not a NIfTI file" in str(e.value)
+    assert not any(other in str(e.value) for other in (".json", "Info.cfg", "Thumbs.db", "README"))
     with pytest.raises(SystemExit) as e:
         predict.main(["--checkpoint", "unused.pth", "--input", str(images), "--output", str(tmp_path / "out")])
-    assert e.value.code == 2 and "subject9_ED.nrrd not NIfTI (.nii, .nii.gz)" in capsys.readouterr().err
+    assert e.value.code == 2 and "IM0001 and 1 other file(s) not NIfTI (.nii, .nii.gz)" in capsys.readouterr().err
 
 
 def test_a_case_name_with_a_space_is_refused_at_the_conversion(nifti_src, tmp_path, capsys):

@@ -689,8 +689,8 @@ def read_labels_on(path: str, ref: Case, top: int = NUM_CLASSES - 1, ref_name: s
     check against: a NIfTI :func:`unrotated_at_origin` is matched by shape, any other must lie on
     the grid :func:`write_nifti` gives ``ref`` (at the origin, unrotated). OSError or ValueError
     naming the file otherwise."""
-    if not is_nifti(path):
-        d = read_h5(path, keys=("label",))
+    if path.lower().endswith(".h5"):
+        d = read_h5(path, keys=("label",), num_classes=top + 1)
         if "label" not in d:
             raise ValueError(f"{path}: no 'label' dataset")
         labels = Case(ref.name, d["label"], spacing=d["spacing"], origin=d["origin"], direction=d["direction"])
@@ -716,17 +716,26 @@ def is_nifti(path: str) -> bool:
     return path.lower().endswith(NIFTI_EXTENSIONS)
 
 
-# Files that lie beside scans and are no scans (dcm2niix writes a .json beside each NIfTI).
-SIDECAR_EXTENSIONS = (".json", ".txt", ".md", ".csv", ".tsv", ".bval", ".bvec")
+# Scans in formats other than NIfTI that ITK or DICOM tools write; other files (notes, dcm2niix's
+# .json, checksums, previews) may lie beside NIfTI scans.
+OTHER_SCAN_EXTENSIONS = (".mha", ".mhd", ".nrrd", ".nhdr", ".hdr", ".img", ".mgz", ".mgh", ".dcm", ".ima",
+                         ".nii.bz2", ".nii.zip")
 
 
-def other_files(folder: str) -> list[str]:
-    """The files of ``folder`` that are neither NIfTI nor sidecars (hidden ones aside), sorted:
-    scans in another format (``.mha``, ``.nrrd``, ``.hdr``/``.img``, DICOM), which a folder of
-    NIfTI input would otherwise skip without a word."""
-    return [os.path.join(folder, f) for f in sorted(os.listdir(folder))
-            if not f.startswith(".") and os.path.isfile(os.path.join(folder, f)) and not is_nifti(f)
-            and not f.lower().endswith(SIDECAR_EXTENSIONS)]
+def other_scans(folder: str) -> list[str]:
+    """The scans in another format than NIfTI in ``folder`` (by extension, or DICOM files by
+    their ``DICM`` marker), sorted: a folder of NIfTI input would otherwise skip them without a
+    word. Hidden files and files of other kinds are let be."""
+    def is_dicom(path: str) -> bool:
+        try:
+            with open(path, "rb") as f:
+                return f.read(132)[128:] == b"DICM"
+        except OSError:
+            return False
+
+    paths = [os.path.join(folder, f) for f in sorted(os.listdir(folder))
+             if not f.startswith(".") and os.path.isfile(os.path.join(folder, f)) and not is_nifti(f)]
+    return [p for p in paths if p.lower().endswith(OTHER_SCAN_EXTENSIONS) or is_dicom(p)]
 
 
 def nifti_stem(path: str) -> str:
@@ -1049,7 +1058,7 @@ def unread_entries(src: str) -> list[str]:
     """What :func:`find_nifti_dataset` would skip under ``src`` although it may hold cases: a
     folder other than the split folders (``Val/``, ``validation/``), NIfTI files outside a
     split's ``images/`` and ``labels/``, and folders and scans in other formats inside those
-    (:func:`other_files`; hidden entries aside)."""
+    (:func:`other_scans`; hidden entries aside)."""
     skipped = []
     for entry in sorted(os.listdir(src)):
         path = os.path.join(src, entry)
@@ -1066,7 +1075,7 @@ def unread_entries(src: str) -> list[str]:
                     skipped += [f"{os.path.join(inner, f)}/ (a folder: only files in {sub}/ are read)"
                                 for f in sorted(os.listdir(inner))
                                 if not f.startswith(".") and os.path.isdir(os.path.join(inner, f))]
-                    skipped += [f"{f} (not a NIfTI file: .nii or .nii.gz)" for f in other_files(inner)]
+                    skipped += [f"{f} (not a NIfTI file: .nii or .nii.gz)" for f in other_scans(inner)]
                 elif not sub.startswith(".") and (os.path.isdir(inner) or is_nifti(sub)):
                     skipped.append(f"{inner}{'/' if os.path.isdir(inner) else ''} (not in images/ or labels/)")
     return skipped

@@ -63,9 +63,9 @@ class MaskMixAdvNet(nn.Module):
             if level == "both":
                 pair = [f * _resize_mask(torch.cat(masks), f) for f in pair]
             views = list(zip(*(f.split(b) for f in pair)))
-        # Decoders that see both views run once on the pair (one batch of 2B); the segmentation
-        # decoders of their own view get that view's features as they are, not slices of the pair,
-        # whose backward would copy every gradient into a zero-filled tensor of the pair's size.
+        # Decoders that see both views run once on the pair (one batch of 2B). Feature-level views
+        # reach their segmentation decoders as they are, not as slices of the pair, whose backward
+        # would copy every gradient into a zero-filled tensor of the pair's size.
         rec1, rec2 = self.rec_decoder(pair).split(b) if reconstruct else (None, None)
         if len(self.seg_decoders) == 1:
             seg1, seg2 = self._seg(0, pair).split(b)
