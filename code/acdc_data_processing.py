@@ -202,8 +202,9 @@ def process_raw_case(case: str, image_path: str | None, gt_path: str | None,
         scribble = scribble.astype(np.uint16)
     else:
         scribble = scribble_volume(label, np.random.default_rng(case_seed(seed, case)))
-    return without_unit_geometry(image_path, dataclasses.replace(image, name=case, image=normalised(image_path, image.image),
-                                                                 label=label, scribble=scribble))
+    converted = dataclasses.replace(image, name=case, image=normalised(image_path, image.image), label=label,
+                                    scribble=scribble)
+    return without_unit_geometry(image_path, converted)
 
 
 # A scribble leaves most voxels 4 (unlabeled; ACDC's strokes cover about 4%): a label file with 4
@@ -250,8 +251,8 @@ def process_nifti_case(split: str, image_path: str, label_path: str, seed: int,
         scribble = scribble_volume(label, np.random.default_rng(case_seed(seed, scan.name)))
     else:
         scribble = None
-    return without_unit_geometry(image_path, dataclasses.replace(scan, image=normalised(image_path, scan.image),
-                                                                 label=label, scribble=scribble))
+    converted = dataclasses.replace(scan, image=normalised(image_path, scan.image), label=label, scribble=scribble)
+    return without_unit_geometry(image_path, converted)
 
 
 def write_splits_json(out: str, splits: dict[str, list[str]]) -> None:

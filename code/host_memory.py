@@ -5,7 +5,8 @@ fresh ``mmap`` and unmaps it when freed, and trims the heap top it frees; either
 zero-fills every page again on its next first touch. A training step allocates and frees the
 same activations every time, so on the CPU that is 10-50 thousand page faults per MaskMixAdv
 step (batch 8, 128x128). Raising both thresholds to ``KEEP_BYTES`` (the mmap threshold to 32
-MiB before glibc 2.35) lets the heap keep them: a step then faults a few hundred times. The price is that the process keeps its peak footprint.
+MiB before glibc 2.35) lets the heap keep them: a step then faults a few hundred times. The
+price is that the process keeps its peak footprint.
 """
 from __future__ import annotations
 

@@ -617,6 +617,7 @@ def test_h5_predictions_on_another_grid_are_refused(phantom_root, pred, tmp_path
         score(str(root), pred, tmp_path / "r.json")
     assert e.value.code == 2 and f"{cases[0]}.h5: direction (-1.0, 0.0, 0.0" in capsys.readouterr().err
     for c in cases:  # on the case's grid it is scored
-        io.write_h5(str(pred / f"{c}.h5"), {"label": io.read_case(str(root), c).label}, io.read_case(str(root), c).spacing,
-                    origin=(0.0, 0.0, 0.0), direction=np.eye(3).ravel())
+        case = io.read_case(str(root), c)
+        io.write_h5(str(pred / f"{c}.h5"), {"label": case.label}, case.spacing, origin=(0.0, 0.0, 0.0),
+                    direction=np.eye(3).ravel())
     assert score(str(root), pred, tmp_path / "r.json")["dice"]["mean"] == 1.0
