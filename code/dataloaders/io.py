@@ -690,13 +690,9 @@ def read_labels_on(path: str, ref: Case, top: int = NUM_CLASSES - 1, ref_name: s
     the grid :func:`write_nifti` gives ``ref`` (at the origin, unrotated). OSError or ValueError
     naming the file otherwise."""
     if path.lower().endswith(".h5"):
-        d = read_h5(path, keys=("label",), num_classes=top + 1)
-        if "label" not in d:
-            raise ValueError(f"{path}: no 'label' dataset")
-        labels = Case(ref.name, d["label"], spacing=d["spacing"], origin=d["origin"], direction=d["direction"])
+        labels = read_h5_labels(path, top)
         check_same_grid(path, labels, ref, ref_name)
-        check_labels(path, labels.image, top)
-        return labels.image.astype(np.uint8)
+        return labels.image
     labels = read_scan(path)
     if header_free(labels) or (ref.direction is None and unrotated_at_origin(labels)):
         labels = Case(labels.name, labels.image)
@@ -988,19 +984,17 @@ def check_class_order(masks, class_names, what: str, against: str) -> None:
                          f"({order}); relabel them")
 
 
-def read_label_file(path: str, top: int = NUM_CLASSES - 1) -> np.ndarray:
-    """A (Z, H, W) uint8 label map with classes 0..``top`` from an h5 file (key ``label``) or a NIfTI
-    file (array order of ``GetArrayFromImage``); OSError naming the file when it cannot be read,
-    ValueError when it has no label or holds other values."""
-    if path.lower().endswith(".h5"):
-        arrays = read_h5(path, keys=("label",))
-        if "label" not in arrays:
-            raise ValueError(f"{path}: no 'label' dataset")
-        labels = arrays["label"]
-    else:
-        labels = read_nifti(path)[0]
-    check_labels(path, labels, top)
-    return labels.astype(np.uint8)  # whole numbers, checked; a float file would fail the metrics
+def read_h5_labels(path: str, top: int = NUM_CLASSES - 1) -> Case:
+    """The (Z, H, W) uint8 label volume of the h5 file ``path`` (key ``label``), whole numbers in
+    0..``top``, as a ``Case``'s image with the file's geometry (attributes it lacks are None);
+    OSError naming the file when it cannot be read, ValueError when it has no label or holds
+    other values."""
+    d = read_h5(path, keys=("label",), num_classes=top + 1)
+    if "label" not in d:
+        raise ValueError(f"{path}: no 'label' dataset")
+    check_labels(path, d["label"], top)  # whole numbers, checked: uint8 loses nothing
+    return Case(os.path.splitext(os.path.basename(path))[0], d["label"].astype(np.uint8), spacing=d["spacing"],
+                origin=d["origin"], direction=d["direction"])
 
 
 def read_case(root: str, case: str) -> Case:

@@ -25,7 +25,6 @@ import torch.nn.functional as F
 
 from dataloaders.augment import crop_origin, draw_scale, resize, rot_flip
 from dataloaders import io
-from dataloaders.io import read_label_file
 from dataloaders.spacing import mask_to_target
 
 MASK_PATTERNS = ("*.h5", "*.nii", "*.nii.gz")
@@ -74,7 +73,8 @@ def read_prior_file(path: str) -> tuple[np.ndarray, tuple[float, float] | None]:
     ``label``) or a NIfTI file read as scans are (:func:`io.read_scan`: slices along the third
     voxel axis, one geometry). ValueError or OSError naming the file."""
     if path.lower().endswith(".h5"):
-        labels, spacing = read_label_file(path), io.read_h5(path, keys=())["spacing"]
+        prior = io.read_h5_labels(path)
+        labels, spacing = prior.image, prior.spacing
     else:
         mask = io.read_scan(path)
         io.check_labels(path, mask.image)
