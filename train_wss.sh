@@ -3,7 +3,7 @@
 #
 #   bash train_wss.sh                       # main job: phantoms -> MaskMixAdv, fold1, CPU quick protocol
 #   bash train_wss.sh --root data/ACDC --protocol quick   # ACDC fold1, <= 30 min of training on 2 CPU cores
-#   bash train_wss.sh --root data/ACDC --protocol long    # <= 2.5 hours on 2 CPU cores
+#   bash train_wss.sh --root data/ACDC --protocol long --tta on   # <= 2.5 hours on 2 CPU cores
 #   bash train_wss.sh --methods "pce dmpls maskmixadv" --folds all --root data/ACDC \
 #        --protocol paper                                  # 256x256, batch 12, 60000 iterations (GPU)
 #   bash train_wss.sh ... --args maskmixadv "--shape_prior MSCMR/val/labels"   # one method's flags
@@ -11,7 +11,8 @@
 #
 # A flag goes either in one method's --args or after --, not both; patch and input sizes go
 # through --patch and --input. --iters, --patch, --input, --batch, --amp and --val, wherever
-# given, win over a --protocol's values. A run that already exists is resumed (a finished one is
+# given, win over a --protocol's values. --tta on scores with test-time flips (test_2D_fully.py
+# --tta; default off). A run that already exists is resumed (a finished one is
 # only re-tested). When several CUDA GPUs are visible, runs are spread over them, one run per GPU
 # at a time. Paths are the caller's: model/ (and the default phantoms under data/) are written in
 # the current directory.
@@ -30,6 +31,7 @@ amp=auto
 val=200
 exp_prefix=""
 protocol=""
+tta=off
 extra=()
 declare -A method_args=() given=()
 while [ $# -gt 0 ]; do
@@ -48,11 +50,12 @@ while [ $# -gt 0 ]; do
     --amp) amp="$2"; given[amp]=1; shift 2 ;;
     --val) val="$2"; given[val]=1; shift 2 ;;
     --exp_prefix) exp_prefix="$2"; shift 2 ;;
+    --tta) tta="$2"; shift 2 ;;
     --args)
       [ -z "${method_args[$2]+set}" ] || { echo "train_wss.sh: --args $2 given twice (put its flags in one)" >&2; exit 2; }
       method_args[$2]="$3"; shift 3 ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "train_wss.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -66,6 +69,7 @@ case "$protocol" in  # named budgets
   paper) budget iters 60000; budget patch 256; budget input ""; budget batch 12; budget amp off; budget val 200 ;;
   *) echo "train_wss.sh: --protocol must be quick, long or paper, got $protocol" >&2; exit 2 ;;
 esac
+case "$tta" in on|off) ;; *) echo "train_wss.sh: --tta must be on or off, got $tta" >&2; exit 2 ;; esac
 [ "$folds" = all ] && folds="fold1 fold2 fold3 fold4 fold5"
 for list in "$methods" "$folds"; do  # a repeat would train twice and then fail the summary
   repeated=$(tr -s ' ' '\n' <<< "$list" | sed '/^$/d' | sort | uniq -d | head -1)
@@ -129,6 +133,7 @@ sup_of() {  # method: the supervision its run folder is named after (a --sup_typ
 test_args() {  # method fold: sets targs, test_2D_fully's arguments for that run
   targs=("$here/code/test_2D_fully.py" --root_path "$root" --fold "$2" --exp "${exp_prefix}$1" --sup_type "$(sup_of "$1")"
     --out_json "model/results/${exp_prefix}$1_$2.json")
+  [ "$tta" = off ] || targs+=(--tta)
 }
 
 run_one() {  # method fold [gpu]

@@ -106,7 +106,7 @@ def test_missing_data_root_is_named(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--methods", "pce pce"], "pce given twice"), (["--folds", "fold1 fold2 fold1"], "fold1 given twice"),
+    (["--methods", "pce pce"], "pce given twice"), (["--tta", "yes"], "--tta must be on or off, got yes"), (["--folds", "fold1 fold2 fold1"], "fold1 given twice"),
     (["--args", "pce"], "--args needs 2 value"), (["--root"], "--root needs 1 value"),
     # Flags for a method not run (a typo) were dropped; a run given its own --exp, --out_dir,
     # --fold or --root_path trained elsewhere than the script then tested (another run, exit 0).
@@ -163,6 +163,20 @@ def test_train_wss_budget_flags_win_over_protocol_before_or_after_it(tmp_path, p
     assert r.returncode == 0, r.stderr
     paper = calls.read_text().splitlines()[-1]
     assert "--patch_size 64 64 --input_size 64 64 " in paper and "--max_iterations 60000 " in paper
+
+
+def test_train_wss_tta_on_scores_with_test_time_flips(tmp_path, phantom_root):
+    import subprocess
+
+    # Records test_2D_fully.py's flags beside train.py's: the checks before training and the scoring.
+    stub, calls = python_stub(tmp_path, f'*/code/test_2D_fully.py) echo "$@" >> {tmp_path / "tests"} ;; ')
+    for tta in ("off", "on"):
+        r = subprocess.run(["bash", os.path.join(ROOT, "train_wss.sh"), "--methods", "pce", "--root", phantom_root,
+                            "--exp_prefix", f"tta_{tta}_", "--tta", tta, "--iters", "3"], capture_output=True,
+                           text=True, env={**os.environ, "PYTHON": str(stub)}, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+    tests = [line.split() for line in (tmp_path / "tests").read_text().splitlines()]
+    assert len(tests) == 4 and [("--tta" in t) for t in tests] == [False, False, True, True]
 
 
 def test_train_wss_refuses_another_runs_results_file_before_training(tmp_path, phantom_root):
