@@ -106,7 +106,8 @@ def test_missing_data_root_is_named(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--methods", "pce pce"], "pce given twice"), (["--tta", "yes"], "--tta must be on or off, got yes"), (["--folds", "fold1 fold2 fold1"], "fold1 given twice"),
+    (["--methods", "pce pce"], "pce given twice"), (["--folds", "fold1 fold2 fold1"], "fold1 given twice"),
+    (["--tta", "yes"], "--tta must be on or off, got yes"),
     (["--args", "pce"], "--args needs 2 value"), (["--root"], "--root needs 1 value"),
     # Flags for a method not run (a typo) were dropped; a run given its own --exp, --out_dir,
     # --fold or --root_path trained elsewhere than the script then tested (another run, exit 0).
