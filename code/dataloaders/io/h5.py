@@ -10,8 +10,8 @@ import h5py
 import numpy as np
 
 from dataloaders.io.layout import (
-    Case, DTYPES, GEOMETRY, KEYS, NUM_CLASSES, UNLABELED, check_labels, check_scribble_classes, list_cases,
-    root_classes, slice_path, volume_path)
+    Case, DTYPES, GEOMETRY, KEYS, NUM_CLASSES, UNLABELED, check_labels, check_scribble_classes, check_voxel_sides,
+    list_cases, root_classes, slice_path, volume_path)
 from dataloaders.io.outputs import atomic_path
 
 
@@ -112,20 +112,6 @@ def root_digest(root: str) -> str:
                 h.update(key.encode())
                 h.update(np.ascontiguousarray(arrays[key]).tobytes())
     return h.hexdigest()
-
-
-# Voxel sides an MRI scan has, in mm: 0.1-0.2 (high resolution) to about 20 (thick slices with
-# gaps). Outside, the header gives another unit than it says (metres, micrometres) or is broken:
-# resampled to a target spacing, a scan in metres read as mm was segmented as background.
-PLAUSIBLE_VOXEL_MM = (0.05, 100.0)
-
-
-def check_voxel_sides(path: str, sides, what: str = "voxel size") -> None:
-    """ValueError naming ``path`` when one of ``sides`` (mm) lies outside ``PLAUSIBLE_VOXEL_MM``."""
-    lo, hi = PLAUSIBLE_VOXEL_MM
-    if any(not lo <= s <= hi for s in sides):
-        raise ValueError(f"{path}: {what} {tuple(round(float(s), 6) for s in sides)} mm is not an MRI voxel's "
-                         f"({lo:g} to {hi:g} mm); lengths in another unit (metres, micrometres)? Save it in mm")
 
 
 # Values of each geometry attribute: (z, y, x) mm, (x, y, z) mm, a row-major 3x3.

@@ -1,5 +1,5 @@
 """A data root's layout: case names and the patients they group into, class names
-(``dataset.json``), file paths, and the label checks every reader shares."""
+(``dataset.json``), file paths, and the label and voxel-size checks every reader shares."""
 from __future__ import annotations
 
 import json
@@ -196,6 +196,20 @@ def check_scribble_classes(what: str, scribble: np.ndarray, num_classes: int) ->
     a traceback)."""
     scribble = np.asarray(scribble)
     check_labels(f"{what} ({UNLABELED} = unlabeled)", scribble[scribble != UNLABELED], num_classes - 1)
+
+
+# Voxel sides an MRI scan has, in mm: 0.1-0.2 (high resolution) to about 20 (thick slices with
+# gaps). Outside, the header gives another unit than it says (metres, micrometres) or is broken:
+# resampled to a target spacing, a scan in metres read as mm was segmented as background.
+PLAUSIBLE_VOXEL_MM = (0.05, 100.0)
+
+
+def check_voxel_sides(path: str, sides, what: str = "voxel size") -> None:
+    """ValueError naming ``path`` when one of ``sides`` (mm) lies outside ``PLAUSIBLE_VOXEL_MM``."""
+    lo, hi = PLAUSIBLE_VOXEL_MM
+    if any(not lo <= s <= hi for s in sides):
+        raise ValueError(f"{path}: {what} {tuple(round(float(s), 6) for s in sides)} mm is not an MRI voxel's "
+                         f"({lo:g} to {hi:g} mm); lengths in another unit (metres, micrometres)? Save it in mm")
 
 
 # Share of the LV's border (4-neighbour pixel edges) that must touch the MYO: 0.98-1.0 on every

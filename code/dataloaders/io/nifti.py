@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
-from dataloaders.io.h5 import check_voxel_sides, read_h5_labels
-from dataloaders.io.layout import Case, NUM_CLASSES, check_labels
+from dataloaders.io.h5 import read_h5_labels
+from dataloaders.io.layout import Case, NUM_CLASSES, check_labels, check_voxel_sides
 from dataloaders.io.outputs import atomic_path
 
 
